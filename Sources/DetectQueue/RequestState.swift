@@ -1,0 +1,42 @@
+import Postgres
+
+/// Where a detection request is in its life; the PostgreSQL enum `detectq.request_state` has the same values.
+///
+/// `successors` is the one table of legal transitions. The database enforces the same table with a trigger
+/// (from `detectq.request_state_transitions`), and the test suite checks the two against each other.
+public enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, PostgresDecodable {
+    /// Waiting to be claimed, at or after `run_at`.
+    case queued
+    /// Claimed by a worker under a lease: uploading and submitting (in `sync` mode also waiting).
+    case submitting
+    /// Accepted by the API with its `remote_uuid` stored; waiting for the callback or the poll.
+    case awaitingResult = "awaiting_result"
+    /// An attempt failed in a way worth retrying; claimed again at `run_at`.
+    case retrying
+    /// The detection result is stored.
+    case completed
+    /// Will not be tried again; `error_message` says why.
+    case failed
+    /// Cancelled by a user before it completed.
+    case cancelled
+
+    /// The states this one may change to.
+    public var successors: Set<RequestState> {
+        switch self {
+        case .queued: [.submitting, .cancelled]
+        case .submitting: [.awaitingResult, .completed, .retrying, .failed, .cancelled, .queued]
+        case .awaitingResult: [.completed, .failed, .cancelled]
+        case .retrying: [.submitting, .cancelled]
+        case .failed: [.queued]
+        case .completed, .cancelled: []
+        }
+    }
+
+    /// Whether changing from this state to `next` is legal.
+    public func canChange(to next: RequestState) -> Bool {
+        successors.contains(next)
+    }
+
+    /// True for states a worker may claim.
+    public var isClaimable: Bool { self == .queued || self == .retrying }
+}

@@ -1,0 +1,132 @@
+import Foundation
+
+/// A throwaway PostgreSQL cluster in a temporary directory, for the demo, the benchmarks and tests that must
+/// stop and restart a server: made by `initdb`, served on a free loopback port, deleted by `destroy()`.
+///
+/// PostgreSQL refuses to run as root, so when this process is root the server's commands run as the
+/// unprivileged `postgres` user (through `runuser`), which owns the cluster's directory.
+public final class ThrowawayPostgresCluster: Sendable {
+    /// How `stop` shuts the server down (`pg_ctl -m`).
+    public enum ShutdownMode: String, Sendable {
+        /// Disconnects clients and shuts down cleanly.
+        case fast
+        /// Kills the server processes at once; the next start runs crash recovery.
+        case immediate
+    }
+
+    /// The cluster's directory: `data/`, the server log and the Unix socket.
+    public let directory: URL
+    /// The loopback TCP port the server listens on.
+    public let port: Int
+    private let binaries: URL
+    private let runsAsPostgresUser: Bool
+
+    /// A libpq URI for the cluster's `postgres` database as the `postgres` superuser (trust authentication).
+    public var connectionString: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+
+    private var dataDirectory: String { directory.appendingPathComponent("data").path }
+    private var logFile: String { directory.appendingPathComponent("server.log").path }
+
+    private init(directory: URL, port: Int, binaries: URL, runsAsPostgresUser: Bool) {
+        self.directory = directory
+        self.port = port
+        self.binaries = binaries
+        self.runsAsPostgresUser = runsAsPostgresUser
+    }
+
+    /// Creates a new cluster and starts it.
+    public static func start() async throws -> ThrowawayPostgresCluster {
+        let binaries = try findBinaries()
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("detectq-pg-\(UUID().uuidString.prefix(8).lowercased())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let runsAsPostgresUser = geteuid() == 0
+        if runsAsPostgresUser {
+            guard let user = getpwnam("postgres") else {
+                throw ClusterError("running as root, but there is no 'postgres' user to run PostgreSQL as")
+            }
+            guard chown(directory.path, user.pointee.pw_uid, user.pointee.pw_gid) == 0 else {
+                throw ClusterError("could not hand \(directory.path) to the postgres user")
+            }
+        }
+        let cluster = ThrowawayPostgresCluster(
+            directory: directory, port: try freeLoopbackPort(), binaries: binaries,
+            runsAsPostgresUser: runsAsPostgresUser
+        )
+        try await cluster.run("initdb", [
+            "-D", cluster.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
+            "--no-instructions",
+        ])
+        try await cluster.startServer()
+        return cluster
+    }
+
+    /// Starts the server again after `stop`.
+    public func startServer() async throws {
+        let options = [
+            "-p \(port)", "-k '\(directory.path)'", "-c listen_addresses=127.0.0.1", "-c fsync=off",
+            "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
+        ].joined(separator: " ")
+        try await run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "-o", options, "start"])
+    }
+
+    /// Stops the server; the cluster's data stays for a later `startServer`.
+    public func stopServer(_ mode: ShutdownMode = .fast) async throws {
+        try await run("pg_ctl", ["-D", dataDirectory, "-m", mode.rawValue, "-w", "-t", "60", "stop"])
+    }
+
+    /// Stops the server (immediately) and deletes the cluster's directory.
+    public func destroy() async {
+        try? await stopServer(.immediate)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) async throws {
+        let executable = binaries.appendingPathComponent(tool).path
+        let output = directory.appendingPathComponent("\(tool).log").path
+        let status = runsAsPostgresUser
+            ? try await ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", executable] + arguments, outputFile: output)
+            : try await ChildProcess.run(executable, arguments, outputFile: output)
+        guard status == 0 else {
+            let printed = (try? String(contentsOfFile: output, encoding: .utf8))?.suffix(2_000) ?? ""
+            let log = (try? String(contentsOfFile: logFile, encoding: .utf8))?.suffix(2_000) ?? ""
+            throw ClusterError("\(tool) exited with \(status): \(printed)\(log)")
+        }
+    }
+
+    /// The newest installed server's binaries (Debian keeps them in /usr/lib/postgresql/<major>/bin).
+    private static func findBinaries() throws -> URL {
+        let root = URL(fileURLWithPath: "/usr/lib/postgresql")
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        let newest = versions.compactMap(Int.init).sorted().last
+        guard let newest else {
+            throw ClusterError("no PostgreSQL server under /usr/lib/postgresql: apt-get install -y postgresql")
+        }
+        return root.appendingPathComponent("\(newest)/bin")
+    }
+
+    /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel's choice for port 0).
+    private static func freeLoopbackPort() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw ClusterError("could not open a socket to find a free port") }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
+            }
+        }
+        guard bound else { throw ClusterError("could not find a free loopback port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Why a throwaway cluster could not be created, started or stopped.
+public struct ClusterError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

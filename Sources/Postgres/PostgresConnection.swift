@@ -1,0 +1,239 @@
+import CLibPQ
+import Dispatch
+import Foundation
+import Synchronization
+
+/// One connection to PostgreSQL through libpq.
+///
+/// libpq blocks, so every call on the connection runs on the connection's own serial dispatch queue and
+/// hands its result back through a continuation: Swift's cooperative thread pool never waits on the network.
+/// A connection that was lost (a server restart, a terminated backend) is re-established before the next
+/// statement; the statement that found it lost fails once with a `.connection` error.
+public final class PostgresConnection: @unchecked Sendable {
+    // `connection` is read and written only on `queue`; `cancelHandle` is guarded by its mutex.
+    private var connection: OpaquePointer?
+    private let queue: DispatchQueue
+    private let cancelHandle = Mutex<CancelHandle?>(nil)
+    public let configuration: PostgresConfiguration
+
+    private init(configuration: PostgresConfiguration) {
+        self.configuration = configuration
+        queue = DispatchQueue(label: "detectq.postgres.connection")
+    }
+
+    deinit {
+        if let connection { PQfinish(connection) }
+    }
+
+    /// Opens a connection; throws a `.connection` error naming what libpq reported.
+    public static func connect(_ configuration: PostgresConfiguration) async throws -> PostgresConnection {
+        let connection = PostgresConnection(configuration: configuration)
+        try await connection.onQueue { try connection.open() }
+        return connection
+    }
+
+    /// Runs one parameterised statement and returns its rows.
+    @discardableResult
+    public func query(_ query: PostgresQuery) async throws -> PostgresRows {
+        try await withTaskCancellationHandler {
+            try Task.checkCancellation()
+            return try await onQueue { try self.run(query) }
+        } onCancel: {
+            self.cancelRunningStatement()
+        }
+    }
+
+    /// Runs a script of several statements with no parameters, for trusted, static SQL only (migrations):
+    /// values always go through `query(_:)`.
+    public func executeScript(_ script: String) async throws {
+        try await onQueue {
+            let connection = try self.readyConnection()
+            _ = try self.check(PQexec(connection, script), on: connection)
+        }
+    }
+
+    /// Runs `body` inside a transaction: commits when it returns, rolls back when it throws.
+    /// `COMMIT` and `ROLLBACK` run even when the task has been cancelled, so no transaction is left open.
+    public func transaction<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        try await query("BEGIN")
+        let result: Result
+        do {
+            result = try await body(self)
+        } catch {
+            try? await transactionControl("ROLLBACK")
+            throw error
+        }
+        try await transactionControl("COMMIT")
+        return result
+    }
+
+    private func transactionControl(_ statement: PostgresQuery) async throws {
+        _ = try await onQueue { try self.run(statement) }
+    }
+
+    /// Closes the connection; later statements fail with a `.closed` error.
+    public func close() async {
+        await onQueue {
+            self.cancelHandle.withLock { $0 = nil }
+            if let connection = self.connection { PQfinish(connection) }
+            self.connection = nil
+        }
+    }
+
+    /// True when the connection is open, healthy and outside any transaction, so it can serve someone else.
+    func isReusable() async -> Bool {
+        await onQueue {
+            guard let connection = self.connection, PQstatus(connection) == CONNECTION_OK else { return false }
+            return PQtransactionStatus(connection) == PQTRANS_IDLE
+        }
+    }
+
+    /// The server process serving this connection (`pg_backend_pid()`), or nil when not connected.
+    public func backendProcessID() async -> Int32? {
+        await onQueue {
+            guard let connection = self.connection, PQstatus(connection) == CONNECTION_OK else { return nil }
+            return PQbackendPID(connection)
+        }
+    }
+
+    // MARK: - On the connection's queue
+
+    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: work()) }
+        }
+    }
+
+    private func open() throws {
+        let connection = try configuration.openLibPQConnection()
+        self.connection = connection
+        try prepareSession(connection)
+    }
+
+    /// Fixes the session settings the decoders rely on, and keeps a cancel handle for this backend.
+    private func prepareSession(_ connection: OpaquePointer) throws {
+        let settings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres';"
+            + " SET extra_float_digits = 3; SET client_encoding = 'UTF8'"
+        _ = try check(PQexec(connection, settings), on: connection)
+        let handle = PQgetCancel(connection).map(CancelHandle.init)
+        cancelHandle.withLock { $0 = handle }
+    }
+
+    /// The open connection, re-established first if it was lost while idle or found broken.
+    private func readyConnection() throws -> OpaquePointer {
+        guard let connection else {
+            throw PostgresError(kind: .closed, message: "the connection was closed")
+        }
+        if PQstatus(connection) == CONNECTION_OK, Self.hasPendingInput(connection) {
+            // An idle connection has nothing to read unless the server is telling us it is going away
+            // (or sent a notification); reading it lets libpq notice a connection that is already dead.
+            if PQconsumeInput(connection) == 1 { Self.discardNotifications(connection) }
+        }
+        if PQstatus(connection) != CONNECTION_OK {
+            PQreset(connection)
+            guard PQstatus(connection) == CONNECTION_OK else {
+                throw PostgresError(kind: .connection, message: libpqErrorMessage(connection))
+            }
+            try prepareSession(connection)
+        }
+        return connection
+    }
+
+    private func run(_ query: PostgresQuery) throws -> PostgresRows {
+        let connection = try readyConnection()
+        let parameters = query.parameters
+        let values = parameters.map { $0.text.map { strdup($0) } ?? nil }
+        defer { values.forEach { free($0) } }
+        let types = parameters.map { $0.type.rawValue }
+        let valuePointers = values.map { $0.map { UnsafePointer($0) } }
+        let result = PQexecParams(
+            connection, query.sql, Int32(parameters.count), types, valuePointers, nil, nil, 0
+        )
+        return PostgresRows(result: try check(result, on: connection))
+    }
+
+    /// Turns a libpq result into a handle, or into a `PostgresError` when the statement failed.
+    private func check(_ result: OpaquePointer?, on connection: OpaquePointer) throws -> ResultHandle {
+        guard let result else {
+            throw PostgresError(kind: .connection, message: libpqErrorMessage(connection))
+        }
+        let handle = ResultHandle(result)
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY:
+            return handle
+        default:
+            throw Self.error(from: result, connection: connection)
+        }
+    }
+
+    private static func error(from result: OpaquePointer, connection: OpaquePointer) -> PostgresError {
+        func field(_ code: Character) -> String? {
+            guard let value = PQresultErrorField(result, Int32(code.asciiValue!)) else { return nil }
+            return String(cString: value)
+        }
+        let sqlState = field("C").map(SQLState.init(rawValue:))
+        let lost = PQstatus(connection) != CONNECTION_OK
+        guard sqlState != nil, !lost || sqlState?.errorClass == "57" else {
+            return PostgresError(
+                kind: .connection,
+                message: "the connection to the server was lost: " + libpqErrorMessage(connection),
+                sqlState: sqlState
+            )
+        }
+        return PostgresError(
+            kind: lost ? .connection : .server,
+            message: field("M") ?? libpqErrorMessage(connection),
+            sqlState: sqlState,
+            severity: field("V") ?? field("S"),
+            detail: field("D"),
+            hint: field("H"),
+            schema: field("s"),
+            table: field("t"),
+            column: field("c"),
+            dataType: field("d"),
+            constraint: field("n")
+        )
+    }
+
+    private static func hasPendingInput(_ connection: OpaquePointer) -> Bool {
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        return poll(&descriptor, 1, 0) > 0
+    }
+
+    private static func discardNotifications(_ connection: OpaquePointer) {
+        while let notification = PQnotifies(connection) { PQfreemem(notification) }
+    }
+
+    // MARK: - Cancellation
+
+    /// Asks the server to cancel whatever this connection is running (used when the awaiting task is cancelled).
+    private func cancelRunningStatement() {
+        DispatchQueue.global().async {
+            self.cancelHandle.withLock { handle in handle?.cancel() }
+        }
+    }
+}
+
+/// libpq's cancel object for one backend; `PQcancel` is the one libpq call designed to run on another thread.
+private final class CancelHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    init(_ pointer: OpaquePointer) {
+        self.pointer = pointer
+    }
+
+    func cancel() {
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(pointer, &buffer, Int32(buffer.count))
+    }
+
+    deinit {
+        PQfreeCancel(pointer)
+    }
+}

@@ -1,0 +1,118 @@
+/// An error from the PostgreSQL layer: the server's report (with its SQLSTATE and constraint name),
+/// a lost or refused connection, or a value that cannot be decoded as the type asked for.
+///
+/// Its `description` is safe to log: it never contains parameter values. The server's `detail`
+/// (which may quote a row's values, as in "Failing row contains …") is kept in its own property and
+/// left out of the description, and quoted values in the server's message are masked.
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
+    public enum Kind: Sendable, Equatable {
+        /// The server refused or failed the statement; `sqlState` says why.
+        case server
+        /// The connection could not be opened, or was lost; the statement may or may not have run.
+        case connection
+        /// A column's value could not be decoded as the Swift type asked for.
+        case decoding
+        /// The pool or connection was used after it was closed.
+        case closed
+    }
+
+    public var kind: Kind
+    /// The five-character SQLSTATE code, for server errors.
+    public var sqlState: SQLState?
+    public var severity: String?
+    /// The primary message, as the server or libpq gave it.
+    public var message: String
+    /// The server's detail line. It may contain values from the row, so it is not in `description`.
+    public var detail: String?
+    public var hint: String?
+    public var schema: String?
+    public var table: String?
+    public var column: String?
+    public var dataType: String?
+    /// The name of the violated constraint, when a constraint was violated.
+    public var constraint: String?
+
+    public init(
+        kind: Kind, message: String, sqlState: SQLState? = nil, severity: String? = nil, detail: String? = nil,
+        hint: String? = nil, schema: String? = nil, table: String? = nil, column: String? = nil,
+        dataType: String? = nil, constraint: String? = nil
+    ) {
+        self.kind = kind
+        self.message = message
+        self.sqlState = sqlState
+        self.severity = severity
+        self.detail = detail
+        self.hint = hint
+        self.schema = schema
+        self.table = table
+        self.column = column
+        self.dataType = dataType
+        self.constraint = constraint
+    }
+
+    public var description: String {
+        var parts: [String] = []
+        switch kind {
+        case .server: parts.append("PostgreSQL error")
+        case .connection: parts.append("PostgreSQL connection error")
+        case .decoding: parts.append("PostgreSQL decoding error")
+        case .closed: parts.append("PostgreSQL connection closed")
+        }
+        if let sqlState { parts.append(sqlState.code) }
+        var text = parts.joined(separator: " ") + ": " + maskedMessage
+        if let constraint { text += " (constraint \(constraint))" }
+        return text
+    }
+
+    /// The message with every double-quoted part of a server error masked unless it names an object the error
+    /// is about: PostgreSQL quotes the offending input in messages such as `invalid input syntax for type integer: "…"`.
+    private var maskedMessage: String {
+        let names = Set([schema, table, column, dataType, constraint].compactMap { $0 })
+        var result = ""
+        var quoted: String?
+        for character in message {
+            if character == "\"" {
+                if let inside = quoted {
+                    result += names.contains(inside) || kind != .server ? "\"\(inside)\"" : "\"…\""
+                    quoted = nil
+                } else {
+                    quoted = ""
+                }
+            } else if quoted != nil {
+                quoted!.append(character)
+            } else {
+                result.append(character)
+            }
+        }
+        if let unterminated = quoted { result += "\"" + unterminated }
+        return result
+    }
+
+    static func decoding(_ message: String) -> PostgresError {
+        PostgresError(kind: .decoding, message: message)
+    }
+}
+
+/// A SQLSTATE code, with names for the ones callers test for.
+public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public var code: String { rawValue }
+    public var description: String { rawValue }
+    /// The two-character class, such as `23` for integrity constraint violations.
+    public var errorClass: Substring { rawValue.prefix(2) }
+
+    public static let uniqueViolation = SQLState(rawValue: "23505")
+    public static let checkViolation = SQLState(rawValue: "23514")
+    public static let notNullViolation = SQLState(rawValue: "23502")
+    public static let foreignKeyViolation = SQLState(rawValue: "23503")
+    public static let invalidTextRepresentation = SQLState(rawValue: "22P02")
+    public static let numericValueOutOfRange = SQLState(rawValue: "22003")
+    public static let queryCanceled = SQLState(rawValue: "57014")
+    public static let adminShutdown = SQLState(rawValue: "57P01")
+    public static let serializationFailure = SQLState(rawValue: "40001")
+    public static let deadlockDetected = SQLState(rawValue: "40P01")
+    public static let undefinedTable = SQLState(rawValue: "42P01")
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The `detectq` command: one executable for every role (migrate now; worker, simulator and tools to come).
+@main
+struct Detectq: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detectq",
+        abstract: "A PostgreSQL job queue that drives the Resemble Detect API.",
+        subcommands: [MigrateCommand.self]
+    )
+}

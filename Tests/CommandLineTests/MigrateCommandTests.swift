@@ -1,0 +1,29 @@
+import DetectqTestSupport
+import Postgres
+import Testing
+
+@Suite("detectq migrate as a process", .enabled(if: TestDatabase.isEnabled))
+struct MigrateCommandTests {
+    @Test func migrateTwiceThenNothingToDo() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let environment = ["DATABASE_URL": try TestDatabase.connectionURI(database: try #require(configuration.database))]
+        let first = try await DetectqExecutable.run(["migrate"], environment: environment)
+        #expect(first.status == 0, "\(first.standardError)")
+        #expect(first.standardOutput.contains("applied 0001_create_schema.sql"))
+        let second = try await DetectqExecutable.run(["migrate"], environment: environment)
+        #expect(second.status == 0)
+        #expect(!second.standardOutput.contains("applied 0"))
+        #expect(second.standardOutput.contains("already applied"))
+    }
+
+    @Test func anUnreachableDatabaseExitsNonZeroWithOneLine() async throws {
+        let outcome = try await DetectqExecutable.run(
+            ["migrate"], environment: ["DATABASE_URL": "postgresql://detectq:s3cret-pw@127.0.0.1:1/none?connect_timeout=2"]
+        )
+        #expect(outcome.status != 0)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1, "\(outcome.standardError)")
+        #expect(lines.first?.hasPrefix("detectq migrate: ") == true)
+        #expect(!outcome.standardError.contains("s3cret-pw"))
+    }
+}

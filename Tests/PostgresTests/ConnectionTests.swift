@@ -1,0 +1,98 @@
+import DetectqTestSupport
+import Foundation
+import Postgres
+import Testing
+
+@Suite("Connections, transactions and the pool", .enabled(if: TestDatabase.isEnabled))
+struct ConnectionTests {
+    @Test func aTransactionThatThrowsLeavesNoRows() async throws {
+        struct Abort: Error {}
+        let pool = PostgresConnectionPool(configuration: try await TestDatabase.createDatabase(), maximumConnections: 2)
+        try await pool.query("CREATE TABLE items (name text NOT NULL)")
+        await #expect(throws: Abort.self) {
+            try await pool.transaction { connection in
+                try await connection.query("INSERT INTO items VALUES (\("a")), (\("b"))")
+                throw Abort()
+            }
+        }
+        await #expect(throws: PostgresError.self) {
+            try await pool.transaction { connection in
+                try await connection.query("INSERT INTO items VALUES (\("c"))")
+                try await connection.query("INSERT INTO items VALUES (NULL)")
+            }
+        }
+        #expect(try await pool.query("SELECT count(*) AS n FROM items")[0].decode("n", as: Int.self) == 0)
+        let committed = try await pool.transaction { connection in
+            try await connection.query("INSERT INTO items VALUES (\("d")), (\("e"))").affectedRows
+        }
+        #expect(committed == 2)
+        #expect(try await pool.query("SELECT count(*) AS n FROM items")[0].decode("n", as: Int.self) == 2)
+    }
+
+    @Test func twoHundredConcurrentQueriesThroughFourConnections() async throws {
+        let applicationName = "pool-test-\(UUID().uuidString.prefix(8))"
+        let pool = PostgresConnectionPool(
+            configuration: try TestDatabase.serverConfiguration(applicationName: applicationName), maximumConnections: 4
+        )
+        let observer = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let rows = try await pool.query("""
+                        SELECT pg_sleep(0.005), \(index)::int8 AS index,
+                               (SELECT count(*) FROM pg_stat_activity WHERE application_name = \(applicationName)) AS open
+                        """)
+                    #expect(try rows[0].decode("index", as: Int.self) == index)
+                    return try rows[0].decode("open", as: Int.self)
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(counts.count == 200)
+        #expect(counts.max()! <= 4, "the pool opened \(counts.max()!) connections")
+        #expect(counts.max()! >= 2, "the queries ran concurrently")
+        let open = try await observer.query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = \(applicationName)"
+        )
+        #expect(try open[0].decode("n", as: Int.self) <= 4)
+        await pool.close()
+        await observer.close()
+    }
+
+    @Test func aCancelledTaskCancelsItsStatementAndTheConnectionStaysUsable() async throws {
+        let connection = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
+        let started = ContinuousClock.now
+        let task = Task { try await connection.query("SELECT pg_sleep(30)") }
+        try await Task.sleep(for: .milliseconds(300))
+        task.cancel()
+        let error = await #expect(throws: PostgresError.self) { try await task.value }
+        #expect(error?.sqlState == .queryCanceled)
+        #expect(ContinuousClock.now - started < .seconds(10))
+        #expect(try await connection.query("SELECT 2 AS two")[0].decode("two", as: Int.self) == 2)
+        await connection.close()
+    }
+
+    @Test func waitersGiveUpTheirPlaceWhenCancelled() async throws {
+        let pool = PostgresConnectionPool(configuration: try TestDatabase.serverConfiguration(), maximumConnections: 1)
+        let holder = Task { try await pool.query("SELECT pg_sleep(1)") }
+        try await Task.sleep(for: .milliseconds(200))
+        let waiter = Task { try await pool.query("SELECT 1") }
+        try await Task.sleep(for: .milliseconds(100))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        _ = try await holder.value
+        #expect(try await pool.query("SELECT 3 AS three")[0].decode("three", as: Int.self) == 3)
+        await pool.close()
+    }
+
+    @Test func aConnectionLeftInsideATransactionIsNotReused() async throws {
+        let pool = PostgresConnectionPool(configuration: try TestDatabase.serverConfiguration(), maximumConnections: 1)
+        let first = try await pool.withConnection { connection in
+            try await connection.query("BEGIN")
+            return await connection.backendProcessID()
+        }
+        let second = try await pool.withConnection { await $0.backendProcessID() }
+        #expect(first != nil && second != nil && first != second)
+        await pool.close()
+    }
+}

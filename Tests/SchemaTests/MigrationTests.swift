@@ -1,0 +1,91 @@
+import DetectqTestSupport
+import Foundation
+import Postgres
+import SchemaMigrations
+import Testing
+
+@Suite("detectq migrate", .enabled(if: TestDatabase.isEnabled))
+struct MigrationTests {
+    func migration(_ version: Int, _ sql: String) -> Migration {
+        Migration(fileName: String(format: "%04d_test.sql", version), bytes: Array(sql.utf8))
+    }
+
+    @Test func theEmbeddedMigrationsAreExactlyTheFilesInMigrations() throws {
+        let directory = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("migrations")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(DetectqMigrations.all.map(\.name) == files)
+        for migration in DetectqMigrations.all {
+            let bytes = try Data(contentsOf: directory.appendingPathComponent(migration.name))
+            #expect(Migration(fileName: migration.name, bytes: Array(bytes)).checksum == migration.checksum)
+        }
+        #expect(DetectqMigrations.all.map(\.version) == DetectqMigrations.all.map(\.version).sorted())
+    }
+
+    @Test func aSecondRunIsANoOp() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let first = try await MigrationRunner(configuration: configuration).migrate()
+        #expect(first.applied.map(\.name) == DetectqMigrations.all.map(\.name))
+        let second = try await MigrationRunner(configuration: configuration).migrate()
+        #expect(second.applied.isEmpty)
+        #expect(second.alreadyApplied == DetectqMigrations.all.count)
+    }
+
+    @Test func concurrentRunsApplyEachMigrationOnce() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let migrations = [
+            migration(1, "CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (1);"),
+            migration(2, "SELECT pg_sleep(0.2); UPDATE counter SET n = n + 1;"),
+            migration(3, "UPDATE counter SET n = n + 10;"),
+        ]
+        let reports = try await withThrowingTaskGroup(of: MigrationReport.self) { group in
+            for _ in 0..<4 {
+                group.addTask { try await MigrationRunner(configuration: configuration, migrations: migrations).migrate() }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(reports.map(\.applied.count).reduce(0, +) == 3)
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        #expect(try await pool.query("SELECT n FROM counter")[0].decode("n", as: Int.self) == 12)
+        #expect(try await pool.query("SELECT count(*) AS n FROM detectq.schema_migrations")[0].decode("n", as: Int.self) == 3)
+        await pool.close()
+
+        let real = try await TestDatabase.createDatabase()
+        let realReports = try await withThrowingTaskGroup(of: MigrationReport.self) { group in
+            for _ in 0..<3 { group.addTask { try await MigrationRunner(configuration: real).migrate() } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(realReports.map(\.applied.count).reduce(0, +) == DetectqMigrations.all.count)
+    }
+
+    @Test func anEditedAppliedMigrationIsAnError() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        _ = try await MigrationRunner(configuration: configuration, migrations: [migration(1, "CREATE TABLE a (x int);")]).migrate()
+        let edited = [migration(1, "CREATE TABLE a (x bigint);"), migration(2, "CREATE TABLE b (x int);")]
+        let error = try await #require(throws: MigrationError.self) {
+            try await MigrationRunner(configuration: configuration, migrations: edited).migrate()
+        }
+        #expect(error.description.contains("0001_test.sql was edited after it was applied"))
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        #expect(try await pool.query("SELECT to_regclass('b')::text AS b")[0].decode("b", as: String?.self) == nil,
+                "nothing after the edited migration runs")
+        await pool.close()
+    }
+
+    @Test func aFailingMigrationIsRolledBackWhole() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let broken = [migration(1, "CREATE TABLE a (x int);"), migration(2, "CREATE TABLE b (x int); SELEC oops;")]
+        let error = try await #require(throws: MigrationError.self) {
+            try await MigrationRunner(configuration: configuration, migrations: broken).migrate()
+        }
+        #expect(error.description.hasPrefix("migration 0002_test.sql failed and was rolled back"))
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        let tables = try await pool.query("SELECT to_regclass('a')::text AS a, to_regclass('b')::text AS b")[0]
+        #expect(try tables.decode("a", as: String?.self) == "a")
+        #expect(try tables.decode("b", as: String?.self) == nil)
+        let fixed = [broken[0], migration(2, "CREATE TABLE b (x int);")]
+        #expect(try await MigrationRunner(configuration: configuration, migrations: fixed).migrate().applied.map(\.version) == [2])
+        await pool.close()
+    }
+}

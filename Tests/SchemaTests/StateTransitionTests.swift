@@ -1,0 +1,147 @@
+import DetectQueue
+import DetectqTestSupport
+import Postgres
+import Testing
+
+@Suite("The state machine: one table in Swift, enforced by the database", .enabled(if: TestDatabase.isEnabled))
+struct StateTransitionTests {
+    /// Every ordered pair of different states.
+    static let pairs: [(RequestState, RequestState)] = RequestState.allCases.flatMap { from in
+        RequestState.allCases.filter { $0 != from }.map { (from, $0) }
+    }
+
+    /// Moves a request to `state`, setting what that state requires (a lease, a remote uuid, a result, a reason).
+    static func update(_ id: Int, to state: RequestState) -> PostgresQuery {
+        PostgresQuery(sql: """
+            UPDATE detectq.requests SET
+                state = $2::text::detectq.request_state,
+                locked_by = CASE WHEN $2::text = 'submitting' THEN 'test-worker' END,
+                locked_until = CASE WHEN $2::text = 'submitting' THEN now() + interval '30 seconds' END,
+                remote_uuid = CASE WHEN $2::text = 'awaiting_result' THEN coalesce(remote_uuid, 'uuid-' || id) ELSE remote_uuid END,
+                result = CASE WHEN $2::text = 'completed' THEN '{}'::jsonb ELSE result END,
+                completed_at = CASE WHEN $2::text = 'completed' THEN now() ELSE completed_at END,
+                error_message = CASE WHEN $2::text IN ('failed', 'retrying') THEN 'test failure' ELSE error_message END
+            WHERE id = $1
+            """, parameters: [id, state.rawValue])
+    }
+
+    /// The shortest legal path from `queued` to `target`, by the Swift table.
+    static func path(to target: RequestState) -> [RequestState] {
+        var paths: [RequestState: [RequestState]] = [.queued: []]
+        var frontier: [RequestState] = [.queued]
+        while !frontier.isEmpty {
+            let state = frontier.removeFirst()
+            for next in state.successors.sorted(by: { $0.rawValue < $1.rawValue }) where paths[next] == nil {
+                paths[next] = paths[state]! + [next]
+                frontier.append(next)
+            }
+        }
+        return paths[target]!
+    }
+
+    @Test func everyStateIsReachableFromQueued() {
+        for state in RequestState.allCases {
+            #expect(Self.path(to: state).last ?? .queued == state)
+        }
+    }
+
+    @Test(arguments: pairs)
+    func theTriggerAgreesWithSwift(from: RequestState, to: RequestState) async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let id = try await pool.query(
+            "INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/t.mp4') RETURNING id"
+        )[0].decode("id", as: Int.self)
+        for step in Self.path(to: from) {
+            try await pool.query(Self.update(id, to: step))
+        }
+        let eventsBefore = try await eventCount(id, pool)
+
+        if from.canChange(to: to) {
+            try await pool.query(Self.update(id, to: to))
+            let events = try await pool.query("""
+                SELECT from_state, to_state FROM detectq.request_events WHERE request_id = \(id) ORDER BY id
+                """)
+            #expect(events.count == eventsBefore + 1, "exactly one event per transition")
+            #expect(try events.last!.decode("from_state", as: RequestState.self) == from)
+            #expect(try events.last!.decode("to_state", as: RequestState.self) == to)
+        } else {
+            let error = try await #require(throws: PostgresError.self) { try await pool.query(Self.update(id, to: to)) }
+            #expect(error.constraint == "requests_legal_state_transition", "\(error)")
+            #expect(try await eventCount(id, pool) == eventsBefore)
+            let state = try await pool.query("SELECT state FROM detectq.requests WHERE id = \(id)")[0]
+                .decode("state", as: RequestState.self)
+            #expect(state == from)
+        }
+    }
+
+    @Test func theTransitionTableInTheDatabaseIsTheSwiftTable() async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let rows = try await pool.query("SELECT from_state, to_state FROM detectq.request_state_transitions")
+        let database = Set(try rows.map { "\(try $0.decode("from_state", as: RequestState.self)) -> \(try $0.decode("to_state", as: RequestState.self))" })
+        let swift = Set(RequestState.allCases.flatMap { from in from.successors.map { "\(from) -> \($0)" } })
+        #expect(database == swift)
+        let labels = try await pool.query("SELECT unnest(enum_range(NULL::detectq.request_state))::text AS label")
+        #expect(try labels.map { try $0.decode("label", as: String.self) } == RequestState.allCases.map(\.rawValue))
+    }
+
+    @Test func anUpdateThatKeepsTheStateAppendsNoEvent() async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let id = try await pool.query(
+            "INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/s.mp4') RETURNING id"
+        )[0].decode("id", as: Int.self)
+        try await pool.query("UPDATE detectq.requests SET state = 'queued', priority = 5 WHERE id = \(id)")
+        #expect(try await eventCount(id, pool) == 1)
+    }
+
+    @Test func eventsRecordTheWorkerAndTheReason() async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let id = try await pool.query(
+            "INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/w.mp4') RETURNING id"
+        )[0].decode("id", as: Int.self)
+        try await pool.transaction { connection in
+            try await connection.query("SELECT set_config('detectq.worker_id', \("host-a:42"), true)")
+            try await connection.query(Self.update(id, to: .submitting))
+            try await connection.query(Self.update(id, to: .failed))
+        }
+        let events = try await pool.query("""
+            SELECT to_state, worker_id, detail FROM detectq.request_events WHERE request_id = \(id) ORDER BY id
+            """)
+        #expect(try events.map { try $0.decode("worker_id", as: String?.self) } == [nil, "host-a:42", "host-a:42"])
+        #expect(try events[2].decode("detail", as: String?.self) == "test failure")
+    }
+
+    @Test func stateInvariantsAreConstraints() async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let id = try await pool.query(
+            "INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/i.mp4') RETURNING id"
+        )[0].decode("id", as: Int.self)
+        let unleased = try await #require(throws: PostgresError.self) {
+            try await pool.query("UPDATE detectq.requests SET state = 'submitting' WHERE id = \(id)")
+        }
+        #expect(unleased.constraint == "requests_submitting_has_lease")
+        try await pool.query(Self.update(id, to: .submitting))
+        let noUUID = try await #require(throws: PostgresError.self) {
+            try await pool.query("""
+                UPDATE detectq.requests SET state = 'awaiting_result', locked_by = NULL, locked_until = NULL WHERE id = \(id)
+                """)
+        }
+        #expect(noUUID.constraint == "requests_awaiting_result_has_remote_uuid")
+        let noResult = try await #require(throws: PostgresError.self) {
+            try await pool.query("""
+                UPDATE detectq.requests SET state = 'completed', locked_by = NULL, locked_until = NULL WHERE id = \(id)
+                """)
+        }
+        #expect(noResult.constraint == "requests_completed_has_result")
+        let noReason = try await #require(throws: PostgresError.self) {
+            try await pool.query("""
+                UPDATE detectq.requests SET state = 'failed', locked_by = NULL, locked_until = NULL WHERE id = \(id)
+                """)
+        }
+        #expect(noReason.constraint == "requests_failed_has_reason")
+    }
+
+    private func eventCount(_ id: Int, _ pool: PostgresConnectionPool) async throws -> Int {
+        try await pool.query("SELECT count(*) AS n FROM detectq.request_events WHERE request_id = \(id)")[0]
+            .decode("n", as: Int.self)
+    }
+}

@@ -1,0 +1,59 @@
+# Shared by the project's scripts: install what a fresh machine lacks, and run a throwaway PostgreSQL
+# cluster as the unprivileged postgres user. Source it; it defines functions and changes nothing by itself.
+
+# Installs the PostgreSQL server and libpq's headers when either is missing (Debian's packages).
+detectq_install_prerequisites() {
+    if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -e /usr/include/postgresql/libpq-fe.h ] \
+        && command -v pkg-config >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "==> installing postgresql, libpq-dev and pkg-config"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql libpq-dev pkg-config >/dev/null
+}
+
+# Runs a command as the postgres user when we are root (PostgreSQL refuses root), else as ourselves.
+detectq_as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A TCP port on 127.0.0.1 that nothing answers on.
+detectq_free_port() {
+    local port
+    for port in $(shuf -i 20000-60000 -n 100); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+# Creates and starts a throwaway cluster; exports DATABASE_URL and DETECTQ_PG_DIR. Stop it with
+# detectq_stop_cluster (the callers trap EXIT to do so whatever happens).
+detectq_start_cluster() {
+    local bindir port dir
+    bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    port=$(detectq_free_port)
+    dir=$(mktemp -d /tmp/detectq-pg.XXXXXX)
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+    DETECTQ_PG_DIR="$dir"
+    DETECTQ_PG_BINDIR="$bindir"
+    export DETECTQ_PG_DIR DETECTQ_PG_BINDIR
+    detectq_as_postgres "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
+        --no-instructions >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
+    detectq_as_postgres "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
+        "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+        start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
+    export DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+    echo "==> throwaway PostgreSQL on 127.0.0.1:$port ($dir)"
+}
+
+detectq_stop_cluster() {
+    [ -n "${DETECTQ_PG_DIR:-}" ] && [ -d "$DETECTQ_PG_DIR" ] || return 0
+    detectq_as_postgres "$DETECTQ_PG_BINDIR/pg_ctl" -D "$DETECTQ_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+    rm -rf "$DETECTQ_PG_DIR"
+}

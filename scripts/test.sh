@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or this one: installs what is missing, starts a throwaway
+# PostgreSQL cluster (as the postgres user, on a free loopback port), builds, runs every test against it,
+# and stops the cluster whatever happens. Extra arguments go to `swift test` (e.g. --filter PostgresTests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/postgres.sh
+
+detectq_install_prerequisites
+trap detectq_stop_cluster EXIT
+detectq_start_cluster
+
+echo "==> building"
+swift build --build-tests
+echo "==> testing"
+swift test --skip-build "$@"
