@@ -14,24 +14,24 @@ extension String: PostgresEncodable {
     public var postgresText: String? { self }
 }
 
+extension PostgresEncodable where Self: FixedWidthInteger {
+    public var postgresText: String? { String(self) }
+}
+
 extension Int: PostgresEncodable {
     public static var postgresType: PostgresDataType { .int8 }
-    public var postgresText: String? { String(self) }
 }
 
 extension Int64: PostgresEncodable {
     public static var postgresType: PostgresDataType { .int8 }
-    public var postgresText: String? { String(self) }
 }
 
 extension Int32: PostgresEncodable {
     public static var postgresType: PostgresDataType { .int4 }
-    public var postgresText: String? { String(self) }
 }
 
 extension Int16: PostgresEncodable {
     public static var postgresType: PostgresDataType { .int2 }
-    public var postgresText: String? { String(self) }
 }
 
 extension Bool: PostgresEncodable {
