@@ -16,6 +16,12 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.30.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -44,6 +50,27 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ResembleDetect",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "DetectSimulator",
+            dependencies: [
+                "ResembleDetect",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "DetectQueue",
             dependencies: ["Postgres"],
             swiftSettings: strict
@@ -53,6 +80,7 @@ let package = Package(
             dependencies: [
                 "Postgres",
                 "SchemaMigrations",
+                "DetectSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -71,6 +99,12 @@ let package = Package(
         .testTarget(
             name: "SchemaTests",
             dependencies: ["Postgres", "SchemaMigrations", "DetectQueue", "DetectqTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ResembleDetectTests",
+            dependencies: ["ResembleDetect", "DetectSimulator", "DetectqTestSupport"],
+            resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,270 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import ResembleDetect
+
+/// A local stand-in for the Resemble Detect API, served at `http://127.0.0.1:<port>/api/v2`: the endpoints,
+/// validation and response shapes of the API's pages, deterministic verdicts (media whose URL contains
+/// `fake` or whose bytes contain `FAKE` is fake), callbacks, zero-retention purges, and injected faults.
+public final class DetectSimulator: Sendable {
+    /// The simulator's detections, uploads and counters.
+    public let state: SimulatorState
+    /// The port it listens on.
+    public let port: Int
+    private let server: Task<Void, any Error>
+    private let storage: URL
+
+    /// The base URL to give a `DetectClient`.
+    public var baseURL: String { "http://127.0.0.1:\(port)/api/v2" }
+
+    private init(state: SimulatorState, port: Int, server: Task<Void, any Error>, storage: URL) {
+        self.state = state
+        self.port = port
+        self.server = server
+        self.storage = storage
+    }
+
+    /// Starts a simulator in this process on `port` (0 picks a free one) and returns once it listens.
+    /// Uploads go to a directory of its own under `configuration.storageDirectory`, removed by `stop()`.
+    public static func start(port: Int = 0, configuration: SimulatorConfiguration = .init()) async throws -> DetectSimulator {
+        let state = SimulatorState(configuration: configuration)
+        let storage = configuration.storageDirectory.appendingPathComponent(UUID().uuidString)
+        let (listening, continuation) = AsyncStream.makeStream(of: Int.self)
+        let application = makeApplication(state: state, port: port, storage: storage) { channel in
+            continuation.yield(channel.localAddress?.port ?? port)
+            continuation.finish()
+        }
+        let server = Task { try await application.run() }
+        var ports = listening.makeAsyncIterator()
+        guard let boundPort = await ports.next() else {
+            server.cancel()
+            throw SimulatorStartError()
+        }
+        return DetectSimulator(state: state, port: boundPort, server: server, storage: storage)
+    }
+
+    /// Runs a simulator until SIGINT or SIGTERM (for `detectq simulate`); `onListening` gets the port.
+    public static func run(
+        port: Int, configuration: SimulatorConfiguration, onListening: @escaping @Sendable (Int) -> Void
+    ) async throws {
+        let state = SimulatorState(configuration: configuration)
+        let application = makeApplication(state: state, port: port, storage: configuration.storageDirectory) { channel in
+            onListening(channel.localAddress?.port ?? port)
+        }
+        try await application.runService()
+    }
+
+    /// Stops the server and removes its uploads.
+    public func stop() async {
+        server.cancel()
+        _ = await server.result
+        try? FileManager.default.removeItem(at: storage)
+    }
+
+    private static func makeApplication(
+        state: SimulatorState, port: Int, storage: URL, onRunning: @escaping @Sendable (any Channel) async -> Void
+    ) -> some ApplicationProtocol {
+        let router = Router()
+        let routes = SimulatorRoutes(state: state, storage: storage)
+        router.post("/api/v2/detect") { request, _ in await routes.guarded(request, "POST /detect") { try await routes.submit(request) } }
+        router.get("/api/v2/detect") { request, _ in await routes.guarded(request, "GET /detect") { try await routes.list(request) } }
+        router.get("/api/v2/detect/:uuid") { request, context in
+            await routes.guarded(request, "GET /detect/{uuid}") { try await routes.get(context.parameters.get("uuid") ?? "") }
+        }
+        router.delete("/api/v2/detect/:uuid") { request, context in
+            await routes.guarded(request, "DELETE /detect/{uuid}") { try await routes.delete(context.parameters.get("uuid") ?? "") }
+        }
+        router.post("/api/v2/secure_uploads") { request, _ in
+            await routes.guarded(request, "POST /secure_uploads") { try await routes.secureUpload(request) }
+        }
+        router.get("/_simulator/stats") { _, _ in try await routes.stats() }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "detectq-simulator"),
+            onServerRunning: onRunning,
+            logger: Logger(label: "detectq.simulator", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
+    }
+}
+
+/// The simulator could not start listening.
+public struct SimulatorStartError: Error, CustomStringConvertible {
+    public var description: String { "the simulator could not start listening" }
+}
+
+/// The handlers of the simulated API.
+struct SimulatorRoutes: Sendable {
+    let state: SimulatorState
+    let storage: URL
+
+    /// Counts the request, injects a fault when the dice say so, checks the bearer token, then handles it.
+    func guarded(_ request: Request, _ endpoint: String, _ handle: () async throws -> Response) async -> Response {
+        switch await state.admit(endpoint: endpoint) {
+        case .drop?:
+            return Response(status: .ok, headers: [.contentLength: "128"], body: ResponseBody { _ in throw DroppedConnection() })
+        case .rateLimit(let seconds)?:
+            var response = json(.object(["success": .bool(false), "message": .string("Too many requests")]), status: .tooManyRequests)
+            response.headers[.retryAfter] = String(seconds)
+            return response
+        case .serverError?:
+            return json(.object(["success": .bool(false), "message": .string("Service temporarily unavailable")]), status: .serviceUnavailable)
+        case nil:
+            break
+        }
+        if let token = await state.configuration.requiredToken {
+            let given = request.headers[.authorization] ?? ""
+            guard given == "Bearer \(token)" else {
+                return json(.object(["success": .bool(false), "message": .string("Invalid or missing API token")]), status: .unauthorized)
+            }
+        }
+        do {
+            return try await handle()
+        } catch let rejection as SimulatorRejection {
+            return json(rejection.body, status: .init(code: rejection.status))
+        } catch {
+            return json(.object(["success": .bool(false), "message": .string("Internal error")]), status: .internalServerError)
+        }
+    }
+
+    // MARK: - Endpoints
+
+    func submit(_ request: Request) async throws -> Response {
+        let contentType = request.headers[.contentType] ?? ""
+        var fields: [String: JSONValue]
+        var upload: StreamedFile?
+        if contentType.lowercased().hasPrefix("multipart/form-data") {
+            let form = try await MultipartStream.read(
+                request.body, contentType: contentType, storage: storage, keepFileUpTo: MediaFileConstraints.directUploadLimit
+            )
+            fields = form.fields.mapValues(JSONValue.string)
+            upload = form.file
+        } else {
+            let body = try await request.body.collect(upTo: 1 << 20)
+            guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(body.readableBytesView)) else {
+                throw SimulatorRejection.badRequest("The request body must be a JSON object or multipart/form-data")
+            }
+            fields = object
+        }
+        if let upload { await state.noteUpload(size: upload.size) }
+        do {
+            return try await createDetection(fields: fields, upload: upload, wait: Self.prefersWait(request))
+        } catch {
+            if let path = upload?.path { try? FileManager.default.removeItem(at: path) }
+            throw error
+        }
+    }
+
+    private func createDetection(fields: [String: JSONValue], upload: StreamedFile?, wait: Bool) async throws -> Response {
+        let url = fields["url"].flatMap { $0 == .null ? nil : $0 }
+        let token = fields["media_token"].flatMap { $0 == .null ? nil : $0 }
+        guard [url != nil, token != nil, upload != nil].filter({ $0 }).count == 1 else {
+            throw SimulatorRejection.badRequest("Provide exactly one of file, url, or media_token")
+        }
+        let options = try SubmissionValidation.options(fields)
+        let detection: SimulatedDetection
+        if let url {
+            let (text, mediaType) = try SubmissionValidation.mediaURL(url)
+            detection = await state.createDetection(
+                mediaType: mediaType, isFake: text.lowercased().contains("fake"), options: options, sourceURL: text,
+                fileName: URL(string: text)?.lastPathComponent ?? "media", mediaKey: text, storedFile: nil
+            )
+        } else if let token {
+            guard let text = token.stringValue else {
+                throw SimulatorRejection.badRequest("media_token must be a string", field: "media_token")
+            }
+            let secure = try await state.redeem(text)
+            detection = await state.createDetection(
+                mediaType: secure.mediaType, isFake: secure.file.containsFakeMarker, options: options, sourceURL: nil,
+                fileName: secure.file.fileName, mediaKey: "upload:" + secure.file.fileName, storedFile: secure.file.path
+            )
+        } else {
+            let file = upload!
+            let mediaType = try SubmissionValidation.file(file, capped: true)
+            detection = await state.createDetection(
+                mediaType: mediaType, isFake: file.containsFakeMarker, options: options, sourceURL: nil,
+                fileName: file.fileName, mediaKey: "file:" + file.fileName, storedFile: file.path
+            )
+        }
+        if wait {
+            try await Task.sleep(for: .seconds(max(0, detection.completesAt.timeIntervalSinceNow)))
+        }
+        return json(.object(["success": .bool(true), "item": detection.item(at: Date())]), status: .ok)
+    }
+
+    func secureUpload(_ request: Request) async throws -> Response {
+        let contentType = request.headers[.contentType] ?? ""
+        guard contentType.lowercased().hasPrefix("multipart/form-data") else {
+            throw SimulatorRejection.badRequest("Upload the file as multipart/form-data in the field file", field: "file")
+        }
+        let form = try await MultipartStream.read(request.body, contentType: contentType, storage: storage, keepFileUpTo: nil)
+        guard let file = form.file else {
+            throw SimulatorRejection.badRequest("Upload the file as multipart/form-data in the field file", field: "file")
+        }
+        await state.noteUpload(size: file.size)
+        let mediaType: ResembleDetect.MediaType
+        do {
+            mediaType = try SubmissionValidation.file(file, capped: false)
+        } catch {
+            if let path = file.path { try? FileManager.default.removeItem(at: path) }
+            throw error
+        }
+        let token = await state.issueToken(for: file, mediaType: mediaType)
+        return json(.object(["success": .bool(true), "token": .string(token)]), status: .ok)
+    }
+
+    func get(_ uuid: String) async throws -> Response {
+        guard let detection = await state.detection(uuid) else { throw Self.notFound }
+        return json(.object(["success": .bool(true), "item": detection.item(at: Date())]), status: .ok)
+    }
+
+    func delete(_ uuid: String) async throws -> Response {
+        guard await state.deleteDetection(uuid) else { throw Self.notFound }
+        return json(.object(["success": .bool(true), "message": .string("Detect deleted")]), status: .ok)
+    }
+
+    func list(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        let page = query.get("page").map { Int($0) } ?? 1
+        let size = query.get("page_size").map { Int($0) } ?? 10
+        guard let page, page >= 1 else { throw SimulatorRejection.badRequest("page must be an integer >= 1", field: "page") }
+        guard let size, (10...1000).contains(size) else {
+            throw SimulatorRejection.badRequest("page_size must be an integer from 10 to 1000", field: "page_size")
+        }
+        let (items, pages, total) = await state.page(page, size: size)
+        let now = Date()
+        return json(.object([
+            "success": .bool(true), "page": .number(Double(page)), "num_pages": .number(Double(pages)),
+            "page_size": .number(Double(size)), "total_count": .number(Double(total)),
+            "items": .array(items.map { $0.item(at: now) }),
+        ]), status: .ok)
+    }
+
+    func stats() async throws -> Response {
+        let body = try JSONEncoder().encode(await state.snapshot())
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    // MARK: - Helpers
+
+    static let notFound = SimulatorRejection(status: 404, message: "Detect not found")
+
+    static func prefersWait(_ request: Request) -> Bool {
+        request.headers[values: .prefer].contains { $0.lowercased().contains("wait") }
+    }
+
+    func json(_ value: JSONValue, status: HTTPResponse.Status) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Thrown inside a response body to cut the connection, as a network failure would.
+struct DroppedConnection: Error {}
+
+extension HTTPField.Name {
+    static let prefer = HTTPField.Name("Prefer")!
+}

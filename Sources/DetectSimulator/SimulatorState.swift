@@ -1,0 +1,228 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import ResembleDetect
+
+/// The simulated API's memory: detections, secure uploads, counters, and the fault dice.
+public actor SimulatorState {
+    /// A fault chosen for one request.
+    enum Fault {
+        case drop, serverError, rateLimit(retryAfter: Int)
+    }
+
+    /// A file uploaded through `POST /secure_uploads`, waiting for its single use.
+    struct SecureUpload {
+        var file: StreamedFile
+        var mediaType: MediaType
+        var expiresAt: Date
+        var used = false
+    }
+
+    private(set) var configuration: SimulatorConfiguration
+    private var detections: [String: SimulatedDetection] = [:]
+    private var order: [String] = []
+    private var uploads: [String: SecureUpload] = [:]
+    private var stats = SimulatorStats()
+    private var recentRequests: [Date] = []
+    private var random: SeededRandom
+
+    init(configuration: SimulatorConfiguration) {
+        self.configuration = configuration
+        random = SeededRandom(seed: configuration.seed ?? UInt64.random(in: .min ... .max))
+    }
+
+    /// What the simulator has seen so far.
+    public func snapshot() -> SimulatorStats { stats }
+
+    /// Changes the injected faults while running.
+    public func setFaults(_ faults: FaultInjection) { configuration.faults = faults }
+
+    /// Changes the processing latency while running.
+    public func setLatency(_ latency: Duration) { configuration.latency = latency }
+
+    /// Counts a request and rolls the dice for a fault.
+    func admit(endpoint: String) -> Fault? {
+        let now = Date()
+        stats.requests += 1
+        stats.requestsByEndpoint[endpoint, default: 0] += 1
+        recentRequests.append(now)
+        let windowStart = now.addingTimeInterval(-1)
+        if let firstInWindow = recentRequests.firstIndex(where: { $0 > windowStart }), firstInWindow > 0 {
+            recentRequests.removeFirst(firstInWindow)
+        }
+        stats.peakRequestsPerSecond = max(stats.peakRequestsPerSecond, recentRequests.count)
+        let faults = configuration.faults
+        if random.chance(faults.dropRate) {
+            stats.injectedDrops += 1
+            return .drop
+        }
+        if random.chance(faults.rateLimitRate) {
+            stats.injectedRateLimits += 1
+            return .rateLimit(retryAfter: faults.retryAfterSeconds)
+        }
+        if random.chance(faults.serverErrorRate) {
+            stats.injectedServerErrors += 1
+            return .serverError
+        }
+        return nil
+    }
+
+    func noteUpload(size: Int64) {
+        stats.largestUpload = max(stats.largestUpload, size)
+    }
+
+    /// Creates a detection and returns it; its callback, if any, is sent when it is due.
+    func createDetection(
+        mediaType: MediaType, isFake: Bool, options: SubmittedOptions, sourceURL: String?, fileName: String,
+        mediaKey: String, storedFile: URL?
+    ) -> SimulatedDetection {
+        let now = Date()
+        let completesAt = now.addingTimeInterval(configuration.latency.seconds)
+        let intelligenceAt = options.intelligence ? completesAt.addingTimeInterval(configuration.intelligenceDelay.seconds) : nil
+        let finishedAt = max(completesAt, intelligenceAt ?? completesAt)
+        let detection = SimulatedDetection(
+            uuid: UUID().uuidString.lowercased(), mediaType: mediaType, isFake: isFake, options: options,
+            sourceURL: sourceURL, fileName: fileName, createdAt: now, completesAt: completesAt,
+            intelligenceCompletesAt: intelligenceAt,
+            purgesAt: options.zeroRetentionMode ? configuration.purgeDelay.map { finishedAt.addingTimeInterval($0.seconds) } : nil,
+            storedFile: storedFile
+        )
+        detections[detection.uuid] = detection
+        order.append(detection.uuid)
+        stats.submissions += 1
+        stats.submissionsByMedia[mediaKey, default: 0] += 1
+        scheduleCleanUp(detection)
+        if let callbackURL = options.callbackURL { scheduleCallback(detection, to: callbackURL) }
+        return detection
+    }
+
+    func detection(_ uuid: String) -> SimulatedDetection? {
+        detections[uuid]
+    }
+
+    func deleteDetection(_ uuid: String) -> Bool {
+        guard let detection = detections.removeValue(forKey: uuid) else { return false }
+        order.removeAll { $0 == uuid }
+        if let file = detection.storedFile { try? FileManager.default.removeItem(at: file) }
+        return true
+    }
+
+    /// One page of detections, newest first, and the page count.
+    func page(_ page: Int, size: Int) -> (items: [SimulatedDetection], pages: Int, total: Int) {
+        let newestFirst = order.reversed().compactMap { detections[$0] }
+        let pages = max(1, (newestFirst.count + size - 1) / size)
+        let items = Array(newestFirst.dropFirst((page - 1) * size).prefix(size))
+        return (items, pages, newestFirst.count)
+    }
+
+    /// Stores a secure upload and issues its token.
+    func issueToken(for file: StreamedFile, mediaType: MediaType) -> String {
+        let expiresAt = Date().addingTimeInterval(configuration.uploadTokenLifetime.seconds)
+        let token = SimulatedToken.make(expiresAt: expiresAt)
+        uploads[token] = SecureUpload(file: file, mediaType: mediaType, expiresAt: expiresAt)
+        stats.secureUploads += 1
+        return token
+    }
+
+    /// Takes a token for its one use.
+    func redeem(_ token: String) throws(SimulatorRejection) -> SecureUpload {
+        guard var upload = uploads[token] else {
+            throw .badRequest("media_token is invalid", field: "media_token")
+        }
+        guard upload.expiresAt > Date() else {
+            throw .badRequest("media_token has expired; upload the file again", field: "media_token")
+        }
+        guard !upload.used else {
+            throw .badRequest("media_token has already been used", field: "media_token")
+        }
+        upload.used = true
+        uploads[token] = upload
+        return upload
+    }
+
+    // MARK: - Timers
+
+    /// Removes the stored media when the API would: at completion, or at the purge for zero retention.
+    private func scheduleCleanUp(_ detection: SimulatedDetection) {
+        guard let file = detection.storedFile else { return }
+        let at = detection.purgesAt ?? detection.callbackDueAt
+        Task {
+            try? await Task.sleep(for: .seconds(max(0, at.timeIntervalSinceNow)))
+            try? FileManager.default.removeItem(at: file)
+        }
+    }
+
+    private func scheduleCallback(_ detection: SimulatedDetection, to url: String) {
+        let lost = random.chance(configuration.faults.lostCallbackRate)
+        let duplicated = !lost && random.chance(configuration.faults.duplicateCallbackRate)
+        if lost {
+            stats.callbacksLost += 1
+            return
+        }
+        if duplicated { stats.callbacksDuplicated += 1 }
+        Task {
+            try? await Task.sleep(for: .seconds(max(0, detection.callbackDueAt.timeIntervalSinceNow)))
+            for _ in 0..<(duplicated ? 2 : 1) {
+                let delivered = await Self.post(detection: detection, to: url)
+                self.noteCallback(delivered: delivered)
+            }
+        }
+    }
+
+    private func noteCallback(delivered: Bool) {
+        if delivered { stats.callbacksSent += 1 } else { stats.callbackFailures += 1 }
+    }
+
+    private static func post(detection: SimulatedDetection, to url: String) async -> Bool {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        let payload = JSONValue.object(["success": .bool(true), "item": detection.item(at: Date())])
+        guard let body = try? JSONEncoder().encode(payload) else { return false }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(10)) else { return false }
+        _ = try? await response.body.collect(upTo: 1 << 20)
+        return (200..<300).contains(Int(response.status.code))
+    }
+}
+
+/// A secure-upload token shaped like the API's: a JWT (header, payload with `exp`, signature).
+enum SimulatedToken {
+    static func make(expiresAt: Date) -> String {
+        func base64URL(_ data: Data) -> String {
+            data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        let header = base64URL(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
+        let payload = base64URL(Data(#"{"exp":\#(Int(expiresAt.timeIntervalSince1970)),"jti":"\#(UUID().uuidString)"}"#.utf8))
+        let signature = base64URL(Data((0..<32).map { _ in UInt8.random(in: .min ... .max) }))
+        return "\(header).\(payload).\(signature)"
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a seeded run injects the same faults again.
+struct SeededRandom {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// True with probability `probability`.
+    mutating func chance(_ probability: Double) -> Bool {
+        guard probability > 0 else { return false }
+        return Double(next() >> 11) / Double(1 << 53) < probability
+    }
+}
+
+extension Duration {
+    var seconds: TimeInterval {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

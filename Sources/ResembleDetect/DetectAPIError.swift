@@ -1,0 +1,100 @@
+import Foundation
+
+/// Everything that can go wrong talking to the Detect API, sorted by what the caller should do about it.
+/// Descriptions never contain the API token, media tokens or callback URLs.
+public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Worth trying again later: a network failure, a timeout, 408, 429 or a 5xx. `retryAfter` is the
+    /// server's `Retry-After`, when it sent one.
+    case retryable(String, status: Int?, retryAfter: Duration?)
+    /// The API refused our credentials (401) or their access (403): a configuration fault, not the request's.
+    case authentication(status: Int, message: String)
+    /// The API refused this request for good (400, 402, 404, 413, 422, …); `message` is the API's own.
+    case permanent(status: Int, message: String)
+    /// The API answered with something that is not the documented shape.
+    case malformedResponse(String)
+    /// The media breaks the API's file constraints, found before any byte was sent.
+    case invalidMedia(String)
+
+    public var description: String {
+        switch self {
+        case .retryable(let reason, let status, let retryAfter):
+            var text = status.map { "HTTP \($0): \(reason)" } ?? reason
+            if let retryAfter { text += " (retry after \(retryAfter.components.seconds)s)" }
+            return text
+        case .authentication(let status, let message):
+            return "the API refused the token (HTTP \(status)): \(message)"
+        case .permanent(let status, let message):
+            return "the API rejected the request (HTTP \(status)): \(message)"
+        case .malformedResponse(let reason):
+            return "the API's response could not be read: \(reason)"
+        case .invalidMedia(let reason):
+            return reason
+        }
+    }
+
+    /// Classifies a non-2xx response by its status, with the message from its body.
+    static func from(status: Int, body: [UInt8], retryAfter: String?, secrets: [String]) -> DetectAPIError {
+        let message = apiMessage(in: body, secrets: secrets) ?? HTTPStatusText.reason(status)
+        switch status {
+        case 401, 403:
+            return .authentication(status: status, message: message)
+        case 408, 429, 500...599:
+            return .retryable(message, status: status, retryAfter: retryAfter.flatMap(parseRetryAfter))
+        default:
+            return .permanent(status: status, message: message)
+        }
+    }
+
+    /// The API's error text: `message`, `error` and the field errors of `{success: false, …}`, secrets masked.
+    static func apiMessage(in body: [UInt8], secrets: [String]) -> String? {
+        guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(body)) else {
+            return nil
+        }
+        var parts: [String] = []
+        if let message = object["message"]?.stringValue { parts.append(message) }
+        if let error = object["error"]?.stringValue, !parts.contains(error) { parts.append(error) }
+        if case .object(let fields)? = object["errors"] {
+            for (field, value) in fields.sorted(by: { $0.key < $1.key }) {
+                let texts: [String] = if case .array(let list) = value { list.compactMap(\.stringValue) } else { [value.stringValue ?? ""] }
+                parts.append("\(field): \(texts.joined(separator: "; "))")
+            }
+        }
+        guard !parts.isEmpty else { return nil }
+        var text = String(parts.joined(separator: " — ").prefix(1_000))
+        for secret in secrets where secret.count >= 4 {
+            text = text.replacingOccurrences(of: secret, with: "[redacted]")
+        }
+        return text
+    }
+
+    /// `Retry-After` as seconds or as an HTTP date.
+    static func parseRetryAfter(_ value: String) -> Duration? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Double(trimmed), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        guard let date = formatter.date(from: trimmed) else { return nil }
+        return .milliseconds(Int64(max(0, date.timeIntervalSinceNow) * 1000))
+    }
+}
+
+/// Short reasons for statuses whose body carried no message.
+enum HTTPStatusText {
+    static func reason(_ status: Int) -> String {
+        switch status {
+        case 400: "bad request"
+        case 401: "unauthorized"
+        case 402: "payment required (insufficient credit)"
+        case 403: "forbidden"
+        case 404: "not found"
+        case 408: "request timeout"
+        case 413: "payload too large"
+        case 422: "unprocessable entity"
+        case 429: "too many requests"
+        case 500...599: "server error"
+        default: "unexpected status"
+        }
+    }
+}

@@ -1,0 +1,254 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// How to reach the Detect API.
+public struct DetectClientConfiguration: Sendable {
+    /// The API's base URL, such as `https://app.resemble.ai/api/v2`.
+    public var baseURL: String
+    /// The bearer token; nil sends no `Authorization` header (for a simulator that requires none).
+    public var token: String?
+    /// Longest wait to open a connection.
+    public var connectTimeout: Duration
+    /// Longest pause while sending a request body (an upload that stalls this long fails).
+    public var uploadIdleTimeout: Duration
+    /// Longest wait for the response once the request is sent; `Prefer: wait` may hold it for minutes.
+    public var responseTimeout: Duration
+    /// Responses larger than this are refused as malformed.
+    public var maximumResponseBytes: Int
+
+    public static let defaultBaseURL = "https://app.resemble.ai/api/v2"
+
+    public init(
+        baseURL: String = DetectClientConfiguration.defaultBaseURL, token: String?,
+        connectTimeout: Duration = .seconds(10), uploadIdleTimeout: Duration = .seconds(60),
+        responseTimeout: Duration = .seconds(600), maximumResponseBytes: Int = 32 << 20
+    ) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.token = token
+        self.connectTimeout = connectTimeout
+        self.uploadIdleTimeout = uploadIdleTimeout
+        self.responseTimeout = responseTimeout
+        self.maximumResponseBytes = maximumResponseBytes
+    }
+}
+
+/// A client of the Resemble Detect API: submits media by each of its three paths, waits with `Prefer: wait`,
+/// reads and lists detections, and sorts every failure into a `DetectAPIError`. It knows nothing of queues.
+public final class DetectClient: Sendable {
+    public let configuration: DetectClientConfiguration
+    private let http: HTTPClient
+
+    public init(configuration: DetectClientConfiguration) {
+        self.configuration = configuration
+        var httpConfiguration = HTTPClient.Configuration()
+        httpConfiguration.timeout = .init(
+            connect: .nanoseconds(Int64(configuration.connectTimeout.nanoseconds)),
+            read: .nanoseconds(Int64(configuration.responseTimeout.nanoseconds)),
+            write: .nanoseconds(Int64(configuration.uploadIdleTimeout.nanoseconds))
+        )
+        httpConfiguration.decompression = .enabled(limit: .ratio(50))
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+    }
+
+    /// Closes the client's connections; call it once, when done.
+    public func shutdown() async throws {
+        try await http.shutdown()
+    }
+
+    // MARK: - Detections
+
+    /// Submits media for detection. With `wait`, sends `Prefer: wait` and returns the finished item (or
+    /// whatever the API returned when it stopped waiting); without, returns the accepted item at once.
+    public func submit(_ source: MediaSource, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> DetectionItem {
+        var request = makeRequest("/detect", method: .POST)
+        if wait { request.headers.add(name: "Prefer", value: "wait") }
+        var secrets = [options.callbackURL].compactMap { $0 }
+        switch source {
+        case .url(let url):
+            try setJSON(&request, source: ["url": url], options: options)
+        case .mediaToken(let token):
+            secrets.append(token)
+            try setJSON(&request, source: ["media_token": token], options: options)
+        case .file(let file):
+            guard file.uploadPath == .multipart else {
+                throw .invalidMedia("the media file is \(file.size) bytes, over the API's 150 MB direct-upload cap; send it through a secure upload")
+            }
+            let body = MultipartUploadBody(fields: options.formFields, fileField: "file", file: file)
+            request.headers.add(name: "Content-Type", value: body.contentType)
+            request.body = .stream(body, length: .known(body.length))
+        }
+        return try DetectResponses.item(from: try await send(request, secrets: secrets))
+    }
+
+    /// Uploads a file with `POST /secure_uploads` and returns its token (valid one hour, single use).
+    public func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken {
+        var request = makeRequest("/secure_uploads", method: .POST)
+        let body = MultipartUploadBody(fields: [], fileField: "file", file: file)
+        request.headers.add(name: "Content-Type", value: body.contentType)
+        request.body = .stream(body, length: .known(body.length))
+        let issuedAt = Date()
+        let response = try await send(request, secrets: [])
+        struct Envelope: Decodable {
+            var token: String?
+        }
+        guard let token = (try? JSONDecoder().decode(Envelope.self, from: Data(response)))?.token, !token.isEmpty else {
+            throw .malformedResponse("the secure upload response has no token")
+        }
+        return SecureUploadToken(token: token, issuedAt: issuedAt)
+    }
+
+    /// Uploads a file by the path its size calls for and submits it: multipart up to 150 MB, else a
+    /// secure upload and then the token. Returns the item and the path taken.
+    public func submit(file: MediaFile, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> (DetectionItem, UploadPath) {
+        switch file.uploadPath {
+        case .multipart:
+            return (try await submit(.file(file), options: options, wait: wait), .multipart)
+        case .secureUpload:
+            let token = try await secureUpload(file)
+            return (try await submit(.mediaToken(token.token), options: options, wait: wait), .secureUpload)
+        }
+    }
+
+    /// `GET /detect/{uuid}`: the detection as it stands.
+    public func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
+        guard let escaped = uuid.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) else {
+            throw .permanent(status: 404, message: "not a detection uuid")
+        }
+        return try DetectResponses.item(from: try await send(makeRequest("/detect/\(escaped)", method: .GET), secrets: []))
+    }
+
+    /// `GET /detect?page=&page_size=`: one page of the team's detections.
+    public func detections(page: Int, pageSize: Int = 100) async throws(DetectAPIError) -> DetectionPage {
+        let request = makeRequest("/detect?page=\(max(1, page))&page_size=\(min(max(pageSize, 10), 1000))", method: .GET)
+        return try DetectResponses.page(from: try await send(request, secrets: []))
+    }
+
+    /// Every detection of the team, page after page, as an asynchronous sequence.
+    public func allDetections(pageSize: Int = 100) -> DetectionList {
+        DetectionList(client: self, pageSize: pageSize)
+    }
+
+    // MARK: - Requests
+
+    private func makeRequest(_ path: String, method: HTTPMethod) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: configuration.baseURL + path)
+        request.method = method
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "detectq")
+        if let token = configuration.token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        return request
+    }
+
+    private func setJSON(_ request: inout HTTPClientRequest, source: [String: String], options: DetectionOptions) throws(DetectAPIError) {
+        var object: [String: JSONValue] = source.mapValues(JSONValue.string)
+        do {
+            let encodedOptions = try JSONDecoder().decode([String: JSONValue].self, from: JSONEncoder().encode(options))
+            object.merge(encodedOptions) { current, _ in current }
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(object)))
+        } catch {
+            throw .invalidMedia("the request options could not be encoded: \(error)")
+        }
+        request.headers.add(name: "Content-Type", value: "application/json")
+    }
+
+    /// Sends a request and returns the body of a 2xx response; everything else becomes a `DetectAPIError`.
+    private func send(_ request: HTTPClientRequest, secrets: [String]) async throws(DetectAPIError) -> [UInt8] {
+        let secrets = secrets + [configuration.token].compactMap { $0 }
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await http.execute(request, timeout: .hours(24))
+            body = try await response.body.collect(upTo: configuration.maximumResponseBytes)
+        } catch let error as DetectAPIError {
+            throw error
+        } catch let error as NIOTooManyBytesError {
+            throw .malformedResponse("the response is larger than \(error.maxBytes.map(String.init) ?? "the limit") bytes")
+        } catch {
+            throw .retryable("network error: \(Self.describe(error))", status: nil, retryAfter: nil)
+        }
+        let bytes = Array(body.readableBytesView)
+        let status = Int(response.status.code)
+        guard (200..<300).contains(status) else {
+            throw DetectAPIError.from(
+                status: status, body: bytes, retryAfter: response.headers.first(name: "Retry-After"), secrets: secrets
+            )
+        }
+        return bytes
+    }
+
+    /// A one-line description of a transport error that names no URL, header or body.
+    private static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .connectTimeout: return "connect timeout"
+            case .readTimeout: return "response timeout"
+            case .writeTimeout: return "upload stalled (write timeout)"
+            case .remoteConnectionClosed: return "the server closed the connection"
+            case .cancelled: return "cancelled"
+            default: return String(describing: error)
+            }
+        }
+        if let error = error as? DetectAPIError { return error.description }
+        return String(describing: type(of: error)) + ": " + String(describing: error)
+    }
+}
+
+/// A secure-upload token and when it was issued: it expires one hour after issue.
+public struct SecureUploadToken: Sendable, Hashable {
+    /// The JWT to send as `media_token`; a secret.
+    public var token: String
+    public var issuedAt: Date
+
+    public init(token: String, issuedAt: Date) {
+        self.token = token
+        self.issuedAt = issuedAt
+    }
+
+    /// The API's one-hour lifetime.
+    public static let lifetime: TimeInterval = 3600
+
+    /// True while the token can still be used, allowing `margin` seconds for the submission itself.
+    public func isUsable(at date: Date = Date(), margin: TimeInterval = 120) -> Bool {
+        date.timeIntervalSince(issuedAt) < Self.lifetime - margin
+    }
+}
+
+/// Every detection of the team, fetched one page at a time as the sequence is consumed.
+public struct DetectionList: AsyncSequence, Sendable {
+    public typealias Element = DetectionItem
+    let client: DetectClient
+    let pageSize: Int
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(client: client, pageSize: pageSize)
+    }
+
+    /// Walks the pages, yielding their items in order.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let client: DetectClient
+        let pageSize: Int
+        var nextPage = 1
+        var pageCount = Int.max
+        var buffered: [DetectionItem] = []
+
+        public mutating func next() async throws(DetectAPIError) -> DetectionItem? {
+            while buffered.isEmpty {
+                guard nextPage <= pageCount else { return nil }
+                let page = try await client.detections(page: nextPage, pageSize: pageSize)
+                pageCount = page.pageCount
+                nextPage += 1
+                buffered = page.items.reversed()
+                if page.items.isEmpty { return nil }
+            }
+            return buffered.popLast()
+        }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Double {
+        Double(components.seconds) * 1e9 + Double(components.attoseconds) / 1e9
+    }
+}

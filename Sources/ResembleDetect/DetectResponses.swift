@@ -1,0 +1,50 @@
+import Foundation
+
+/// The API's envelopes around items: `{"success": true, "item": …}` and the paginated list.
+enum DetectResponses {
+    /// The item of a `{success, item}` response (submit, get, callback), with its exact text kept.
+    static func item(from body: [UInt8]) throws(DetectAPIError) -> DetectionItem {
+        guard let span = JSONSpan.topLevelValue(forKey: "item", in: body) else {
+            throw .malformedResponse("the response has no item")
+        }
+        do {
+            return try DetectionItem(json: String(decoding: body[span], as: UTF8.self))
+        } catch {
+            throw .malformedResponse("the response's item could not be read: \(error)")
+        }
+    }
+
+    /// One page of `GET /detect`.
+    static func page(from body: [UInt8]) throws(DetectAPIError) -> DetectionPage {
+        struct Header: Decodable {
+            var page: Int?
+            var num_pages: Int?
+            var page_size: Int?
+            var total_count: Int?
+        }
+        guard let header = try? JSONDecoder().decode(Header.self, from: Data(body)),
+              let itemsSpan = JSONSpan.topLevelValue(forKey: "items", in: body)
+        else { throw .malformedResponse("the list response has no items") }
+        var items: [DetectionItem] = []
+        for span in JSONSpan.arrayElements(in: body, span: itemsSpan) {
+            do {
+                items.append(try DetectionItem(json: String(decoding: body[span], as: UTF8.self)))
+            } catch {
+                throw .malformedResponse("an item of the list could not be read: \(error)")
+            }
+        }
+        return DetectionPage(
+            page: header.page ?? 1, pageCount: header.num_pages ?? 1, pageSize: header.page_size ?? items.count,
+            totalCount: header.total_count ?? items.count, items: items
+        )
+    }
+}
+
+/// One page of the detection list.
+public struct DetectionPage: Sendable {
+    public var page: Int
+    public var pageCount: Int
+    public var pageSize: Int
+    public var totalCount: Int
+    public var items: [DetectionItem]
+}

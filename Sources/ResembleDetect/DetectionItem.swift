@@ -1,0 +1,226 @@
+import Foundation
+
+/// A detection as the API reports it (`item` in its responses and callbacks): a typed view of the fields
+/// the pages document, and the item's exact JSON text, so that nothing the API sends is lost.
+public struct DetectionItem: Sendable, Hashable {
+    public var uuid: String
+    public var mediaType: MediaType?
+    /// Absent in the shortest responses (the asynchronous acknowledgement).
+    public var status: DetectionStatus?
+    public var metrics: AudioMetrics?
+    public var imageMetrics: ImageMetrics?
+    public var videoMetrics: VideoMetrics?
+    public var audioSourceTracing: AudioSourceTracing?
+    /// The report, or (with `?experts=true`) the first of the experts' reports.
+    public var intelligence: Intelligence?
+    /// Every expert's report, when `?experts=true` made `intelligence` an array.
+    public var expertIntelligence: [Intelligence]
+    public var retention: RetentionStatus
+    public var duration: Double?
+    public var errorMessage: String?
+    public var visualize: Bool?
+    public var audioSourceTracingEnabled: Bool?
+    public var useOODDetector: Bool?
+    /// Deprecated by the API, still sent by older responses.
+    public var pipeline: String?
+    public var extraParams: JSONValue?
+    public var createdAt: Date?
+    public var updatedAt: Date?
+    /// The item exactly as the API sent it.
+    public var rawJSON: String
+
+    /// Decodes an item from its JSON text.
+    public init(json: String) throws {
+        let decoded = try JSONDecoder().decode(Fields.self, from: Data(json.utf8))
+        uuid = decoded.uuid
+        mediaType = decoded.mediaType
+        status = decoded.status
+        metrics = decoded.metrics
+        imageMetrics = decoded.imageMetrics
+        videoMetrics = decoded.videoMetrics
+        audioSourceTracing = decoded.audioSourceTracing
+        intelligence = decoded.intelligence.first
+        expertIntelligence = decoded.intelligence
+        retention = decoded.retention
+        duration = decoded.duration
+        errorMessage = decoded.errorMessage
+        visualize = decoded.visualize
+        audioSourceTracingEnabled = decoded.audioSourceTracingEnabled
+        useOODDetector = decoded.useOODDetector
+        pipeline = decoded.pipeline
+        extraParams = decoded.extraParams
+        createdAt = decoded.createdAt
+        updatedAt = decoded.updatedAt
+        rawJSON = json
+    }
+
+    /// The verdict's label as the API gave it: the video's for a video, the image's for an image, else the
+    /// audio's.
+    public var label: String? {
+        switch mediaType {
+        case .video: videoMetrics?.label ?? metrics?.label
+        case .image: imageMetrics?.label ?? metrics?.label
+        default: metrics?.label ?? videoMetrics?.label ?? imageMetrics?.label
+        }
+    }
+
+    /// The overall score matching `label`.
+    public var aggregatedScore: Double? {
+        switch mediaType {
+        case .video: videoMetrics?.score ?? metrics?.aggregatedScore
+        case .image: imageMetrics?.score ?? metrics?.aggregatedScore
+        default: metrics?.aggregatedScore ?? videoMetrics?.score ?? imageMetrics?.score
+        }
+    }
+
+    /// True when the label reads fake in any case (`fake`, `Fake`, `Likely Fake`); nil without a label.
+    public var isFake: Bool? {
+        label.map(Self.labelReadsFake)
+    }
+
+    /// Whether a label names a fake: one of its words is "fake", in any case.
+    public static func labelReadsFake(_ label: String) -> Bool {
+        label.lowercased().split(whereSeparator: { !$0.isLetter }).contains("fake")
+    }
+
+    /// True once the detection has finished, well or badly.
+    public var isFinished: Bool {
+        status == .completed || status == .failed
+    }
+
+    private struct Fields: Decodable {
+        var uuid: String
+        var mediaType: MediaType?
+        var status: DetectionStatus?
+        var metrics: AudioMetrics?
+        var imageMetrics: ImageMetrics?
+        var videoMetrics: VideoMetrics?
+        var audioSourceTracing: AudioSourceTracing?
+        var intelligence: [Intelligence]
+        var retention: RetentionStatus
+        var duration: Double?
+        var errorMessage: String?
+        var visualize: Bool?
+        var audioSourceTracingEnabled: Bool?
+        var useOODDetector: Bool?
+        var pipeline: String?
+        var extraParams: JSONValue?
+        var createdAt: Date?
+        var updatedAt: Date?
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: AnyCodingKey.self)
+            func key(_ name: String) -> AnyCodingKey { AnyCodingKey(name) }
+            guard let uuid = container.lenientString(key("uuid")), !uuid.isEmpty else {
+                throw DecodingError.keyNotFound(key("uuid"), .init(codingPath: [], debugDescription: "the item has no uuid"))
+            }
+            self.uuid = uuid
+            mediaType = container.lenientString(key("media_type")).map(MediaType.init)
+            status = container.lenientString(key("status")).map(DetectionStatus.init)
+            metrics = container.lenient(AudioMetrics.self, key("metrics"))
+            imageMetrics = container.lenient(ImageMetrics.self, key("image_metrics"))
+            videoMetrics = container.lenient(VideoMetrics.self, key("video_metrics"))
+            audioSourceTracing = container.lenient(AudioSourceTracing.self, key("audio_source_tracing"))
+            if let experts = container.lenient([Intelligence].self, key("intelligence")) {
+                intelligence = experts
+            } else {
+                intelligence = container.lenient(Intelligence.self, key("intelligence")).map { [$0] } ?? []
+            }
+            retention = try RetentionStatus(from: decoder)
+            duration = container.lenientDouble(key("duration"))
+            errorMessage = container.lenientString(key("error_message"))
+            visualize = container.lenientBool(key("visualize"))
+            audioSourceTracingEnabled = container.lenientBool(key("audio_source_tracing_enabled"))
+            useOODDetector = container.lenientBool(key("use_ood_detector"))
+            pipeline = container.lenientString(key("pipeline"))
+            extraParams = container.lenient(JSONValue.self, key("extra_params"))
+            createdAt = container.lenientDate(key("created_at"))
+            updatedAt = container.lenientDate(key("updated_at"))
+        }
+    }
+}
+
+/// The kind of media a detection analysed.
+public enum MediaType: Sendable, Hashable, CustomStringConvertible {
+    case audio, video, image
+    /// A kind the pages do not name yet, kept as sent.
+    case other(String)
+
+    public init(_ text: String) {
+        switch text.lowercased() {
+        case "audio": self = .audio
+        case "video": self = .video
+        case "image": self = .image
+        default: self = .other(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .audio: "audio"
+        case .video: "video"
+        case .image: "image"
+        case .other(let text): text
+        }
+    }
+}
+
+/// Where a detection (or an intelligence report) is in its processing.
+public enum DetectionStatus: Sendable, Hashable, CustomStringConvertible {
+    case processing, completed, failed
+    /// A status the pages do not name, kept as sent.
+    case other(String)
+
+    public init(_ text: String) {
+        switch text.lowercased() {
+        case "processing": self = .processing
+        case "completed": self = .completed
+        case "failed": self = .failed
+        default: self = .other(text)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .processing: "processing"
+        case .completed: "completed"
+        case .failed: "failed"
+        case .other(let text): text
+        }
+    }
+}
+
+/// The zero-retention (older: privacy mode) fields of an item: whether the media is to be purged, and when
+/// it was. A non-null `file_deleted_at` is the purge signal.
+public struct RetentionStatus: Sendable, Hashable, Decodable {
+    /// `zero_retention_mode`, or the older `privacy_mode` when only that is sent.
+    public var zeroRetentionMode: Bool?
+    public var mediaRedacted: Bool?
+    public var mediaDeleted: Bool?
+    public var fileDeletedAt: Date?
+    /// Null in zero-retention mode.
+    public var url: String?
+    public var audioURL: String?
+    /// Tokenized (`redacted_<token>.<ext>`) in zero-retention mode.
+    public var filename: String?
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        zeroRetentionMode = container.lenientBool(AnyCodingKey("zero_retention_mode"))
+            ?? container.lenientBool(AnyCodingKey("privacy_mode"))
+        mediaRedacted = container.lenientBool(AnyCodingKey("media_redacted"))
+        mediaDeleted = container.lenientBool(AnyCodingKey("media_deleted"))
+        fileDeletedAt = container.lenientDate(AnyCodingKey("file_deleted_at"))
+        url = container.lenientString(AnyCodingKey("url"))
+        audioURL = container.lenientString(AnyCodingKey("audio_url"))
+        filename = container.lenientString(AnyCodingKey("filename"))
+    }
+
+    /// Decodes the retention fields from a JSON object's text (an item, or the pages' purge example).
+    public init(json: String) throws {
+        self = try JSONDecoder().decode(RetentionStatus.self, from: Data(json.utf8))
+    }
+
+    /// True once the API says the media file has been purged.
+    public var isPurged: Bool { fileDeletedAt != nil || mediaDeleted == true }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import DetectSimulator
+import Foundation
+
+/// `detectq simulate --port P`: the built-in simulator of the Detect API, for demos and tests.
+struct SimulateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Run the built-in simulator of the Resemble Detect API on loopback.",
+        discussion: """
+            Serves http://127.0.0.1:<port>/api/v2. When RESEMBLE_API_TOKEN is set, every request must carry it as a \
+            bearer token. Media whose URL contains "fake", or whose bytes contain "FAKE", is judged fake.
+            """
+    )
+
+    @Option(help: "The loopback port to listen on (0 picks a free one).")
+    var port: Int = 8787
+
+    @Option(help: "Seconds a detection takes to process.")
+    var latency: Double = 0
+
+    @Option(help: "Seconds after the detection that an intelligence report completes.")
+    var intelligenceDelay: Double = 0
+
+    @Option(help: "Seconds after completion that a zero-retention file is purged.")
+    var purgeDelay: Double = 1
+
+    @Option(help: "Probability (0-1) of answering 503.")
+    var errorRate: Double = 0
+
+    @Option(help: "Probability (0-1) of answering 429 with Retry-After.")
+    var rateLimitRate: Double = 0
+
+    @Option(help: "Retry-After seconds sent with an injected 429.")
+    var retryAfter: Int = 1
+
+    @Option(help: "Probability (0-1) of cutting the connection before handling a request.")
+    var dropRate: Double = 0
+
+    @Option(help: "Probability (0-1) that a callback is never sent.")
+    var lostCallbackRate: Double = 0
+
+    @Option(help: "Probability (0-1) that a callback is sent twice.")
+    var duplicateCallbackRate: Double = 0
+
+    @Option(help: "Seed for the fault dice, to repeat a run.")
+    var seed: UInt64?
+
+    func validate() throws {
+        guard (0...65_535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
+        for (name, value) in [("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate), ("--drop-rate", dropRate),
+                              ("--lost-callback-rate", lostCallbackRate), ("--duplicate-callback-rate", duplicateCallbackRate)]
+        where !(0...1).contains(value) {
+            throw ValidationError("\(name) must be a probability from 0 to 1")
+        }
+        for (name, value) in [("--latency", latency), ("--intelligence-delay", intelligenceDelay), ("--purge-delay", purgeDelay)]
+        where !(value >= 0 && value.isFinite) {
+            throw ValidationError("\(name) must be a non-negative number of seconds")
+        }
+        guard retryAfter >= 0 else { throw ValidationError("--retry-after must be a non-negative number of seconds") }
+    }
+
+    func run() async throws {
+        let token = ProcessInfo.processInfo.environment["RESEMBLE_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        let configuration = SimulatorConfiguration(
+            requiredToken: token, latency: .milliseconds(Int64(latency * 1000)),
+            intelligenceDelay: .milliseconds(Int64(intelligenceDelay * 1000)),
+            purgeDelay: .milliseconds(Int64(purgeDelay * 1000)),
+            faults: FaultInjection(
+                serverErrorRate: errorRate, rateLimitRate: rateLimitRate, retryAfterSeconds: retryAfter, dropRate: dropRate,
+                lostCallbackRate: lostCallbackRate, duplicateCallbackRate: duplicateCallbackRate
+            ),
+            seed: seed
+        )
+        try await DetectSimulator.run(port: port, configuration: configuration) { port in
+            let line = "detectq simulator listening on http://127.0.0.1:\(port)/api/v2"
+                + (token == nil ? " (no token required)" : " (bearer token required)") + "\n"
+            FileHandle.standardOutput.write(Data(line.utf8))
+        }
+    }
+}
