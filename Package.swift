@@ -19,7 +19,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.30.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
-        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
@@ -63,7 +62,6 @@ let package = Package(
             dependencies: [
                 "ResembleDetect",
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "MultipartKit", package: "multipart-kit"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -103,13 +101,17 @@ let package = Package(
         ),
         .testTarget(
             name: "ResembleDetectTests",
-            dependencies: ["ResembleDetect", "DetectSimulator", "DetectqTestSupport"],
+            dependencies: [
+                "ResembleDetect", "DetectSimulator", "DetectqTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CommandLineTests",
-            dependencies: ["detectq", "DetectqTestSupport", "Postgres"],
+            dependencies: ["detectq", "DetectqTestSupport", "Postgres", "ResembleDetect"],
             swiftSettings: strict
         ),
     ]

@@ -65,3 +65,57 @@ public enum DetectqExecutable {
         return url
     }
 }
+
+/// A `detectq` process left running (a worker, the simulator), stopped with a signal by the test.
+public final class DetectqProcess: Sendable {
+    private let process: Process
+    /// Where its standard output and error go.
+    public let outputFile: URL
+
+    private init(process: Process, outputFile: URL) {
+        self.process = process
+        self.outputFile = outputFile
+    }
+
+    /// Starts `detectq` with `arguments`, its output going to a temporary file.
+    public static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> DetectqProcess {
+        let process = Process()
+        process.executableURL = DetectqExecutable.url
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-process-\(UUID().uuidString)")
+        guard FileManager.default.createFile(atPath: outputFile.path, contents: nil) else {
+            throw TestSetupError("could not create \(outputFile.path)")
+        }
+        let handle = try FileHandle(forWritingTo: outputFile)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return DetectqProcess(process: process, outputFile: outputFile)
+    }
+
+    /// Everything it has printed so far.
+    public var output: String {
+        (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
+    }
+
+    /// Waits until its output has a line containing `text`, and returns that line.
+    public func waitForLine(containing text: String, timeout: Duration = .seconds(30)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+            guard process.isRunning else { throw TestSetupError("detectq exited before printing \"\(text)\": \(output)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestSetupError("detectq did not print \"\(text)\" within \(timeout): \(output)")
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its exit status.
+    @discardableResult
+    public func stop(signal: Int32 = SIGTERM) async -> Int32 {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        try? FileManager.default.removeItem(at: outputFile)
+        return process.terminationStatus
+    }
+}
