@@ -31,26 +31,7 @@ public struct DetectionItem: Sendable, Hashable {
 
     /// Decodes an item from its JSON text.
     public init(json: String) throws {
-        let decoded = try JSONDecoder().decode(Fields.self, from: Data(json.utf8))
-        uuid = decoded.uuid
-        mediaType = decoded.mediaType
-        status = decoded.status
-        metrics = decoded.metrics
-        imageMetrics = decoded.imageMetrics
-        videoMetrics = decoded.videoMetrics
-        audioSourceTracing = decoded.audioSourceTracing
-        intelligence = decoded.intelligence.first
-        expertIntelligence = decoded.intelligence
-        retention = decoded.retention
-        duration = decoded.duration
-        errorMessage = decoded.errorMessage
-        visualize = decoded.visualize
-        audioSourceTracingEnabled = decoded.audioSourceTracingEnabled
-        useOODDetector = decoded.useOODDetector
-        pipeline = decoded.pipeline
-        extraParams = decoded.extraParams
-        createdAt = decoded.createdAt
-        updatedAt = decoded.updatedAt
+        self = try JSONDecoder().decode(Decoded.self, from: Data(json.utf8)).item
         rawJSON = json
     }
 
@@ -88,55 +69,45 @@ public struct DetectionItem: Sendable, Hashable {
         status == .completed || status == .failed
     }
 
-    private struct Fields: Decodable {
-        var uuid: String
-        var mediaType: MediaType?
-        var status: DetectionStatus?
-        var metrics: AudioMetrics?
-        var imageMetrics: ImageMetrics?
-        var videoMetrics: VideoMetrics?
-        var audioSourceTracing: AudioSourceTracing?
-        var intelligence: [Intelligence]
-        var retention: RetentionStatus
-        var duration: Double?
-        var errorMessage: String?
-        var visualize: Bool?
-        var audioSourceTracingEnabled: Bool?
-        var useOODDetector: Bool?
-        var pipeline: String?
-        var extraParams: JSONValue?
-        var createdAt: Date?
-        var updatedAt: Date?
+    /// Decodes the typed view; `init(json:)` adds the raw text.
+    private struct Decoded: Decodable {
+        var item: DetectionItem
 
         init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: AnyCodingKey.self)
-            func key(_ name: String) -> AnyCodingKey { AnyCodingKey(name) }
-            guard let uuid = container.lenientString(key("uuid")), !uuid.isEmpty else {
-                throw DecodingError.keyNotFound(key("uuid"), .init(codingPath: [], debugDescription: "the item has no uuid"))
-            }
-            self.uuid = uuid
-            mediaType = container.lenientString(key("media_type")).map(MediaType.init)
-            status = container.lenientString(key("status")).map(DetectionStatus.init)
-            metrics = container.lenient(AudioMetrics.self, key("metrics"))
-            imageMetrics = container.lenient(ImageMetrics.self, key("image_metrics"))
-            videoMetrics = container.lenient(VideoMetrics.self, key("video_metrics"))
-            audioSourceTracing = container.lenient(AudioSourceTracing.self, key("audio_source_tracing"))
-            if let experts = container.lenient([Intelligence].self, key("intelligence")) {
-                intelligence = experts
-            } else {
-                intelligence = container.lenient(Intelligence.self, key("intelligence")).map { [$0] } ?? []
-            }
-            retention = try RetentionStatus(from: decoder)
-            duration = container.lenientDouble(key("duration"))
-            errorMessage = container.lenientString(key("error_message"))
-            visualize = container.lenientBool(key("visualize"))
-            audioSourceTracingEnabled = container.lenientBool(key("audio_source_tracing_enabled"))
-            useOODDetector = container.lenientBool(key("use_ood_detector"))
-            pipeline = container.lenientString(key("pipeline"))
-            extraParams = container.lenient(JSONValue.self, key("extra_params"))
-            createdAt = container.lenientDate(key("created_at"))
-            updatedAt = container.lenientDate(key("updated_at"))
+            item = try DetectionItem(decoder: decoder)
         }
+    }
+
+    private init(decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyCodingKey.self)
+        func key(_ name: String) -> AnyCodingKey { AnyCodingKey(name) }
+        guard let uuid = container.lenientString(key("uuid")), !uuid.isEmpty else {
+            throw DecodingError.keyNotFound(key("uuid"), .init(codingPath: [], debugDescription: "the item has no uuid"))
+        }
+        self.uuid = uuid
+        mediaType = container.lenientString(key("media_type")).map(MediaType.init)
+        status = container.lenientString(key("status")).map(DetectionStatus.init)
+        metrics = container.lenient(AudioMetrics.self, key("metrics"))
+        imageMetrics = container.lenient(ImageMetrics.self, key("image_metrics"))
+        videoMetrics = container.lenient(VideoMetrics.self, key("video_metrics"))
+        audioSourceTracing = container.lenient(AudioSourceTracing.self, key("audio_source_tracing"))
+        if let experts = container.lenient([Intelligence].self, key("intelligence")) {
+            expertIntelligence = experts
+        } else {
+            expertIntelligence = container.lenient(Intelligence.self, key("intelligence")).map { [$0] } ?? []
+        }
+        intelligence = expertIntelligence.first
+        retention = try RetentionStatus(from: decoder)
+        duration = container.lenientDouble(key("duration"))
+        errorMessage = container.lenientString(key("error_message"))
+        visualize = container.lenientBool(key("visualize"))
+        audioSourceTracingEnabled = container.lenientBool(key("audio_source_tracing_enabled"))
+        useOODDetector = container.lenientBool(key("use_ood_detector"))
+        pipeline = container.lenientString(key("pipeline"))
+        extraParams = container.lenient(JSONValue.self, key("extra_params"))
+        createdAt = container.lenientDate(key("created_at"))
+        updatedAt = container.lenientDate(key("updated_at"))
+        rawJSON = ""
     }
 }
 
