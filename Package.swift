@@ -110,6 +110,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "DetectQueueTests",
+            dependencies: ["DetectQueue"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "CommandLineTests",
             dependencies: ["detectq", "DetectqTestSupport", "Postgres", "ResembleDetect"],
             swiftSettings: strict
