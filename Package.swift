@@ -70,7 +70,7 @@ let package = Package(
         ),
         .target(
             name: "DetectQueue",
-            dependencies: ["Postgres"],
+            dependencies: ["Postgres", "ResembleDetect"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -111,7 +111,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DetectQueueTests",
-            dependencies: ["DetectQueue"],
+            dependencies: ["DetectQueue", "Postgres", "DetectqTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

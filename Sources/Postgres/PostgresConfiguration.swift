@@ -9,11 +9,18 @@ public struct PostgresConfiguration: Sendable {
     public var database: String?
     /// `application_name` for the server's views (`pg_stat_activity`); overrides the connection string's.
     public var applicationName: String?
+    /// Run-time settings applied to every session as it opens (and again after a reconnection), such as
+    /// `detectq.worker_id`, which the event history records. Values are sent as parameters.
+    public var sessionSettings: [String: String]
 
-    public init(connectionString: String = "", database: String? = nil, applicationName: String? = nil) {
+    public init(
+        connectionString: String = "", database: String? = nil, applicationName: String? = nil,
+        sessionSettings: [String: String] = [:]
+    ) {
         self.connectionString = connectionString
         self.database = database
         self.applicationName = applicationName
+        self.sessionSettings = sessionSettings
     }
 
     /// The configuration named by `DATABASE_URL` (or by the `PG*` variables alone when it is unset).

@@ -121,6 +121,10 @@ public final class PostgresConnection: @unchecked Sendable {
         let settings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres';"
             + " SET extra_float_digits = 3; SET client_encoding = 'UTF8'"
         _ = try check(PQexec(connection, settings), on: connection)
+        for (name, value) in configuration.sessionSettings.sorted(by: { $0.key < $1.key }) {
+            let query: PostgresQuery = "SELECT set_config(\(name), \(value), false)"
+            _ = try execute(query, on: connection)
+        }
         let handle = PQgetCancel(connection).map(CancelHandle.init)
         cancelHandle.withLock { $0 = handle }
     }
@@ -146,7 +150,11 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     private func run(_ query: PostgresQuery) throws -> PostgresRows {
-        let connection = try readyConnection()
+        try execute(query, on: try readyConnection())
+    }
+
+    /// Runs a parameterised statement on a connection known to be ready (on the queue).
+    private func execute(_ query: PostgresQuery, on connection: OpaquePointer) throws -> PostgresRows {
         let parameters = query.parameters
         let values = parameters.map { $0.text.map { strdup($0) } ?? nil }
         defer { values.forEach { free($0) } }

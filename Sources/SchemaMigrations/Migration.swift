@@ -28,5 +28,6 @@ public struct Migration: Sendable, Hashable {
 public enum DetectqMigrations {
     public static let all: [Migration] = [
         Migration(fileName: "0001_create_schema.sql", bytes: PackageResources._001_create_schema_sql),
+        Migration(fileName: "0002_worker.sql", bytes: PackageResources._002_worker_sql),
     ]
 }

@@ -1,0 +1,85 @@
+import Foundation
+import Postgres
+import ResembleDetect
+
+/// A row of `detectq.requests` as a worker sees it: what to submit, how to wait, and where it stands.
+public struct DetectionRequest: Sendable, Hashable {
+    /// Where the media comes from: exactly one of the three, as the database guarantees.
+    public enum Media: Sendable, Hashable {
+        case url(String)
+        /// Relative to the worker's media root; not yet resolved or checked.
+        case path(String)
+        /// A token the producer obtained from `POST /secure_uploads`; a secret.
+        case token(String)
+    }
+
+    /// How the worker waits for the verdict (the `wait_mode` column).
+    public enum WaitMode: String, Sendable, Hashable, CaseIterable {
+        case auto, sync, callback, poll
+    }
+
+    public let id: Int
+    public var media: Media
+    public var options: DetectionOptions
+    public var waitMode: WaitMode
+    public var state: RequestState
+    /// The attempt in progress (1 for the first claim).
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var remoteUUID: String?
+    public var secureUpload: SecureUploadToken?
+    public var lockedBy: String?
+    public var pollCount: Int
+    public var acceptedAt: Date?
+    public var metadata: PostgresJSON
+
+    /// Whether a failure of the current attempt may be retried.
+    public var attemptsLeft: Bool { attempt < maxAttempts }
+
+    /// The columns `init(row:)` reads.
+    static let columns = """
+        id, media_url, media_path, media_token, visualize, intelligence, audio_source_tracing, use_reverse_search,
+        use_ood_detector, zero_retention_mode, frame_length, start_region::float8 AS start_region,
+        end_region::float8 AS end_region, max_video_secs::float8 AS max_video_secs,
+        max_video_fps::float8 AS max_video_fps, model_types, pipeline, wait_mode, state, attempt, max_attempts,
+        remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata
+        """
+
+    init(row: PostgresRow) throws {
+        id = try row.decode("id")
+        if let url = try row.decode("media_url", as: String?.self) {
+            media = .url(url)
+        } else if let path = try row.decode("media_path", as: String?.self) {
+            media = .path(path)
+        } else {
+            media = .token(try row.decode("media_token", as: String.self))
+        }
+        func flag(_ column: String) throws -> Bool? {
+            try row.decode(column, as: Bool.self) ? true : nil
+        }
+        options = DetectionOptions(
+            visualize: try flag("visualize"), frameLength: try row.decode("frame_length"),
+            startRegion: try row.decode("start_region"), endRegion: try row.decode("end_region"),
+            maxVideoSecs: try row.decode("max_video_secs"), maxVideoFPS: try row.decode("max_video_fps"),
+            modelTypes: try row.decode("model_types"), pipeline: try row.decode("pipeline"),
+            intelligence: try flag("intelligence"), audioSourceTracing: try flag("audio_source_tracing"),
+            useReverseSearch: try flag("use_reverse_search"), useOODDetector: try flag("use_ood_detector"),
+            zeroRetentionMode: try flag("zero_retention_mode")
+        )
+        waitMode = try row.decode("wait_mode")
+        state = try row.decode("state")
+        attempt = try row.decode("attempt")
+        maxAttempts = try row.decode("max_attempts")
+        remoteUUID = try row.decode("remote_uuid")
+        if let token = try row.decode("secure_upload_token", as: String?.self),
+           let issuedAt = try row.decode("secure_upload_token_issued_at", as: Date?.self) {
+            secureUpload = SecureUploadToken(token: token, issuedAt: issuedAt)
+        }
+        lockedBy = try row.decode("locked_by")
+        pollCount = try row.decode("poll_count")
+        acceptedAt = try row.decode("accepted_at")
+        metadata = try row.decode("metadata")
+    }
+}
+
+extension DetectionRequest.WaitMode: PostgresEncodable, PostgresDecodable {}

@@ -1,0 +1,198 @@
+import Foundation
+import Postgres
+
+/// The worker's SQL over `detectq.requests`: claiming, leases, rescue and every state change.
+///
+/// Each state change is decided by `RequestStateMachine` and written by one conditional UPDATE that
+/// re-checks the state the worker saw and, for leased states, that the worker still holds the lease, so a
+/// worker whose lease was taken over can never overwrite the new owner's work. The trigger in the
+/// database enforces the same transition table again.
+public struct RequestStore: Sendable {
+    public let pool: PostgresConnectionPool
+
+    public init(pool: PostgresConnectionPool) {
+        self.pool = pool
+    }
+
+    /// Claims up to `limit` claimable requests (queued or retrying, `run_at` due), highest priority first,
+    /// under a lease of `lease`, in one statement; rows other workers hold are skipped, not waited for.
+    public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
+        guard limit > 0 else { return [] }
+        let rows = try await pool.query(PostgresQuery(sql: """
+            UPDATE detectq.requests AS r
+            SET state = 'submitting', locked_by = $1, locked_until = now() + make_interval(secs => $2),
+                attempt = r.attempt + 1, error_message = NULL
+            FROM (
+                SELECT id FROM detectq.requests
+                WHERE state IN ('queued', 'retrying') AND run_at <= now()
+                ORDER BY priority DESC, run_at, id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ) AS claimable
+            WHERE r.id = claimable.id
+            RETURNING \(DetectionRequest.columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored))
+            """, parameters: [workerID, lease.seconds, limit]))
+        return try rows.map(DetectionRequest.init(row:)).sorted { $0.id < $1.id }
+    }
+
+    /// Extends the leases `workerID` still holds among `ids`; returns the ids whose lease it still holds.
+    public func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await pool.query("""
+            UPDATE detectq.requests SET locked_until = now() + make_interval(secs => \(lease.seconds))
+            WHERE id = ANY(\(ids)) AND locked_by = \(workerID)
+            RETURNING id
+            """)
+        return Set(try rows.map { try $0.decode("id", as: Int.self) })
+    }
+
+    /// Takes back leases that expired: a `submitting` request goes to `retrying` (or `failed` when its
+    /// attempts are spent) at `retryAt`; a poll lease on an `awaiting_result` request is just cleared. The
+    /// UPDATE re-checks state and expiry, so a request that moved on meanwhile is left alone.
+    public func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> RescueReport {
+        let rows = try await pool.query("""
+            WITH expired AS (
+                SELECT id FROM detectq.requests
+                WHERE locked_by IS NOT NULL AND locked_until < now() AND state IN ('submitting', 'awaiting_result')
+                ORDER BY locked_until
+                LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE detectq.requests AS r SET
+                state = CASE
+                    WHEN r.state = 'awaiting_result' THEN r.state
+                    WHEN r.attempt < r.max_attempts THEN 'retrying'::detectq.request_state
+                    ELSE 'failed'::detectq.request_state END,
+                error_message = CASE WHEN r.state = 'submitting'
+                    THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
+                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' ELSE '; no attempts left' END
+                    ELSE r.error_message END,
+                run_at = CASE WHEN r.state = 'submitting' THEN now() + make_interval(secs => \(retryDelay.seconds))
+                    ELSE r.run_at END,
+                locked_by = NULL, locked_until = NULL
+            FROM expired
+            WHERE r.id = expired.id AND r.locked_until < now() AND r.state IN ('submitting', 'awaiting_result')
+            RETURNING r.id, r.state
+            """)
+        var report = RescueReport()
+        for row in rows {
+            switch try row.decode("state", as: RequestState.self) {
+            case .retrying: report.retrying.append(try row.decode("id"))
+            case .failed: report.failed.append(try row.decode("id"))
+            default: report.pollLeasesCleared.append(try row.decode("id"))
+            }
+        }
+        return report
+    }
+
+    /// Writes a state change decided by the state machine. `expected` is the state the worker saw;
+    /// `workerID` (for leased states) must still hold the lease. Returns false, changing nothing, when the
+    /// request moved on (cancelled by a user, taken over after a lost lease).
+    @discardableResult
+    public func apply(
+        _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init()
+    ) async throws -> Bool {
+        let next = try RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft)
+        var changes = changes
+        changes.state = next
+        let holdsLease = next == .submitting || (next == .awaitingResult && changes.keepsLease)
+        changes.clearLease = !holdsLease
+        if next == .completed { changes.completedAt = true }
+        switch event {
+        case .failedRetryably(let reason, let retryAt):
+            changes.errorMessage = reason
+            changes.runAt = next == .retrying ? retryAt : nil
+        case .failedPermanently(let reason):
+            changes.errorMessage = reason
+        case .accepted(let remoteUUID):
+            changes.remoteUUID = remoteUUID
+        case .released:
+            changes.attemptDelta = -1
+        case .retriedByUser:
+            changes.runAt = Date()
+            changes.errorMessage = nil
+            changes.clearsErrorMessage = true
+        default:
+            break
+        }
+        let (sql, parameters) = changes.update(id: request.id, expected: request.state, workerID: workerID)
+        return try await pool.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
+    }
+
+    /// Reads one request.
+    public func request(id: Int) async throws -> DetectionRequest? {
+        let rows = try await pool.query(PostgresQuery(
+            sql: "SELECT \(DetectionRequest.columns) FROM detectq.requests WHERE id = $1", parameters: [id]
+        ))
+        return try rows.first.map(DetectionRequest.init(row:))
+    }
+}
+
+/// What a rescue pass did.
+public struct RescueReport: Sendable, Hashable {
+    /// Requests whose submitting lease expired, now waiting to be retried.
+    public var retrying: [Int] = []
+    /// Requests whose submitting lease expired on their last attempt.
+    public var failed: [Int] = []
+    /// Accepted requests whose poll lease expired, free to be polled again.
+    public var pollLeasesCleared: [Int] = []
+
+    public init() {}
+}
+
+/// The columns a state change writes besides `state`.
+public struct RequestChanges: Sendable {
+    var state: RequestState?
+    var clearLease = false
+    var completedAt = false
+    var attemptDelta = 0
+    var clearsErrorMessage = false
+    /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
+    public var keepsLease = false
+    public var errorMessage: String?
+    public var runAt: Date?
+    public var remoteUUID: String?
+    public var submitPath: String?
+    public var mediaType: String?
+    public var label: String?
+    public var isFake: Bool?
+    public var aggregatedScore: Double?
+    public var result: PostgresJSON?
+    public var fileDeletedAt: Date?
+    public var callbackSecretHash: String?
+
+    public init() {}
+
+    /// The conditional UPDATE and its parameters.
+    func update(id: Int, expected: RequestState, workerID: String?) -> (String, [any PostgresEncodable]) {
+        var assignments: [String] = []
+        var parameters: [any PostgresEncodable] = [id, expected.rawValue]
+        func set(_ column: String, _ value: some PostgresEncodable, cast: String = "") {
+            parameters.append(value)
+            assignments.append("\(column) = $\(parameters.count)\(cast)")
+        }
+        if let state { set("state", state.rawValue, cast: "::detectq.request_state") }
+        if clearLease { assignments.append("locked_by = NULL, locked_until = NULL") }
+        if completedAt { assignments.append("completed_at = now()") }
+        if attemptDelta != 0 { set("attempt", attemptDelta, cast: " + attempt") }
+        if let errorMessage { set("error_message", errorMessage) }
+        if clearsErrorMessage { assignments.append("error_message = NULL") }
+        if let runAt { set("run_at", runAt) }
+        if let remoteUUID { set("remote_uuid", remoteUUID) }
+        if remoteUUID != nil { assignments.append("accepted_at = now()") }
+        if let submitPath { set("submit_path", submitPath) }
+        if let mediaType { set("media_type", mediaType) }
+        if let label { set("label", label) }
+        if let isFake { set("is_fake", isFake) }
+        if let aggregatedScore { set("aggregated_score", aggregatedScore) }
+        if let result { set("result", result) }
+        if let fileDeletedAt { set("file_deleted_at", fileDeletedAt) }
+        if let callbackSecretHash { set("callback_secret_hash", callbackSecretHash) }
+        var condition = "id = $1 AND state = $2::detectq.request_state"
+        if let workerID, [.submitting, .awaitingResult].contains(expected) {
+            parameters.append(workerID)
+            condition += " AND (locked_by = $\(parameters.count)" + (expected == .awaitingResult ? " OR locked_by IS NULL)" : ")")
+        }
+        return ("UPDATE detectq.requests SET \(assignments.joined(separator: ", ")) WHERE \(condition)", parameters)
+    }
+}
