@@ -22,12 +22,12 @@ CREATE INDEX requests_leased_idx ON detectq.requests (locked_until)
 CREATE INDEX requests_awaiting_idx ON detectq.requests (run_at, id)
     WHERE state = 'awaiting_result';
 
--- The API's rate limit belongs to the token, so its budget is shared by every worker: one token
--- bucket, refilled at DETECTQ_API_RATE_LIMIT per second, and a pause that a 429's Retry-After sets.
+-- The API's rate limit belongs to the token, so its budget is shared by every worker: the time of
+-- the next free request slot (slots are 1/DETECTQ_API_RATE_LIMIT seconds apart; each worker reserves
+-- one before each API request), and a pause that a 429's Retry-After sets.
 CREATE TABLE detectq.api_budget (
     singleton    boolean PRIMARY KEY DEFAULT true CONSTRAINT api_budget_single_row CHECK (singleton),
-    tokens       double precision NOT NULL DEFAULT 0,
-    refilled_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    next_slot_at timestamptz NOT NULL DEFAULT '-infinity',
     paused_until timestamptz NOT NULL DEFAULT '-infinity'
 );
 

@@ -1,0 +1,110 @@
+import Foundation
+import Postgres
+import ResembleDetect
+
+/// A worker's settings, read from the environment (CONTRACT.md section 5). A missing or malformed setting
+/// stops the worker at start with one line naming the variable and what it expected.
+public struct WorkerConfiguration: Sendable {
+    public var database: PostgresConfiguration
+    public var api: DetectClientConfiguration
+    /// `DETECTQ_MEDIA_ROOT`; nil refuses every `media_path` request with a reason.
+    public var mediaRoot: MediaRoot?
+    /// `DETECTQ_CALLBACK_URL`: the public base URL of this worker's callback receiver.
+    public var callbackURL: String?
+    public var httpPort: Int
+    public var concurrency: Int
+    public var workerID: String
+    public var apiRateLimit: Double
+    public var lease: Duration
+    public var callbackTimeout: Duration
+    public var retryPolicy: RetryPolicy
+
+    /// Reads the settings from `environment`.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
+        let reader = EnvironmentReader(environment)
+        let token = reader.text("RESEMBLE_API_TOKEN")
+        let baseURL = try reader.url("RESEMBLE_BASE_URL", default: DetectClientConfiguration.defaultBaseURL)
+        if token == nil && baseURL == DetectClientConfiguration.defaultBaseURL {
+            throw ConfigurationError("RESEMBLE_API_TOKEN", expected: "the API token (required for the real API; point RESEMBLE_BASE_URL at `detectq simulate` to run without one)")
+        }
+        let workerID = reader.text("DETECTQ_WORKER_ID") ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
+        var database = PostgresConfiguration.fromEnvironment(environment, applicationName: "detectq worker \(workerID)")
+        database.sessionSettings = ["detectq.worker_id": workerID]
+        var mediaRoot: MediaRoot?
+        if let root = reader.text("DETECTQ_MEDIA_ROOT") {
+            do {
+                mediaRoot = try MediaRoot(path: root)
+            } catch {
+                throw ConfigurationError("DETECTQ_MEDIA_ROOT", expected: "an existing directory (\(error))")
+            }
+        }
+        return WorkerConfiguration(
+            database: database,
+            api: DetectClientConfiguration(baseURL: baseURL, token: token),
+            mediaRoot: mediaRoot,
+            callbackURL: try reader.optionalURL("DETECTQ_CALLBACK_URL"),
+            httpPort: try reader.integer("DETECTQ_HTTP_PORT", default: 8080, in: 0...65_535),
+            concurrency: try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000),
+            workerID: workerID,
+            apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, above: 0),
+            lease: .seconds(try reader.number("DETECTQ_LEASE_SECONDS", default: 30, above: 0)),
+            callbackTimeout: .seconds(try reader.number("DETECTQ_CALLBACK_TIMEOUT", default: 120, above: 0)),
+            retryPolicy: RetryPolicy()
+        )
+    }
+}
+
+/// A setting that is missing or malformed: one line naming the variable and what it expected. It never
+/// repeats a value, which may be a secret.
+public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let variable: String
+    public let expected: String
+
+    public init(_ variable: String, expected: String) {
+        self.variable = variable
+        self.expected = expected
+    }
+
+    public var description: String { "\(variable) must be \(expected)" }
+}
+
+/// Reads typed settings from an environment, treating empty values as unset.
+struct EnvironmentReader {
+    let environment: [String: String]
+
+    init(_ environment: [String: String]) {
+        self.environment = environment
+    }
+
+    func text(_ name: String) -> String? {
+        environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+    }
+
+    func integer(_ name: String, default value: Int, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        guard let raw = text(name) else { return value }
+        guard let parsed = Int(raw), range.contains(parsed) else {
+            throw ConfigurationError(name, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return parsed
+    }
+
+    func number(_ name: String, default value: Double, above minimum: Double) throws(ConfigurationError) -> Double {
+        guard let raw = text(name) else { return value }
+        guard let parsed = Double(raw), parsed.isFinite, parsed > minimum else {
+            throw ConfigurationError(name, expected: "a number greater than \(minimum.formatted())")
+        }
+        return parsed
+    }
+
+    func url(_ name: String, default value: String) throws(ConfigurationError) -> String {
+        try optionalURL(name) ?? value
+    }
+
+    func optionalURL(_ name: String) throws(ConfigurationError) -> String? {
+        guard let raw = text(name) else { return nil }
+        guard let url = URL(string: raw), ["http", "https"].contains(url.scheme?.lowercased()), url.host != nil else {
+            throw ConfigurationError(name, expected: "an http or https URL")
+        }
+        return raw.hasSuffix("/") ? String(raw.dropLast()) : raw
+    }
+}

@@ -1,0 +1,43 @@
+import DetectQueue
+import Foundation
+import Testing
+
+@Suite("Worker configuration from the environment")
+struct WorkerConfigurationTests {
+    let simulator = ["RESEMBLE_BASE_URL": "http://127.0.0.1:8787/api/v2"]
+
+    @Test func defaultsFollowTheContract() throws {
+        let configuration = try WorkerConfiguration.fromEnvironment(simulator.merging(["DETECTQ_WORKER_ID": "w-1"]) { $1 })
+        #expect(configuration.apiRateLimit == 40)
+        #expect(configuration.lease == .seconds(30))
+        #expect(configuration.callbackTimeout == .seconds(120))
+        #expect(configuration.workerID == "w-1")
+        #expect(configuration.database.sessionSettings["detectq.worker_id"] == "w-1")
+        #expect(configuration.api.token == nil && configuration.callbackURL == nil && configuration.mediaRoot == nil)
+    }
+
+    @Test(arguments: [
+        (["DETECTQ_CONCURRENCY": "lots"], "DETECTQ_CONCURRENCY must be a whole number"),
+        (["DETECTQ_CONCURRENCY": "0"], "DETECTQ_CONCURRENCY must be a whole number"),
+        (["DETECTQ_HTTP_PORT": "70000"], "DETECTQ_HTTP_PORT must be a whole number from 0 to 65535"),
+        (["DETECTQ_API_RATE_LIMIT": "-1"], "DETECTQ_API_RATE_LIMIT must be a number greater than 0"),
+        (["DETECTQ_LEASE_SECONDS": "soon"], "DETECTQ_LEASE_SECONDS must be a number"),
+        (["DETECTQ_CALLBACK_URL": "not a url"], "DETECTQ_CALLBACK_URL must be an http or https URL"),
+        (["DETECTQ_MEDIA_ROOT": "/no/such/dir"], "DETECTQ_MEDIA_ROOT must be an existing directory"),
+        (["RESEMBLE_BASE_URL": "ftp://x"], "RESEMBLE_BASE_URL must be an http or https URL"),
+    ])
+    func aBadSettingNamesItsVariable(settings: [String: String], message: String) {
+        let error = #expect(throws: ConfigurationError.self) {
+            try WorkerConfiguration.fromEnvironment(simulator.merging(settings) { $1 })
+        }
+        #expect(error?.description.hasPrefix(message) == true, "\(String(describing: error))")
+        #expect(error?.description.contains("\n") == false)
+    }
+
+    @Test func theRealAPINeedsAToken() {
+        let error = #expect(throws: ConfigurationError.self) { try WorkerConfiguration.fromEnvironment([:]) }
+        #expect(error?.variable == "RESEMBLE_API_TOKEN")
+        let withToken = try? WorkerConfiguration.fromEnvironment(["RESEMBLE_API_TOKEN": "tok-secret-1"])
+        #expect(withToken?.api.token == "tok-secret-1")
+    }
+}
