@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -70,7 +71,14 @@ let package = Package(
         ),
         .target(
             name: "DetectQueue",
-            dependencies: ["Postgres", "ResembleDetect"],
+            dependencies: [
+                "Postgres", "ResembleDetect",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -79,7 +87,10 @@ let package = Package(
                 "Postgres",
                 "SchemaMigrations",
                 "DetectSimulator",
+                "DetectQueue",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -111,7 +122,11 @@ let package = Package(
         ),
         .testTarget(
             name: "DetectQueueTests",
-            dependencies: ["DetectQueue", "Postgres", "DetectqTestSupport"],
+            dependencies: [
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

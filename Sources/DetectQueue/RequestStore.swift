@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import ResembleDetect
 
 /// The worker's SQL over `detectq.requests`: claiming, leases, rescue and every state change.
 ///
@@ -92,6 +93,14 @@ public struct RequestStore: Sendable {
     public func apply(
         _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init()
     ) async throws -> Bool {
+        try await pool.withConnection { try await apply(event, to: request, workerID: workerID, changes: changes, on: $0) }
+    }
+
+    /// `apply` on a given connection, so that it can share a transaction.
+    func apply(
+        _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges,
+        on connection: PostgresConnection
+    ) async throws -> Bool {
         let next = try RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft)
         var changes = changes
         changes.state = next
@@ -116,7 +125,84 @@ public struct RequestStore: Sendable {
             break
         }
         let (sql, parameters) = changes.update(id: request.id, expected: request.state, workerID: workerID)
-        return try await pool.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
+        return try await connection.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
+    }
+
+    /// Stores the result and marks the request completed, and records one post-task per processor in
+    /// `postProcessors`, all in one transaction. Returns false, changing nothing, when the request moved on.
+    @discardableResult
+    public func complete(
+        _ request: DetectionRequest, workerID: String?, result: RequestChanges, postProcessors: [String]
+    ) async throws -> Bool {
+        try await pool.transaction { connection in
+            guard try await apply(.completed, to: request, workerID: workerID, changes: result, on: connection) else {
+                return false
+            }
+            if !postProcessors.isEmpty {
+                try await connection.query("""
+                    INSERT INTO detectq.post_tasks (request_id, processor)
+                    SELECT \(request.id), unnest(\(postProcessors)::text[])
+                    ON CONFLICT (request_id, processor) DO NOTHING
+                    """)
+            }
+            return true
+        }
+    }
+
+    /// Claims up to `limit` accepted requests whose next poll is due, under a short poll lease.
+    public func claimDuePolls(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
+        guard limit > 0 else { return [] }
+        let rows = try await pool.query(PostgresQuery(sql: """
+            UPDATE detectq.requests AS r
+            SET locked_by = $1, locked_until = now() + make_interval(secs => $2)
+            FROM (
+                SELECT id FROM detectq.requests
+                WHERE state = 'awaiting_result' AND run_at <= now() AND locked_by IS NULL
+                ORDER BY run_at, id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ) AS due
+            WHERE r.id = due.id
+            RETURNING \(DetectionRequest.columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored))
+            """, parameters: [workerID, lease.seconds, limit]))
+        return try rows.map(DetectionRequest.init(row:))
+    }
+
+    /// Sets the next poll of an accepted request and gives up its poll lease.
+    @discardableResult
+    public func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date) async throws -> Bool {
+        try await pool.query("""
+            UPDATE detectq.requests
+            SET run_at = \(at), poll_count = poll_count + 1, locked_by = NULL, locked_until = NULL
+            WHERE id = \(request.id) AND state = 'awaiting_result' AND (locked_by = \(workerID) OR locked_by IS NULL)
+            """).affectedRows == 1
+    }
+
+    /// Stores a secure-upload token beside a request in submission, so that a retry within its hour reuses it.
+    public func storeSecureUpload(_ token: SecureUploadToken, for request: DetectionRequest, workerID: String) async throws {
+        try await pool.query("""
+            UPDATE detectq.requests SET secure_upload_token = \(token.token), secure_upload_token_issued_at = \(token.issuedAt)
+            WHERE id = \(request.id) AND state = 'submitting' AND locked_by = \(workerID)
+            """)
+    }
+
+    /// Records that the request is about to be sent to the API (the window in which a lost response could
+    /// leave an accepted request unknown to us is then visible).
+    public func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: String) async throws -> Bool {
+        try await pool.query("""
+            UPDATE detectq.requests SET submit_started_at = now(), submit_path = \(path)
+            WHERE id = \(request.id) AND state = 'submitting' AND locked_by = \(workerID)
+            """).affectedRows == 1
+    }
+
+    /// The request a callback names, with its callback secret's hash, if it is waiting for a result.
+    public func awaitingCallback(id: Int) async throws -> (DetectionRequest, String?)? {
+        let rows = try await pool.query(PostgresQuery(
+            sql: "SELECT \(DetectionRequest.columns), callback_secret_hash FROM detectq.requests WHERE id = $1",
+            parameters: [id]
+        ))
+        guard let row = rows.first else { return nil }
+        return (try DetectionRequest(row: row), try row.decode("callback_secret_hash", as: String?.self))
     }
 
     /// Reads one request.

@@ -17,6 +17,12 @@ public struct WorkerConfiguration: Sendable {
     public var apiRateLimit: Double
     public var lease: Duration
     public var callbackTimeout: Duration
+    /// `DETECTQ_POLL_INTERVAL`: the first wait before polling an accepted request; later polls wait longer,
+    /// up to `maximumPollInterval` (the vendor's own clients start at 2 s and grow to 10 s).
+    public var pollInterval: Duration
+    public var maximumPollInterval: Duration
+    /// How long a worker asked to stop waits for its requests in flight before leaving them to their leases.
+    public var shutdownGracePeriod: Duration
     public var retryPolicy: RetryPolicy
 
     /// Reads the settings from `environment`.
@@ -49,7 +55,10 @@ public struct WorkerConfiguration: Sendable {
             apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, above: 0),
             lease: .seconds(try reader.number("DETECTQ_LEASE_SECONDS", default: 30, above: 0)),
             callbackTimeout: .seconds(try reader.number("DETECTQ_CALLBACK_TIMEOUT", default: 120, above: 0)),
-            retryPolicy: RetryPolicy()
+            pollInterval: .seconds(try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0)),
+            maximumPollInterval: .seconds(max(10, try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0))),
+            shutdownGracePeriod: .seconds(try reader.number("DETECTQ_SHUTDOWN_GRACE_SECONDS", default: 25, above: 0)),
+            retryPolicy: RetryPolicy(base: .seconds(try reader.number("DETECTQ_RETRY_BASE_SECONDS", default: 2, above: 0)))
         )
     }
 }

@@ -1,0 +1,70 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import ResembleDetect
+
+/// The worker's HTTP endpoints: the API's callbacks (`POST /callbacks/{id}/{secret}`), `/healthz` and
+/// `/readyz`. Nothing else answers.
+///
+/// A callback is a hint, not a verdict: it must name a request that is awaiting a result and carry that
+/// request's secret (compared in constant time), and then the result is confirmed with
+/// `GET /detect/{uuid}` before it is stored. Duplicates change nothing.
+struct CallbackReceiver: Sendable {
+    let processor: RequestProcessor
+    let poller: ResultPoller
+    /// Callback bodies larger than this are refused.
+    static let maximumBody = 1 << 20
+
+    func routes(into router: Router<BasicRequestContext>) {
+        router.post("/callbacks/:id/:secret") { request, context -> Response in
+            await receive(request, id: context.parameters.get("id"), secret: context.parameters.get("secret"))
+        }
+        router.get("/healthz") { _, _ -> Response in
+            text("ok\n", status: .ok)
+        }
+        router.get("/readyz") { _, _ -> Response in
+            if let reason = processor.pause.currentReason { return text("paused: \(reason)\n", status: .serviceUnavailable) }
+            do {
+                try await processor.store.pool.query("SELECT 1")
+                return text("ready\n", status: .ok)
+            } catch {
+                return text("database unreachable: \(error)\n", status: .serviceUnavailable)
+            }
+        }
+    }
+
+    private func receive(_ request: Request, id: String?, secret: String?) async -> Response {
+        guard let id = id.flatMap(Int.init), let secret, !secret.isEmpty else {
+            return text("not found\n", status: .notFound)
+        }
+        do {
+            _ = try await request.body.collect(upTo: Self.maximumBody)
+        } catch {
+            return text("callback body too large\n", status: .contentTooLarge)
+        }
+        guard let (waiting, storedHash) = try? await processor.store.awaitingCallback(id: id), let storedHash,
+              Self.constantTimeEqual(RequestProcessor.hash(secret), storedHash)
+        else { return text("not found\n", status: .notFound) }
+        guard waiting.state == .awaitingResult else {
+            return text("already recorded\n", status: waiting.state == .completed ? .ok : .conflict)
+        }
+        await poller.poll(waiting)
+        return text("received\n", status: .accepted)
+    }
+
+    /// Compares two strings in time that depends only on their lengths.
+    static func constantTimeEqual(_ left: String, _ right: String) -> Bool {
+        let a = Array(left.utf8)
+        let b = Array(right.utf8)
+        guard a.count == b.count else { return false }
+        var difference: UInt8 = 0
+        for index in a.indices { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+
+    private func text(_ body: String, status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: [.contentType: "text/plain; charset=utf-8"], body: .init(byteBuffer: .init(string: body)))
+    }
+}

@@ -1,0 +1,195 @@
+import Crypto
+import Foundation
+import Logging
+import Postgres
+import ResembleDetect
+
+/// Carries one claimed request through one attempt: chooses the submit path, spends the shared API
+/// budget before every call, submits, and records what happened through the state machine.
+struct RequestProcessor: Sendable {
+    let store: RequestStore
+    let client: DetectClient
+    let budget: APIBudget
+    let configuration: WorkerConfiguration
+    let postProcessors: @Sendable (DetectionRequest, DetectionItem) -> [String]
+    let pause: WorkerPause
+    let logger: Logger
+
+    /// What the worker needs to know about how an attempt ended.
+    enum Ending: Sendable {
+        /// Recorded in the database (completed, accepted, retrying or failed).
+        case recorded
+        /// Given back unsent (the worker is shutting down or paused).
+        case released
+    }
+
+    /// How the request waits for its verdict, with `auto` resolved.
+    func waitMode(for request: DetectionRequest) -> DetectionRequest.WaitMode {
+        switch request.waitMode {
+        case .auto: configuration.callbackURL == nil ? .sync : .callback
+        case .callback where configuration.callbackURL == nil: .poll
+        default: request.waitMode
+        }
+    }
+
+    func process(_ request: DetectionRequest, isShuttingDown: @Sendable () -> Bool) async -> Ending {
+        var logger = logger
+        logger[metadataKey: "request_id"] = "\(request.id)"
+        do {
+            return try await attempt(request, logger: logger, isShuttingDown: isShuttingDown)
+        } catch let error as MediaPathError {
+            await record(.failedPermanently(reason: error.description), request, logger: logger)
+        } catch let error as DetectAPIError {
+            return await handle(error, request, logger: logger)
+        } catch {
+            await record(.failedRetryably(reason: "the worker could not finish the attempt: \(error)", retryAt: retryAt(request, nil)), request, logger: logger)
+        }
+        return .recorded
+    }
+
+    private func attempt(_ request: DetectionRequest, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+        let mode = waitMode(for: request)
+        var options = request.options
+        var secretHash: String?
+        if mode == .callback, let base = configuration.callbackURL {
+            let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
+            options.callbackURL = "\(base)/callbacks/\(request.id)/\(secret)"
+            secretHash = Self.hash(secret)
+        }
+
+        let source: MediaSource
+        let path: String
+        switch request.media {
+        case .url(let url):
+            (source, path) = (.url(url), "url")
+        case .token(let token):
+            (source, path) = (.mediaToken(token), "media_token")
+        case .path(let relative):
+            guard let root = configuration.mediaRoot else {
+                throw MediaPathError("media_path \(relative) needs DETECTQ_MEDIA_ROOT, which this worker does not have")
+            }
+            let file = try root.open(relative)
+            switch file.uploadPath {
+            case .multipart:
+                (source, path) = (.file(file), "multipart")
+            case .secureUpload:
+                if let stored = request.secureUpload, stored.isUsable() {
+                    (source, path) = (.mediaToken(stored.token), "secure_upload")
+                } else {
+                    guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
+                    try await budget.acquire()
+                    let token = try await client.secureUpload(file)
+                    try await store.storeSecureUpload(token, for: request, workerID: configuration.workerID)
+                    (source, path) = (.mediaToken(token.token), "secure_upload")
+                }
+            }
+        }
+
+        guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
+        try await budget.acquire()
+        guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
+        guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path) else {
+            logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
+            return .recorded
+        }
+        let item = try await client.submit(source, options: options, wait: mode == .sync)
+        var changes = RequestChanges()
+        changes.submitPath = path
+        changes.callbackSecretHash = secretHash
+        if item.isFinished {
+            changes.remoteUUID = item.uuid
+            try await finish(request, with: item, changes: changes, logger: logger)
+        } else {
+            let wait = mode == .callback ? configuration.callbackTimeout : configuration.pollInterval
+            changes.runAt = Date().addingTimeInterval(wait.seconds)
+            if try await store.apply(.accepted(remoteUUID: item.uuid), to: request, workerID: configuration.workerID, changes: changes) {
+                logger.info("accepted by the API; waiting", metadata: ["remote_uuid": "\(item.uuid)", "wait_mode": "\(mode.rawValue)"])
+            }
+        }
+        return .recorded
+    }
+
+    /// Records a finished detection: completed with its result, or failed when the API says it failed.
+    func finish(_ request: DetectionRequest, with item: DetectionItem, changes: RequestChanges, logger: Logger) async throws {
+        if item.status == .failed {
+            var changes = changes
+            changes.result = PostgresJSON(text: item.rawJSON)
+            let reason = "the API reports that the detection failed: \(item.errorMessage ?? "no reason given")"
+            try await store.apply(.failedPermanently(reason: reason), to: request, workerID: configuration.workerID, changes: changes)
+            logger.warning("the API reports the detection failed", metadata: ["remote_uuid": "\(item.uuid)"])
+            return
+        }
+        var result = changes
+        result.apply(item)
+        if try await store.complete(request, workerID: configuration.workerID, result: result, postProcessors: postProcessors(request, item)) {
+            logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
+        }
+    }
+
+    private func handle(_ error: DetectAPIError, _ request: DetectionRequest, logger: Logger) async -> Ending {
+        switch error {
+        case .authentication:
+            pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker")
+            logger.critical("authentication failed: the worker stops claiming; no request is failed", metadata: ["error": "\(error)"])
+            return await release(request, logger: logger)
+        case .retryable(_, _, let retryAfter):
+            if let retryAfter { try? await budget.pause(for: retryAfter) }
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, logger: logger)
+        case .malformedResponse:
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, logger: logger)
+        case .permanent, .invalidMedia:
+            await record(.failedPermanently(reason: "\(error)"), request, logger: logger)
+        }
+        return .recorded
+    }
+
+    private func record(_ event: RequestEvent, _ request: DetectionRequest, logger: Logger) async {
+        do {
+            try await store.apply(event, to: request, workerID: configuration.workerID)
+            logger.notice("attempt \(request.attempt) of \(request.maxAttempts): \(event.name)", metadata: ["reason": "\(event.reason ?? "")"])
+        } catch {
+            logger.error("could not record \(event.name): \(error)")
+        }
+    }
+
+    private func release(_ request: DetectionRequest, logger: Logger) async -> Ending {
+        do {
+            try await store.apply(.released, to: request, workerID: configuration.workerID)
+        } catch {
+            logger.error("could not release the request: \(error)")
+        }
+        return .released
+    }
+
+    private func retryAt(_ request: DetectionRequest, _ retryAfter: Duration?) -> Date {
+        Date().addingTimeInterval(configuration.retryPolicy.delay(afterAttempt: request.attempt, retryAfter: retryAfter).seconds)
+    }
+
+    /// The stored form of a callback secret: SHA-256, hex.
+    static func hash(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+extension RequestChanges {
+    /// Fills in the result columns from a finished item.
+    mutating func apply(_ item: DetectionItem) {
+        remoteUUID = item.uuid
+        mediaType = item.mediaType?.description
+        label = item.label
+        isFake = item.isFake
+        aggregatedScore = item.aggregatedScore
+        result = PostgresJSON(text: item.rawJSON)
+        fileDeletedAt = item.retention.fileDeletedAt
+    }
+}
+
+extension RequestEvent {
+    /// The reason a failure carries.
+    var reason: String? {
+        switch self {
+        case .failedRetryably(let reason, _), .failedPermanently(let reason): reason
+        default: nil
+        }
+    }
+}

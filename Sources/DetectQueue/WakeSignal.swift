@@ -1,0 +1,50 @@
+import Synchronization
+
+/// Wakes one waiting loop: a signal before the wait is remembered, and the wait also ends at a timeout.
+final class WakeSignal: Sendable {
+    private struct State {
+        var pending = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.waiter else {
+                state.pending = true
+                return nil
+            }
+            state.waiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns at the next signal (or at once if one is pending), or after `timeout`.
+    func wait(timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.nextSignal() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { self.signal() }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func nextSignal() async {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Bool in
+                if state.pending {
+                    state.pending = false
+                    return true
+                }
+                state.waiter = continuation
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+}

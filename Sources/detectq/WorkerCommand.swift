@@ -1,0 +1,54 @@
+import ArgumentParser
+import DetectQueue
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// `detectq worker`: claims, submits, waits and serves callbacks until SIGTERM or SIGINT.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker: claim requests, submit them to the Detect API, wait for verdicts, serve callbacks.",
+        discussion: "Configured by the environment (DATABASE_URL, RESEMBLE_API_TOKEN, DETECTQ_*); see the README."
+    )
+
+    func run() async throws {
+        let configuration: WorkerConfiguration
+        do {
+            configuration = try WorkerConfiguration.fromEnvironment()
+            try await Self.checkDatabase(configuration.database)
+        } catch {
+            FileHandle.standardError.write(Data("detectq worker: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        let logger = Logger(label: "detectq.worker")
+        let group = ServiceGroup(configuration: .init(
+            services: [Worker(configuration: configuration, logger: logger)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+    }
+
+    /// Fails with one line when the database cannot be reached or has no detectq schema.
+    static func checkDatabase(_ configuration: PostgresConfiguration) async throws {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration)
+        } catch {
+            throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(error))")
+        }
+        let migrated = try? await connection.query("SELECT to_regclass('detectq.api_budget') IS NOT NULL AS ready")[0]
+            .decode("ready", as: Bool.self)
+        await connection.close()
+        guard migrated == true else {
+            throw ConfigurationError("DATABASE_URL", expected: "a database with the detectq schema: run `detectq migrate` first")
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import DetectQueue
+import DetectSimulator
+import DetectqTestSupport
+import Foundation
+import Logging
+import Postgres
+import ServiceLifecycle
+
+/// A migrated database, a simulator, a media root, and workers running in this process.
+struct WorkerHarness {
+    let database: PostgresConfiguration
+    let pool: PostgresConnectionPool
+    let simulator: DetectSimulator
+    let mediaRoot: URL
+
+    static func start(_ simulatorConfiguration: SimulatorConfiguration = .init(purgeDelay: .milliseconds(200))) async throws -> WorkerHarness {
+        let database = try await TestDatabase.createMigratedDatabase()
+        let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-worker-media-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
+        return WorkerHarness(
+            database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 4),
+            simulator: try await DetectSimulator.start(configuration: simulatorConfiguration), mediaRoot: mediaRoot
+        )
+    }
+
+    /// A worker configuration against this harness; `callbacks` gives it a callback receiver on a free port.
+    func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
+        var settings = [
+            "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
+            "DETECTQ_HTTP_PORT": "\(try FreePort.next())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
+            "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
+            "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
+        ]
+        if callbacks { settings["DETECTQ_CALLBACK_URL"] = "http://127.0.0.1:\(settings["DETECTQ_HTTP_PORT"]!)" }
+        var configuration = try WorkerConfiguration.fromEnvironment(settings.merging(environment) { $1 })
+        configuration.database = PostgresConfiguration(
+            connectionString: database.connectionString, database: database.database,
+            applicationName: "detectq worker \(workerID)", sessionSettings: ["detectq.worker_id": workerID]
+        )
+        return configuration
+    }
+
+    /// Runs a worker until `stop` is called on the returned handle.
+    func startWorker(_ configuration: WorkerConfiguration) -> RunningWorker {
+        let worker = Worker(configuration: configuration, postProcessors: { _, item in item.isFake == true ? ["test.alert"] : [] })
+        let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
+        return RunningWorker(worker: worker, group: group, task: Task { try await group.run() })
+    }
+
+    /// Writes a media file under the media root.
+    @discardableResult
+    func writeMedia(_ relativePath: String, _ contents: String) throws -> URL {
+        let url = mediaRoot.appendingPathComponent(relativePath)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data(contents.utf8).write(to: url)
+        return url
+    }
+
+    func insert(_ columns: String, _ values: [any PostgresEncodable]) async throws -> Int {
+        let placeholders = (1...values.count).map { "$\($0)" }.joined(separator: ", ")
+        return try await pool.query(PostgresQuery(
+            sql: "INSERT INTO detectq.requests (\(columns)) VALUES (\(placeholders)) RETURNING id", parameters: values
+        ))[0].decode("id", as: Int.self)
+    }
+
+    /// Waits until none of `ids` is in a state other than the terminal ones, or `timeout` passes.
+    func waitUntilFinished(_ ids: [Int], timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let open = try await pool.query("""
+                SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
+                """)[0].decode("n", as: Int.self)
+            if open == 0 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestSetupError("requests still unfinished after \(timeout)")
+    }
+
+    func row(_ id: Int) async throws -> PostgresRow {
+        try await pool.query("""
+            SELECT state::text, label, is_fake, aggregated_score, remote_uuid, submit_path, error_message, media_type,
+                   result, attempt, file_deleted_at FROM detectq.requests WHERE id = \(id)
+            """)[0]
+    }
+
+    func history(_ id: Int) async throws -> [String] {
+        try await pool.query("SELECT to_state::text FROM detectq.request_events WHERE request_id = \(id) ORDER BY id")
+            .map { try $0.decode("to_state", as: String.self) }
+    }
+
+    func stop() async {
+        await simulator.stop()
+        await pool.close()
+        try? FileManager.default.removeItem(at: mediaRoot)
+    }
+}
+
+/// A worker running in this process.
+struct RunningWorker {
+    let worker: Worker
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+}
+
+/// A loopback port nothing listens on now.
+enum FreePort {
+    static func next() throws -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
+            }
+        }
+        guard bound else { throw TestSetupError("no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
