@@ -126,6 +126,7 @@ let package = Package(
                 "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict
         ),
