@@ -123,7 +123,7 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CommandLineTests",
-            dependencies: ["detectq", "DetectqTestSupport", "Postgres", "ResembleDetect"],
+            dependencies: ["detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres"],
             swiftSettings: strict
         ),
     ]

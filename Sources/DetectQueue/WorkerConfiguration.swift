@@ -44,13 +44,15 @@ public struct WorkerConfiguration: Sendable {
                 throw ConfigurationError("DETECTQ_MEDIA_ROOT", expected: "an existing directory (\(error))")
             }
         }
+        let concurrency = try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000)
         return WorkerConfiguration(
             database: database,
-            api: DetectClientConfiguration(baseURL: baseURL, token: token),
+            // Every request in flight may hold a connection (Prefer: wait), and polls need a few more.
+            api: DetectClientConfiguration(baseURL: baseURL, token: token, maximumConnections: concurrency + 16),
             mediaRoot: mediaRoot,
             callbackURL: try reader.optionalURL("DETECTQ_CALLBACK_URL"),
             httpPort: try reader.integer("DETECTQ_HTTP_PORT", default: 8080, in: 0...65_535),
-            concurrency: try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000),
+            concurrency: concurrency,
             workerID: workerID,
             apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, above: 0),
             lease: .seconds(try reader.number("DETECTQ_LEASE_SECONDS", default: 30, above: 0)),

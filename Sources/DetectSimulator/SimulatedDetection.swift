@@ -10,11 +10,11 @@ struct SimulatedDetection: Sendable {
     let sourceURL: String?
     let fileName: String
     let createdAt: Date
-    let completesAt: Date
+    var completesAt: Date
     /// When the intelligence report completes, when one was asked for.
-    let intelligenceCompletesAt: Date?
+    var intelligenceCompletesAt: Date?
     /// When a zero-retention file is purged.
-    let purgesAt: Date?
+    var purgesAt: Date?
     /// The uploaded file on disk, removed when the media would be deleted.
     var storedFile: URL?
 

@@ -37,8 +37,23 @@ public actor SimulatorState {
     /// Changes the injected faults while running.
     public func setFaults(_ faults: FaultInjection) { configuration.faults = faults }
 
-    /// Changes the processing latency while running.
+    /// Changes the processing latency while running (for detections submitted from now on).
     public func setLatency(_ latency: Duration) { configuration.latency = latency }
+
+    /// Finishes every detection still processing, as if its time had passed (their intelligence too);
+    /// a zero-retention purge keeps its delay after the new completion time.
+    public func fastForward() {
+        let now = Date()
+        for (uuid, detection) in detections where detection.completesAt > now || (detection.intelligenceCompletesAt ?? now) > now {
+            var finished = detection
+            finished.completesAt = min(detection.completesAt, now)
+            finished.intelligenceCompletesAt = detection.intelligenceCompletesAt.map { min($0, now) }
+            if let purge = detection.purgesAt, let delay = configuration.purgeDelay {
+                finished.purgesAt = min(purge, now.addingTimeInterval(delay.seconds))
+            }
+            detections[uuid] = finished
+        }
+    }
 
     /// Counts a request and rolls the dice for a fault.
     func admit(endpoint: String) -> Fault? {

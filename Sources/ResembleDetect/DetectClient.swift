@@ -17,13 +17,16 @@ public struct DetectClientConfiguration: Sendable {
     public var responseTimeout: Duration
     /// Responses larger than this are refused as malformed.
     public var maximumResponseBytes: Int
+    /// Connections the client may hold open to the API at once. A `Prefer: wait` request holds one for as
+    /// long as the API takes, so this must cover every request meant to be in flight together.
+    public var maximumConnections: Int
 
     public static let defaultBaseURL = "https://app.resemble.ai/api/v2"
 
     public init(
         baseURL: String = DetectClientConfiguration.defaultBaseURL, token: String?,
         connectTimeout: Duration = .seconds(10), uploadIdleTimeout: Duration = .seconds(60),
-        responseTimeout: Duration = .seconds(600), maximumResponseBytes: Int = 32 << 20
+        responseTimeout: Duration = .seconds(600), maximumResponseBytes: Int = 32 << 20, maximumConnections: Int = 64
     ) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
@@ -31,6 +34,7 @@ public struct DetectClientConfiguration: Sendable {
         self.uploadIdleTimeout = uploadIdleTimeout
         self.responseTimeout = responseTimeout
         self.maximumResponseBytes = maximumResponseBytes
+        self.maximumConnections = maximumConnections
     }
 }
 
@@ -49,6 +53,9 @@ public final class DetectClient: Sendable {
             write: .nanoseconds(Int64(configuration.uploadIdleTimeout.nanoseconds))
         )
         httpConfiguration.decompression = .enabled(limit: .ratio(50))
+        httpConfiguration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.maximumConnections)
+        )
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
     }
 

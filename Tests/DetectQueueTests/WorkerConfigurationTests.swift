@@ -14,6 +14,8 @@ struct WorkerConfigurationTests {
         #expect(configuration.workerID == "w-1")
         #expect(configuration.database.sessionSettings["detectq.worker_id"] == "w-1")
         #expect(configuration.api.token == nil && configuration.callbackURL == nil && configuration.mediaRoot == nil)
+        #expect(configuration.concurrency == 100)
+        #expect(configuration.api.maximumConnections >= configuration.concurrency, "every request in flight can hold a connection")
     }
 
     @Test(arguments: [

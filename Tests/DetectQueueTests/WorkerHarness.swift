@@ -1,6 +1,7 @@
 import DetectQueue
 import DetectSimulator
 import DetectqTestSupport
+import EmbeddedPostgres
 import Foundation
 import Logging
 import Postgres
@@ -27,7 +28,7 @@ struct WorkerHarness {
     func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
         var settings = [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
-            "DETECTQ_HTTP_PORT": "\(try FreePort.next())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
+            "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
             "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
             "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
         ]
@@ -104,24 +105,5 @@ struct RunningWorker {
     func stop() async {
         await group.triggerGracefulShutdown()
         _ = await task.result
-    }
-}
-
-/// A loopback port nothing listens on now.
-enum FreePort {
-    static func next() throws -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
-            }
-        }
-        guard bound else { throw TestSetupError("no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -1,0 +1,115 @@
+import DetectSimulator
+import DetectqTestSupport
+import EmbeddedPostgres
+import Foundation
+import Postgres
+import Testing
+
+/// Real `detectq worker` processes, killed and stopped from outside.
+@Suite("detectq worker processes: kill -9 and SIGTERM", .enabled(if: TestDatabase.isEnabled), .serialized)
+struct WorkerProcessTests {
+    struct Setup {
+        let configuration: PostgresConfiguration
+        let uri: String
+        let pool: PostgresConnectionPool
+        let simulator: DetectSimulator
+
+        static func make(latency: Duration) async throws -> Setup {
+            let configuration = try await TestDatabase.createMigratedDatabase()
+            return Setup(
+                configuration: configuration, uri: try TestDatabase.connectionURI(database: configuration.database!),
+                pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2),
+                simulator: try await DetectSimulator.start(configuration: .init(latency: latency))
+            )
+        }
+
+        func worker(_ id: String, extra: [String: String] = [:]) throws -> DetectqProcess {
+            let port = try LoopbackPort.free()
+            return try DetectqProcess.start(["worker"], environment: [
+                "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": id,
+                "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_LEASE_SECONDS": "2", "DETECTQ_POLL_INTERVAL": "0.3",
+                "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "10",
+            ].merging(extra) { $1 })
+        }
+
+        func count(_ condition: String) async throws -> Int {
+            try await pool.query(PostgresQuery(sql: "SELECT count(*) AS n FROM detectq.requests WHERE \(condition)", parameters: []))[0]
+                .decode("n", as: Int.self)
+        }
+
+        func waitFor(_ condition: String, count expected: Int, timeout: Duration = .seconds(60)) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while try await count(condition) < expected {
+                guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting for \(expected) rows where \(condition)") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    @Test func aKilledWorkersRequestsAreFinishedByAnotherAndNoneWithARemoteUUIDIsSubmittedTwice() async throws {
+        let setup = try await Setup.make(latency: .seconds(60))
+        try await setup.pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode)
+            SELECT 'https://cdn.example.com/' || mode || '-' || n || '.wav', mode
+            FROM generate_series(1, 8) AS n, unnest(ARRAY['sync', 'poll']) AS mode
+            """)
+        let first = try setup.worker("doomed")
+        do {
+            try await setup.waitFor("wait_mode = 'poll' AND remote_uuid IS NOT NULL", count: 8)
+            try await setup.waitFor("wait_mode = 'sync' AND submit_started_at IS NOT NULL", count: 8)
+        } catch {
+            Issue.record("\(error); the worker printed:\n\(first.output.suffix(3000))")
+            await first.stop(signal: SIGKILL)
+            return
+        }
+        #expect(try await setup.count("state = 'completed'") == 0, "killed while every request is in flight")
+        let acceptedBeforeKill = try await setup.pool.query("SELECT media_url FROM detectq.requests WHERE remote_uuid IS NOT NULL")
+            .map { try $0.decode("media_url", as: String.self) }
+        await first.stop(signal: SIGKILL)
+        await setup.simulator.state.setLatency(.milliseconds(300))
+        await setup.simulator.state.fastForward()
+
+        let second = try setup.worker("survivor")
+        try await setup.waitFor("state = 'completed'", count: 16, timeout: .seconds(90))
+        #expect(await second.stop() == 0)
+
+        let stats = await setup.simulator.state.snapshot()
+        #expect(acceptedBeforeKill.count == 8)
+        for url in acceptedBeforeKill {
+            #expect(stats.submissionsByMedia[url] == 1, "\(url) had a remote_uuid and must not be submitted again")
+        }
+        let takenOver = try await setup.count("wait_mode = 'sync' AND attempt = 2")
+        #expect(takenOver == 8, "the sync requests the dead worker was waiting on were taken over after its lease expired")
+        let rescuedBy = try await setup.pool.query("""
+            SELECT DISTINCT worker_id FROM detectq.request_events WHERE to_state = 'completed'
+            """).map { try $0.decode("worker_id", as: String?.self) }
+        #expect(rescuedBy == ["survivor"])
+        print("kill -9: 8 accepted requests finished by polling, each submitted once; 8 sync requests resubmitted (attempt 2), the documented window of Prefer: wait")
+        await setup.simulator.stop()
+    }
+
+    @Test func sigtermDrainsTheRequestsInFlightAndExitsCleanly() async throws {
+        let setup = try await Setup.make(latency: .milliseconds(1500))
+        try await setup.pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode) SELECT 'https://cdn.example.com/t' || n || '.wav', 'sync'
+            FROM generate_series(1, 30) AS n
+            """)
+        let worker = try setup.worker("graceful", extra: ["DETECTQ_CONCURRENCY": "10"])
+        try await setup.waitFor("state = 'submitting' AND submit_started_at IS NOT NULL", count: 5)
+        let stopping = ContinuousClock.now
+        let status = await worker.stop(signal: SIGTERM)
+        let took = ContinuousClock.now - stopping
+        #expect(status == 0)
+        #expect(took < .seconds(12), "exits within the grace period: \(took)")
+        #expect(try await setup.count("state = 'submitting'") == 0, "nothing is left holding a lease")
+        #expect(try await setup.count("state = 'queued' AND attempt > 0") == 0, "released requests did not spend an attempt")
+
+        let next = try setup.worker("successor")
+        try await setup.waitFor("state = 'completed'", count: 30)
+        #expect(await next.stop() == 0)
+        let stats = await setup.simulator.state.snapshot()
+        #expect(stats.submissions == 30, "nothing was lost and nothing was submitted twice")
+        print("SIGTERM: exited 0 after \(took) with requests in flight; all 30 completed, 30 submissions")
+        await setup.simulator.stop()
+    }
+}
