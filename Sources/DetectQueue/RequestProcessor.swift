@@ -48,6 +48,14 @@ struct RequestProcessor: Sendable {
     }
 
     private func attempt(_ request: DetectionRequest, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+        if let remoteUUID = request.remoteUUID {
+            // The API accepted this request before (it was retried by hand): wait for it, never send it again.
+            var changes = RequestChanges()
+            changes.runAt = Date()
+            try await store.apply(.accepted(remoteUUID: remoteUUID), to: request, workerID: configuration.workerID, changes: changes)
+            logger.notice("already accepted by the API; polling it instead of submitting again", metadata: ["remote_uuid": "\(remoteUUID)"])
+            return .recorded
+        }
         let mode = waitMode(for: request)
         var options = request.options
         var secretHash: String?

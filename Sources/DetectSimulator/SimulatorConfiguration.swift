@@ -49,10 +49,12 @@ public struct FaultInjection: Sendable, Hashable {
     public var lostCallbackRate: Double
     /// A callback sent twice.
     public var duplicateCallbackRate: Double
+    /// The endpoints the request faults apply to (such as `POST /detect`); nil means every endpoint.
+    public var endpoints: Set<String>?
 
     public init(
         serverErrorRate: Double = 0, rateLimitRate: Double = 0, retryAfterSeconds: Int = 1, dropRate: Double = 0,
-        lostCallbackRate: Double = 0, duplicateCallbackRate: Double = 0
+        lostCallbackRate: Double = 0, duplicateCallbackRate: Double = 0, endpoints: Set<String>? = nil
     ) {
         self.serverErrorRate = serverErrorRate
         self.rateLimitRate = rateLimitRate
@@ -60,6 +62,7 @@ public struct FaultInjection: Sendable, Hashable {
         self.dropRate = dropRate
         self.lostCallbackRate = lostCallbackRate
         self.duplicateCallbackRate = duplicateCallbackRate
+        self.endpoints = endpoints
     }
 
     public static let none = FaultInjection()

@@ -67,6 +67,7 @@ public actor SimulatorState {
         }
         stats.peakRequestsPerSecond = max(stats.peakRequestsPerSecond, recentRequests.count)
         let faults = configuration.faults
+        if let endpoints = faults.endpoints, !endpoints.contains(endpoint) { return nil }
         if random.chance(faults.dropRate) {
             stats.injectedDrops += 1
             return .drop

@@ -113,3 +113,20 @@ struct WorkerProcessTests {
         await setup.simulator.stop()
     }
 }
+
+@Suite("detectq worker refuses a bad configuration at start")
+struct WorkerConfigurationProcessTests {
+    @Test(arguments: [
+        (["RESEMBLE_API_TOKEN": "tok-secret-8", "DETECTQ_CONCURRENCY": "many"], "DETECTQ_CONCURRENCY"),
+        (["RESEMBLE_API_TOKEN": ""], "RESEMBLE_API_TOKEN"),
+        (["RESEMBLE_API_TOKEN": "tok-secret-9", "DATABASE_URL": "postgresql://u:pw-secret@127.0.0.1:1/x?connect_timeout=2"], "DATABASE_URL"),
+    ])
+    func oneLineNamingTheVariable(environment: [String: String], variable: String) async throws {
+        let outcome = try await DetectqExecutable.run(["worker"], environment: environment.merging(["RESEMBLE_BASE_URL": ""]) { current, _ in current })
+        #expect(outcome.status != 0)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1, "\(outcome.standardError)")
+        #expect(lines.first?.hasPrefix("detectq worker: \(variable) must be") == true, "\(outcome.standardError)")
+        #expect(!outcome.standardError.contains("secret"))
+    }
+}

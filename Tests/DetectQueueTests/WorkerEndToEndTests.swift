@@ -86,3 +86,55 @@ struct WorkerEndToEndTests {
         await harness.stop()
     }
 }
+
+@Suite("Worker retries and health", .enabled(if: TestDatabase.isEnabled))
+struct WorkerRetryTests {
+    @Test func aRetryReusesTheSecureUploadTokenInsteadOfUploadingAgain() async throws {
+        let harness = try await WorkerHarness.start(.init(faults: .init(serverErrorRate: 1, endpoints: ["POST /detect"])))
+        let big = harness.mediaRoot.appendingPathComponent("long-call.wav")
+        _ = FileManager.default.createFile(atPath: big.path, contents: nil)
+        try FileHandle(forWritingTo: big).truncate(atOffset: 151_000_000)
+        let id = try await harness.insert("media_path", ["long-call.wav"])
+        let worker = harness.startWorker(try harness.configuration())
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await harness.pool.query("SELECT attempt FROM detectq.requests WHERE id = \(id)")[0].decode("attempt", as: Int.self) < 2
+            && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        await harness.simulator.state.setFaults(.none)
+        try await harness.waitUntilFinished([id])
+        await worker.stop()
+        let row = try await harness.row(id)
+        #expect(try row.decode("state", as: String.self) == "completed")
+        #expect(try row.decode("attempt", as: Int.self) >= 2)
+        #expect(try row.decode("submit_path", as: String?.self) == "secure_upload")
+        let stats = await harness.simulator.state.snapshot()
+        #expect(stats.secureUploads == 1, "uploaded once, the token reused by the retries")
+        #expect(stats.injectedServerErrors >= 1 && stats.submissions == 1)
+        await harness.stop()
+    }
+
+    @Test func aRequestRetriedByHandAfterItsRemoteUUIDIsStoredIsPolledNotResubmitted() async throws {
+        let harness = try await WorkerHarness.start()
+        let url = "https://cdn.example.com/fake-once.wav"
+        let client = DetectClient(configuration: .init(baseURL: harness.simulator.baseURL, token: nil))
+        let uuid = try await client.submit(.url(url), wait: false).uuid
+        try await client.shutdown()
+        let id = try await harness.insert("media_url", [url])
+        for step in [
+            "state = 'submitting', locked_by = 'gone', locked_until = now() + interval '1 minute'",
+            "state = 'awaiting_result', remote_uuid = '\(uuid)', locked_by = NULL, locked_until = NULL",
+            "state = 'failed', error_message = 'given up by hand'",
+            "state = 'queued'",
+        ] {
+            try await harness.pool.query(PostgresQuery(sql: "UPDATE detectq.requests SET \(step) WHERE id = $1", parameters: [id]))
+        }
+        let worker = harness.startWorker(try harness.configuration())
+        try await harness.waitUntilFinished([id], timeout: .seconds(30))
+        await worker.stop()
+        #expect(try await harness.row(id).decode("state", as: String.self) == "completed")
+        #expect(try await harness.history(id).suffix(4) == ["queued", "submitting", "awaiting_result", "completed"])
+        #expect(await harness.simulator.state.snapshot().submissionsByMedia[url] == 1, "never submitted again")
+        await harness.stop()
+    }
+}

@@ -94,6 +94,8 @@ struct WorkerScenarioTests {
         }
         #expect(try await post("\(base)/callbacks/\(waiting)/x", body: ByteBuffer(repeating: 0x20, count: 20 << 20)) == 413)
         #expect(try await post("\(base)/admin", body: ByteBuffer(string: "{}")) == 404, "nothing else answers")
+        #expect(try await get("\(base)/healthz") == 200)
+        #expect(try await get("\(base)/readyz") == 200)
         #expect(try await harness.row(waiting).decode("state", as: String.self) == "awaiting_result")
         #expect(try await harness.row(queued).decode("state", as: String.self) == "queued")
         try await harness.waitUntilFinished([waiting], timeout: .seconds(20))
@@ -114,6 +116,11 @@ struct WorkerScenarioTests {
         try await Task.sleep(for: .milliseconds(500))
         #expect(wrong.worker.pausedReason?.contains("RESEMBLE_API_TOKEN") == true)
         #expect(wrong.worker.pausedReason?.contains("a-wrong-token") == false)
+        let readiness = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(wrong.worker.configuration.httpPort)/readyz"), timeout: .seconds(10)
+        )
+        #expect(readiness.status.code == 503, "a paused worker is not ready")
+        _ = try await readiness.body.collect(upTo: 1 << 16)
         let states = try await harness.pool.query("SELECT state::text AS state, attempt FROM detectq.requests")
         #expect(try states.allSatisfy { try $0.decode("state", as: String.self) == "queued" && $0.decode("attempt", as: Int.self) == 0 },
                 "no request failed or spent an attempt")
@@ -146,6 +153,12 @@ struct WorkerScenarioTests {
         print("enqueue-to-claim over 100 single inserts: p50 \(p50.formatted(.number.precision(.fractionLength(1)))) ms, p95 \(p95.formatted(.number.precision(.fractionLength(1)))) ms, p99 \(p99.formatted(.number.precision(.fractionLength(1)))) ms")
         #expect(p50 < 50, "LISTEN/NOTIFY wakes the worker, not its one-second polling: p50 \(p50) ms")
         await harness.stop()
+    }
+
+    private func get(_ url: String) async throws -> UInt {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return UInt(response.status.code)
     }
 
     private func post(_ url: String, body: ByteBuffer) async throws -> UInt {
