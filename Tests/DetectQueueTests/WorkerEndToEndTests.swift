@@ -114,6 +114,26 @@ struct WorkerRetryTests {
         await harness.stop()
     }
 
+    @Test func spentAttemptsFailWithTheLastErrorAndPermanentErrorsFailAtOnce() async throws {
+        let harness = try await WorkerHarness.start(.init(faults: .init(serverErrorRate: 1, endpoints: ["POST /detect"])))
+        let flaky = try await harness.insert("media_url, max_attempts", ["https://cdn.example.com/a.wav", 3])
+        let refused = try await harness.insert("media_url", ["http://cdn.example.com/not-https.wav"])
+        let worker = harness.startWorker(try harness.configuration())
+        try await harness.waitUntilFinished([flaky])
+        await harness.simulator.state.setFaults(.none)
+        try await harness.waitUntilFinished([refused])
+        await worker.stop()
+        let spent = try await harness.row(flaky)
+        #expect(try spent.decode("state", as: String.self) == "failed")
+        #expect(try spent.decode("attempt", as: Int.self) == 3)
+        #expect(try spent.decode("error_message", as: String?.self) == "HTTP 503: Service temporarily unavailable")
+        #expect(try await harness.history(flaky) == ["queued", "submitting", "retrying", "submitting", "retrying", "submitting", "failed"])
+        let permanent = try await harness.row(refused)
+        #expect(try permanent.decode("state", as: String.self) == "failed")
+        #expect(try permanent.decode("error_message", as: String?.self)?.contains("url must be a public HTTPS URL") == true)
+        await harness.stop()
+    }
+
     @Test func aRequestRetriedByHandAfterItsRemoteUUIDIsStoredIsPolledNotResubmitted() async throws {
         let harness = try await WorkerHarness.start()
         let url = "https://cdn.example.com/fake-once.wav"
