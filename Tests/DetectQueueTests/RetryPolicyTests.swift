@@ -1,24 +1,13 @@
 import DetectQueue
+import DetectSimulator
 import Testing
-
-/// A seeded generator so that a failing case can be replayed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite("Retry backoff")
 struct RetryPolicyTests {
     @Test(arguments: [1, 2, 3, 42, 1234])
     func backoffGrowsWithEveryAttemptUntilTheCap(seed: UInt64) {
         let policy = RetryPolicy(base: .seconds(1), cap: .seconds(300))
-        var random = SplitMix(state: seed)
+        var random = SeededRandom(seed: seed)
         var previous = Duration.zero
         for attempt in 1...20 {
             let delay = policy.delay(afterAttempt: attempt, using: &random)
@@ -31,7 +20,7 @@ struct RetryPolicyTests {
 
     @Test func jitterSpreadsTheFirstDelayAroundTheBase() {
         let policy = RetryPolicy(base: .seconds(10), jitter: 0.2)
-        var random = SplitMix(state: 7)
+        var random = SeededRandom(seed: 7)
         let delays = (0..<500).map { _ in policy.delay(afterAttempt: 1, using: &random) }
         #expect(delays.allSatisfy { $0 >= .seconds(8) && $0 <= .seconds(12) })
         #expect(Set(delays).count > 100, "the delays are spread, not all equal")
@@ -40,7 +29,7 @@ struct RetryPolicyTests {
     @Test(arguments: [1, 3, 10])
     func retryAfterIsAlwaysHonoured(attempt: Int) {
         let policy = RetryPolicy(base: .seconds(1), cap: .seconds(30))
-        var random = SplitMix(state: UInt64(attempt))
+        var random = SeededRandom(seed: UInt64(attempt))
         #expect(policy.delay(afterAttempt: attempt, retryAfter: .seconds(45), using: &random) == .seconds(45))
         #expect(policy.delay(afterAttempt: attempt, retryAfter: .milliseconds(1), using: &random) >= .milliseconds(1))
         #expect(policy.delay(afterAttempt: 1, retryAfter: .seconds(5), using: &random) >= .seconds(5))
