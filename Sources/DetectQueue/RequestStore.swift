@@ -19,68 +19,27 @@ public struct RequestStore: Sendable {
     /// under a lease of `lease`, in one statement; rows other workers hold are skipped, not waited for.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
-        let rows = try await pool.query(PostgresQuery(sql: """
-            UPDATE detectq.requests AS r
-            SET state = 'submitting', locked_by = $1, locked_until = now() + make_interval(secs => $2),
-                attempt = r.attempt + 1, error_message = NULL
-            FROM (
-                SELECT id FROM detectq.requests
-                WHERE state IN ('queued', 'retrying') AND run_at <= now()
-                ORDER BY priority DESC, run_at, id
-                LIMIT $3
-                FOR UPDATE SKIP LOCKED
-            ) AS claimable
-            WHERE r.id = claimable.id
-            RETURNING \(DetectionRequest.columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored))
-            """, parameters: [workerID, lease.seconds, limit]))
+        let rows = try await LeaseTable.requests.claim(
+            on: pool, workerID: workerID, limit: limit, lease: lease, resetting: ", error_message = NULL"
+        )
         return try rows.map(DetectionRequest.init(row:)).sorted { $0.id < $1.id }
     }
 
     /// Extends the leases `workerID` still holds among `ids`; returns the ids whose lease it still holds.
     public func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
-        guard !ids.isEmpty else { return [] }
-        let rows = try await pool.query("""
-            UPDATE detectq.requests SET locked_until = now() + make_interval(secs => \(lease.seconds))
-            WHERE id = ANY(\(ids)) AND locked_by = \(workerID)
-            RETURNING id
-            """)
-        return Set(try rows.map { try $0.decode("id", as: Int.self) })
+        try await LeaseTable.requests.heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
     }
 
     /// Takes back leases that expired: a `submitting` request goes to `retrying` (or `failed` when its
     /// attempts are spent) at `retryAt`; a poll lease on an `awaiting_result` request is just cleared. The
     /// UPDATE re-checks state and expiry, so a request that moved on meanwhile is left alone.
     public func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> RescueReport {
-        let rows = try await pool.query("""
-            WITH expired AS (
-                SELECT id FROM detectq.requests
-                WHERE locked_by IS NOT NULL AND locked_until < now() AND state IN ('submitting', 'awaiting_result')
-                ORDER BY locked_until
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE detectq.requests AS r SET
-                state = CASE
-                    WHEN r.state = 'awaiting_result' THEN r.state
-                    WHEN r.attempt < r.max_attempts THEN 'retrying'::detectq.request_state
-                    ELSE 'failed'::detectq.request_state END,
-                error_message = CASE WHEN r.state = 'submitting'
-                    THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
-                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' ELSE '; no attempts left' END
-                    ELSE r.error_message END,
-                run_at = CASE WHEN r.state = 'submitting' THEN now() + make_interval(secs => \(retryDelay.seconds))
-                    ELSE r.run_at END,
-                locked_by = NULL, locked_until = NULL
-            FROM expired
-            WHERE r.id = expired.id AND r.locked_until < now() AND r.state IN ('submitting', 'awaiting_result')
-            RETURNING r.id, r.state
-            """)
         var report = RescueReport()
-        for row in rows {
-            switch try row.decode("state", as: RequestState.self) {
-            case .retrying: report.retrying.append(try row.decode("id"))
-            case .failed: report.failed.append(try row.decode("id"))
-            default: report.pollLeasesCleared.append(try row.decode("id"))
+        for (id, state) in try await LeaseTable.requests.rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay) {
+            switch state {
+            case RequestState.retrying.rawValue: report.retrying.append(id)
+            case RequestState.failed.rawValue: report.failed.append(id)
+            default: report.pollLeasesCleared.append(id)
             }
         }
         return report

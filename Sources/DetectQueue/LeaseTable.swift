@@ -1,0 +1,102 @@
+import Foundation
+import Postgres
+
+/// The claim, heartbeat and rescue SQL of a table of leased work, written once for both queues of
+/// detectq: `detectq.requests` and `detectq.post_tasks`. A table is described by its states and columns;
+/// the names interpolated into the SQL are these fixed descriptions, never values.
+struct LeaseTable: Sendable {
+    /// The table, schema-qualified.
+    let table: String
+    /// Its state enum type.
+    let stateType: String
+    /// States a worker may claim.
+    let claimableStates: [String]
+    /// The state of a claimed row.
+    let runningState: String
+    let retryingState: String
+    let failedState: String
+    /// Other states whose rows may hold a lease (a request being polled); an expired one is just cleared.
+    let pollingStates: [String]
+    /// The column holding the last failure's reason.
+    let errorColumn: String
+    /// The claim order.
+    let order: String
+    /// The columns a claim returns.
+    let columns: String
+
+    static let requests = LeaseTable(
+        table: "detectq.requests", stateType: "detectq.request_state", claimableStates: ["queued", "retrying"],
+        runningState: "submitting", retryingState: "retrying", failedState: "failed", pollingStates: ["awaiting_result"],
+        errorColumn: "error_message", order: "priority DESC, run_at, id", columns: DetectionRequest.columns
+    )
+
+    static let postTasks = LeaseTable(
+        table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimableStates: ["queued", "retrying"],
+        runningState: "running", retryingState: "retrying", failedState: "failed", pollingStates: [],
+        errorColumn: "last_error", order: "run_at, id", columns: PostTask.columns
+    )
+
+    private func list(_ states: [String]) -> String {
+        states.map { "'\($0)'" }.joined(separator: ", ")
+    }
+
+    /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold.
+    func claim(on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, resetting: String = "") async throws -> PostgresRows {
+        try await pool.query(PostgresQuery(sql: """
+            UPDATE \(table) AS r
+            SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
+                attempt = r.attempt + 1\(resetting)
+            FROM (
+                SELECT id FROM \(table)
+                WHERE state IN (\(list(claimableStates))) AND run_at <= now()
+                ORDER BY \(order)
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            ) AS claimable
+            WHERE r.id = claimable.id
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored))
+            """, parameters: [workerID, lease.seconds, limit]))
+    }
+
+    /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.
+    func heartbeat(on pool: PostgresConnectionPool, workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await pool.query(PostgresQuery(sql: """
+            UPDATE \(table) SET locked_until = now() + make_interval(secs => $1)
+            WHERE id = ANY($2) AND locked_by = $3
+            RETURNING id
+            """, parameters: [lease.seconds, ids, workerID]))
+        return Set(try rows.map { try $0.decode("id", as: Int.self) })
+    }
+
+    /// Takes back expired leases: a running row goes to retrying (or failed on its last attempt) after
+    /// `retryDelay`; a polling lease is cleared. The UPDATE re-checks state and expiry, so a row that moved on
+    /// meanwhile is left alone. Returns each rescued row's id and new state.
+    func rescueExpiredLeases(on pool: PostgresConnectionPool, limit: Int, retryDelay: Duration) async throws -> [(id: Int, state: String)] {
+        let leased = list([runningState] + pollingStates)
+        let rows = try await pool.query(PostgresQuery(sql: """
+            WITH expired AS (
+                SELECT id FROM \(table)
+                WHERE locked_by IS NOT NULL AND locked_until < now() AND state IN (\(leased))
+                ORDER BY locked_until
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE \(table) AS r SET
+                state = CASE
+                    WHEN r.state <> '\(runningState)' THEN r.state
+                    WHEN r.attempt < r.max_attempts THEN '\(retryingState)'::\(stateType)
+                    ELSE '\(failedState)'::\(stateType) END,
+                \(errorColumn) = CASE WHEN r.state = '\(runningState)'
+                    THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
+                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' ELSE '; no attempts left' END
+                    ELSE r.\(errorColumn) END,
+                run_at = CASE WHEN r.state = '\(runningState)' THEN now() + make_interval(secs => $2) ELSE r.run_at END,
+                locked_by = NULL, locked_until = NULL
+            FROM expired
+            WHERE r.id = expired.id AND r.locked_until < now() AND r.state IN (\(leased))
+            RETURNING r.id, r.state::text AS state
+            """, parameters: [limit, retryDelay.seconds]))
+        return try rows.map { (try $0.decode("id", as: Int.self), try $0.decode("state", as: String.self)) }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Postgres
+
+/// One post-processing task: a processor to run on one completed request (`detectq.post_tasks`).
+public struct PostTask: Sendable, Hashable {
+    /// Where a post-task is; the PostgreSQL enum `detectq.post_task_state` has the same values.
+    public enum State: String, Sendable, CaseIterable, PostgresEncodable, PostgresDecodable {
+        case queued, running, retrying, completed, failed
+
+        /// The states this one may change to; the database's trigger enforces the same table.
+        public var successors: Set<State> {
+            switch self {
+            case .queued: [.running]
+            case .running: [.completed, .retrying, .failed, .queued]
+            case .retrying: [.running]
+            case .failed: [.queued]
+            case .completed: []
+            }
+        }
+    }
+
+    public let id: Int
+    public let requestID: Int
+    public let processor: String
+    public var state: State
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var lastError: String?
+
+    /// Whether a failure of the current attempt may be retried.
+    public var attemptsLeft: Bool { attempt < maxAttempts }
+
+    static let columns = "id, request_id, processor, state, attempt, max_attempts, last_error"
+
+    init(row: PostgresRow) throws {
+        id = try row.decode("id")
+        requestID = try row.decode("request_id")
+        processor = try row.decode("processor")
+        state = try row.decode("state")
+        attempt = try row.decode("attempt")
+        maxAttempts = try row.decode("max_attempts")
+        lastError = try row.decode("last_error")
+    }
+}
+
+/// The post-tasks' SQL: the same claim, heartbeat and rescue as requests (`LeaseTable`), and the three ways
+/// a run ends, each a conditional UPDATE that re-checks the lease.
+public struct PostTaskStore: Sendable {
+    public let pool: PostgresConnectionPool
+
+    public init(pool: PostgresConnectionPool) {
+        self.pool = pool
+    }
+
+    public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [PostTask] {
+        guard limit > 0 else { return [] }
+        return try await LeaseTable.postTasks.claim(on: pool, workerID: workerID, limit: limit, lease: lease)
+            .map(PostTask.init(row:)).sorted { $0.id < $1.id }
+    }
+
+    public func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
+        try await LeaseTable.postTasks.heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
+    }
+
+    /// Takes back expired leases; returns the tasks now retrying and those that failed for good.
+    public func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> (retrying: [Int], failed: [Int]) {
+        let rescued = try await LeaseTable.postTasks.rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay)
+        return (
+            rescued.filter { $0.state == PostTask.State.retrying.rawValue }.map(\.id),
+            rescued.filter { $0.state == PostTask.State.failed.rawValue }.map(\.id)
+        )
+    }
+
+    /// The task ran to its end.
+    @discardableResult
+    public func complete(_ task: PostTask, workerID: String) async throws -> Bool {
+        try await finish(task, workerID: workerID, set: "state = 'completed', completed_at = now(), last_error = NULL", [])
+    }
+
+    /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
+    @discardableResult
+    public func fail(_ task: PostTask, workerID: String, reason: String, retryAt: Date?) async throws -> Bool {
+        if task.attemptsLeft, let retryAt {
+            return try await finish(task, workerID: workerID, set: "state = 'retrying', last_error = $3, run_at = $4", [reason, retryAt])
+        }
+        return try await finish(task, workerID: workerID, set: "state = 'failed', last_error = $3", [reason])
+    }
+
+    /// The processor asked to run again at `at` without it counting as an attempt (it waits for something
+    /// that has not happened yet, such as a purge): the task goes back to `queued` until then.
+    @discardableResult
+    public func reschedule(_ task: PostTask, workerID: String, at: Date) async throws -> Bool {
+        try await finish(task, workerID: workerID, set: "state = 'queued', attempt = attempt - 1, run_at = $3", [at])
+    }
+
+    /// Gives an unrun claim back (a worker shutting down).
+    @discardableResult
+    public func release(_ task: PostTask, workerID: String) async throws -> Bool {
+        try await finish(task, workerID: workerID, set: "state = 'queued', attempt = attempt - 1", [])
+    }
+
+    private func finish(_ task: PostTask, workerID: String, set assignments: String, _ values: [any PostgresEncodable]) async throws -> Bool {
+        try await pool.query(PostgresQuery(sql: """
+            UPDATE detectq.post_tasks SET \(assignments), locked_by = NULL, locked_until = NULL
+            WHERE id = $1 AND state = 'running' AND locked_by = $2
+            """, parameters: [task.id, workerID] + values)).affectedRows == 1
+    }
+}
