@@ -81,6 +81,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "FakeAlerts",
+            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            path: "plugins/FakeAlerts",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "detectq",
             dependencies: [
@@ -88,6 +94,7 @@ let package = Package(
                 "SchemaMigrations",
                 "DetectSimulator",
                 "DetectQueue",
+                "FakeAlerts",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -123,7 +130,7 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

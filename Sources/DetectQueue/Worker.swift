@@ -14,17 +14,17 @@ import Synchronization
 /// lease until it expires, and another worker takes it over.
 public final class Worker: Service {
     public let configuration: WorkerConfiguration
-    private let postProcessors: @Sendable (DetectionRequest, DetectionItem) -> [String]
+    private let postProcessors: [any PostProcessor]
     private let logger: Logger
     private let pause = WorkerPause()
-    private let wake = WakeSignal()
-    private let inFlight = Mutex<Set<Int>>([])
+    private let requestSlots = Slots()
+    private let postTaskSlots = Slots()
     private let shuttingDown = Atomic<Bool>(false)
 
-    /// `postProcessors` names the post-tasks a completed request gets (one row each in `detectq.post_tasks`).
+    /// `postProcessors` are run on completed requests, each as a post-task of its own.
     public init(
         configuration: WorkerConfiguration,
-        postProcessors: @escaping @Sendable (DetectionRequest, DetectionItem) -> [String] = { _, _ in [] },
+        postProcessors: [any PostProcessor] = [],
         logger: Logger = Logger(label: "detectq.worker")
     ) {
         self.configuration = configuration
@@ -43,9 +43,17 @@ public final class Worker: Service {
         )
         let client = DetectClient(configuration: configuration.api)
         let store = RequestStore(pool: pool)
+        let budget = APIBudget(pool: pool, ratePerSecond: configuration.apiRateLimit)
+        let processors = postProcessors
         let processor = RequestProcessor(
-            store: store, client: client, budget: APIBudget(pool: pool, ratePerSecond: configuration.apiRateLimit),
-            configuration: configuration, postProcessors: postProcessors, pause: pause, logger: logger
+            store: store, client: client, budget: budget, configuration: configuration,
+            postProcessors: { request, item in processors.names(for: DetectionOutcome(request: request, item: item)) },
+            pause: pause, logger: logger
+        )
+        let postTasks = PostTaskStore(pool: pool)
+        let runner = PostTaskRunner(
+            store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
+            client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy, logger: logger
         )
         let poller = ResultPoller(processor: processor)
         let router = Router()
@@ -64,8 +72,14 @@ public final class Worker: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.listen() }
                 group.addTask { await self.pollLoop(poller) }
-                group.addTask { await self.heartbeatLoop(store) }
-                group.addTask { await self.rescueLoop(store) }
+                group.addTask { await self.heartbeatLoop(store, postTasks) }
+                group.addTask { await self.rescueLoop(store, postTasks) }
+                group.addTask {
+                    await self.claimLoop(slots: self.postTaskSlots, concurrency: max(4, self.configuration.concurrency / 4)) { limit in
+                        try await postTasks.claim(workerID: self.configuration.workerID, limit: limit, lease: self.configuration.lease)
+                            .map { task in (task.id, { await runner.run(task) }) }
+                    }
+                }
                 group.addTask {
                     do {
                         try await server.run()
@@ -73,12 +87,17 @@ public final class Worker: Service {
                         self.logger.error("the HTTP server stopped: \(error)")
                     }
                 }
-                await self.claimLoop(store: store, processor: processor)
+                await self.claimLoop(slots: self.requestSlots, concurrency: self.configuration.concurrency) { limit in
+                    guard !self.pause.isPaused else { return [] }
+                    return try await store.claim(workerID: self.configuration.workerID, limit: limit, lease: self.configuration.lease)
+                        .map { request in (request.id, { _ = await processor.process(request) { self.isShuttingDown } }) }
+                }
                 group.cancelAll()
             }
         } onGracefulShutdown: {
             self.shuttingDown.store(true, ordering: .relaxed)
-            self.wake.signal()
+            self.requestSlots.wake.signal()
+            self.postTaskSlots.wake.signal()
         }
         try? await client.shutdown()
         await pool.close()
@@ -89,21 +108,23 @@ public final class Worker: Service {
 
     // MARK: - Loops
 
-    /// Claims while there are free slots, and processes each claim in a task of its own.
-    private func claimLoop(store: RequestStore, processor: RequestProcessor) async {
+    /// Claims while there are free slots and runs each claim in a task of its own; on shutdown, stops
+    /// claiming and waits up to the grace period for what is in flight.
+    private func claimLoop(
+        slots: Slots, concurrency: Int, claim: @escaping @Sendable (Int) async throws -> [(Int, @Sendable () async -> Void)]
+    ) async {
         await withDiscardingTaskGroup { tasks in
             while !isShuttingDown {
-                let free = configuration.concurrency - inFlight.withLock { $0.count }
-                if free > 0 && !pause.isPaused {
+                let free = concurrency - slots.count
+                if free > 0 {
                     let batch = min(free, 100)
                     do {
-                        let claimed = try await store.claim(workerID: configuration.workerID, limit: batch, lease: configuration.lease)
-                        for request in claimed {
-                            inFlight.withLock { _ = $0.insert(request.id) }
+                        let claimed = try await claim(batch)
+                        for (id, work) in claimed {
+                            slots.take(id)
                             tasks.addTask {
-                                _ = await processor.process(request) { self.isShuttingDown }
-                                self.inFlight.withLock { _ = $0.remove(request.id) }
-                                self.wake.signal()
+                                await work()
+                                slots.free(id)
                             }
                         }
                         if claimed.count == batch { continue }
@@ -111,24 +132,31 @@ public final class Worker: Service {
                         logger.error("claiming failed: \(error)")
                     }
                 }
-                await wake.wait(timeout: .seconds(1))
+                await slots.wake.wait(timeout: .seconds(1))
             }
             let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
-            while !inFlight.withLock({ $0.isEmpty }) && ContinuousClock.now < deadline {
-                await wake.wait(timeout: .milliseconds(100))
+            while slots.count > 0 && ContinuousClock.now < deadline {
+                await slots.wake.wait(timeout: .milliseconds(100))
             }
-            let left = inFlight.withLock { $0.count }
-            if left > 0 {
-                logger.warning("\(left) requests still in flight at the end of the grace period; their leases will expire and another worker will take them over")
+            if slots.count > 0 {
+                logger.warning("\(slots.count) claims still in flight at the end of the grace period; their leases will expire and another worker will take them over")
                 tasks.cancelAll()
             }
         }
     }
 
-    /// Wakes the claim loop when a request becomes claimable (and after every reconnection).
+    /// Wakes the claim loops when work becomes claimable (and after every reconnection).
     private func listen() async {
-        for await _ in PostgresNotificationListener.listen(configuration.database, channels: ["detectq_requests"]) {
-            wake.signal()
+        for await event in PostgresNotificationListener.listen(configuration.database, channels: ["detectq_requests", "detectq_post_tasks"]) {
+            switch event {
+            case .notification(let notification) where notification.channel == "detectq_post_tasks":
+                postTaskSlots.wake.signal()
+            case .notification:
+                requestSlots.wake.signal()
+            case .listening:
+                requestSlots.wake.signal()
+                postTaskSlots.wake.signal()
+            }
             if isShuttingDown || Task.isCancelled { return }
         }
     }
@@ -144,33 +172,51 @@ public final class Worker: Service {
         }
     }
 
-    private func heartbeatLoop(_ store: RequestStore) async {
+    private func heartbeatLoop(_ store: RequestStore, _ postTasks: PostTaskStore) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.lease / 3)
-            let ids = inFlight.withLock { Array($0) }
             do {
-                let held = try await store.heartbeat(workerID: configuration.workerID, ids: ids, lease: configuration.lease)
-                let lost = Set(ids).subtracting(held)
-                if !lost.isEmpty { logger.debug("no longer holds \(lost.count) leases (finished, cancelled or taken over)") }
+                _ = try await store.heartbeat(workerID: configuration.workerID, ids: requestSlots.ids, lease: configuration.lease)
+                _ = try await postTasks.heartbeat(workerID: configuration.workerID, ids: postTaskSlots.ids, lease: configuration.lease)
             } catch {
                 logger.error("heartbeat failed: \(error)")
             }
         }
     }
 
-    private func rescueLoop(_ store: RequestStore) async {
+    private func rescueLoop(_ store: RequestStore, _ postTasks: PostTaskStore) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: max(.seconds(1), configuration.lease / 2) + .milliseconds(Int.random(in: 0...500)))
             do {
                 let report = try await store.rescueExpiredLeases()
-                if !report.retrying.isEmpty || !report.failed.isEmpty {
+                let tasks = try await postTasks.rescueExpiredLeases()
+                if !report.retrying.isEmpty || !report.failed.isEmpty || !tasks.retrying.isEmpty || !tasks.failed.isEmpty {
                     logger.warning("took over expired leases", metadata: [
-                        "retrying": "\(report.retrying.count)", "failed": "\(report.failed.count)",
+                        "requests_retrying": "\(report.retrying.count)", "requests_failed": "\(report.failed.count)",
+                        "post_tasks_retrying": "\(tasks.retrying.count)", "post_tasks_failed": "\(tasks.failed.count)",
                     ])
                 }
             } catch {
                 logger.error("rescue failed: \(error)")
             }
         }
+    }
+}
+
+/// The claims a loop holds, and the signal that wakes it when one frees or new work arrives.
+final class Slots: Sendable {
+    let wake = WakeSignal()
+    private let held = Mutex<Set<Int>>([])
+
+    var count: Int { held.withLock { $0.count } }
+    var ids: [Int] { held.withLock { Array($0) } }
+
+    func take(_ id: Int) {
+        held.withLock { _ = $0.insert(id) }
+    }
+
+    func free(_ id: Int) {
+        held.withLock { _ = $0.remove(id) }
+        wake.signal()
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DetectQueue
+import FakeAlerts
 import Foundation
 import Logging
 import Postgres
@@ -17,6 +18,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let configuration: WorkerConfiguration
         do {
             configuration = try WorkerConfiguration.fromEnvironment()
+            _ = try Self.postProcessors()
             try await Self.checkDatabase(configuration.database)
         } catch {
             FileHandle.standardError.write(Data("detectq worker: \(error)\n".utf8))
@@ -29,11 +31,26 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "detectq.worker")
         let group = ServiceGroup(configuration: .init(
-            services: [Worker(configuration: configuration, logger: logger)],
+            services: [Worker(configuration: configuration, postProcessors: try Self.postProcessors(), logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
         try await group.run()
+    }
+
+    /// The built-in post-processors, configured from the environment: one line each.
+    static func postProcessors(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [any PostProcessor] {
+        var threshold: Double?
+        if let text = environment["DETECTQ_FAKE_THRESHOLD"], !text.isEmpty {
+            guard let value = Double(text), (0...1).contains(value) else {
+                throw ConfigurationError("DETECTQ_FAKE_THRESHOLD", expected: "a score from 0 to 1")
+            }
+            threshold = value
+        }
+        let alerts = FakeAlertPolicy(threshold: threshold)
+        return [
+            PgNotifyAlertSink(policy: alerts),
+        ]
     }
 
     /// Fails with one line when the database cannot be reached or has no detectq schema.

@@ -41,9 +41,10 @@ struct WorkerHarness {
         return configuration
     }
 
-    /// Runs a worker until `stop` is called on the returned handle.
-    func startWorker(_ configuration: WorkerConfiguration) -> RunningWorker {
-        let worker = Worker(configuration: configuration, postProcessors: { _, item in item.isFake == true ? ["test.alert"] : [] })
+    /// Runs a worker until `stop` is called on the returned handle; by default with one post-processor,
+    /// `test.alert`, that applies to fakes and does nothing.
+    func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
+        let worker = Worker(configuration: configuration, postProcessors: postProcessors)
         let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
         return RunningWorker(worker: worker, group: group, task: Task { try await group.run() })
     }
@@ -94,6 +95,15 @@ struct WorkerHarness {
         await pool.close()
         try? FileManager.default.removeItem(at: mediaRoot)
     }
+}
+
+/// A post-processor for tests: applies to fakes and is done at once.
+struct NoteFakes: PostProcessor {
+    let name = "test.alert"
+
+    func applies(to outcome: DetectionOutcome) -> Bool { outcome.item.isFake == true }
+
+    func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult { .done }
 }
 
 /// A worker running in this process.

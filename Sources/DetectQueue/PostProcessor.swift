@@ -1,0 +1,78 @@
+import Foundation
+import Logging
+import Postgres
+import ResembleDetect
+
+/// What happens to a detection's outcome once it is stored: an alert, a record, an archive. A processor
+/// is one type plus one line of registration; the worker runs it as a post-task with its own claims,
+/// retries and history, so a failing processor never touches the detection itself.
+public protocol PostProcessor: Sendable {
+    /// The processor's name, stored in `detectq.post_tasks.processor`; unique among the registered ones.
+    var name: String { get }
+    /// Whether the outcome calls for this processor; asked once, when the request completes.
+    func applies(to outcome: DetectionOutcome) -> Bool
+    /// Does the work. Throwing retries with backoff until the task's attempts are spent.
+    func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult
+}
+
+/// How a post-processor's run ended.
+public enum PostProcessingResult: Sendable, Hashable {
+    /// Finished.
+    case done
+    /// Failed in a way worth retrying, after at least `after`; counts as an attempt.
+    case retry(after: Duration, reason: String)
+    /// Not yet: run again at `at` (a purge that has not happened yet); does not count as an attempt.
+    case reschedule(at: Date)
+}
+
+/// What a post-processor may use besides the outcome.
+public struct PostProcessingContext: Sendable {
+    /// The attempt in progress (1 for the first).
+    public let attempt: Int
+    public let pool: PostgresConnectionPool
+    public let client: DetectClient
+    public let budget: APIBudget
+    public let logger: Logger
+}
+
+/// A completed detection as post-processors see it: the request, its parsed result and the producer's
+/// metadata.
+public struct DetectionOutcome: Sendable {
+    public let requestID: Int
+    public let remoteUUID: String
+    public let item: DetectionItem
+    /// The producer's own data (`metadata`), as JSON text.
+    public let metadata: PostgresJSON
+    public let zeroRetentionMode: Bool
+    public let intelligenceRequested: Bool
+    public let completedAt: Date
+
+    public init(
+        requestID: Int, remoteUUID: String, item: DetectionItem, metadata: PostgresJSON, zeroRetentionMode: Bool,
+        intelligenceRequested: Bool, completedAt: Date
+    ) {
+        self.requestID = requestID
+        self.remoteUUID = remoteUUID
+        self.item = item
+        self.metadata = metadata
+        self.zeroRetentionMode = zeroRetentionMode
+        self.intelligenceRequested = intelligenceRequested
+        self.completedAt = completedAt
+    }
+
+    /// The outcome of a request that has just completed with `item`.
+    init(request: DetectionRequest, item: DetectionItem, completedAt: Date = Date()) {
+        self.init(
+            requestID: request.id, remoteUUID: item.uuid, item: item, metadata: request.metadata,
+            zeroRetentionMode: request.options.zeroRetentionMode == true, intelligenceRequested: request.options.intelligence == true,
+            completedAt: completedAt
+        )
+    }
+}
+
+extension [any PostProcessor] {
+    /// The names of the processors the outcome calls for.
+    func names(for outcome: DetectionOutcome) -> [String] {
+        filter { $0.applies(to: outcome) }.map(\.name)
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+import Postgres
+import ResembleDetect
+
+/// Runs claimed post-tasks: loads each one's outcome, finds its processor, runs it, and records the end
+/// (done, retry with backoff, reschedule, or failed when the attempts are spent).
+struct PostTaskRunner: Sendable {
+    let store: PostTaskStore
+    let processors: [String: any PostProcessor]
+    let client: DetectClient
+    let budget: APIBudget
+    let workerID: String
+    let retryPolicy: RetryPolicy
+    let logger: Logger
+
+    func run(_ task: PostTask) async {
+        var logger = logger
+        logger[metadataKey: "request_id"] = "\(task.requestID)"
+        logger[metadataKey: "processor"] = "\(task.processor)"
+        guard let processor = processors[task.processor] else {
+            await record { try await store.fail(task, workerID: workerID, reason: "no processor named \(task.processor) is registered in this worker", retryAt: nil) }
+            return
+        }
+        do {
+            guard let outcome = try await outcome(of: task.requestID) else {
+                await record { try await store.fail(task, workerID: workerID, reason: "the request has no stored result", retryAt: nil) }
+                return
+            }
+            let context = PostProcessingContext(attempt: task.attempt, pool: store.pool, client: client, budget: budget, logger: logger)
+            switch try await processor.process(outcome, context: context) {
+            case .done:
+                await record { try await store.complete(task, workerID: workerID) }
+            case .retry(let after, let reason):
+                await retry(task, reason: reason, after: after, logger: logger)
+            case .reschedule(let at):
+                await record { try await store.reschedule(task, workerID: workerID, at: at) }
+            }
+        } catch {
+            await retry(task, reason: String(describing: error), after: nil, logger: logger)
+        }
+    }
+
+    private func retry(_ task: PostTask, reason: String, after: Duration?, logger: Logger) async {
+        let delay = retryPolicy.delay(afterAttempt: task.attempt, retryAfter: after)
+        logger.notice("post-task attempt \(task.attempt) of \(task.maxAttempts) failed: \(reason)")
+        await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: Date().addingTimeInterval(delay.seconds)) }
+    }
+
+    private func record(_ write: () async throws -> Bool) async {
+        do {
+            _ = try await write()
+        } catch {
+            logger.error("could not record the post-task's end: \(error)")
+        }
+    }
+
+    /// The completed request's outcome, read back from the database.
+    private func outcome(of requestID: Int) async throws -> DetectionOutcome? {
+        let rows = try await store.pool.query("""
+            SELECT remote_uuid, result, metadata, zero_retention_mode, intelligence, completed_at
+            FROM detectq.requests WHERE id = \(requestID) AND state = 'completed'
+            """)
+        guard let row = rows.first, let result = try row.decode("result", as: PostgresJSON?.self),
+              let remoteUUID = try row.decode("remote_uuid", as: String?.self)
+        else { return nil }
+        return DetectionOutcome(
+            requestID: requestID, remoteUUID: remoteUUID, item: try DetectionItem(json: result.text),
+            metadata: try row.decode("metadata"), zeroRetentionMode: try row.decode("zero_retention_mode"),
+            intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at")
+        )
+    }
+}

@@ -1,0 +1,80 @@
+import DetectQueue
+import Foundation
+import ResembleDetect
+
+/// Which outcomes count as fakes: a label that reads fake in any case, or a score at or above the
+/// threshold (`DETECTQ_FAKE_THRESHOLD`) when one is set.
+public struct FakeAlertPolicy: Sendable, Hashable {
+    public var threshold: Double?
+
+    public init(threshold: Double? = nil) {
+        self.threshold = threshold
+    }
+
+    public func isFake(_ outcome: DetectionOutcome) -> Bool {
+        if outcome.item.isFake == true { return true }
+        if let threshold, let score = outcome.item.aggregatedScore { return score >= threshold }
+        return false
+    }
+}
+
+/// The alert every sink delivers about a fake (CONTRACT.md section 4): `event`, a stable `event_id`,
+/// the request, the verdict, the producer's metadata and when the detection completed.
+public struct FakeAlertEvent: Sendable, Encodable {
+    public let event = "detection.fake"
+    /// Stable across retries and sinks: derived from the API's uuid for the detection.
+    public let eventID: String
+    public let requestID: Int
+    public let remoteUUID: String
+    public let mediaType: String?
+    public let label: String?
+    public let score: Double?
+    public let metadata: JSONValue?
+    public let metadataTruncated: Bool?
+    public let detectedAt: String
+
+    public init(_ outcome: DetectionOutcome) {
+        eventID = "detection.fake:\(outcome.remoteUUID)"
+        requestID = outcome.requestID
+        remoteUUID = outcome.remoteUUID
+        mediaType = outcome.item.mediaType?.description
+        label = outcome.item.label
+        score = outcome.item.aggregatedScore
+        metadata = try? JSONDecoder().decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
+        metadataTruncated = nil
+        detectedAt = ISO8601Timestamp.format(outcome.completedAt)
+    }
+
+    private init(copying event: FakeAlertEvent) {
+        eventID = event.eventID
+        requestID = event.requestID
+        remoteUUID = event.remoteUUID
+        mediaType = event.mediaType
+        label = event.label
+        score = event.score
+        metadata = nil
+        metadataTruncated = true
+        detectedAt = event.detectedAt
+    }
+
+    /// The same event without its metadata, for channels with a size limit.
+    public var withoutMetadata: FakeAlertEvent { FakeAlertEvent(copying: self) }
+
+    enum CodingKeys: String, CodingKey {
+        case event
+        case eventID = "event_id"
+        case requestID = "request_id"
+        case remoteUUID = "remote_uuid"
+        case mediaType = "media_type"
+        case label, score, metadata
+        case metadataTruncated = "metadata_truncated"
+        case detectedAt = "detected_at"
+    }
+
+    /// The event as JSON (keys sorted, so that a retry sends the same bytes).
+    public func json() throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+}

@@ -1,0 +1,29 @@
+import DetectQueue
+import Foundation
+import Postgres
+
+/// Delivers fake alerts inside the database: `pg_notify('detectq_alerts', <the alert's JSON>)`, for
+/// consumers that `LISTEN detectq_alerts`. NOTIFY payloads are limited to 8000 bytes, so an alert whose
+/// metadata would pass that is sent without it (`"metadata_truncated": true`).
+public struct PgNotifyAlertSink: PostProcessor {
+    public let name = "alert.pg_notify"
+    public let policy: FakeAlertPolicy
+    static let channel = "detectq_alerts"
+    static let payloadLimit = 7_900
+
+    public init(policy: FakeAlertPolicy) {
+        self.policy = policy
+    }
+
+    public func applies(to outcome: DetectionOutcome) -> Bool {
+        policy.isFake(outcome)
+    }
+
+    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+        let event = FakeAlertEvent(outcome)
+        var payload = try event.json()
+        if payload.utf8.count > Self.payloadLimit { payload = try event.withoutMetadata.json() }
+        try await context.pool.query("SELECT pg_notify(\(Self.channel), \(payload))")
+        return .done
+    }
+}
