@@ -83,7 +83,12 @@ let package = Package(
         ),
         .target(
             name: "FakeAlerts",
-            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            dependencies: [
+                "DetectQueue", "ResembleDetect", "Postgres",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "plugins/FakeAlerts",
             swiftSettings: strict
         ),
@@ -103,7 +108,11 @@ let package = Package(
         ),
         .target(
             name: "DetectqTestSupport",
-            dependencies: ["Postgres", "SchemaMigrations", "EmbeddedPostgres"],
+            dependencies: [
+                "Postgres", "SchemaMigrations", "EmbeddedPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
             path: "Tests/DetectqTestSupport",
             swiftSettings: strict
         ),

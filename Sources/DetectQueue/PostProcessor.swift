@@ -23,6 +23,8 @@ public enum PostProcessingResult: Sendable, Hashable {
     case retry(after: Duration, reason: String)
     /// Not yet: run again at `at` (a purge that has not happened yet); does not count as an attempt.
     case reschedule(at: Date)
+    /// Can never succeed as it stands (a sink that refuses the alert for good); the task fails now.
+    case failed(reason: String)
 }
 
 /// What a post-processor may use besides the outcome.

@@ -35,6 +35,9 @@ struct PostTaskRunner: Sendable {
                 await retry(task, reason: reason, after: after, logger: logger)
             case .reschedule(let at):
                 await record { try await store.reschedule(task, workerID: workerID, at: at) }
+            case .failed(let reason):
+                logger.warning("post-task failed for good: \(reason)")
+                await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: nil) }
             }
         } catch {
             await retry(task, reason: String(describing: error), after: nil, logger: logger)

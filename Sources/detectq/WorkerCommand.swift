@@ -48,9 +48,27 @@ struct WorkerCommand: AsyncParsableCommand {
             threshold = value
         }
         let alerts = FakeAlertPolicy(threshold: threshold)
-        return [
-            PgNotifyAlertSink(policy: alerts),
-        ]
+        let reader = { (name: String) in environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        func url(_ name: String) throws -> String? {
+            guard let text = reader(name) else { return nil }
+            guard let parsed = URL(string: text), ["http", "https"].contains(parsed.scheme?.lowercased()), parsed.host != nil else {
+                throw ConfigurationError(name, expected: "an http or https URL")
+            }
+            return text
+        }
+        var processors: [any PostProcessor] = [PgNotifyAlertSink(policy: alerts)]
+        if let webhook = try url("DETECTQ_ALERT_WEBHOOK_URL") {
+            processors.append(WebhookAlertSink(url: webhook, secret: reader("DETECTQ_ALERT_WEBHOOK_SECRET"), policy: alerts))
+        }
+        if let slack = try url("DETECTQ_SLACK_WEBHOOK_URL") {
+            processors.append(SlackAlertSink(url: slack, policy: alerts))
+        }
+        if let routingKey = reader("DETECTQ_PAGERDUTY_ROUTING_KEY") {
+            processors.append(PagerDutyAlertSink(
+                routingKey: routingKey, url: try url("DETECTQ_PAGERDUTY_URL") ?? PagerDutyAlertSink.defaultURL, policy: alerts
+            ))
+        }
+        return processors
     }
 
     /// Fails with one line when the database cannot be reached or has no detectq schema.

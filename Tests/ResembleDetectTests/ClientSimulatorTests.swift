@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import DetectSimulator
+import DetectqTestSupport
 import Foundation
 import NIOCore
 import ResembleDetect
@@ -82,12 +83,12 @@ struct ClientSimulatorTests {
     }
 
     @Test func callbacksArriveWithTheSamePayloadAsTheSynchronousResponse() async throws {
-        let recorder = try await CallbackRecorder.start()
+        let recorder = try await HTTPRecorder.start()
         let harness = try await SimulatorHarness.start(.init(latency: .milliseconds(100)))
         let accepted = try await harness.client.submit(
-            .url("https://cdn.example.com/fake.wav"), options: .init(callbackURL: recorder.url, intelligence: true), wait: false
+            .url("https://cdn.example.com/fake.wav"), options: .init(callbackURL: recorder.baseURL + "/callbacks/1", intelligence: true), wait: false
         )
-        let bodies = await recorder.callbacks(count: 1, within: .seconds(10))
+        let bodies = await recorder.deliveries(count: 1, within: .seconds(10)).map(\.body)
         #expect(bodies.count == 1)
         let item = try #require(try bodies.first.map { try DetectionItem(json: String(decoding: $0, as: UTF8.self).itemJSON) })
         #expect(item.uuid == accepted.uuid && item.status == .completed && item.isFake == true)
@@ -197,18 +198,18 @@ struct ClientSimulatorTests {
     }
 
     @Test func lostAndDuplicatedCallbacks() async throws {
-        let recorder = try await CallbackRecorder.start()
+        let recorder = try await HTTPRecorder.start()
         let lossy = try await SimulatorHarness.start(.init(faults: .init(lostCallbackRate: 1)))
-        _ = try await lossy.client.submit(.url("https://cdn.example.com/a.wav"), options: .init(callbackURL: recorder.url), wait: false)
-        #expect(await recorder.callbacks(count: 1, within: .milliseconds(800)).isEmpty)
+        _ = try await lossy.client.submit(.url("https://cdn.example.com/a.wav"), options: .init(callbackURL: recorder.baseURL + "/callbacks/1"), wait: false)
+        #expect(await recorder.deliveries(count: 1, within: .milliseconds(800)).isEmpty)
         #expect(await lossy.simulator.state.snapshot().callbacksLost == 1)
         await lossy.stop()
 
         let doubled = try await SimulatorHarness.start(.init(faults: .init(duplicateCallbackRate: 1)))
         let accepted = try await doubled.client.submit(
-            .url("https://cdn.example.com/a.wav"), options: .init(callbackURL: recorder.url), wait: false
+            .url("https://cdn.example.com/a.wav"), options: .init(callbackURL: recorder.baseURL + "/callbacks/1"), wait: false
         )
-        let bodies = await recorder.callbacks(count: 2, within: .seconds(10))
+        let bodies = await recorder.deliveries(count: 2, within: .seconds(10)).map(\.body)
         #expect(bodies.count == 2)
         #expect(bodies.allSatisfy { String(decoding: $0, as: UTF8.self).contains(accepted.uuid) })
         await doubled.stop()

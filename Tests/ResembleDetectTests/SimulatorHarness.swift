@@ -3,7 +3,6 @@ import Foundation
 import Hummingbird
 import NIOCore
 import ResembleDetect
-import Synchronization
 
 /// A simulator and a client pointed at it, with media files made on the spot.
 struct SimulatorHarness {
@@ -45,67 +44,6 @@ struct SimulatorHarness {
         try? await client.shutdown()
         await simulator.stop()
         try? FileManager.default.removeItem(at: media)
-    }
-}
-
-/// A local HTTP endpoint that records the callbacks the simulator posts to it.
-final class CallbackRecorder: Sendable {
-    private let store: CallbackStore
-    private let server: Task<Void, any Error>
-    let url: String
-
-    private init(store: CallbackStore, server: Task<Void, any Error>, url: String) {
-        self.store = store
-        self.server = server
-        self.url = url
-    }
-
-    static func start() async throws -> CallbackRecorder {
-        let store = CallbackStore()
-        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
-        let router = Router()
-        router.post("/callbacks/:id") { request, _ in
-            store.append(Array(try await request.body.collect(upTo: 1 << 20).readableBytesView))
-            return HTTPResponse.Status.noContent
-        }
-        let application = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in
-                portContinuation.yield(channel.localAddress?.port ?? 0)
-                portContinuation.finish()
-            }
-        )
-        let server = Task { try await application.run() }
-        var iterator = ports.makeAsyncIterator()
-        let port = await iterator.next() ?? 0
-        return CallbackRecorder(store: store, server: server, url: "http://127.0.0.1:\(port)/callbacks/1")
-    }
-
-    /// Waits up to `timeout` for `count` callbacks in all, and returns those received by then.
-    func callbacks(count: Int, within timeout: Duration) async -> [[UInt8]] {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let bodies = store.bodies
-            if bodies.count >= count { return bodies }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return store.bodies
-    }
-
-    func stop() async {
-        server.cancel()
-        _ = await server.result
-    }
-}
-
-/// The callback bodies received so far.
-private final class CallbackStore: Sendable {
-    private let received = Mutex<[[UInt8]]>([])
-
-    var bodies: [[UInt8]] { received.withLock { $0 } }
-
-    func append(_ body: [UInt8]) {
-        received.withLock { $0.append(body) }
     }
 }
 

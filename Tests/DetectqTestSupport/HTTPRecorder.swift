@@ -1,0 +1,91 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// A local HTTP endpoint that records every POST it receives (path, headers, body), standing in for a
+/// callback receiver or an alert sink. It can refuse deliveries on purpose: every other one with 503.
+public final class HTTPRecorder: Sendable {
+    /// One request received.
+    public struct Delivery: Sendable {
+        public let path: String
+        public let headers: [String: String]
+        public let body: [UInt8]
+        /// Whether the recorder refused it (with 503).
+        public let refused: Bool
+
+        public var text: String { String(decoding: body, as: UTF8.self) }
+
+        /// A header's value, whatever the case of its name.
+        public func header(_ name: String) -> String? { headers[name.lowercased()] }
+    }
+
+    private let store: DeliveryStore
+    private let server: Task<Void, any Error>
+    /// The recorder's base URL, `http://127.0.0.1:<port>`.
+    public let baseURL: String
+
+    private init(store: DeliveryStore, server: Task<Void, any Error>, baseURL: String) {
+        self.store = store
+        self.server = server
+        self.baseURL = baseURL
+    }
+
+    /// Starts a recorder; with `refuseEveryOther`, the 1st, 3rd, 5th… deliveries get 503.
+    public static func start(refuseEveryOther: Bool = false) async throws -> HTTPRecorder {
+        let store = DeliveryStore()
+        let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
+        let router = Router()
+        router.post("**") { request, _ -> HTTPResponse.Status in
+            let body = Array(try await request.body.collect(upTo: 1 << 20).readableBytesView)
+            var headers: [String: String] = [:]
+            for field in request.headers { headers[field.name.canonicalName.lowercased()] = field.value }
+            let refuse = refuseEveryOther && store.count % 2 == 0
+            store.append(Delivery(path: request.uri.path, headers: headers, body: body, refused: refuse))
+            return refuse ? .serviceUnavailable : .noContent
+        }
+        let application = Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in
+                portContinuation.yield(channel.localAddress?.port ?? 0)
+                portContinuation.finish()
+            }
+        )
+        let server = Task { try await application.run() }
+        var iterator = ports.makeAsyncIterator()
+        let port = await iterator.next() ?? 0
+        return HTTPRecorder(store: store, server: server, baseURL: "http://127.0.0.1:\(port)")
+    }
+
+    /// Everything received so far.
+    public var deliveries: [Delivery] { store.all }
+
+    /// Waits up to `timeout` until `count` deliveries have arrived, and returns all received by then.
+    public func deliveries(count: Int, within timeout: Duration) async -> [Delivery] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let all = store.all
+            if all.count >= count { return all }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return store.all
+    }
+
+    public func stop() async {
+        server.cancel()
+        _ = await server.result
+    }
+}
+
+/// The deliveries received so far.
+private final class DeliveryStore: Sendable {
+    private let received = Mutex<[HTTPRecorder.Delivery]>([])
+
+    var all: [HTTPRecorder.Delivery] { received.withLock { $0 } }
+    var count: Int { received.withLock { $0.count } }
+
+    func append(_ delivery: HTTPRecorder.Delivery) {
+        received.withLock { $0.append(delivery) }
+    }
+}

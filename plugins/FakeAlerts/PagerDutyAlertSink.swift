@@ -1,0 +1,55 @@
+import DetectQueue
+import Foundation
+import ResembleDetect
+
+/// Delivers fake alerts to PagerDuty's Events API v2 (`DETECTQ_PAGERDUTY_ROUTING_KEY`; endpoint
+/// `DETECTQ_PAGERDUTY_URL`): a `trigger` event whose `dedup_key` is the alert's event id, so a retried
+/// delivery never opens a second incident.
+public struct PagerDutyAlertSink: PostProcessor {
+    public let name = "alert.pagerduty"
+    let routingKey: String
+    public let url: String
+    public let policy: FakeAlertPolicy
+
+    public static let defaultURL = "https://events.pagerduty.com/v2/enqueue"
+
+    public init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy) {
+        self.routingKey = routingKey
+        self.url = url
+        self.policy = policy
+    }
+
+    public func applies(to outcome: DetectionOutcome) -> Bool {
+        policy.isFake(outcome)
+    }
+
+    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+        await AlertDelivery.post(try event(FakeAlertEvent(outcome)), to: url)
+    }
+
+    func event(_ alert: FakeAlertEvent) throws -> String {
+        let score = alert.score.map { String(format: "%.2f", $0) } ?? "n/a"
+        var details: [String: JSONValue] = [
+            "request_id": .number(Double(alert.requestID)), "remote_uuid": .string(alert.remoteUUID),
+            "label": alert.label.map(JSONValue.string) ?? .null, "score": alert.score.map(JSONValue.number) ?? .null,
+            "media_type": alert.mediaType.map(JSONValue.string) ?? .null, "event_id": .string(alert.eventID),
+        ]
+        if let metadata = alert.metadata { details["metadata"] = metadata }
+        let body = JSONValue.object([
+            "routing_key": .string(routingKey),
+            "event_action": .string("trigger"),
+            "dedup_key": .string(alert.eventID),
+            "payload": .object([
+                "summary": .string("Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"),
+                "source": .string("detectq"),
+                "severity": .string("critical"),
+                "timestamp": .string(alert.detectedAt),
+                "component": .string("deepfake-detection"),
+                "custom_details": .object(details),
+            ]),
+        ])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(body), as: UTF8.self)
+    }
+}

@@ -1,0 +1,40 @@
+import Crypto
+import DetectQueue
+import Foundation
+
+/// Delivers fake alerts to a generic webhook (`DETECTQ_ALERT_WEBHOOK_URL`): the alert's JSON, the header
+/// `X-Detectq-Event-Id`, and, when `DETECTQ_ALERT_WEBHOOK_SECRET` is set,
+/// `X-Detectq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`.
+public struct WebhookAlertSink: PostProcessor {
+    public let name = "alert.webhook"
+    public let url: String
+    let secret: String?
+    public let policy: FakeAlertPolicy
+
+    public init(url: String, secret: String?, policy: FakeAlertPolicy) {
+        self.url = url
+        self.secret = secret
+        self.policy = policy
+    }
+
+    public func applies(to outcome: DetectionOutcome) -> Bool {
+        policy.isFake(outcome)
+    }
+
+    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+        let event = FakeAlertEvent(outcome)
+        let body = try event.json()
+        var headers = [("X-Detectq-Event-Id", event.eventID)]
+        if let secret {
+            headers.append(("X-Detectq-Signature", Self.signature(body: body, secret: secret, at: Date())))
+        }
+        return await AlertDelivery.post(body, to: url, headers: headers)
+    }
+
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 with the secret over "<t>.<body>">`.
+    public static func signature(body: String, secret: String, at date: Date) -> String {
+        let timestamp = Int(date.timeIntervalSince1970)
+        let mac = HMAC<SHA256>.authenticationCode(for: Data("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
+        return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+    }
+}
