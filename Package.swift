@@ -92,6 +92,18 @@ let package = Package(
             path: "plugins/FakeAlerts",
             swiftSettings: strict
         ),
+        .target(
+            name: "IntelligenceArchive",
+            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            path: "plugins/IntelligenceArchive",
+            swiftSettings: strict
+        ),
+        .target(
+            name: "ExternalPlugins",
+            dependencies: ["DetectQueue", "ResembleDetect", "CSpawn"],
+            path: "plugins/ExternalPlugins",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "detectq",
             dependencies: [
@@ -99,7 +111,7 @@ let package = Package(
                 "SchemaMigrations",
                 "DetectSimulator",
                 "DetectQueue",
-                "FakeAlerts",
+                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -139,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,6 +1,8 @@
 import ArgumentParser
 import DetectQueue
+import ExternalPlugins
 import FakeAlerts
+import IntelligenceArchive
 import Foundation
 import Logging
 import Postgres
@@ -67,6 +69,16 @@ struct WorkerCommand: AsyncParsableCommand {
             processors.append(PagerDutyAlertSink(
                 routingKey: routingKey, url: try url("DETECTQ_PAGERDUTY_URL") ?? PagerDutyAlertSink.defaultURL, policy: alerts
             ))
+        }
+        processors.append(IntelligenceArchiver(directory: reader("DETECTQ_ARCHIVE_DIR").map { URL(fileURLWithPath: $0) }))
+        if let directory = reader("DETECTQ_PLUGINS_DIR") {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ConfigurationError("DETECTQ_PLUGINS_DIR", expected: "an existing directory")
+            }
+            let limit = Double(reader("DETECTQ_PLUGIN_TIMEOUT") ?? "30") ?? -1
+            guard limit > 0 else { throw ConfigurationError("DETECTQ_PLUGIN_TIMEOUT", expected: "a number of seconds greater than 0") }
+            processors += ExecutablePlugin.discover(in: URL(fileURLWithPath: directory), timeLimit: .milliseconds(Int64(limit * 1000)))
         }
         return processors
     }
