@@ -99,6 +99,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "RetentionTracking",
+            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            path: "plugins/RetentionTracking",
+            swiftSettings: strict
+        ),
+        .target(
             name: "ExternalPlugins",
             dependencies: ["DetectQueue", "ResembleDetect", "CSpawn"],
             path: "plugins/ExternalPlugins",
@@ -111,7 +117,7 @@ let package = Package(
                 "SchemaMigrations",
                 "DetectSimulator",
                 "DetectQueue",
-                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins",
+                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -151,7 +157,7 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

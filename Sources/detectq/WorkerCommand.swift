@@ -3,6 +3,7 @@ import DetectQueue
 import ExternalPlugins
 import FakeAlerts
 import IntelligenceArchive
+import RetentionTracking
 import Foundation
 import Logging
 import Postgres
@@ -58,18 +59,25 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             return text
         }
-        var processors: [any PostProcessor] = [PgNotifyAlertSink(policy: alerts)]
-        if let webhook = try url("DETECTQ_ALERT_WEBHOOK_URL") {
-            processors.append(WebhookAlertSink(url: webhook, secret: reader("DETECTQ_ALERT_WEBHOOK_SECRET"), policy: alerts))
+        // Every alert sink, once for each kind of alert.
+        var sinks: [any PostProcessor] = []
+        for kind in AlertKind.allCases {
+            sinks.append(PgNotifyAlertSink(policy: alerts, kind: kind))
+            if let webhook = try url("DETECTQ_ALERT_WEBHOOK_URL") {
+                sinks.append(WebhookAlertSink(url: webhook, secret: reader("DETECTQ_ALERT_WEBHOOK_SECRET"), policy: alerts, kind: kind))
+            }
+            if let slack = try url("DETECTQ_SLACK_WEBHOOK_URL") {
+                sinks.append(SlackAlertSink(url: slack, policy: alerts, kind: kind))
+            }
+            if let routingKey = reader("DETECTQ_PAGERDUTY_ROUTING_KEY") {
+                sinks.append(PagerDutyAlertSink(
+                    routingKey: routingKey, url: try url("DETECTQ_PAGERDUTY_URL") ?? PagerDutyAlertSink.defaultURL, policy: alerts, kind: kind
+                ))
+            }
         }
-        if let slack = try url("DETECTQ_SLACK_WEBHOOK_URL") {
-            processors.append(SlackAlertSink(url: slack, policy: alerts))
-        }
-        if let routingKey = reader("DETECTQ_PAGERDUTY_ROUTING_KEY") {
-            processors.append(PagerDutyAlertSink(
-                routingKey: routingKey, url: try url("DETECTQ_PAGERDUTY_URL") ?? PagerDutyAlertSink.defaultURL, policy: alerts
-            ))
-        }
+        var processors = sinks
+        let overdueAlerts = sinks.map(\.name).filter { $0.hasSuffix("/" + AlertKind.retentionOverdue.rawValue) }
+        processors.append(RetentionTracker(sla: try retentionSLA(reader("DETECTQ_RETENTION_SLA")), overdueAlertProcessors: overdueAlerts))
         processors.append(IntelligenceArchiver(directory: reader("DETECTQ_ARCHIVE_DIR").map { URL(fileURLWithPath: $0) }))
         if let directory = reader("DETECTQ_PLUGINS_DIR") {
             var isDirectory: ObjCBool = false
@@ -81,6 +89,17 @@ struct WorkerCommand: AsyncParsableCommand {
             processors += ExecutablePlugin.discover(in: URL(fileURLWithPath: directory), timeLimit: .milliseconds(Int64(limit * 1000)))
         }
         return processors
+    }
+
+    /// `DETECTQ_RETENTION_SLA`: seconds, or a number with `s`, `m`, `h` or `d`; 24 hours when unset.
+    static func retentionSLA(_ text: String?) throws -> Duration {
+        guard let text else { return .seconds(86_400) }
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400]
+        let unit = text.last.flatMap { units[$0] }
+        guard let value = Double(unit == nil ? text : String(text.dropLast())), value > 0 else {
+            throw ConfigurationError("DETECTQ_RETENTION_SLA", expected: "a duration such as 3600, 90m, 24h or 7d")
+        }
+        return .milliseconds(Int64(value * (unit ?? 1) * 1000))
     }
 
     /// Fails with one line when the database cannot be reached or has no detectq schema.

@@ -11,6 +11,12 @@ public struct FakeAlertPolicy: Sendable, Hashable {
         self.threshold = threshold
     }
 
+    /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`; an
+    /// overdue purge is never decided at completion (the retention tracker raises it).
+    public func applies(_ kind: AlertKind, to outcome: DetectionOutcome) -> Bool {
+        kind == .detectionFake && isFake(outcome)
+    }
+
     public func isFake(_ outcome: DetectionOutcome) -> Bool {
         if outcome.item.isFake == true { return true }
         if let threshold, let score = outcome.item.aggregatedScore { return score >= threshold }
@@ -18,11 +24,19 @@ public struct FakeAlertPolicy: Sendable, Hashable {
     }
 }
 
-/// The alert every sink delivers about a fake (CONTRACT.md section 4): `event`, a stable `event_id`,
-/// the request, the verdict, the producer's metadata and when the detection completed.
+/// What an alert is about.
+public enum AlertKind: String, Sendable, Hashable, CaseIterable {
+    /// The detection found a fake.
+    case detectionFake = "detection.fake"
+    /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
+    case retentionOverdue = "retention.overdue"
+}
+
+/// The alert every sink delivers (CONTRACT.md section 4): `event`, a stable `event_id`, the request, the
+/// verdict, the producer's metadata and when the detection completed.
 public struct FakeAlertEvent: Sendable, Encodable {
-    public let event = "detection.fake"
-    /// Stable across retries and sinks: derived from the API's uuid for the detection.
+    public let event: String
+    /// Stable across retries and sinks: the event's kind and the API's uuid for the detection.
     public let eventID: String
     public let requestID: Int
     public let remoteUUID: String
@@ -33,8 +47,9 @@ public struct FakeAlertEvent: Sendable, Encodable {
     public let metadataTruncated: Bool?
     public let detectedAt: String
 
-    public init(_ outcome: DetectionOutcome) {
-        eventID = "detection.fake:\(outcome.remoteUUID)"
+    public init(_ outcome: DetectionOutcome, kind: AlertKind = .detectionFake) {
+        event = kind.rawValue
+        eventID = "\(kind.rawValue):\(outcome.remoteUUID)"
         requestID = outcome.requestID
         remoteUUID = outcome.remoteUUID
         mediaType = outcome.item.mediaType?.description
@@ -46,6 +61,7 @@ public struct FakeAlertEvent: Sendable, Encodable {
     }
 
     private init(copying event: FakeAlertEvent) {
+        self.event = event.event
         eventID = event.eventID
         requestID = event.requestID
         remoteUUID = event.remoteUUID
@@ -59,6 +75,11 @@ public struct FakeAlertEvent: Sendable, Encodable {
 
     /// The same event without its metadata, for channels with a size limit.
     public var withoutMetadata: FakeAlertEvent { FakeAlertEvent(copying: self) }
+
+    /// The processor name of a sink for an alert kind: the sink's own name for fakes, `<sink>/<kind>` else.
+    public static func processorName(sink: String, kind: AlertKind) -> String {
+        kind == .detectionFake ? sink : "\(sink)/\(kind.rawValue)"
+    }
 
     enum CodingKeys: String, CodingKey {
         case event

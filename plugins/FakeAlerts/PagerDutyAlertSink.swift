@@ -6,25 +6,28 @@ import ResembleDetect
 /// `DETECTQ_PAGERDUTY_URL`): a `trigger` event whose `dedup_key` is the alert's event id, so a retried
 /// delivery never opens a second incident.
 public struct PagerDutyAlertSink: PostProcessor {
-    public let name = "alert.pagerduty"
+    public let name: String
     let routingKey: String
     public let url: String
     public let policy: FakeAlertPolicy
+    public let kind: AlertKind
 
     public static let defaultURL = "https://events.pagerduty.com/v2/enqueue"
 
-    public init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy) {
+    public init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.routingKey = routingKey
         self.url = url
         self.policy = policy
+        self.kind = kind
+        name = FakeAlertEvent.processorName(sink: "alert.pagerduty", kind: kind)
     }
 
     public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.isFake(outcome)
+        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        await AlertDelivery.post(try event(FakeAlertEvent(outcome)), to: url)
+        await AlertDelivery.post(try event(FakeAlertEvent(outcome, kind: kind)), to: url)
     }
 
     func event(_ alert: FakeAlertEvent) throws -> String {
@@ -40,9 +43,11 @@ public struct PagerDutyAlertSink: PostProcessor {
             "event_action": .string("trigger"),
             "dedup_key": .string(alert.eventID),
             "payload": .object([
-                "summary": .string("Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"),
+                "summary": .string(alert.event == AlertKind.retentionOverdue.rawValue
+                    ? "Zero-retention purge overdue for request \(alert.requestID) (\(alert.remoteUUID))"
+                    : "Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"),
                 "source": .string("detectq"),
-                "severity": .string("critical"),
+                "severity": .string(alert.event == AlertKind.retentionOverdue.rawValue ? "warning" : "critical"),
                 "timestamp": .string(alert.detectedAt),
                 "component": .string("deepfake-detection"),
                 "custom_details": .object(details),

@@ -6,21 +6,24 @@ import Postgres
 /// consumers that `LISTEN detectq_alerts`. NOTIFY payloads are limited to 8000 bytes, so an alert whose
 /// metadata would pass that is sent without it (`"metadata_truncated": true`).
 public struct PgNotifyAlertSink: PostProcessor {
-    public let name = "alert.pg_notify"
+    public let name: String
     public let policy: FakeAlertPolicy
+    public let kind: AlertKind
     static let channel = "detectq_alerts"
     static let payloadLimit = 7_900
 
-    public init(policy: FakeAlertPolicy) {
+    public init(policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.policy = policy
+        self.kind = kind
+        name = FakeAlertEvent.processorName(sink: "alert.pg_notify", kind: kind)
     }
 
     public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.isFake(outcome)
+        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        let event = FakeAlertEvent(outcome)
+        let event = FakeAlertEvent(outcome, kind: kind)
         var payload = try event.json()
         if payload.utf8.count > Self.payloadLimit { payload = try event.withoutMetadata.json() }
         try await context.pool.query("SELECT pg_notify(\(Self.channel), \(payload))")

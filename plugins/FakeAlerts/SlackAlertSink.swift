@@ -5,27 +5,32 @@ import ResembleDetect
 /// Delivers fake alerts to a Slack incoming webhook (`DETECTQ_SLACK_WEBHOOK_URL`) as a readable message in
 /// Slack's block format: the verdict, score, media type, request and the producer's metadata.
 public struct SlackAlertSink: PostProcessor {
-    public let name = "alert.slack"
+    public let name: String
     public let url: String
     public let policy: FakeAlertPolicy
+    public let kind: AlertKind
 
-    public init(url: String, policy: FakeAlertPolicy) {
+    public init(url: String, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.url = url
         self.policy = policy
+        self.kind = kind
+        name = FakeAlertEvent.processorName(sink: "alert.slack", kind: kind)
     }
 
     public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.isFake(outcome)
+        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        await AlertDelivery.post(try Self.message(FakeAlertEvent(outcome)), to: url)
+        await AlertDelivery.post(try Self.message(FakeAlertEvent(outcome, kind: kind)), to: url)
     }
 
     /// The Slack message: a fallback `text` and `blocks` (a header, the verdict's fields, the metadata).
     static func message(_ event: FakeAlertEvent) throws -> String {
         let score = event.score.map { String(format: "%.2f", $0) } ?? "n/a"
-        let summary = "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
+        let summary = event.event == AlertKind.retentionOverdue.rawValue
+            ? "Zero-retention purge overdue for request \(event.requestID) (\(event.mediaType ?? "media"))"
+            : "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
         func field(_ label: String, _ value: String) -> JSONValue {
             .object(["type": .string("mrkdwn"), "text": .string("*\(label)*\n\(value)")])
         }

@@ -6,23 +6,26 @@ import Foundation
 /// `X-Detectq-Event-Id`, and, when `DETECTQ_ALERT_WEBHOOK_SECRET` is set,
 /// `X-Detectq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`.
 public struct WebhookAlertSink: PostProcessor {
-    public let name = "alert.webhook"
+    public let name: String
     public let url: String
     let secret: String?
     public let policy: FakeAlertPolicy
+    public let kind: AlertKind
 
-    public init(url: String, secret: String?, policy: FakeAlertPolicy) {
+    public init(url: String, secret: String?, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.url = url
         self.secret = secret
         self.policy = policy
+        self.kind = kind
+        name = FakeAlertEvent.processorName(sink: "alert.webhook", kind: kind)
     }
 
     public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.isFake(outcome)
+        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        let event = FakeAlertEvent(outcome)
+        let event = FakeAlertEvent(outcome, kind: kind)
         let body = try event.json()
         var headers = [("X-Detectq-Event-Id", event.eventID)]
         if let secret {
