@@ -88,6 +88,36 @@ struct WorkerProcessTests {
         await setup.simulator.stop()
     }
 
+    @Test func aWorkerKilledMidDeliveryHasItsAlertRescuedAndDeliveredWithTheSameEventID() async throws {
+        let setup = try await Setup.make(latency: .zero)
+        let sink = try await HTTPRecorder.start(stallFirst: 1, stall: .seconds(60))
+        let alerts = ["DETECTQ_ALERT_WEBHOOK_URL": sink.baseURL + "/hook"]
+        try await setup.pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/fake-alert.wav')")
+        let first = try setup.worker("doomed-alerter", extra: alerts)
+        let stalled = await sink.deliveries(count: 1, within: .seconds(30))
+        #expect(stalled.count == 1, "the first delivery reached the sink and hangs there")
+        await first.stop(signal: SIGKILL)
+
+        let second = try setup.worker("rescuer", extra: alerts)
+        let deliveries = await sink.deliveries(count: 2, within: .seconds(30))
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await setup.pool.query("""
+            SELECT count(*) AS n FROM detectq.post_tasks WHERE processor = 'alert.webhook' AND state = 'completed'
+            """)[0].decode("n", as: Int.self) == 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(await second.stop() == 0)
+        #expect(deliveries.count == 2)
+        let ids = Set(deliveries.compactMap { $0.header("X-Detectq-Event-Id") })
+        #expect(ids.count == 1, "the rescued delivery repeats the same event id: \(ids)")
+        let task = try await setup.pool.query("""
+            SELECT state::text AS state, attempt FROM detectq.post_tasks WHERE processor = 'alert.webhook'
+            """)[0]
+        #expect(try task.decode("state", as: String.self) == "completed" && task.decode("attempt", as: Int.self) == 2)
+        await sink.stop()
+        await setup.simulator.stop()
+    }
+
     @Test func sigtermDrainsTheRequestsInFlightAndExitsCleanly() async throws {
         let setup = try await Setup.make(latency: .milliseconds(1500))
         try await setup.pool.query("""

@@ -32,8 +32,9 @@ public final class HTTPRecorder: Sendable {
         self.baseURL = baseURL
     }
 
-    /// Starts a recorder; with `refuseEveryOther`, the 1st, 3rd, 5th… deliveries get 503.
-    public static func start(refuseEveryOther: Bool = false) async throws -> HTTPRecorder {
+    /// Starts a recorder; with `refuseEveryOther`, the 1st, 3rd, 5th… deliveries get 503; the first
+    /// `stallFirst` deliveries are recorded at once but answered only after `stall` (a sink that hangs).
+    public static func start(refuseEveryOther: Bool = false, stallFirst: Int = 0, stall: Duration = .seconds(30)) async throws -> HTTPRecorder {
         let store = DeliveryStore()
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let router = Router()
@@ -41,8 +42,10 @@ public final class HTTPRecorder: Sendable {
             let body = Array(try await request.body.collect(upTo: 1 << 20).readableBytesView)
             var headers: [String: String] = [:]
             for field in request.headers { headers[field.name.canonicalName.lowercased()] = field.value }
-            let refuse = refuseEveryOther && store.count % 2 == 0
+            let position = store.count
+            let refuse = refuseEveryOther && position % 2 == 0
             store.append(Delivery(path: request.uri.path, headers: headers, body: body, refused: refuse))
+            if position < stallFirst { try await Task.sleep(for: stall) }
             return refuse ? .serviceUnavailable : .noContent
         }
         let application = Application(
