@@ -24,6 +24,19 @@ public struct FakeAlertPolicy: Sendable, Hashable {
     }
 }
 
+/// A post-processor that delivers alerts of one kind to one sink; it applies on its own only to fakes
+/// (overdue-purge alerts are raised by the retention tracker).
+public protocol AlertSink: PostProcessor {
+    var policy: FakeAlertPolicy { get }
+    var kind: AlertKind { get }
+}
+
+extension AlertSink {
+    public func applies(to outcome: DetectionOutcome) -> Bool {
+        policy.applies(kind, to: outcome)
+    }
+}
+
 /// What an alert is about.
 public enum AlertKind: String, Sendable, Hashable, CaseIterable {
     /// The detection found a fake.

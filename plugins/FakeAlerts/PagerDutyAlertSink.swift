@@ -5,7 +5,7 @@ import ResembleDetect
 /// Delivers fake alerts to PagerDuty's Events API v2 (`DETECTQ_PAGERDUTY_ROUTING_KEY`; endpoint
 /// `DETECTQ_PAGERDUTY_URL`): a `trigger` event whose `dedup_key` is the alert's event id, so a retried
 /// delivery never opens a second incident.
-public struct PagerDutyAlertSink: PostProcessor {
+public struct PagerDutyAlertSink: AlertSink {
     public let name: String
     let routingKey: String
     public let url: String
@@ -20,10 +20,6 @@ public struct PagerDutyAlertSink: PostProcessor {
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.pagerduty", kind: kind)
-    }
-
-    public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {

@@ -5,7 +5,7 @@ import Postgres
 /// Delivers fake alerts inside the database: `pg_notify('detectq_alerts', <the alert's JSON>)`, for
 /// consumers that `LISTEN detectq_alerts`. NOTIFY payloads are limited to 8000 bytes, so an alert whose
 /// metadata would pass that is sent without it (`"metadata_truncated": true`).
-public struct PgNotifyAlertSink: PostProcessor {
+public struct PgNotifyAlertSink: AlertSink {
     public let name: String
     public let policy: FakeAlertPolicy
     public let kind: AlertKind
@@ -16,10 +16,6 @@ public struct PgNotifyAlertSink: PostProcessor {
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.pg_notify", kind: kind)
-    }
-
-    public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {

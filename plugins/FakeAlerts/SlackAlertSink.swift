@@ -4,7 +4,7 @@ import ResembleDetect
 
 /// Delivers fake alerts to a Slack incoming webhook (`DETECTQ_SLACK_WEBHOOK_URL`) as a readable message in
 /// Slack's block format: the verdict, score, media type, request and the producer's metadata.
-public struct SlackAlertSink: PostProcessor {
+public struct SlackAlertSink: AlertSink {
     public let name: String
     public let url: String
     public let policy: FakeAlertPolicy
@@ -15,10 +15,6 @@ public struct SlackAlertSink: PostProcessor {
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.slack", kind: kind)
-    }
-
-    public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {

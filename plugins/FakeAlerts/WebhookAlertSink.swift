@@ -5,7 +5,7 @@ import Foundation
 /// Delivers fake alerts to a generic webhook (`DETECTQ_ALERT_WEBHOOK_URL`): the alert's JSON, the header
 /// `X-Detectq-Event-Id`, and, when `DETECTQ_ALERT_WEBHOOK_SECRET` is set,
 /// `X-Detectq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`.
-public struct WebhookAlertSink: PostProcessor {
+public struct WebhookAlertSink: AlertSink {
     public let name: String
     public let url: String
     let secret: String?
@@ -18,10 +18,6 @@ public struct WebhookAlertSink: PostProcessor {
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.webhook", kind: kind)
-    }
-
-    public func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.applies(kind, to: outcome)
     }
 
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
