@@ -80,6 +80,7 @@ public struct RequestStore: Sendable {
             changes.runAt = Date()
             changes.errorMessage = nil
             changes.clearsErrorMessage = true
+            changes.resetsAttempts = true
         default:
             break
         }
@@ -192,6 +193,7 @@ public struct RequestChanges: Sendable {
     var completedAt = false
     var attemptDelta = 0
     var clearsErrorMessage = false
+    var resetsAttempts = false
     /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
     public var keepsLease = false
     public var errorMessage: String?
@@ -222,6 +224,7 @@ public struct RequestChanges: Sendable {
         if attemptDelta != 0 { set("attempt", attemptDelta, cast: " + attempt") }
         if let errorMessage { set("error_message", errorMessage) }
         if clearsErrorMessage { assignments.append("error_message = NULL") }
+        if resetsAttempts { assignments.append("attempt = 0, completed_at = NULL") }
         if let runAt { set("run_at", runAt) }
         if let remoteUUID { set("remote_uuid", remoteUUID) }
         if remoteUUID != nil { assignments.append("accepted_at = now()") }

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Postgres
+
+/// `detectq enqueue`: inserts one request from the command line (programs use SQL) and prints its id.
+struct EnqueueCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enqueue", abstract: "Insert a detection request and print its id (give exactly one of --url, --path, --token)."
+    )
+
+    @Option(help: "A public HTTPS URL the API fetches.") var url: String?
+    @Option(help: "A file relative to the worker's DETECTQ_MEDIA_ROOT.") var path: String?
+    @Option(help: "A token from POST /secure_uploads.") var token: String?
+    @Option(help: "auto, sync, callback or poll.") var waitMode: String?
+    @Option(help: "Higher is claimed first.") var priority: Int?
+    @Option(help: "Attempts before the request fails for good.") var maxAttempts: Int?
+    @Option(help: "A key a second insert may not repeat.") var idempotencyKey: String?
+    @Option(help: "Your own data, as a JSON object.") var metadata: String?
+    @Option(help: "Not claimed before this ISO 8601 time.") var runAt: String?
+    @Option(help: "Window size in seconds, 1-4.") var frameLength: Int?
+    @Option(help: "Start of the segment to analyse, in seconds.") var startRegion: Double?
+    @Option(help: "End of the segment to analyse, in seconds.") var endRegion: Double?
+    @Option(help: "Cap on the video duration processed, in seconds.") var maxVideoSecs: Double?
+    @Option(help: "Cap on the video frame rate processed.") var maxVideoFps: Double?
+    @Option(help: "image or talking_head.") var modelTypes: String?
+    @Option(help: "Such as general->facial->object.") var pipeline: String?
+    @Flag(help: "Generate visualisations.") var visualize = false
+    @Flag(help: "Run the intelligence analysis.") var intelligence = false
+    @Flag(help: "Trace the source of synthetic audio.") var audioSourceTracing = false
+    @Flag(help: "Use reverse image search.") var useReverseSearch = false
+    @Flag(help: "Use the out-of-distribution detector.") var useOodDetector = false
+    @Flag(help: "Delete the media after detection; redact URLs and file names.") var zeroRetentionMode = false
+
+    func validate() throws {
+        guard [url, path, token].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --url, --path and --token")
+        }
+        if let runAt, (try? Date(runAt, strategy: .iso8601)) == nil {
+            throw ValidationError("--run-at must be an ISO 8601 time such as 2026-11-22T18:00:00Z")
+        }
+    }
+
+    func run() async throws {
+        var columns: [(String, any PostgresEncodable)] = []
+        func add(_ column: String, _ value: (any PostgresEncodable)?) {
+            if let value { columns.append((column, value)) }
+        }
+        add("media_url", url)
+        add("media_path", path)
+        add("media_token", token)
+        add("wait_mode", waitMode)
+        add("priority", priority)
+        add("max_attempts", maxAttempts)
+        add("idempotency_key", idempotencyKey)
+        add("metadata", metadata.map { PostgresJSON(text: $0) })
+        add("run_at", runAt.flatMap { try? Date($0, strategy: .iso8601) })
+        add("frame_length", frameLength)
+        add("start_region", startRegion)
+        add("end_region", endRegion)
+        add("max_video_secs", maxVideoSecs)
+        add("max_video_fps", maxVideoFps)
+        add("model_types", modelTypes)
+        add("pipeline", pipeline)
+        for (column, flag) in [("visualize", visualize), ("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing),
+                               ("use_reverse_search", useReverseSearch), ("use_ood_detector", useOodDetector),
+                               ("zero_retention_mode", zeroRetentionMode)] where flag {
+            add(column, true)
+        }
+        let sql = "INSERT INTO detectq.requests (\(columns.map(\.0).joined(separator: ", "))) VALUES ("
+            + (1...columns.count).map { "$\($0)" }.joined(separator: ", ") + ") RETURNING id"
+        let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq enqueue"), maximumConnections: 1)
+        do {
+            let id = try await pool.query(PostgresQuery(sql: sql, parameters: columns.map(\.1)))[0].decode("id", as: Int.self)
+            await pool.close()
+            print(id)
+        } catch let error as PostgresError {
+            await pool.close()
+            let reason = error.constraint.map { "rejected by \($0): \(error.message)" } ?? "\(error)"
+            FileHandle.standardError.write(Data("detectq enqueue: \(reason)\n".utf8))
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import Postgres
+
+/// `detectq status`: counts by state, the oldest claimable request's age, claims per worker, failures
+/// grouped by reason, and the post-task backlog per processor.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the queue: states, age, workers, failures, post-tasks.")
+
+    @Flag(help: "Print one JSON object, for scripts.") var json = false
+
+    /// The status as one JSON-encodable value.
+    struct Report: Encodable {
+        var states: [String: Int] = [:]
+        var oldestClaimableSeconds: Double?
+        var inFlightByWorker: [String: Int] = [:]
+        var failuresByReason: [Failure] = []
+        var postTaskBacklog: [String: [String: Int]] = [:]
+
+        struct Failure: Encodable {
+            var reason: String
+            var count: Int
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case states
+            case oldestClaimableSeconds = "oldest_claimable_seconds"
+            case inFlightByWorker = "in_flight_by_worker"
+            case failuresByReason = "failures_by_reason"
+            case postTaskBacklog = "post_task_backlog"
+        }
+    }
+
+    func run() async throws {
+        let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq status"), maximumConnections: 1)
+        let report: Report
+        do {
+            report = try await Self.report(pool)
+            await pool.close()
+        } catch {
+            await pool.close()
+            FileHandle.standardError.write(Data("detectq status: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print(Self.text(report))
+        }
+    }
+
+    static func report(_ pool: PostgresConnectionPool) async throws -> Report {
+        var report = Report()
+        for row in try await pool.query("SELECT state::text AS state, count(*) AS n FROM detectq.requests GROUP BY state") {
+            report.states[try row.decode("state")] = try row.decode("n")
+        }
+        for state in ["queued", "submitting", "awaiting_result", "retrying", "completed", "failed", "cancelled"] where report.states[state] == nil {
+            report.states[state] = 0
+        }
+        report.oldestClaimableSeconds = try await pool.query("""
+            SELECT EXTRACT(EPOCH FROM now() - min(run_at))::float8 AS age FROM detectq.requests
+            WHERE state IN ('queued', 'retrying') AND run_at <= now()
+            """)[0].decode("age", as: Double?.self)
+        for row in try await pool.query("""
+            SELECT locked_by, count(*) AS n FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
+            """) {
+            report.inFlightByWorker[try row.decode("locked_by")] = try row.decode("n")
+        }
+        report.failuresByReason = try await pool.query("""
+            SELECT coalesce(error_message, '(no reason)') AS reason, count(*) AS n FROM detectq.requests
+            WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20
+            """).map { Report.Failure(reason: try $0.decode("reason"), count: try $0.decode("n")) }
+        for row in try await pool.query("""
+            SELECT processor, state::text AS state, count(*) AS n FROM detectq.post_tasks WHERE state <> 'completed' GROUP BY 1, 2
+            """) {
+            report.postTaskBacklog[try row.decode("processor"), default: [:]][try row.decode("state")] = try row.decode("n")
+        }
+        return report
+    }
+
+    static func text(_ report: Report) -> String {
+        var lines = ["requests:"]
+        for state in ["queued", "submitting", "awaiting_result", "retrying", "completed", "failed", "cancelled"] {
+            lines.append("  \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) \(report.states[state] ?? 0)")
+        }
+        lines.append("oldest claimable: " + (report.oldestClaimableSeconds.map { String(format: "%.1f s", $0) } ?? "none"))
+        lines.append("in flight by worker:" + (report.inFlightByWorker.isEmpty ? " none" : ""))
+        for (worker, count) in report.inFlightByWorker.sorted(by: { $0.key < $1.key }) { lines.append("  \(worker): \(count)") }
+        lines.append("failures by reason:" + (report.failuresByReason.isEmpty ? " none" : ""))
+        for failure in report.failuresByReason { lines.append("  \(failure.count) × \(failure.reason)") }
+        lines.append("post-task backlog:" + (report.postTaskBacklog.isEmpty ? " none" : ""))
+        for (processor, states) in report.postTaskBacklog.sorted(by: { $0.key < $1.key }) {
+            lines.append("  \(processor): " + states.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
