@@ -94,12 +94,10 @@ struct WorkerCommand: AsyncParsableCommand {
     /// `DETECTQ_RETENTION_SLA`: seconds, or a number with `s`, `m`, `h` or `d`; 24 hours when unset.
     static func retentionSLA(_ text: String?) throws -> Duration {
         guard let text else { return .seconds(86_400) }
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400]
-        let unit = text.last.flatMap { units[$0] }
-        guard let value = Double(unit == nil ? text : String(text.dropLast())), value > 0 else {
+        guard let duration = DurationText.parse(text) else {
             throw ConfigurationError("DETECTQ_RETENTION_SLA", expected: "a duration such as 3600, 90m, 24h or 7d")
         }
-        return .milliseconds(Int64(value * (unit ?? 1) * 1000))
+        return duration
     }
 
     /// Fails with one line when the database cannot be reached or has no detectq schema.

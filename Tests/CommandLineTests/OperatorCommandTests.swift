@@ -83,3 +83,44 @@ struct OperatorCommandTests {
         await pool.close()
     }
 }
+
+@Suite("show and prune as processes", .enabled(if: TestDatabase.isEnabled))
+struct ShowAndPruneTests {
+    @Test func showPrintsTheRequestAndItsHistory() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let environment = ["DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!)]
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        let id = try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/s.wav') RETURNING id")[0]
+            .decode("id", as: Int.self)
+        try await pool.query("UPDATE detectq.requests SET state = 'cancelled' WHERE id = \(id)")
+        let shown = try await DetectqExecutable.run(["show", "\(id)"], environment: environment)
+        #expect(shown.status == 0)
+        #expect(shown.standardOutput.hasPrefix("request \(id): cancelled (attempt 0 of 8)"))
+        #expect(shown.standardOutput.contains("https://cdn.example.com/s.wav"))
+        #expect(shown.standardOutput.contains("- -> queued") && shown.standardOutput.contains("queued -> cancelled"))
+        let missing = try await DetectqExecutable.run(["show", "424242"], environment: environment)
+        #expect(missing.status != 0 && missing.standardError == "detectq show: there is no request 424242\n")
+        await pool.close()
+    }
+
+    @Test func pruneDeletesOldFinishedRequestsOnly() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let environment = ["DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!)]
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        try await pool.query("INSERT INTO detectq.requests (media_url) SELECT 'https://a/' || n || '.wav' FROM generate_series(1, 7) n")
+        try await pool.query("UPDATE detectq.requests SET state = 'cancelled' WHERE id IN (SELECT id FROM detectq.requests ORDER BY id LIMIT 5)")
+        try await pool.query("ALTER TABLE detectq.requests DISABLE TRIGGER requests_check_update")
+        try await pool.query("UPDATE detectq.requests SET updated_at = now() - interval '40 days' WHERE id IN (SELECT id FROM detectq.requests ORDER BY id LIMIT 6)")
+        try await pool.query("ALTER TABLE detectq.requests ENABLE TRIGGER requests_check_update")
+        let pruned = try await DetectqExecutable.run(["prune", "--older-than", "30d", "--batch-size", "2"], environment: environment)
+        #expect(pruned.status == 0, "\(pruned.standardError)")
+        #expect(pruned.standardOutput == "pruned 5 finished requests older than 30d\n")
+        let left = try await pool.query("SELECT state::text AS state FROM detectq.requests ORDER BY id").map { try $0.decode("state", as: String.self) }
+        #expect(left == ["queued", "queued"], "an old unfinished request and a new one stay")
+        #expect(try await pool.query("SELECT count(*) AS n FROM detectq.request_events WHERE request_id NOT IN (SELECT id FROM detectq.requests)")[0]
+            .decode("n", as: Int.self) == 0, "their events went with them")
+        let bad = try await DetectqExecutable.run(["prune", "--older-than", "soon"], environment: environment)
+        #expect(bad.status != 0 && bad.standardError.contains("--older-than must be a duration"))
+        await pool.close()
+    }
+}

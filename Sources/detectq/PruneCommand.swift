@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import Postgres
+
+/// `detectq prune --older-than 30d`: deletes finished requests (completed, failed, cancelled) last
+/// updated before then, with their events and post-tasks, in small batches so no lock is held for long.
+/// Unfinished requests are never touched.
+struct PruneCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Delete finished requests older than a retention period.")
+
+    @Option(help: "How old a finished request must be: seconds, or 90m, 24h, 30d.") var olderThan: String
+    @Option(help: "Requests deleted per transaction.") var batchSize: Int = 1_000
+
+    func validate() throws {
+        guard DurationText.parse(olderThan) != nil else { throw ValidationError("--older-than must be a duration such as 3600, 90m, 24h or 30d") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
+    }
+
+    func run() async throws {
+        let age = DurationText.parse(olderThan)!
+        let seconds = Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18
+        let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq prune"), maximumConnections: 1)
+        var deleted = 0
+        while true {
+            let batch = try await pool.query("""
+                DELETE FROM detectq.requests WHERE id IN (
+                    SELECT id FROM detectq.requests
+                    WHERE state IN ('completed', 'failed', 'cancelled') AND updated_at < now() - make_interval(secs => \(seconds))
+                    LIMIT \(batchSize)
+                    FOR UPDATE SKIP LOCKED
+                )
+                """).affectedRows
+            deleted += batch
+            if batch < batchSize { break }
+        }
+        await pool.close()
+        print("pruned \(deleted) finished requests older than \(olderThan)")
+    }
+}
