@@ -44,7 +44,10 @@ struct WorkerHarness {
     /// Runs a worker until `stop` is called on the returned handle; by default with one post-processor,
     /// `test.alert`, that applies to fakes and does nothing.
     func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
-        let worker = Worker(configuration: configuration, postProcessors: postProcessors)
+        let worker = Worker(
+            configuration: configuration, postProcessors: postProcessors,
+            logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
         let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
         return RunningWorker(worker: worker, group: group, task: Task { try await group.run() })
     }
