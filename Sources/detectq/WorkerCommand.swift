@@ -19,7 +19,9 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration: WorkerConfiguration
+        let jsonLogs: Bool
         do {
+            jsonLogs = try Self.jsonLogs(ProcessInfo.processInfo.environment["DETECTQ_LOG_FORMAT"])
             configuration = try WorkerConfiguration.fromEnvironment()
             _ = try Self.postProcessors()
             try await Self.checkDatabase(configuration.database)
@@ -28,6 +30,7 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         LoggingSystem.bootstrap { label in
+            if jsonLogs { return JSONLogHandler(label: label) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info
             return handler
@@ -89,6 +92,15 @@ struct WorkerCommand: AsyncParsableCommand {
             processors += ExecutablePlugin.discover(in: URL(fileURLWithPath: directory), timeLimit: .milliseconds(Int64(limit * 1000)))
         }
         return processors
+    }
+
+    /// `DETECTQ_LOG_FORMAT`: `text` (the default, for people) or `json` (one object per line).
+    static func jsonLogs(_ format: String?) throws -> Bool {
+        switch format?.lowercased() {
+        case nil, "", "text": return false
+        case "json": return true
+        default: throw ConfigurationError("DETECTQ_LOG_FORMAT", expected: "text or json")
+        }
     }
 
     /// `DETECTQ_RETENTION_SLA`: seconds, or a number with `s`, `m`, `h` or `d`; 24 hours when unset.

@@ -1,4 +1,5 @@
 import DetectSimulator
+import ResembleDetect
 import DetectqTestSupport
 import EmbeddedPostgres
 import Foundation
@@ -149,6 +150,7 @@ struct WorkerConfigurationProcessTests {
     @Test(arguments: [
         (["RESEMBLE_API_TOKEN": "tok-secret-8", "DETECTQ_CONCURRENCY": "many"], "DETECTQ_CONCURRENCY"),
         (["RESEMBLE_API_TOKEN": ""], "RESEMBLE_API_TOKEN"),
+        (["RESEMBLE_API_TOKEN": "tok-secret-7", "DETECTQ_LOG_FORMAT": "xml"], "DETECTQ_LOG_FORMAT"),
         (["RESEMBLE_API_TOKEN": "tok-secret-9", "DATABASE_URL": "postgresql://u:pw-secret@127.0.0.1:1/x?connect_timeout=2"], "DATABASE_URL"),
     ])
     func oneLineNamingTheVariable(environment: [String: String], variable: String) async throws {
@@ -158,5 +160,62 @@ struct WorkerConfigurationProcessTests {
         #expect(lines.count == 1, "\(outcome.standardError)")
         #expect(lines.first?.hasPrefix("detectq worker: \(variable) must be") == true, "\(outcome.standardError)")
         #expect(!outcome.standardError.contains("secret"))
+    }
+}
+
+@Suite("JSON logs carry no secret", .enabled(if: TestDatabase.isEnabled))
+struct JSONLogTests {
+    @Test func aWorkerUnderFaultsLogsJSONWithoutTokensOrCallbackSecrets() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let uri = try TestDatabase.connectionURI(database: configuration.database!)
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        let apiToken = "api-token-must-not-leak-7f3a"
+        let simulator = try await DetectSimulator.start(configuration: .init(
+            requiredToken: apiToken, latency: .milliseconds(200),
+            faults: .init(serverErrorRate: 0.3, dropRate: 0.1, lostCallbackRate: 0.3), seed: 7
+        ))
+        let uploader = DetectClient(configuration: .init(baseURL: simulator.baseURL, token: apiToken))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-log-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try Data("FAKE voice".utf8).write(to: directory.appendingPathComponent("clip.wav"))
+        var mediaToken = ""
+        while mediaToken.isEmpty {
+            mediaToken = (try? await uploader.secureUpload(try MediaFile(path: directory.appendingPathComponent("clip.wav").path)).token) ?? ""
+        }
+        try await uploader.shutdown()
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode, max_attempts)
+            SELECT 'https://cdn.example.com/' || n || '.wav', (ARRAY['sync', 'callback', 'poll'])[1 + n % 3], 30
+            FROM generate_series(1, 12) n
+            """)
+        try await pool.query("INSERT INTO detectq.requests (media_token, max_attempts) VALUES (\(mediaToken), 30)")
+        let port = try LoopbackPort.free()
+        let worker = try DetectqProcess.start(["worker"], environment: [
+            "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "RESEMBLE_API_TOKEN": apiToken,
+            "DETECTQ_LOG_FORMAT": "json", "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)",
+            "DETECTQ_CALLBACK_TIMEOUT": "1", "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.1",
+        ])
+        let deadline = ContinuousClock.now + .seconds(90)
+        while try await pool.query("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) < 13,
+              ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let output = worker.output
+        #expect(await worker.stop() == 0)
+        let lines = output.split(separator: "\n")
+        #expect(lines.count > 5)
+        for line in lines {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["level"] != nil && object?["message"] != nil, "not a JSON log line: \(line)")
+        }
+        #expect(lines.contains { $0.contains("\"request_id\"") }, "lines about a request carry its id")
+        #expect(!output.contains(apiToken), "the API token never appears")
+        #expect(!output.contains(mediaToken), "the media token never appears")
+        #expect(!output.contains("/callbacks/"), "no callback URL (and so no callback secret) appears")
+        let stats = await simulator.state.snapshot()
+        #expect(stats.injectedServerErrors + stats.injectedDrops > 0, "faults were injected while logging")
+        try? FileManager.default.removeItem(at: directory)
+        await simulator.stop()
+        await pool.close()
     }
 }

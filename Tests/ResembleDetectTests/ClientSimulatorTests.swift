@@ -297,7 +297,8 @@ struct LargeUploadTests {
         #expect(!token.token.isEmpty)
         #expect(await harness.simulator.state.snapshot().largestUpload == 1 << 30)
         print("1 GiB multipart upload: peak RSS growth \(growth >> 20) MiB in \(elapsed) (client and simulator in one process)")
-        #expect(growth < 64 << 20, "peak memory grew by \(growth >> 20) MiB")
+        // scripts/test.sh runs this suite alone: VmHWM is the whole process's, so other suites would blur it.
+        #expect(growth < 32 << 20, "peak memory grew by \(growth >> 20) MiB")
         await harness.stop()
     }
 }
