@@ -117,7 +117,7 @@ let package = Package(
                 "SchemaMigrations",
                 "DetectSimulator",
                 "DetectQueue",
-                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking",
+                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,4 +1,5 @@
 import Foundation
+import ResembleDetect
 
 /// How long to wait before the next attempt: exponential backoff with jitter, capped, and never sooner than
 /// the server's `Retry-After`.
@@ -41,12 +42,5 @@ public struct RetryPolicy: Sendable, Hashable {
     public func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil) -> Duration {
         var random = SystemRandomNumberGenerator()
         return delay(afterAttempt: attempt, retryAfter: retryAfter, using: &random)
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a `Double`.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

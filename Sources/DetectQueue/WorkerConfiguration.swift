@@ -45,6 +45,7 @@ public struct WorkerConfiguration: Sendable {
             }
         }
         let concurrency = try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000)
+        let pollInterval = try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0)
         return WorkerConfiguration(
             database: database,
             // Every request in flight may hold a connection (Prefer: wait), and polls need a few more.
@@ -57,8 +58,8 @@ public struct WorkerConfiguration: Sendable {
             apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, above: 0),
             lease: .seconds(try reader.number("DETECTQ_LEASE_SECONDS", default: 30, above: 0)),
             callbackTimeout: .seconds(try reader.number("DETECTQ_CALLBACK_TIMEOUT", default: 120, above: 0)),
-            pollInterval: .seconds(try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0)),
-            maximumPollInterval: .seconds(max(10, try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0))),
+            pollInterval: .seconds(pollInterval),
+            maximumPollInterval: .seconds(max(10, pollInterval)),
             shutdownGracePeriod: .seconds(try reader.number("DETECTQ_SHUTDOWN_GRACE_SECONDS", default: 25, above: 0)),
             retryPolicy: RetryPolicy(base: .seconds(try reader.number("DETECTQ_RETRY_BASE_SECONDS", default: 2, above: 0)))
         )

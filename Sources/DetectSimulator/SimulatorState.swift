@@ -236,9 +236,3 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         return Double(next() >> 11) / Double(1 << 53) < probability
     }
 }
-
-extension Duration {
-    var seconds: TimeInterval {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

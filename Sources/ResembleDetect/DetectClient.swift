@@ -48,9 +48,9 @@ public final class DetectClient: Sendable {
         self.configuration = configuration
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
-            connect: .nanoseconds(Int64(configuration.connectTimeout.nanoseconds)),
-            read: .nanoseconds(Int64(configuration.responseTimeout.nanoseconds)),
-            write: .nanoseconds(Int64(configuration.uploadIdleTimeout.nanoseconds))
+            connect: .nanoseconds(Int64(configuration.connectTimeout.seconds * 1e9)),
+            read: .nanoseconds(Int64(configuration.responseTimeout.seconds * 1e9)),
+            write: .nanoseconds(Int64(configuration.uploadIdleTimeout.seconds * 1e9))
         )
         httpConfiguration.decompression = .enabled(limit: .ratio(50))
         httpConfiguration.connectionPool = .init(
@@ -255,7 +255,8 @@ public struct DetectionList: AsyncSequence, Sendable {
 }
 
 extension Duration {
-    var nanoseconds: Double {
-        Double(components.seconds) * 1e9 + Double(components.attoseconds) / 1e9
+    /// The duration in seconds, as a `Double` (for `Date` arithmetic and SQL intervals).
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

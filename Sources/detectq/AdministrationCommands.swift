@@ -6,15 +6,32 @@ import Postgres
 /// The database connection a command run by a person uses: `DATABASE_URL`, with the person's name in the
 /// event history.
 enum CommandDatabase {
-    static func store(_ command: String) -> RequestStore {
+    private static func store(_ command: String) -> RequestStore {
         let user = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
         var configuration = PostgresConfiguration.fromEnvironment(applicationName: "detectq \(command)")
         configuration.sessionSettings = ["detectq.worker_id": "detectq \(command) (\(user)@\(ProcessInfo.processInfo.hostName))"]
         return RequestStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1))
     }
 
-    /// Prints one line per request and fails the command when any was refused.
-    static func report(_ verb: String, _ outcomes: [(Int, RequestAdministration.Outcome)]) throws {
+    /// Runs `action` on the requests as `detectq <verb>`, prints one line per request, and fails the command
+    /// when any was refused.
+    static func administer(
+        _ verb: String, _ ids: [Int],
+        _ action: (RequestAdministration, [Int]) async throws -> [(Int, RequestAdministration.Outcome)]
+    ) async throws {
+        let store = store(verb)
+        let outcomes: [(Int, RequestAdministration.Outcome)]
+        do {
+            outcomes = try await action(RequestAdministration(store: store), ids)
+            await store.pool.close()
+        } catch {
+            await store.pool.close()
+            throw error
+        }
+        try report(verb, outcomes)
+    }
+
+    private static func report(_ verb: String, _ outcomes: [(Int, RequestAdministration.Outcome)]) throws {
         var refused = false
         for (id, outcome) in outcomes {
             switch outcome {
@@ -37,10 +54,7 @@ struct RetryCommand: AsyncParsableCommand {
     var ids: [Int]
 
     func run() async throws {
-        let store = CommandDatabase.store("retry")
-        let outcomes = try await RequestAdministration(store: store).retry(ids)
-        await store.pool.close()
-        try CommandDatabase.report("retry", outcomes)
+        try await CommandDatabase.administer("retry", ids) { try await $0.retry($1) }
     }
 }
 
@@ -52,9 +66,6 @@ struct CancelCommand: AsyncParsableCommand {
     var ids: [Int]
 
     func run() async throws {
-        let store = CommandDatabase.store("cancel")
-        let outcomes = try await RequestAdministration(store: store).cancel(ids)
-        await store.pool.close()
-        try CommandDatabase.report("cancel", outcomes)
+        try await CommandDatabase.administer("cancel", ids) { try await $0.cancel($1) }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Postgres
+import ResembleDetect
 
 /// `detectq prune --older-than 30d`: deletes finished requests (completed, failed, cancelled) last
 /// updated before then, with their events and post-tasks, in small batches so no lock is held for long.
@@ -17,8 +18,7 @@ struct PruneCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let age = DurationText.parse(olderThan)!
-        let seconds = Double(age.components.seconds) + Double(age.components.attoseconds) / 1e18
+        let seconds = DurationText.parse(olderThan)!.seconds
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq prune"), maximumConnections: 1)
         var deleted = 0
         while true {

@@ -49,9 +49,3 @@ public struct RetentionTracker: PostProcessor {
         return .reschedule(at: next)
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
