@@ -42,12 +42,17 @@ public struct APIBudget: Sendable {
             let paused = try await pool.query("""
                 SELECT paused_until > clock_timestamp() AS paused FROM detectq.api_budget
                 """)[0].decode("paused", as: Bool.self)
-            if !paused { return (slot, ContinuousClock.now - started) }
+            if !paused {
+                let waited = ContinuousClock.now - started
+                QueueMetrics.rateLimitWait(waited)
+                return (slot, waited)
+            }
         }
     }
 
     /// Stops every worker's API requests until `duration` from now (a 429's `Retry-After`).
     public func pause(for duration: Duration) async throws {
+        QueueMetrics.rateLimitPause()
         try await pool.query("""
             UPDATE detectq.api_budget
             SET paused_until = GREATEST(paused_until, clock_timestamp() + make_interval(secs => \(duration.seconds)))

@@ -5,8 +5,8 @@ import Hummingbird
 import Logging
 import ResembleDetect
 
-/// The worker's HTTP endpoints: the API's callbacks (`POST /callbacks/{id}/{secret}`), `/healthz` and
-/// `/readyz`. Nothing else answers.
+/// The worker's HTTP endpoints: the API's callbacks (`POST /callbacks/{id}/{secret}`), `/healthz`, `/readyz`
+/// and `/metrics`. Nothing else answers.
 ///
 /// A callback is a hint, not a verdict: it must name a request that is awaiting a result and carry that
 /// request's secret (compared in constant time), and then the result is confirmed with
@@ -14,6 +14,8 @@ import ResembleDetect
 struct CallbackReceiver: Sendable {
     let processor: RequestProcessor
     let poller: ResultPoller
+    /// Renders the metrics for `/metrics`; nil answers 404 there.
+    let metricsExposition: (@Sendable () -> String)?
     /// Callback bodies larger than this are refused.
     static let maximumBody = 1 << 20
 
@@ -23,6 +25,18 @@ struct CallbackReceiver: Sendable {
         }
         router.get("/healthz") { _, _ -> Response in
             text("ok\n", status: .ok)
+        }
+        router.get("/metrics") { _, _ -> Response in
+            guard let metricsExposition else { return text("metrics are not enabled in this process\n", status: .notFound) }
+            do {
+                try await QueueMetrics.sampleDepth(processor.store.pool)
+            } catch {
+                processor.logger.warning("could not sample the queue depth for /metrics: \(error)")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: .init(string: metricsExposition()))
+            )
         }
         router.get("/readyz") { _, _ -> Response in
             if let reason = processor.pause.currentReason { return text("paused: \(reason)\n", status: .serviceUnavailable) }
@@ -37,19 +51,26 @@ struct CallbackReceiver: Sendable {
 
     private func receive(_ request: Request, id: String?, secret: String?) async -> Response {
         guard let id = id.flatMap(Int.init), let secret, !secret.isEmpty else {
+            QueueMetrics.callback("unknown")
             return text("not found\n", status: .notFound)
         }
         do {
             _ = try await request.body.collect(upTo: Self.maximumBody)
         } catch {
+            QueueMetrics.callback("too_large")
             return text("callback body too large\n", status: .contentTooLarge)
         }
         guard let (waiting, storedHash) = try? await processor.store.awaitingCallback(id: id), let storedHash,
               Self.constantTimeEqual(RequestProcessor.hash(secret), storedHash)
-        else { return text("not found\n", status: .notFound) }
+        else {
+            QueueMetrics.callback("unknown")
+            return text("not found\n", status: .notFound)
+        }
         guard waiting.state == .awaitingResult else {
+            QueueMetrics.callback("duplicate")
             return text("already recorded\n", status: waiting.state == .completed ? .ok : .conflict)
         }
+        QueueMetrics.callback("accepted")
         await poller.poll(waiting)
         return text("received\n", status: .accepted)
     }

@@ -40,21 +40,22 @@ struct LeaseTable: Sendable {
         states.map { "'\($0)'" }.joined(separator: ", ")
     }
 
-    /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold.
+    /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold. Each row also
+    /// carries `claimed_from`, the state it was claimed from.
     func claim(on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, resetting: String = "") async throws -> PostgresRows {
         try await pool.query(PostgresQuery(sql: """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
                 attempt = r.attempt + 1\(resetting)
             FROM (
-                SELECT id FROM \(table)
+                SELECT id, state::text AS claimed_from FROM \(table)
                 WHERE state IN (\(list(claimableStates))) AND run_at <= now()
                 ORDER BY \(order)
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
             ) AS claimable
             WHERE r.id = claimable.id
-            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored))
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from
             """, parameters: [workerID, lease.seconds, limit]))
     }
 

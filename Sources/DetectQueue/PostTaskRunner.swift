@@ -27,8 +27,11 @@ struct PostTaskRunner: Sendable {
                 await record { try await store.fail(task, workerID: workerID, reason: "the request has no stored result", retryAt: nil) }
                 return
             }
+            logger[metadataKey: "remote_uuid"] = "\(outcome.remoteUUID)"
             let context = PostProcessingContext(attempt: task.attempt, pool: store.pool, client: client, budget: budget, logger: logger)
-            switch try await processor.process(outcome, context: context) {
+            let result = try await processor.process(outcome, context: context)
+            QueueMetrics.postTask(processor: task.processor, outcome: result.metricName)
+            switch result {
             case .done:
                 await record { try await store.complete(task, workerID: workerID) }
             case .retry(let after, let reason):
@@ -40,6 +43,7 @@ struct PostTaskRunner: Sendable {
                 await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: nil) }
             }
         } catch {
+            QueueMetrics.postTask(processor: task.processor, outcome: "error")
             await retry(task, reason: String(describing: error), after: nil, logger: logger)
         }
     }
@@ -72,5 +76,17 @@ struct PostTaskRunner: Sendable {
             metadata: try row.decode("metadata"), zeroRetentionMode: try row.decode("zero_retention_mode"),
             intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at")
         )
+    }
+}
+
+extension PostProcessingResult {
+    /// The outcome label of the post-task metrics.
+    var metricName: String {
+        switch self {
+        case .done: "done"
+        case .retry: "retry"
+        case .reschedule: "reschedule"
+        case .failed: "failed"
+        }
     }
 }

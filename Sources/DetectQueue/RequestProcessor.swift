@@ -35,6 +35,7 @@ struct RequestProcessor: Sendable {
     func process(_ request: DetectionRequest, isShuttingDown: @Sendable () -> Bool) async -> Ending {
         var logger = logger
         logger[metadataKey: "request_id"] = "\(request.id)"
+        if let remoteUUID = request.remoteUUID { logger[metadataKey: "remote_uuid"] = "\(remoteUUID)" }
         do {
             return try await attempt(request, logger: logger, isShuttingDown: isShuttingDown)
         } catch let error as MediaPathError {
@@ -42,7 +43,7 @@ struct RequestProcessor: Sendable {
         } catch let error as DetectAPIError {
             return await handle(error, request, logger: logger)
         } catch {
-            await record(.failedRetryably(reason: "the worker could not finish the attempt: \(error)", retryAt: retryAt(request, nil)), request, logger: logger)
+            await record(.failedRetryably(reason: "the worker could not finish the attempt: \(error)", retryAt: retryAt(request, nil)), request, cause: "worker_error", logger: logger)
         }
         return .recorded
     }
@@ -140,20 +141,27 @@ struct RequestProcessor: Sendable {
             pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker")
             logger.critical("authentication failed: the worker stops claiming; no request is failed", metadata: ["error": "\(error)"])
             return await release(request, logger: logger)
-        case .retryable(_, _, let retryAfter):
+        case .retryable(_, let status, let retryAfter):
             if let retryAfter { try? await budget.pause(for: retryAfter) }
-            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, logger: logger)
+            let cause = switch status {
+            case nil: "network"
+            case 429: "rate_limited"
+            default: "server_error"
+            }
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
         case .malformedResponse:
-            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, logger: logger)
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, cause: "malformed_response", logger: logger)
         case .permanent, .invalidMedia:
             await record(.failedPermanently(reason: "\(error)"), request, logger: logger)
         }
         return .recorded
     }
 
-    private func record(_ event: RequestEvent, _ request: DetectionRequest, logger: Logger) async {
+    /// Records how an attempt ended; `cause` names why a retryable failure is retried, for the metrics.
+    private func record(_ event: RequestEvent, _ request: DetectionRequest, cause: String? = nil, logger: Logger) async {
         do {
-            try await store.apply(event, to: request, workerID: configuration.workerID)
+            let applied = try await store.apply(event, to: request, workerID: configuration.workerID)
+            if applied, let cause, request.attemptsLeft { QueueMetrics.retry(cause: cause) }
             logger.notice("attempt \(request.attempt) of \(request.maxAttempts): \(event.name)", metadata: ["reason": "\(event.reason ?? "")"])
         } catch {
             logger.error("could not record \(event.name): \(error)")

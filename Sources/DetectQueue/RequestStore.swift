@@ -22,6 +22,9 @@ public struct RequestStore: Sendable {
         let rows = try await LeaseTable.requests.claim(
             on: pool, workerID: workerID, limit: limit, lease: lease, resetting: ", error_message = NULL"
         )
+        for row in rows {
+            QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
+        }
         return try rows.map(DetectionRequest.init(row:)).sorted { $0.id < $1.id }
     }
 
@@ -42,6 +45,9 @@ public struct RequestStore: Sendable {
             default: report.pollLeasesCleared.append(id)
             }
         }
+        QueueMetrics.transition(from: .submitting, to: .retrying, count: report.retrying.count)
+        QueueMetrics.transition(from: .submitting, to: .failed, count: report.failed.count)
+        for _ in report.retrying { QueueMetrics.retry(cause: "lease_expired") }
         return report
     }
 
@@ -52,7 +58,11 @@ public struct RequestStore: Sendable {
     public func apply(
         _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init()
     ) async throws -> Bool {
-        try await pool.withConnection { try await apply(event, to: request, workerID: workerID, changes: changes, on: $0) }
+        let applied = try await pool.withConnection { try await apply(event, to: request, workerID: workerID, changes: changes, on: $0) }
+        if applied, let next = try? RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft) {
+            QueueMetrics.transition(from: request.state, to: next)
+        }
+        return applied
     }
 
     /// `apply` on a given connection, so that it can share a transaction.
@@ -94,7 +104,7 @@ public struct RequestStore: Sendable {
     public func complete(
         _ request: DetectionRequest, workerID: String?, result: RequestChanges, postProcessors: [String]
     ) async throws -> Bool {
-        try await pool.transaction { connection in
+        let completed = try await pool.transaction { connection in
             guard try await apply(.completed, to: request, workerID: workerID, changes: result, on: connection) else {
                 return false
             }
@@ -107,6 +117,11 @@ public struct RequestStore: Sendable {
             }
             return true
         }
+        if completed {
+            QueueMetrics.transition(from: request.state, to: .completed)
+            if result.isFake == true { QueueMetrics.fakeFound() }
+        }
+        return completed
     }
 
     /// Claims up to `limit` accepted requests whose next poll is due, under a short poll lease.

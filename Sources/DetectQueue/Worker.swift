@@ -17,18 +17,23 @@ public final class Worker: Service {
     private let postProcessors: [any PostProcessor]
     private let logger: Logger
     private let pause = WorkerPause()
-    private let requestSlots = Slots()
-    private let postTaskSlots = Slots()
+    private let requestSlots = Slots(metric: QueueMetrics.requestsInFlight)
+    private let postTaskSlots = Slots(metric: QueueMetrics.postTasksInFlight)
+    private let metricsExposition: (@Sendable () -> String)?
     private let shuttingDown = Atomic<Bool>(false)
 
-    /// `postProcessors` are run on completed requests, each as a post-task of its own.
+    /// `postProcessors` are run on completed requests, each as a post-task of its own. `metricsExposition`
+    /// renders the process's metrics for `GET /metrics` (after the queue's depth is sampled into them);
+    /// without it, `/metrics` answers 404.
     public init(
         configuration: WorkerConfiguration,
         postProcessors: [any PostProcessor] = [],
-        logger: Logger = Logger(label: "detectq.worker")
+        logger: Logger = Logger(label: "detectq.worker"),
+        metricsExposition: (@Sendable () -> String)? = nil
     ) {
         self.configuration = configuration
         self.postProcessors = postProcessors
+        self.metricsExposition = metricsExposition
         var logger = logger
         logger[metadataKey: "worker_id"] = "\(configuration.workerID)"
         self.logger = logger
@@ -57,7 +62,7 @@ public final class Worker: Service {
         )
         let poller = ResultPoller(processor: processor)
         let router = Router()
-        CallbackReceiver(processor: processor, poller: poller).routes(into: router)
+        CallbackReceiver(processor: processor, poller: poller, metricsExposition: metricsExposition).routes(into: router)
         let server = Application(
             router: router,
             configuration: .init(address: .hostname("0.0.0.0", port: configuration.httpPort), serverName: "detectq"),
@@ -75,7 +80,7 @@ public final class Worker: Service {
                 group.addTask { await self.heartbeatLoop(store, postTasks) }
                 group.addTask { await self.rescueLoop(store, postTasks) }
                 group.addTask {
-                    await self.claimLoop(slots: self.postTaskSlots, concurrency: max(4, self.configuration.concurrency / 4)) { limit in
+                    await self.claimLoop(slots: self.postTaskSlots, kind: "post_tasks", concurrency: max(4, self.configuration.concurrency / 4)) { limit in
                         try await postTasks.claim(workerID: self.configuration.workerID, limit: limit, lease: self.configuration.lease)
                             .map { task in (task.id, { await runner.run(task) }) }
                     }
@@ -87,7 +92,7 @@ public final class Worker: Service {
                         self.logger.error("the HTTP server stopped: \(error)")
                     }
                 }
-                await self.claimLoop(slots: self.requestSlots, concurrency: self.configuration.concurrency) { limit in
+                await self.claimLoop(slots: self.requestSlots, kind: "requests", concurrency: self.configuration.concurrency) { limit in
                     guard !self.pause.isPaused else { return [] }
                     return try await store.claim(workerID: self.configuration.workerID, limit: limit, lease: self.configuration.lease)
                         .map { request in (request.id, { _ = await processor.process(request) { self.isShuttingDown } }) }
@@ -109,9 +114,9 @@ public final class Worker: Service {
     // MARK: - Loops
 
     /// Claims while there are free slots and runs each claim in a task of its own; on shutdown, stops
-    /// claiming and waits up to the grace period for what is in flight.
+    /// claiming and waits up to the grace period for what is in flight. `kind` labels the claim metrics.
     private func claimLoop(
-        slots: Slots, concurrency: Int, claim: @escaping @Sendable (Int) async throws -> [(Int, @Sendable () async -> Void)]
+        slots: Slots, kind: String, concurrency: Int, claim: @escaping @Sendable (Int) async throws -> [(Int, @Sendable () async -> Void)]
     ) async {
         await withDiscardingTaskGroup { tasks in
             while !isShuttingDown {
@@ -120,6 +125,7 @@ public final class Worker: Service {
                     let batch = min(free, 100)
                     do {
                         let claimed = try await claim(batch)
+                        if !claimed.isEmpty { QueueMetrics.claimed(claimed.count, kind: kind) }
                         for (id, work) in claimed {
                             slots.take(id)
                             tasks.addTask {
@@ -166,7 +172,7 @@ public final class Worker: Service {
             do {
                 if try await poller.pollDue(limit: 50) > 0 { continue }
             } catch {
-                logger.error("polling failed: \(error)")
+                if !Task.isCancelled { logger.error("polling failed: \(error)") }
             }
             try? await Task.sleep(for: .milliseconds(250))
         }
@@ -179,7 +185,7 @@ public final class Worker: Service {
                 _ = try await store.heartbeat(workerID: configuration.workerID, ids: requestSlots.ids, lease: configuration.lease)
                 _ = try await postTasks.heartbeat(workerID: configuration.workerID, ids: postTaskSlots.ids, lease: configuration.lease)
             } catch {
-                logger.error("heartbeat failed: \(error)")
+                if !Task.isCancelled { logger.error("heartbeat failed: \(error)") }
             }
         }
     }
@@ -197,26 +203,34 @@ public final class Worker: Service {
                     ])
                 }
             } catch {
-                logger.error("rescue failed: \(error)")
+                if !Task.isCancelled { logger.error("rescue failed: \(error)") }
             }
         }
     }
 }
 
-/// The claims a loop holds, and the signal that wakes it when one frees or new work arrives.
+/// The claims a loop holds, and the signal that wakes it when one frees or new work arrives; the in-flight
+/// gauge `metric` follows them.
 final class Slots: Sendable {
     let wake = WakeSignal()
     private let held = Mutex<Set<Int>>([])
+    private let metric: String
+
+    init(metric: String) {
+        self.metric = metric
+    }
 
     var count: Int { held.withLock { $0.count } }
     var ids: [Int] { held.withLock { Array($0) } }
 
     func take(_ id: Int) {
-        held.withLock { _ = $0.insert(id) }
+        let count = held.withLock { $0.insert(id); return $0.count }
+        QueueMetrics.inFlight(metric).set(count)
     }
 
     func free(_ id: Int) {
-        held.withLock { _ = $0.remove(id) }
+        let count = held.withLock { $0.remove(id); return $0.count }
+        QueueMetrics.inFlight(metric).set(count)
         wake.signal()
     }
 }

@@ -86,7 +86,7 @@ public final class DetectClient: Sendable {
             request.headers.add(name: "Content-Type", value: body.contentType)
             request.body = .stream(body, length: .known(body.length))
         }
-        return try DetectResponses.item(from: try await send(request, secrets: secrets))
+        return try DetectResponses.item(from: try await send(request, endpoint: "POST /detect", secrets: secrets))
     }
 
     /// Uploads a file with `POST /secure_uploads` and returns its token (valid one hour, single use).
@@ -96,7 +96,7 @@ public final class DetectClient: Sendable {
         request.headers.add(name: "Content-Type", value: body.contentType)
         request.body = .stream(body, length: .known(body.length))
         let issuedAt = Date()
-        let response = try await send(request, secrets: [])
+        let response = try await send(request, endpoint: "POST /secure_uploads", secrets: [])
         struct Envelope: Decodable {
             var token: String?
         }
@@ -123,13 +123,13 @@ public final class DetectClient: Sendable {
         guard let escaped = uuid.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) else {
             throw .permanent(status: 404, message: "not a detection uuid")
         }
-        return try DetectResponses.item(from: try await send(makeRequest("/detect/\(escaped)", method: .GET), secrets: []))
+        return try DetectResponses.item(from: try await send(makeRequest("/detect/\(escaped)", method: .GET), endpoint: "GET /detect/{uuid}", secrets: []))
     }
 
     /// `GET /detect?page=&page_size=`: one page of the team's detections.
     public func detections(page: Int, pageSize: Int = 100) async throws(DetectAPIError) -> DetectionPage {
         let request = makeRequest("/detect?page=\(max(1, page))&page_size=\(min(max(pageSize, 10), 1000))", method: .GET)
-        return try DetectResponses.page(from: try await send(request, secrets: []))
+        return try DetectResponses.page(from: try await send(request, endpoint: "GET /detect", secrets: []))
     }
 
     /// Every detection of the team, page after page, as an asynchronous sequence.
@@ -161,22 +161,28 @@ public final class DetectClient: Sendable {
     }
 
     /// Sends a request and returns the body of a 2xx response; everything else becomes a `DetectAPIError`.
-    private func send(_ request: HTTPClientRequest, secrets: [String]) async throws(DetectAPIError) -> [UInt8] {
+    /// Its duration and status are reported to the metrics under `endpoint`, the route's template.
+    private func send(_ request: HTTPClientRequest, endpoint: String, secrets: [String]) async throws(DetectAPIError) -> [UInt8] {
         let secrets = secrets + [configuration.token].compactMap { $0 }
+        let started = ContinuousClock.now
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
             response = try await http.execute(request, timeout: .hours(24))
             body = try await response.body.collect(upTo: configuration.maximumResponseBytes)
         } catch let error as DetectAPIError {
+            APIMetrics.record(endpoint: endpoint, status: "error", duration: ContinuousClock.now - started)
             throw error
         } catch let error as NIOTooManyBytesError {
+            APIMetrics.record(endpoint: endpoint, status: "error", duration: ContinuousClock.now - started)
             throw .malformedResponse("the response is larger than \(error.maxBytes.map(String.init) ?? "the limit") bytes")
         } catch {
+            APIMetrics.record(endpoint: endpoint, status: "network_error", duration: ContinuousClock.now - started)
             throw .retryable("network error: \(Self.describe(error))", status: nil, retryAfter: nil)
         }
         let bytes = Array(body.readableBytesView)
         let status = Int(response.status.code)
+        APIMetrics.record(endpoint: endpoint, status: String(status), duration: ContinuousClock.now - started)
         guard (200..<300).contains(status) else {
             throw DetectAPIError.from(
                 status: status, body: bytes, retryAfter: response.headers.first(name: "Retry-After"), secrets: secrets

@@ -1,11 +1,11 @@
 import ArgumentParser
 
-/// The `detectq` command: one executable for every role (migrate now; worker, simulator and tools to come).
+/// The `detectq` command: one executable for every role: migrations, workers, operators' tools, the simulator and the demo.
 @main
 struct Detectq: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "detectq",
         abstract: "A PostgreSQL job queue that drives the Resemble Detect API.",
-        subcommands: [MigrateCommand.self, WorkerCommand.self, EnqueueCommand.self, StatusCommand.self, ShowCommand.self, RetryCommand.self, CancelCommand.self, PruneCommand.self, SimulateCommand.self]
+        subcommands: [MigrateCommand.self, WorkerCommand.self, EnqueueCommand.self, StatusCommand.self, ShowCommand.self, RetryCommand.self, CancelCommand.self, PruneCommand.self, SimulateCommand.self, ConfigCommand.self, DemoCommand.self]
     )
 }

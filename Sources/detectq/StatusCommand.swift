@@ -7,7 +7,15 @@ import Postgres
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the queue: states, age, workers, failures, post-tasks.")
 
-    @Flag(help: "Print one JSON object, for scripts.") var json = false
+    @Flag(help: "Print one JSON object, for scripts (with --watch, one compact object per line).") var json = false
+
+    @Flag(help: "Refresh until interrupted.") var watch = false
+
+    @Option(help: "Seconds between refreshes with --watch.") var interval: Double = 2
+
+    func validate() throws {
+        guard interval > 0, interval.isFinite else { throw ValidationError("--interval must be a number of seconds greater than 0") }
+    }
 
     /// The status as one JSON-encodable value.
     struct Report: Encodable {
@@ -33,22 +41,39 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq status"), maximumConnections: 1)
-        let report: Report
         do {
-            report = try await Self.report(pool)
-            await pool.close()
+            try await show(pool)
         } catch {
             await pool.close()
-            FileHandle.standardError.write(Data("detectq status: \(error)\n".utf8))
-            throw ExitCode.failure
+            throw error
         }
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
-        } else {
-            print(Self.text(report))
-        }
+        await pool.close()
+    }
+
+    /// Prints the report once, or again every `interval` with `--watch`.
+    private func show(_ pool: PostgresConnectionPool) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = watch ? [.sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let clearsScreen = watch && !json && isatty(STDOUT_FILENO) == 1
+        repeat {
+            let report: Report
+            do {
+                report = try await Self.report(pool)
+            } catch {
+                FileHandle.standardError.write(Data("detectq status: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            if json {
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                if clearsScreen { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                if watch { print("detectq status at \(Date().formatted(date: .omitted, time: .standard)), every \(interval.formatted()) s (Ctrl-C to stop)") }
+                print(Self.text(report))
+                if watch && !clearsScreen { print("") }
+            }
+            fflush(nil)
+            if watch { try await Task.sleep(for: .seconds(interval)) }
+        } while watch
     }
 
     static func report(_ pool: PostgresConnectionPool) async throws -> Report {

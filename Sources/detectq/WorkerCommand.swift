@@ -6,7 +6,9 @@ import IntelligenceArchive
 import RetentionTracking
 import Foundation
 import Logging
+import Metrics
 import Postgres
+import Prometheus
 import ServiceLifecycle
 
 /// `detectq worker`: claims, submits, waits and serves callbacks until SIGTERM or SIGINT.
@@ -14,16 +16,20 @@ struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Run a worker: claim requests, submit them to the Detect API, wait for verdicts, serve callbacks.",
-        discussion: "Configured by the environment (DATABASE_URL, RESEMBLE_API_TOKEN, DETECTQ_*); see the README."
+        discussion: "Configured by the environment (DATABASE_URL, RESEMBLE_API_TOKEN, DETECTQ_*), which a --config file may add to; see the README."
     )
+
+    @Option(help: "A TOML or YAML file of settings, under the environment.") var config: String?
 
     func run() async throws {
         let configuration: WorkerConfiguration
+        let postProcessors: [any PostProcessor]
         let jsonLogs: Bool
         do {
-            jsonLogs = try Self.jsonLogs(ProcessInfo.processInfo.environment["DETECTQ_LOG_FORMAT"])
-            configuration = try WorkerConfiguration.fromEnvironment()
-            _ = try Self.postProcessors()
+            let environment = try Settings.load(file: config).environment
+            jsonLogs = try Self.jsonLogs(environment["DETECTQ_LOG_FORMAT"])
+            configuration = try WorkerConfiguration.fromEnvironment(environment)
+            postProcessors = try Self.postProcessors(environment)
             try await Self.checkDatabase(configuration.database)
         } catch {
             FileHandle.standardError.write(Data("detectq worker: \(error)\n".utf8))
@@ -35,13 +41,27 @@ struct WorkerCommand: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
+        let registry = Self.bootstrapMetrics()
         let logger = Logger(label: "detectq.worker")
+        let worker = Worker(
+            configuration: configuration, postProcessors: postProcessors, logger: logger,
+            metricsExposition: { registry.emitToString() }
+        )
         let group = ServiceGroup(configuration: .init(
-            services: [Worker(configuration: configuration, postProcessors: try Self.postProcessors(), logger: logger)],
+            services: [worker],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
         try await group.run()
+    }
+
+    /// Sends the process's swift-metrics to a Prometheus registry, whose text `/metrics` serves.
+    static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets[QueueMetrics.claimBatchSize] = QueueMetrics.claimBatchBuckets
+        MetricsSystem.bootstrap(factory)
+        return registry
     }
 
     /// The built-in post-processors, configured from the environment: one line each.

@@ -1,0 +1,99 @@
+import Foundation
+import Metrics
+import Postgres
+
+/// The worker's metrics, reported through swift-metrics: whatever backend the process bootstraps (the
+/// `detectq` executable exports them at `/metrics` in Prometheus text format) receives them, and without one
+/// they cost nothing. Every name is listed here, so the README and the dashboards have one place to look.
+public enum QueueMetrics {
+    /// State changes made by this worker, by `from` and `to` state.
+    public static let transitions = "detectq_request_transitions_total"
+    /// Requests this worker holds (submitting, or being polled).
+    public static let requestsInFlight = "detectq_requests_in_flight"
+    /// Post-tasks this worker is running.
+    public static let postTasksInFlight = "detectq_post_tasks_in_flight"
+    /// How many rows each claim returned, by `kind` (`requests` or `post_tasks`).
+    public static let claimBatchSize = "detectq_claim_batch_size"
+    /// Attempts that ended in a retry, by `cause`.
+    public static let retries = "detectq_request_retries_total"
+    /// Callbacks received, by `outcome`.
+    public static let callbacks = "detectq_callbacks_received_total"
+    /// API requests that waited for the shared rate limit, and how long they waited.
+    public static let rateLimitWaits = "detectq_rate_limit_waits_total"
+    public static let rateLimitWaitSeconds = "detectq_rate_limit_wait_seconds"
+    /// 429 responses that paused every worker.
+    public static let rateLimitPauses = "detectq_rate_limit_pauses_total"
+    /// Post-tasks that ended an attempt, by `processor` and `outcome`.
+    public static let postTasks = "detectq_post_tasks_total"
+    /// Completed requests the API called fake.
+    public static let fakesFound = "detectq_fakes_found_total"
+    /// Requests by `state` and post-tasks by `state`, sampled from the database when `/metrics` is read.
+    public static let queueDepth = "detectq_queue_depth"
+    public static let postTaskDepth = "detectq_post_task_depth"
+    /// Age in seconds of the oldest request that is claimable now (0 when none is).
+    public static let oldestClaimableAge = "detectq_oldest_claimable_age_seconds"
+
+    /// The buckets of the claim batch histogram.
+    public static let claimBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100]
+
+    static func transition(from: RequestState, to: RequestState, count: Int = 1) {
+        guard count > 0 else { return }
+        Counter(label: transitions, dimensions: [("from", from.rawValue), ("to", to.rawValue)]).increment(by: count)
+    }
+
+    static func claimed(_ count: Int, kind: String) {
+        Recorder(label: claimBatchSize, dimensions: [("kind", kind)]).record(count)
+    }
+
+    static func inFlight(_ name: String) -> Meter {
+        Meter(label: name)
+    }
+
+    static func retry(cause: String) {
+        Counter(label: retries, dimensions: [("cause", cause)]).increment()
+    }
+
+    static func callback(_ outcome: String) {
+        Counter(label: callbacks, dimensions: [("outcome", outcome)]).increment()
+    }
+
+    static func rateLimitWait(_ waited: Duration) {
+        Counter(label: rateLimitWaits).increment()
+        Timer(label: rateLimitWaitSeconds).record(duration: waited)
+    }
+
+    static func rateLimitPause() {
+        Counter(label: rateLimitPauses).increment()
+    }
+
+    static func postTask(processor: String, outcome: String) {
+        Counter(label: postTasks, dimensions: [("processor", processor), ("outcome", outcome)]).increment()
+    }
+
+    static func fakeFound() {
+        Counter(label: fakesFound).increment()
+    }
+
+    /// Reads the queue's depth from the database into the depth gauges; every state is reported, zeros too.
+    static func sampleDepth(_ pool: PostgresConnectionPool) async throws {
+        var requests = Dictionary(uniqueKeysWithValues: RequestState.allCases.map { ($0.rawValue, 0) })
+        for row in try await pool.query("SELECT state::text AS state, count(*)::int8 AS n FROM detectq.requests GROUP BY state") {
+            requests[try row.decode("state", as: String.self)] = try row.decode("n", as: Int.self)
+        }
+        for (state, count) in requests {
+            Gauge(label: queueDepth, dimensions: [("state", state)]).record(count)
+        }
+        var tasks = Dictionary(uniqueKeysWithValues: PostTask.State.allCases.map { ($0.rawValue, 0) })
+        for row in try await pool.query("SELECT state::text AS state, count(*)::int8 AS n FROM detectq.post_tasks GROUP BY state") {
+            tasks[try row.decode("state", as: String.self)] = try row.decode("n", as: Int.self)
+        }
+        for (state, count) in tasks {
+            Gauge(label: postTaskDepth, dimensions: [("state", state)]).record(count)
+        }
+        let age = try await pool.query("""
+            SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(run_at)), 0)::float8 AS age
+            FROM detectq.requests WHERE state IN ('queued', 'retrying') AND run_at <= now()
+            """)[0].decode("age", as: Double.self)
+        Gauge(label: oldestClaimableAge).record(age)
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Postgres
+
+/// The demo's sample requests: public URLs, small audio files it writes itself, and one file over the API's
+/// 150 MB direct-upload cap, mixing fakes and reals, sync, callback and poll waits, intelligence and zero
+/// retention. Every row carries `metadata.demo`, so the demo can follow its own batch in a shared database.
+struct DemoBatch {
+    /// One request of the batch: where its media is and which options it sets.
+    struct Sample {
+        enum Media {
+            case url(String)
+            case file(String)
+        }
+
+        var name: String
+        var media: Media
+        var waitMode: String
+        var intelligence = false
+        var zeroRetention = false
+        var audioSourceTracing = false
+        var reverseSearch = false
+    }
+
+    /// Size of the large file: over the 150 MB cap, so it takes the secure-upload path.
+    static let largeFileBytes: Int64 = 160_000_000
+
+    let runID: String
+    let samples: [Sample]
+
+    /// `count` samples in a repeating pattern, plus the large file when `largeFile`. With `simulated`, URLs
+    /// point at the simulator's invented media (a URL containing "fake" is judged fake); against the real API
+    /// only `urls` given by the user are used, since invented URLs cannot be fetched.
+    init(runID: String, count: Int, largeFile: Bool, simulated: Bool, urls: [String]) {
+        self.runID = runID
+        var samples: [Sample] = []
+        for index in 0..<count {
+            let number = String(format: "%03d", index + 1)
+            let fake = index % 2 == 1
+            let kind = fake ? "fake" : "real"
+            let url: String? = simulated
+                ? "https://media.detectq-demo.invalid/\(kind)-\(number).\(["mp3", "mp4", "jpg"][index % 3])"
+                : (urls.isEmpty ? nil : urls[index % urls.count])
+            let waitMode = ["sync", "callback", "poll", "auto"][index % 4]
+            var sample = Sample(name: "\(kind)-\(number)", media: .file("\(kind)-\(number).wav"), waitMode: waitMode)
+            if index % 3 != 2, let url { sample.media = .url(url) }
+            sample.intelligence = index % 4 == 1
+            sample.zeroRetention = index % 5 == 2
+            sample.audioSourceTracing = fake && index % 3 == 2
+            sample.reverseSearch = url?.hasSuffix(".jpg") == true && index % 3 != 2
+            samples.append(sample)
+        }
+        if largeFile {
+            samples.append(Sample(name: "large-fake", media: .file("large-fake.wav"), waitMode: "poll", intelligence: true))
+        }
+        self.samples = samples
+    }
+
+    /// Writes the batch's files into `directory`: one second of a tone for each small file, and a sparse file
+    /// of `largeFileBytes` (silence, so it costs no disk) for the large one. A fake file carries the marker the
+    /// simulator looks for.
+    func writeMedia(into directory: URL) throws {
+        for sample in samples {
+            guard case .file(let name) = sample.media else { continue }
+            let fake = name.hasPrefix("fake") || name.hasPrefix("large-fake")
+            let path = directory.appendingPathComponent(name)
+            if name.hasPrefix("large") {
+                let header = Self.waveHeader(dataBytes: UInt32(Self.largeFileBytes - 44 - 12), comment: fake ? "FAKE" : "REAL")
+                try header.write(to: path)
+                let handle = try FileHandle(forWritingTo: path)
+                try handle.truncate(atOffset: UInt64(Self.largeFileBytes))
+                try handle.close()
+            } else {
+                var samples = Data()
+                for index in 0..<16_000 {
+                    let value = Int16(8_000 * sin(Double(index) * 2 * .pi * 440 / 16_000))
+                    withUnsafeBytes(of: value.littleEndian) { samples.append(contentsOf: $0) }
+                }
+                try (Self.waveHeader(dataBytes: UInt32(samples.count), comment: fake ? "FAKE" : "REAL") + samples).write(to: path)
+            }
+        }
+    }
+
+    /// Inserts the batch with plain SQL INSERTs, as a producer would; returns the new ids.
+    func enqueue(on connection: PostgresConnection) async throws -> [Int] {
+        var ids: [Int] = []
+        for sample in samples {
+            var url: String?
+            var path: String?
+            switch sample.media {
+            case .url(let value): url = value
+            case .file(let value): path = value
+            }
+            let metadata = PostgresJSON(text: #"{"demo": "\#(runID)", "sample": "\#(sample.name)"}"#)
+            ids.append(try await connection.query(PostgresQuery(sql: """
+                INSERT INTO detectq.requests (media_url, media_path, wait_mode, intelligence, zero_retention_mode,
+                    audio_source_tracing, use_reverse_search, metadata)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                RETURNING id
+                """, parameters: [
+                    url, path, sample.waitMode, sample.intelligence, sample.zeroRetention, sample.audioSourceTracing,
+                    sample.reverseSearch, metadata,
+                ]))[0].decode("id", as: Int.self))
+        }
+        return ids
+    }
+
+    /// A 16 kHz, 16-bit mono WAV header with a four-byte `LIST` chunk as a note: 56 bytes before the samples.
+    static func waveHeader(dataBytes: UInt32, comment: String) -> Data {
+        var data = Data()
+        func append(_ text: String) { data.append(contentsOf: Array(text.utf8)) }
+        func append32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
+        func append16(_ value: UInt16) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
+        let note = Array(comment.utf8.prefix(4))
+        append("RIFF"); append32(36 + 12 + dataBytes); append("WAVE")
+        append("fmt "); append32(16); append16(1); append16(1); append32(16_000); append32(32_000); append16(2); append16(16)
+        append("LIST"); append32(4); data.append(contentsOf: note)
+        append("data"); append32(dataBytes)
+        return data
+    }
+}

@@ -1,0 +1,163 @@
+import AsyncHTTPClient
+import DetectSimulator
+import DetectqTestSupport
+import EmbeddedPostgres
+import Foundation
+import NIOCore
+import Postgres
+import Testing
+
+/// One sample of a Prometheus text exposition.
+struct PrometheusSample: Equatable {
+    var name: String
+    var labels: [String: String]
+    var value: Double
+}
+
+/// A strict reader of the Prometheus text format (version 0.0.4): every line is a `# HELP`, a `# TYPE` or a
+/// sample whose metric family was typed before it; anything else fails the parse.
+enum PrometheusText {
+    struct ParseError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func parse(_ text: String) throws -> [PrometheusSample] {
+        var types: [String: String] = [:]
+        var samples: [PrometheusSample] = []
+        let namePattern = /[a-zA-Z_:][a-zA-Z0-9_:]*/
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 4, (try? namePattern.wholeMatch(in: parts[2])) != nil,
+                      ["counter", "gauge", "histogram", "summary", "untyped"].contains(parts[3])
+                else { throw ParseError(description: "bad TYPE line: \(line)") }
+                types[String(parts[2])] = String(parts[3])
+                continue
+            }
+            if line.hasPrefix("# ") { continue }
+            guard let match = try /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)(?: -?\d+)?$/.wholeMatch(in: line) else {
+                throw ParseError(description: "not a sample line: \(line)")
+            }
+            let name = String(match.1)
+            let family = ["_bucket", "_sum", "_count"].reduce(name) { family, suffix in
+                family.hasSuffix(suffix) && types[family] == nil ? String(family.dropLast(suffix.count)) : family
+            }
+            guard types[family] != nil else { throw ParseError(description: "sample before its TYPE: \(line)") }
+            var labels: [String: String] = [:]
+            if let body = match.2, !body.isEmpty {
+                guard (try? /(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)+/.wholeMatch(in: body)) != nil else {
+                    throw ParseError(description: "bad labels: \(line)")
+                }
+                for label in body.matches(of: /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/) {
+                    labels[String(label.1)] = String(label.2)
+                }
+            }
+            let text = String(match.3)
+            guard let value = Double(text) ?? ["+Inf": .infinity, "-Inf": -.infinity, "NaN": .nan][text] else {
+                throw ParseError(description: "bad value: \(line)")
+            }
+            samples.append(PrometheusSample(name: name, labels: labels, value: value))
+        }
+        return samples
+    }
+}
+
+extension [PrometheusSample] {
+    /// The sum of the samples named `name` whose labels include `labels`.
+    func sum(_ name: String, _ labels: [String: String] = [:]) -> Double {
+        filter { sample in sample.name == name && labels.allSatisfy { sample.labels[$0.key] == $0.value } }.map(\.value).reduce(0, +)
+    }
+
+    func has(_ name: String) -> Bool { contains { $0.name == name } }
+}
+
+@Suite("/metrics of a real worker process", .enabled(if: TestDatabase.isEnabled))
+struct MetricsTests {
+    @Test func aScrapeDuringAndAfterARunHasEverySeriesWithPlausibleValues() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 2)
+        let simulator = try await DetectSimulator.start(configuration: .init(
+            latency: .milliseconds(300),
+            faults: FaultInjection(serverErrorRate: 0.3, rateLimitRate: 0.1, retryAfterSeconds: 1, endpoints: ["POST /detect"]),
+            seed: 7
+        ))
+        let port = try LoopbackPort.free()
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode, max_attempts)
+            SELECT 'https://cdn.example.com/' || CASE WHEN n % 2 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav',
+                   (ARRAY['callback', 'poll', 'sync', 'callback'])[n % 4 + 1], 20
+            FROM generate_series(1, 20) AS n
+            """)
+        let worker = try DetectqProcess.start(["worker"], environment: [
+            "DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!),
+            "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_HTTP_PORT": "\(port)",
+            "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_API_RATE_LIMIT": "10",
+            "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_WORKER_ID": "metrics-worker",
+        ])
+        _ = try await worker.waitForLine(containing: "worker started")
+
+        try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state <> 'queued'", atLeast: 5)
+        let during = try PrometheusText.parse(try await scrape(port))
+        #expect(during.has("detectq_requests_in_flight"))
+        #expect(during.filter { $0.name == "detectq_queue_depth" }.count == 7, "every state is reported")
+        #expect(during.sum("detectq_queue_depth") == 20)
+
+        try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state = 'completed'", atLeast: 20)
+        try await waitFor(pool, "SELECT count(*) FROM detectq.post_tasks WHERE state = 'completed'", atLeast: 10)
+        let text = try await scrape(port)
+        let after = try PrometheusText.parse(text)
+        #expect(await worker.stop() == 0)
+        let stats = await simulator.state.snapshot()
+        await simulator.stop()
+
+        #expect(after.sum("detectq_request_transitions_total", ["from": "queued", "to": "submitting"]) == 20)
+        #expect(after.sum("detectq_request_transitions_total", ["to": "completed"]) == 20)
+        let retried = after.sum("detectq_request_transitions_total", ["from": "submitting", "to": "retrying"])
+        #expect(retried > 0 && retried == after.sum("detectq_request_retries_total"))
+        #expect(after.sum("detectq_request_retries_total", ["cause": "server_error"]) == Double(stats.injectedServerErrors))
+        #expect(after.sum("detectq_request_retries_total", ["cause": "rate_limited"]) == Double(stats.injectedRateLimits))
+        #expect(after.sum("detectq_api_requests_total", ["endpoint": "POST /detect", "status": "503"]) == Double(stats.injectedServerErrors))
+        #expect(after.sum("detectq_api_requests_total", ["endpoint": "POST /detect"]) == Double(stats.requestsByEndpoint["POST /detect"] ?? -1))
+        #expect(after.sum("detectq_api_request_duration_seconds_count", ["endpoint": "POST /detect"])
+            == after.sum("detectq_api_requests_total", ["endpoint": "POST /detect"]))
+        #expect(after.sum("detectq_api_requests_total", ["endpoint": "GET /detect/{uuid}"]) > 0)
+        #expect(after.sum("detectq_callbacks_received_total", ["outcome": "accepted"]) > 0)
+        #expect(after.sum("detectq_claim_batch_size_sum", ["kind": "requests"]) >= 20)
+        #expect(after.sum("detectq_claim_batch_size_count", ["kind": "requests"]) >= 1)
+        #expect(after.sum("detectq_rate_limit_waits_total") > 0, "20 requests and their retries at 10/s wait for slots")
+        #expect(after.sum("detectq_rate_limit_pauses_total") == Double(stats.injectedRateLimits))
+        #expect(after.sum("detectq_post_tasks_total", ["processor": "alert.pg_notify", "outcome": "done"]) == 10)
+        #expect(after.sum("detectq_fakes_found_total") == 10)
+        #expect(after.sum("detectq_queue_depth", ["state": "completed"]) == 20)
+        #expect(after.sum("detectq_queue_depth", ["state": "queued"]) == 0)
+        #expect(after.sum("detectq_requests_in_flight") == 0)
+        #expect(after.has("detectq_oldest_claimable_age_seconds"))
+        #expect(after.sum("detectq_post_task_depth", ["state": "completed"]) >= 10)
+        #expect(text.contains("# TYPE detectq_api_request_duration_seconds histogram"))
+    }
+
+    @Test func theParserRejectsWhatIsNotPrometheusText() throws {
+        #expect(throws: PrometheusText.ParseError.self) { try PrometheusText.parse("no_type_declared 1\n") }
+        #expect(throws: PrometheusText.ParseError.self) { try PrometheusText.parse("# TYPE a counter\na{x=1} 1\n") }
+        #expect(throws: PrometheusText.ParseError.self) { try PrometheusText.parse("# TYPE a counter\na one\n") }
+        #expect(try PrometheusText.parse("# TYPE a counter\na{x=\"1\",y=\"q\\\"\"} 2\n") == [
+            PrometheusSample(name: "a", labels: ["x": "1", "y": "q\\\""], value: 2),
+        ])
+    }
+
+    private func scrape(_ port: Int) async throws -> String {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(10))
+        #expect(response.status.code == 200)
+        #expect(response.headers.first(name: "Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
+        return String(buffer: try await response.body.collect(upTo: 1 << 22))
+    }
+
+    private func waitFor(_ pool: PostgresConnectionPool, _ sql: String, atLeast expected: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(90)
+        while try await pool.query(PostgresQuery(sql: sql.replacingOccurrences(of: "count(*)", with: "count(*) AS n"), parameters: []))[0]
+            .decode("n", as: Int.self) < expected {
+            guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting for \(expected): \(sql)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+}
