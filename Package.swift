@@ -88,6 +88,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "QueueBenchmarks",
+            dependencies: ["DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "ResembleDetect", "SchemaMigrations"],
+            swiftSettings: strict
+        ),
+        .target(
             name: "FakeAlerts",
             dependencies: [
                 "DetectQueue", "ResembleDetect", "Postgres",
@@ -124,6 +129,7 @@ let package = Package(
                 "DetectSimulator",
                 "EmbeddedPostgres",
                 "DetectQueue",
+                "QueueBenchmarks",
                 "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,21 +4,56 @@ import Postgres
 /// The API's request budget, shared by every worker through the database (`detectq.api_budget`).
 ///
 /// Each request reserves the next free slot in one UPDATE; slots are `1 / ratePerSecond` apart, and after
-/// an idle spell at most a tenth of a second's worth may be taken at once, so no one-second window sees
-/// more than 110% of the rate, however many workers ask. While demand exceeds the rate, slots are reserved
+/// an idle spell at most one slot may lie in the past, so no one-second window is granted more than the
+/// rate plus one, however many workers ask. While demand exceeds the rate, slots are reserved
 /// ahead and none is wasted. A 429's `Retry-After` pauses every worker: slots are not granted before the
 /// pause ends, and a caller that slept towards its slot checks the pause again before going ahead.
+///
+/// Reservations are coalesced: the callers that ask while one UPDATE is in flight reserve their slots
+/// together in the next, consecutive slots each, exactly as if they had asked one by one.
 public struct APIBudget: Sendable {
     public let pool: PostgresConnectionPool
     public let ratePerSecond: Double
+    private let reservations: Coalescer<Bool, (slot: Date, wait: Double)>
+    private let pauseChecks: Coalescer<Bool, Bool>
 
-    /// How far behind now a reservation may start after an idle spell: a tenth of a second.
-    public var tolerance: Double { max(1 / ratePerSecond, 0.1) }
+    /// How far behind now a reservation may start after an idle spell: one slot (at most a tenth of a second),
+    /// so that a burst after idling adds at most one request to any one-second window.
+    public var tolerance: Double { Self.tolerance(ratePerSecond) }
+
+    static func tolerance(_ ratePerSecond: Double) -> Double { min(1 / ratePerSecond, 0.1) }
 
     public init(pool: PostgresConnectionPool, ratePerSecond: Double) {
         precondition(ratePerSecond > 0, "the rate limit must be positive")
         self.pool = pool
         self.ratePerSecond = ratePerSecond
+        reservations = Coalescer(maximumConcurrentBatches: 1) { batch in
+            try await Self.reserve(batch.count, ratePerSecond: ratePerSecond, on: pool)
+        }
+        pauseChecks = Coalescer(maximumConcurrentBatches: 1) { batch in
+            let paused = try await pool.query("""
+                SELECT paused_until > clock_timestamp() AS paused FROM detectq.api_budget
+                """)[0].decode("paused", as: Bool.self)
+            return Array(repeating: paused, count: batch.count)
+        }
+    }
+
+    /// Reserves `count` consecutive slots in one UPDATE; returns each slot and how long until it.
+    static func reserve(_ count: Int, ratePerSecond: Double, on pool: PostgresConnectionPool) async throws -> [(slot: Date, wait: Double)] {
+        let interval = 1 / ratePerSecond
+        let span = interval * Double(count)
+        let row = try await pool.query("""
+            UPDATE detectq.api_budget SET next_slot_at = GREATEST(
+                    next_slot_at, clock_timestamp() - make_interval(secs => \(tolerance(ratePerSecond))), paused_until
+                ) + make_interval(secs => \(span))
+            RETURNING next_slot_at - make_interval(secs => \(span)) AS slot,
+                      EXTRACT(EPOCH FROM next_slot_at - make_interval(secs => \(span)) - clock_timestamp())::float8 AS wait
+            """)[0]
+        let first = try row.decode("slot", as: Date.self)
+        let wait = try row.decode("wait", as: Double.self)
+        return (0..<count).map { index in
+            (first.addingTimeInterval(interval * Double(index)), wait + interval * Double(index))
+        }
     }
 
     /// Waits for a slot for one more API request. Returns the slot (on the database's clock, shared by every
@@ -26,22 +61,11 @@ public struct APIBudget: Sendable {
     @discardableResult
     public func acquire() async throws -> (slot: Date, waited: Duration) {
         let started = ContinuousClock.now
-        let interval = 1 / ratePerSecond
         while true {
-            let row = try await pool.query("""
-                UPDATE detectq.api_budget SET next_slot_at = GREATEST(
-                        next_slot_at, clock_timestamp() - make_interval(secs => \(tolerance)), paused_until
-                    ) + make_interval(secs => \(interval))
-                RETURNING next_slot_at - make_interval(secs => \(interval)) AS slot,
-                          EXTRACT(EPOCH FROM next_slot_at - make_interval(secs => \(interval)) - clock_timestamp())::float8 AS wait
-                """)[0]
-            let slot = try row.decode("slot", as: Date.self)
-            let wait = try row.decode("wait", as: Double.self)
+            let (slot, wait) = try await reservations.submit(true)
             guard wait > 0 else { return (slot, ContinuousClock.now - started) }
             try await Task.sleep(for: .seconds(wait))
-            let paused = try await pool.query("""
-                SELECT paused_until > clock_timestamp() AS paused FROM detectq.api_budget
-                """)[0].decode("paused", as: Bool.self)
+            let paused = try await pauseChecks.submit(true)
             if !paused {
                 let waited = ContinuousClock.now - started
                 QueueMetrics.rateLimitWait(waited)

@@ -32,7 +32,7 @@ public struct PostProcessingContext: Sendable {
     /// The attempt in progress (1 for the first).
     public let attempt: Int
     public let pool: PostgresConnectionPool
-    public let client: DetectClient
+    public let client: any DetectAPI
     public let budget: APIBudget
     public let logger: Logger
 }

@@ -8,7 +8,7 @@ import ResembleDetect
 struct PostTaskRunner: Sendable {
     let store: PostTaskStore
     let processors: [String: any PostProcessor]
-    let client: DetectClient
+    let client: any DetectAPI
     let budget: APIBudget
     let workerID: String
     let retryPolicy: RetryPolicy

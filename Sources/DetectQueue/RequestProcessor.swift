@@ -8,7 +8,7 @@ import ResembleDetect
 /// budget before every call, submits, and records what happened through the state machine.
 struct RequestProcessor: Sendable {
     let store: RequestStore
-    let client: DetectClient
+    let client: any DetectAPI
     let budget: APIBudget
     let configuration: WorkerConfiguration
     let postProcessors: @Sendable (DetectionRequest, DetectionItem) -> [String]
@@ -48,7 +48,12 @@ struct RequestProcessor: Sendable {
         return .recorded
     }
 
+    /// How long after its claim a request may still be sent on the claim's `submit_started_at` and lease
+    /// check; one that took longer is checked and stamped again first.
+    static let claimFreshness: Duration = .seconds(1)
+
     private func attempt(_ request: DetectionRequest, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+        let claimed = ContinuousClock.now
         if let remoteUUID = request.remoteUUID {
             // The API accepted this request before (it was retried by hand): wait for it, never send it again.
             var changes = RequestChanges()
@@ -97,9 +102,11 @@ struct RequestProcessor: Sendable {
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
         try await budget.acquire()
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-        guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path) else {
-            logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
-            return .recorded
+        if ContinuousClock.now - claimed > Self.claimFreshness {
+            guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path) else {
+                logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
+                return .recorded
+            }
         }
         let item = try await client.submit(source, options: options, wait: mode == .sync)
         var changes = RequestChanges()

@@ -8,19 +8,29 @@ import ResembleDetect
 /// re-checks the state the worker saw and, for leased states, that the worker still holds the lease, so a
 /// worker whose lease was taken over can never overwrite the new owner's work. The trigger in the
 /// database enforces the same transition table again.
+///
+/// Completions and submission marks, written for every request, are coalesced: the ones that arrive while a
+/// batch is being written go together in one statement (River's batched completer), which turns a round
+/// trip per request into one per batch under load and costs nothing when idle.
 public struct RequestStore: Sendable {
     public let pool: PostgresConnectionPool
+    private let completions: Coalescer<Completion, Bool>
+    private let submitStarts: Coalescer<SubmitStart, Bool>
 
     public init(pool: PostgresConnectionPool) {
         self.pool = pool
+        completions = Coalescer { try await Self.writeCompletions($0, on: pool) }
+        submitStarts = Coalescer { try await Self.writeSubmitStarts($0, on: pool) }
     }
 
     /// Claims up to `limit` claimable requests (queued or retrying, `run_at` due), highest priority first,
     /// under a lease of `lease`, in one statement; rows other workers hold are skipped, not waited for.
+    /// `submit_started_at` is stamped here: a request sent at once needs no second write, and one that waits
+    /// (for the rate limit, for an upload) is stamped again just before it is sent.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
         let rows = try await LeaseTable.requests.claim(
-            on: pool, workerID: workerID, limit: limit, lease: lease, resetting: ", error_message = NULL"
+            on: pool, workerID: workerID, limit: limit, lease: lease, resetting: ", error_message = NULL, submit_started_at = now()"
         )
         for row in rows {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
@@ -86,6 +96,7 @@ public struct RequestStore: Sendable {
             changes.remoteUUID = remoteUUID
         case .released:
             changes.attemptDelta = -1
+            changes.clearsSubmitStarted = true
         case .retriedByUser:
             changes.runAt = Date()
             changes.errorMessage = nil
@@ -99,29 +110,92 @@ public struct RequestStore: Sendable {
     }
 
     /// Stores the result and marks the request completed, and records one post-task per processor in
-    /// `postProcessors`, all in one transaction. Returns false, changing nothing, when the request moved on.
+    /// `postProcessors`, all in one statement (batched with other completions). Returns false, changing
+    /// nothing, when the request moved on.
     @discardableResult
     public func complete(
         _ request: DetectionRequest, workerID: String?, result: RequestChanges, postProcessors: [String]
     ) async throws -> Bool {
-        let completed = try await pool.transaction { connection in
-            guard try await apply(.completed, to: request, workerID: workerID, changes: result, on: connection) else {
-                return false
-            }
-            if !postProcessors.isEmpty {
-                try await connection.query("""
-                    INSERT INTO detectq.post_tasks (request_id, processor)
-                    SELECT \(request.id), unnest(\(postProcessors)::text[])
-                    ON CONFLICT (request_id, processor) DO NOTHING
-                    """)
-            }
-            return true
-        }
+        _ = try RequestStateMachine.transition(from: request.state, on: .completed, attemptsLeft: request.attemptsLeft)
+        let completed = try await completions.submit(Completion(
+            request: request, workerID: workerID, result: result, postProcessors: postProcessors
+        ))
         if completed {
             QueueMetrics.transition(from: request.state, to: .completed)
             if result.isFake == true { QueueMetrics.fakeFound() }
         }
         return completed
+    }
+
+    /// One completion to write: the request as the worker saw it, its result columns and its post-tasks.
+    struct Completion: Sendable {
+        var request: DetectionRequest
+        var workerID: String?
+        var result: RequestChanges
+        var postProcessors: [String]
+
+        /// `{"f": {the columns}, "r": result, "p": [processors]}`, the result spliced in as the API sent it.
+        func json() throws -> String {
+            struct Fields: Encodable {
+                var id: Int
+                var expected: String
+                var worker: String?
+                var remote_uuid: String?
+                var media_type: String?
+                var label: String?
+                var is_fake: Bool?
+                var aggregated_score: Double?
+                var file_deleted_at: String?
+                var submit_path: String?
+                var callback_secret_hash: String?
+            }
+            let fields = Fields(
+                id: request.id, expected: request.state.rawValue, worker: workerID, remote_uuid: result.remoteUUID,
+                media_type: result.mediaType, label: result.label, is_fake: result.isFake,
+                aggregated_score: result.aggregatedScore.flatMap { $0.isFinite ? $0 : nil },
+                file_deleted_at: result.fileDeletedAt.map { ISO8601Timestamp.format($0) }, submit_path: result.submitPath,
+                callback_secret_hash: result.callbackSecretHash
+            )
+            let encoder = JSONEncoder()
+            let encodedFields = String(decoding: try encoder.encode(fields), as: UTF8.self)
+            let processors = String(decoding: try encoder.encode(postProcessors), as: UTF8.self)
+            return #"{"f":\#(encodedFields),"r":\#(result.result?.text ?? "null"),"p":\#(processors)}"#
+        }
+    }
+
+    /// Completes a batch in one statement: the conditional UPDATE of every request still where its worker saw
+    /// it, and the post-tasks of those it changed. Returns, per completion, whether its request was changed.
+    static func writeCompletions(_ batch: [Completion], on pool: PostgresConnectionPool) async throws -> [Bool] {
+        let payload = "[" + (try batch.map { try $0.json() }).joined(separator: ",") + "]"
+        let rows = try await pool.query("""
+            WITH v AS (
+                SELECT f.*, nullif(e->'r', 'null'::jsonb) AS result, e->'p' AS processors
+                FROM jsonb_array_elements(\(PostgresJSON(text: payload))) AS e,
+                     jsonb_to_record(e->'f') AS f(id bigint, expected detectq.request_state, worker text, remote_uuid text,
+                         media_type text, label text, is_fake boolean, aggregated_score double precision,
+                         file_deleted_at timestamptz, submit_path text, callback_secret_hash text)
+            ), done AS (
+                UPDATE detectq.requests AS r SET
+                    state = 'completed', completed_at = now(), locked_by = NULL, locked_until = NULL, result = v.result,
+                    remote_uuid = coalesce(v.remote_uuid, r.remote_uuid), accepted_at = coalesce(r.accepted_at, now()),
+                    media_type = v.media_type, label = v.label, is_fake = v.is_fake, aggregated_score = v.aggregated_score,
+                    file_deleted_at = v.file_deleted_at, submit_path = coalesce(v.submit_path, r.submit_path),
+                    callback_secret_hash = coalesce(v.callback_secret_hash, r.callback_secret_hash)
+                FROM v
+                WHERE r.id = v.id AND r.state = v.expected
+                  AND (v.worker IS NULL OR r.locked_by = v.worker OR (v.expected = 'awaiting_result' AND r.locked_by IS NULL))
+                RETURNING r.id
+            ), tasks AS (
+                INSERT INTO detectq.post_tasks (request_id, processor)
+                SELECT done.id, p.processor
+                FROM done JOIN v ON v.id = done.id, jsonb_array_elements_text(v.processors) AS p(processor)
+                ON CONFLICT (request_id, processor) DO NOTHING
+            )
+            SELECT id FROM done
+            """)
+        var changed = Set(try rows.map { try $0.decode("id", as: Int.self) })
+        // A request completed twice in one batch (a callback racing a poll) counts once.
+        return batch.map { changed.remove($0.request.id) != nil }
     }
 
     /// Claims up to `limit` accepted requests whose next poll is due, under a short poll lease.
@@ -162,12 +236,28 @@ public struct RequestStore: Sendable {
     }
 
     /// Records that the request is about to be sent to the API (the window in which a lost response could
-    /// leave an accepted request unknown to us is then visible).
+    /// leave an accepted request unknown to us is then visible). Returns false when the worker no longer holds
+    /// it (cancelled, or taken over), and then it must not be sent.
     public func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: String) async throws -> Bool {
-        try await pool.query("""
-            UPDATE detectq.requests SET submit_started_at = now(), submit_path = \(path)
-            WHERE id = \(request.id) AND state = 'submitting' AND locked_by = \(workerID)
-            """).affectedRows == 1
+        try await submitStarts.submit(SubmitStart(id: request.id, workerID: workerID, path: path))
+    }
+
+    /// One submission about to start.
+    struct SubmitStart: Sendable {
+        var id: Int
+        var workerID: String
+        var path: String
+    }
+
+    static func writeSubmitStarts(_ batch: [SubmitStart], on pool: PostgresConnectionPool) async throws -> [Bool] {
+        let rows = try await pool.query("""
+            UPDATE detectq.requests AS r SET submit_started_at = now(), submit_path = v.path
+            FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path))::text[]) AS v(id, worker, path)
+            WHERE r.id = v.id AND r.state = 'submitting' AND r.locked_by = v.worker
+            RETURNING r.id
+            """)
+        let marked = Set(try rows.map { try $0.decode("id", as: Int.self) })
+        return batch.map { marked.contains($0.id) }
     }
 
     /// The request a callback names, with its callback secret's hash, if it is waiting for a result.
@@ -209,6 +299,7 @@ public struct RequestChanges: Sendable {
     var attemptDelta = 0
     var clearsErrorMessage = false
     var resetsAttempts = false
+    var clearsSubmitStarted = false
     /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
     public var keepsLease = false
     public var errorMessage: String?
@@ -240,9 +331,10 @@ public struct RequestChanges: Sendable {
         if let errorMessage { set("error_message", errorMessage) }
         if clearsErrorMessage { assignments.append("error_message = NULL") }
         if resetsAttempts { assignments.append("attempt = 0, completed_at = NULL") }
+        if clearsSubmitStarted { assignments.append("submit_started_at = NULL") }
         if let runAt { set("run_at", runAt) }
         if let remoteUUID { set("remote_uuid", remoteUUID) }
-        if remoteUUID != nil { assignments.append("accepted_at = now()") }
+        if remoteUUID != nil { assignments.append("accepted_at = coalesce(accepted_at, now())") }
         if let submitPath { set("submit_path", submitPath) }
         if let mediaType { set("media_type", mediaType) }
         if let label { set("label", label) }

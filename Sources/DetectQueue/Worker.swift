@@ -20,18 +20,22 @@ public final class Worker: Service {
     private let requestSlots = Slots(metric: QueueMetrics.requestsInFlight)
     private let postTaskSlots = Slots(metric: QueueMetrics.postTasksInFlight)
     private let metricsExposition: (@Sendable () -> String)?
+    private let api: (any DetectAPI)?
     private let shuttingDown = Atomic<Bool>(false)
 
     /// `postProcessors` are run on completed requests, each as a post-task of its own. `metricsExposition`
     /// renders the process's metrics for `GET /metrics` (after the queue's depth is sampled into them);
-    /// without it, `/metrics` answers 404.
+    /// without it, `/metrics` answers 404. `api` replaces the Detect API client made from `configuration`
+    /// (benchmarks measure the queue alone with an instant one).
     public init(
         configuration: WorkerConfiguration,
         postProcessors: [any PostProcessor] = [],
         logger: Logger = Logger(label: "detectq.worker"),
-        metricsExposition: (@Sendable () -> String)? = nil
+        metricsExposition: (@Sendable () -> String)? = nil,
+        api: (any DetectAPI)? = nil
     ) {
         self.configuration = configuration
+        self.api = api
         self.postProcessors = postProcessors
         self.metricsExposition = metricsExposition
         var logger = logger
@@ -46,7 +50,14 @@ public final class Worker: Service {
         let pool = PostgresConnectionPool(
             configuration: configuration.database, maximumConnections: min(32, max(4, configuration.concurrency / 8 + 4))
         )
-        let client = DetectClient(configuration: configuration.api)
+        let client: any DetectAPI
+        let ownClient: DetectClient?
+        if let api {
+            (client, ownClient) = (api, nil)
+        } else {
+            let made = DetectClient(configuration: configuration.api)
+            (client, ownClient) = (made, made)
+        }
         let store = RequestStore(pool: pool)
         let budget = APIBudget(pool: pool, ratePerSecond: configuration.apiRateLimit)
         let processors = postProcessors
@@ -104,7 +115,7 @@ public final class Worker: Service {
             self.requestSlots.wake.signal()
             self.postTaskSlots.wake.signal()
         }
-        try? await client.shutdown()
+        try? await ownClient?.shutdown()
         await pool.close()
         logger.info("worker stopped")
     }

@@ -1,0 +1,158 @@
+import Foundation
+import Postgres
+import SchemaMigrations
+
+/// What every scenario needs: a PostgreSQL server to make fresh databases on, the `detectq` executable to
+/// start workers from, and a place for their logs.
+public struct BenchContext: Sendable {
+    /// A libpq URI of the server (its `postgres` database, or whichever the URI names).
+    public let serverURI: String
+    /// The `detectq` executable, started as worker processes.
+    public let executable: URL
+    /// Where worker processes write their output.
+    public let logDirectory: URL
+
+    public init(serverURI: String, executable: URL, logDirectory: URL) {
+        self.serverURI = serverURI
+        self.executable = executable
+        self.logDirectory = logDirectory
+    }
+
+    /// A new, migrated database named `detectq_bench_<name>` (dropped first if a previous run left it).
+    func freshDatabase(_ name: String) async throws -> BenchDatabase {
+        let database = "detectq_bench_\(name)"
+        let server = try await PostgresConnection.connect(PostgresConfiguration(connectionString: serverURI))
+        try await server.query("DROP DATABASE IF EXISTS \(identifier: database) WITH (FORCE)")
+        try await server.query("CREATE DATABASE \(identifier: database)")
+        await server.close()
+        guard var components = URLComponents(string: serverURI), components.scheme?.hasPrefix("postgres") == true else {
+            throw BenchError("DATABASE_URL must be a postgresql:// URI for the benchmark (its workers are separate processes)")
+        }
+        components.path = "/" + database
+        let uri = components.string ?? serverURI
+        let configuration = PostgresConfiguration(connectionString: uri, applicationName: "detectq bench")
+        _ = try await MigrationRunner(configuration: configuration).migrate()
+        return BenchDatabase(uri: uri, pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 4))
+    }
+
+    /// Starts `detectq` with `arguments` and `environment` (over this process's own), its output to a log file.
+    func start(_ arguments: [String], environment: [String: String], name: String) throws -> ChildProcess {
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let log = logDirectory.appendingPathComponent("\(name).log")
+        try Data().write(to: log)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return ChildProcess(process: process, log: log)
+    }
+}
+
+/// A scenario's own database.
+struct BenchDatabase: Sendable {
+    let uri: String
+    let pool: PostgresConnectionPool
+
+    /// The database's clock now.
+    func now() async throws -> Date {
+        try await pool.query("SELECT clock_timestamp() AS now")[0].decode("now", as: Date.self)
+    }
+
+    func count(_ condition: String) async throws -> Int {
+        try await pool.query(PostgresQuery(sql: "SELECT count(*)::int8 AS n FROM detectq.requests WHERE \(condition)", parameters: []))[0]
+            .decode("n", as: Int.self)
+    }
+
+    /// Waits until `condition` holds for `expected` requests, checking every `interval`.
+    func waitFor(_ condition: String, count expected: Int, timeout: Duration, interval: Duration = .milliseconds(200)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while try await count(condition) < expected {
+            guard ContinuousClock.now < deadline else { throw BenchError("timed out waiting for \(expected) requests where \(condition)") }
+            try await Task.sleep(for: interval)
+        }
+    }
+
+    /// Waits until `workers` worker processes whose id starts with `prefix` are listening for work.
+    func waitForWorkers(_ prefix: String, count workers: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await pool.query("""
+            SELECT count(*)::int8 AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name LIKE \("detectq worker \(prefix)%") AND query ILIKE 'LISTEN%'
+            """)[0].decode("n", as: Int.self) < workers {
+            guard ContinuousClock.now < deadline else { throw BenchError("the workers \(prefix)* did not start listening within 30 s") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Inserts `count` sync requests for URLs (one in ten fake) in one statement; returns the database's clock
+    /// once they are committed and claimable.
+    func insertURLRequests(_ count: Int, waitMode: String = "sync") async throws -> Date {
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode)
+            SELECT 'https://bench.invalid/' || CASE WHEN n % 10 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav', \(waitMode)
+            FROM generate_series(1, \(count)) AS n
+            """)
+        return try await now()
+    }
+
+    /// Requests per second from `start` to the last completion, on the database's clock.
+    func throughput(since start: Date, completed: Int) async throws -> Double {
+        let last = try await pool.query("SELECT max(completed_at) AS last FROM detectq.requests")[0].decode("last", as: Date.self)
+        return Double(completed) / max(last.timeIntervalSince(start), 0.001)
+    }
+
+    func close() async {
+        await pool.close()
+    }
+}
+
+/// A `detectq` process the benchmark started.
+final class ChildProcess: Sendable {
+    private let process: Process
+    let log: URL
+
+    init(process: Process, log: URL) {
+        self.process = process
+        self.log = log
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Its resident set now and at its peak, in bytes, from `/proc`.
+    var memory: (resident: Int64, peak: Int64) {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int64 {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int64(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// Resets the peak resident set to the current one (`/proc/PID/clear_refs`).
+    func resetPeakMemory() {
+        try? "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+    }
+
+    /// Asks it to stop (SIGTERM) and waits; SIGKILL after `grace`.
+    func stop(grace: Duration = .seconds(30)) async {
+        guard process.isRunning else { return }
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while process.isRunning {
+            if ContinuousClock.now > deadline { kill(pid, SIGKILL) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// A benchmark that could not run, with the reason.
+public struct BenchError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}

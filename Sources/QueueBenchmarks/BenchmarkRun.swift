@@ -1,0 +1,142 @@
+import Foundation
+
+/// One line of the results table: a figure, its reference measured in the same run, and its target.
+public struct BenchmarkRow: Sendable {
+    public var scenario: String
+    public var figure: String
+    public var reference: String
+    /// The figure over its reference, when they share a unit.
+    public var ratio: Double?
+    public var target: String
+    /// Whether the target was met; nil when there is none.
+    public var met: Bool?
+}
+
+/// Runs the chosen scenarios in order and collects the table, printing each row as it is measured.
+public struct BenchmarkRun: Sendable {
+    /// The scenarios, by the names `--only` takes.
+    public static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency"]
+
+    let scenarios: Scenarios
+    let only: Set<String>
+    let pgQueuerScript: URL?
+
+    public init(scenarios: Scenarios, only: Set<String>, pgQueuerScript: URL?) {
+        self.scenarios = scenarios
+        self.only = only
+        self.pgQueuerScript = pgQueuerScript
+    }
+
+    /// Measures every chosen scenario; `report` receives each row as soon as it is known.
+    public func run(report: (BenchmarkRow) -> Void) async throws -> [BenchmarkRow] {
+        var rows: [BenchmarkRow] = []
+        func add(_ row: BenchmarkRow) {
+            rows.append(row)
+            report(row)
+        }
+        let coreJobs = scenarios.scaled(50_000)
+        var bestCore: Double?
+        if only.contains("core") {
+            let bare = try await scenarios.bareSQL(jobs: coreJobs, connections: 4)
+            add(BenchmarkRow(scenario: "1 bare SQL ceiling", figure: Self.rate(bare), reference: "claim 100 + UPDATE each, 4 connections", ratio: nil, target: "", met: nil))
+            for workers in [1, 2] {
+                let rate = try await scenarios.queueCore(jobs: coreJobs, workers: workers)
+                bestCore = max(bestCore ?? 0, rate)
+                add(BenchmarkRow(
+                    scenario: "1 queue core, \(workers) worker\(workers == 1 ? "" : "s")", figure: Self.rate(rate),
+                    reference: "bare \(Self.rate(bare))", ratio: rate / bare, target: "≥ 70% of bare", met: rate / bare >= 0.7
+                ))
+            }
+        }
+        if only.contains("pgqueuer") {
+            if let script = pgQueuerScript, let pgQueuer = try await scenarios.pgQueuer(jobs: coreJobs, script: script) {
+                add(BenchmarkRow(
+                    scenario: "1 PgQueuer drain (its own benchmark)", figure: Self.rate(pgQueuer), reference: "", ratio: nil, target: "", met: nil
+                ))
+                if let bestCore {
+                    add(BenchmarkRow(
+                        scenario: "1 queue core vs PgQueuer", figure: Self.rate(bestCore), reference: "PgQueuer \(Self.rate(pgQueuer))",
+                        ratio: bestCore / pgQueuer, target: "≥ 2× PgQueuer", met: bestCore / pgQueuer >= 2
+                    ))
+                }
+            } else {
+                add(BenchmarkRow(
+                    scenario: "1 PgQueuer drain", figure: "not run (no benchmarks/pgqueuer.sh, or it failed: see pgqueuer.log)",
+                    reference: "", ratio: nil, target: "", met: nil
+                ))
+            }
+        }
+        if only.contains("e2e") {
+            let rate = try await scenarios.endToEnd(jobs: scenarios.scaled(20_000))
+            add(BenchmarkRow(
+                scenario: "2 end to end over HTTP", figure: Self.rate(rate), reference: bestCore.map { "queue core \(Self.rate($0))" } ?? "",
+                ratio: bestCore.map { rate / $0 }, target: "", met: nil
+            ))
+        }
+        for (name, mode) in [("inflight", "sync"), ("callback", "callback")] where only.contains(name) {
+            let concurrency = scenarios.scaled(5_000)
+            let result = try await scenarios.inFlight(concurrency: concurrency, latency: .seconds(10), waitMode: mode)
+            let number = mode == "sync" ? 3 : 4
+            add(BenchmarkRow(
+                scenario: "\(number) \(concurrency) in flight, \(mode), 10 s", figure: Self.rate(result.throughput),
+                reference: "ideal \(Self.rate(result.ideal))", ratio: result.throughput / result.ideal, target: "≥ 90% of ideal",
+                met: result.throughput / result.ideal >= 0.9
+            ))
+            add(BenchmarkRow(
+                scenario: "\(number) \(mode): peak RSS, held slots", figure: Self.megabytes(result.peakResidentBytes) + ", \(result.peakHeldSlots) held",
+                reference: "", ratio: nil, target: "≤ 300 MB", met: result.peakResidentBytes <= 300_000_000
+            ))
+        }
+        if only.contains("rate") {
+            let budget = 40.0
+            let (achieved, peak) = try await scenarios.rateLimit(rate: budget, duration: .seconds(60 * min(1, scenarios.scale * 4)))
+            add(BenchmarkRow(
+                scenario: "5 rate limit, 3 workers", figure: String(format: "%.1f/s", achieved), reference: "budget 40/s",
+                ratio: achieved / budget, target: "≥ 95% of budget", met: achieved / budget >= 0.95
+            ))
+            add(BenchmarkRow(
+                scenario: "5 busiest one-second window", figure: "\(peak)", reference: "budget 40", ratio: Double(peak) / budget,
+                target: "≤ 110% (44)", met: Double(peak) <= budget * 1.1
+            ))
+        }
+        if only.contains("upload") {
+            for (name, bytes, path) in [("multipart", Int64(149_000_000), "multipart, 149 MB (the API's cap is 150 MB)"), ("secure", Int64(1_000_000_000), "secure upload, 1 GB")] {
+                let result = try await scenarios.upload(bytes: Int64(Double(bytes) * min(1, scenarios.scale * 4)), name: name)
+                add(BenchmarkRow(
+                    scenario: "6 \(path)", figure: String(format: "%.0f MB/s, +%@ peak RSS", result.megabytesPerSecond, Self.megabytes(result.peakGrowthBytes)),
+                    reference: "", ratio: nil, target: "≤ 16 MB growth", met: result.peakGrowthBytes <= 16_000_000
+                ))
+            }
+        }
+        if only.contains("latency") {
+            let latency = try await scenarios.enqueueToClaim(inserts: scenarios.scaled(1_000))
+            add(BenchmarkRow(
+                scenario: "7 enqueue to claim", figure: String(format: "p50 %.1f ms, p95 %.1f ms, p99 %.1f ms", latency.p50, latency.p95, latency.p99),
+                reference: "", ratio: nil, target: "p50 ≤ 5 ms, p95 ≤ 20 ms", met: latency.p50 <= 5 && latency.p95 <= 20
+            ))
+        }
+        return rows
+    }
+
+    static func rate(_ value: Double) -> String { String(format: "%.0f jobs/s", value) }
+
+    static func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
+
+    /// The table as Markdown, for the terminal and the README alike.
+    public static func table(_ rows: [BenchmarkRow]) -> String {
+        var lines = ["| scenario | figure | reference | ratio | target | met |", "| --- | --- | --- | --- | --- | --- |"]
+        for row in rows { lines.append(line(row)) }
+        return lines.joined(separator: "\n")
+    }
+
+    public static func line(_ row: BenchmarkRow) -> String {
+        let ratio = row.ratio.map { $0 >= 10 ? String(format: "%.0f×", $0) : String(format: "%.2f", $0) } ?? ""
+        let met = row.met.map { $0 ? "yes" : "no" } ?? ""
+        return "| \(row.scenario) | \(row.figure) | \(row.reference) | \(ratio) | \(row.target) | \(met) |"
+    }
+
+    /// The closing line: every ratio, in order.
+    public static func ratios(_ rows: [BenchmarkRow]) -> String {
+        "ratios: " + rows.compactMap { row in row.ratio.map { "\(row.scenario) \(String(format: "%.2f", $0))" } }.joined(separator: "; ")
+    }
+}

@@ -1,0 +1,136 @@
+import DetectQueue
+import DetectSimulator
+import DetectqTestSupport
+import Foundation
+import Postgres
+import ResembleDetect
+import Testing
+
+@Suite("Completions, submission marks and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled))
+struct CoalescedWriteTests {
+    /// The result columns of a finished real detection.
+    func result(_ uuid: String) throws -> RequestChanges {
+        let item = try DetectionItem(json: #"{"uuid":"\#(uuid)","status":"completed","media_type":"audio","metrics":{"label":"real","score":["0.1"],"aggregated_score":"0.1"}}"#)
+        var changes = RequestChanges()
+        changes.remoteUUID = item.uuid
+        changes.label = item.label
+        changes.isFake = item.isFake
+        changes.aggregatedScore = item.aggregatedScore
+        changes.result = PostgresJSON(text: item.rawJSON)
+        return changes
+    }
+
+    @Test func twoHundredConcurrentCompletionsLandInFarFewerStatements() async throws {
+        let fixture = try await StoreFixture.make()
+        try await fixture.insert(200)
+        let store = fixture.store(worker: "w1")
+        let claimed = try await store.claim(workerID: "w1", limit: 100, lease: .seconds(60))
+            + store.claim(workerID: "w1", limit: 100, lease: .seconds(60))
+        #expect(claimed.count == 200)
+        // A lock held elsewhere stalls the first writes, as a busy database would; the rest gather meanwhile.
+        let blocker = try await PostgresConnection.connect(fixture.configuration)
+        try await blocker.query("BEGIN")
+        try await blocker.query("LOCK TABLE detectq.requests IN SHARE MODE")
+        let completing = Task {
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for request in claimed {
+                    let changes = try result("uuid-\(request.id)")
+                    group.addTask { try await store.complete(request, workerID: "w1", result: changes, postProcessors: ["a", "b"]) }
+                }
+                return try await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        try await blocker.query("COMMIT")
+        await blocker.close()
+        let outcomes = try await completing.value
+        #expect(outcomes.allSatisfy { $0 } && outcomes.count == 200)
+        // now() is the transaction's start, so each completing statement leaves one distinct updated_at.
+        let writes = try await fixture.admin.query("""
+            SELECT count(DISTINCT updated_at)::int8 AS n FROM detectq.requests WHERE state = 'completed'
+            """)[0].decode("n", as: Int.self)
+        #expect(writes < 20, "200 completions took \(writes) statements; one each would be 200")
+        let rows = try await fixture.admin.query("""
+            SELECT count(*) FILTER (WHERE state = 'completed' AND result->>'uuid' = 'uuid-' || id AND locked_by IS NULL)::int8 AS done,
+                   (SELECT count(*) FROM detectq.post_tasks)::int8 AS tasks,
+                   (SELECT count(*) FROM detectq.request_events WHERE to_state = 'completed' AND worker_id = 'w1')::int8 AS events
+            FROM detectq.requests
+            """)[0]
+        #expect(try rows.decode("done", as: Int.self) == 200)
+        #expect(try rows.decode("tasks", as: Int.self) == 400, "two post-tasks each, written with the completion")
+        #expect(try rows.decode("events", as: Int.self) == 200, "the history records every completion")
+    }
+
+    @Test func oneBadCompletionDoesNotFailTheOthersInItsBatch() async throws {
+        let fixture = try await StoreFixture.make()
+        try await fixture.insert(20)
+        let store = fixture.store(worker: "w1")
+        let claimed = try await store.claim(workerID: "w1", limit: 20, lease: .seconds(60))
+        let poisoned = claimed[7].id
+        let outcomes = try await withThrowingTaskGroup(of: (Int, Bool?).self) { group in
+            for request in claimed {
+                var changes = try result("uuid-\(request.id)")
+                if request.id == poisoned { changes.result = nil }
+                group.addTask {
+                    (request.id, try? await store.complete(request, workerID: "w1", result: changes, postProcessors: []))
+                }
+            }
+            return try await group.reduce(into: [Int: Bool?]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(outcomes[poisoned]! == nil, "a completion without a result is refused by the database")
+        #expect(outcomes.filter { $0.key != poisoned }.allSatisfy { $0.value == true })
+        #expect(try await fixture.state(poisoned).0 == .submitting)
+        #expect(try await fixture.admin.query("SELECT count(*)::int8 AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) == 19)
+    }
+
+    @Test func aCompletionForARequestThatMovedOnChangesNothing() async throws {
+        let fixture = try await StoreFixture.make()
+        try await fixture.insert(2)
+        let store = fixture.store(worker: "w1")
+        let claimed = try await store.claim(workerID: "w1", limit: 2, lease: .seconds(60))
+        try await fixture.admin.query("UPDATE detectq.requests SET state = 'cancelled', locked_by = NULL, locked_until = NULL WHERE id = \(claimed[0].id)")
+        async let first = store.complete(claimed[0], workerID: "w1", result: try result("a"), postProcessors: ["p"])
+        async let second = store.complete(claimed[1], workerID: "someone-else", result: try result("b"), postProcessors: ["p"])
+        #expect(try await first == false, "cancelled meanwhile")
+        #expect(try await second == false, "another worker's lease")
+        #expect(try await fixture.admin.query("SELECT count(*)::int8 AS n FROM detectq.post_tasks")[0].decode("n", as: Int.self) == 0)
+    }
+
+    @Test func concurrentCallersGetDistinctSlotsOneIntervalApart() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let budget = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2), ratePerSecond: 100)
+        let slots = try await withThrowingTaskGroup(of: Date.self) { group in
+            for _ in 0..<40 { group.addTask { try await budget.acquire().slot } }
+            return try await group.reduce(into: [Date]()) { $0.append($1) }
+        }.sorted()
+        #expect(Set(slots).count == 40)
+        let gaps = zip(slots.dropFirst(), slots).map { $0.timeIntervalSince($1) }
+        #expect(gaps.allSatisfy { $0 >= 0.0099 }, "at 100/s no two slots are closer than 10 ms: \(gaps.min() ?? 0)")
+    }
+
+    @Test func aRequestCancelledWhileItWaitsForTheRateLimitIsNotSent() async throws {
+        let harness = try await WorkerHarness.start()
+        let ids = [
+            try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/first.wav", "sync"]),
+            try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/second.wav", "sync"]),
+            try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/third.wav", "sync"]),
+        ]
+        let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_API_RATE_LIMIT": "0.5"]))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await harness.pool.query("SELECT count(*)::int8 AS n FROM detectq.requests WHERE state <> 'queued'")[0]
+            .decode("n", as: Int.self) < 3 {
+            #expect(ContinuousClock.now < deadline)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        // One slot every 2 s: the second waits 2 s and the third 4 s after their claim.
+        _ = try await RequestAdministration(store: RequestStore(pool: harness.pool)).cancel([ids[2]])
+        try await harness.waitUntilFinished(Array(ids.prefix(2)), timeout: .seconds(20))
+        try await Task.sleep(for: .seconds(3))
+        await worker.stop()
+        let stats = await harness.simulator.state.snapshot()
+        #expect(stats.submissionsByMedia["https://cdn.example.com/third.wav"] == nil, "checked again before sending, and not sent")
+        #expect(stats.submissions == 2)
+        #expect(try await harness.row(ids[2]).decode("state", as: String.self) == "cancelled")
+        await harness.stop()
+    }
+}
