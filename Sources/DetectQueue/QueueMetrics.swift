@@ -36,17 +36,24 @@ public enum QueueMetrics {
     /// The buckets of the claim batch histogram.
     public static let claimBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100]
 
+    /// One counter per legal transition, made once: a transition is counted several times per request, so
+    /// the hot path must not look its handler up each time. Like every handle here it binds to the metrics
+    /// backend bootstrapped before its first use.
+    private static let transitionCounters: [RequestState: [RequestState: Counter]] = Dictionary(
+        uniqueKeysWithValues: RequestState.allCases.map { from in
+            (from, Dictionary(uniqueKeysWithValues: from.successors.map { to in
+                (to, Counter(label: transitions, dimensions: [("from", from.rawValue), ("to", to.rawValue)]))
+            }))
+        }
+    )
+
     static func transition(from: RequestState, to: RequestState, count: Int = 1) {
         guard count > 0 else { return }
-        Counter(label: transitions, dimensions: [("from", from.rawValue), ("to", to.rawValue)]).increment(by: count)
+        transitionCounters[from]?[to]?.increment(by: count)
     }
 
     static func claimed(_ count: Int, kind: String) {
         Recorder(label: claimBatchSize, dimensions: [("kind", kind)]).record(count)
-    }
-
-    static func inFlight(_ name: String) -> Meter {
-        Meter(label: name)
     }
 
     static func retry(cause: String) {
@@ -76,24 +83,13 @@ public enum QueueMetrics {
 
     /// Reads the queue's depth from the database into the depth gauges; every state is reported, zeros too.
     static func sampleDepth(_ pool: PostgresConnectionPool) async throws {
-        var requests = Dictionary(uniqueKeysWithValues: RequestState.allCases.map { ($0.rawValue, 0) })
-        for row in try await pool.query("SELECT state::text AS state, count(*)::int8 AS n FROM detectq.requests GROUP BY state") {
-            requests[try row.decode("state", as: String.self)] = try row.decode("n", as: Int.self)
+        let depth = try await QueueDepth.read(pool)
+        for (state, count) in depth.requests {
+            Gauge(label: queueDepth, dimensions: [("state", state.rawValue)]).record(count)
         }
-        for (state, count) in requests {
-            Gauge(label: queueDepth, dimensions: [("state", state)]).record(count)
+        for (state, count) in depth.postTasks {
+            Gauge(label: postTaskDepth, dimensions: [("state", state.rawValue)]).record(count)
         }
-        var tasks = Dictionary(uniqueKeysWithValues: PostTask.State.allCases.map { ($0.rawValue, 0) })
-        for row in try await pool.query("SELECT state::text AS state, count(*)::int8 AS n FROM detectq.post_tasks GROUP BY state") {
-            tasks[try row.decode("state", as: String.self)] = try row.decode("n", as: Int.self)
-        }
-        for (state, count) in tasks {
-            Gauge(label: postTaskDepth, dimensions: [("state", state)]).record(count)
-        }
-        let age = try await pool.query("""
-            SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(run_at)), 0)::float8 AS age
-            FROM detectq.requests WHERE state IN ('queued', 'retrying') AND run_at <= now()
-            """)[0].decode("age", as: Double.self)
-        Gauge(label: oldestClaimableAge).record(age)
+        Gauge(label: oldestClaimableAge).record(depth.oldestClaimableAge ?? 0)
     }
 }

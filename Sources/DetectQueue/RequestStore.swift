@@ -68,18 +68,6 @@ public struct RequestStore: Sendable {
     public func apply(
         _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init()
     ) async throws -> Bool {
-        let applied = try await pool.withConnection { try await apply(event, to: request, workerID: workerID, changes: changes, on: $0) }
-        if applied, let next = try? RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft) {
-            QueueMetrics.transition(from: request.state, to: next)
-        }
-        return applied
-    }
-
-    /// `apply` on a given connection, so that it can share a transaction.
-    func apply(
-        _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges,
-        on connection: PostgresConnection
-    ) async throws -> Bool {
         let next = try RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft)
         var changes = changes
         changes.state = next
@@ -106,7 +94,9 @@ public struct RequestStore: Sendable {
             break
         }
         let (sql, parameters) = changes.update(id: request.id, expected: request.state, workerID: workerID)
-        return try await connection.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
+        let applied = try await pool.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
+        if applied { QueueMetrics.transition(from: request.state, to: next) }
+        return applied
     }
 
     /// Stores the result and marks the request completed, and records one post-task per processor in

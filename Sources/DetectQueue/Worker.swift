@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import Postgres
 import ResembleDetect
 import ServiceLifecycle
@@ -17,8 +18,8 @@ public final class Worker: Service {
     private let postProcessors: [any PostProcessor]
     private let logger: Logger
     private let pause = WorkerPause()
-    private let requestSlots = Slots(metric: QueueMetrics.requestsInFlight)
-    private let postTaskSlots = Slots(metric: QueueMetrics.postTasksInFlight)
+    private let requestSlots = Slots(gauge: Meter(label: QueueMetrics.requestsInFlight))
+    private let postTaskSlots = Slots(gauge: Meter(label: QueueMetrics.postTasksInFlight))
     private let metricsExposition: (@Sendable () -> String)?
     private let api: (any DetectAPI)?
     private let shuttingDown = Atomic<Bool>(false)
@@ -221,27 +222,25 @@ public final class Worker: Service {
 }
 
 /// The claims a loop holds, and the signal that wakes it when one frees or new work arrives; the in-flight
-/// gauge `metric` follows them.
+/// gauge `gauge` follows them.
 final class Slots: Sendable {
     let wake = WakeSignal()
     private let held = Mutex<Set<Int>>([])
-    private let metric: String
+    private let gauge: Meter
 
-    init(metric: String) {
-        self.metric = metric
+    init(gauge: Meter) {
+        self.gauge = gauge
     }
 
     var count: Int { held.withLock { $0.count } }
     var ids: [Int] { held.withLock { Array($0) } }
 
     func take(_ id: Int) {
-        let count = held.withLock { $0.insert(id); return $0.count }
-        QueueMetrics.inFlight(metric).set(count)
+        gauge.set(held.withLock { $0.insert(id); return $0.count })
     }
 
     func free(_ id: Int) {
-        let count = held.withLock { $0.remove(id); return $0.count }
-        QueueMetrics.inFlight(metric).set(count)
+        gauge.set(held.withLock { $0.remove(id); return $0.count })
         wake.signal()
     }
 }

@@ -18,21 +18,37 @@ public struct BenchContext: Sendable {
         self.logDirectory = logDirectory
     }
 
-    /// A new, migrated database named `detectq_bench_<name>` (dropped first if a previous run left it).
+    /// A new, migrated database named `detectq_bench_<name>` (dropped first if a previous run left it); the
+    /// scenario drops it when done.
     func freshDatabase(_ name: String) async throws -> BenchDatabase {
         let database = "detectq_bench_\(name)"
-        let server = try await PostgresConnection.connect(PostgresConfiguration(connectionString: serverURI))
-        try await server.query("DROP DATABASE IF EXISTS \(identifier: database) WITH (FORCE)")
-        try await server.query("CREATE DATABASE \(identifier: database)")
-        await server.close()
         guard var components = URLComponents(string: serverURI), components.scheme?.hasPrefix("postgres") == true else {
             throw BenchError("DATABASE_URL must be a postgresql:// URI for the benchmark (its workers are separate processes)")
         }
         components.path = "/" + database
         let uri = components.string ?? serverURI
+        try await onServer("DROP DATABASE IF EXISTS \(identifier: database) WITH (FORCE)")
+        try await onServer("CREATE DATABASE \(identifier: database)")
         let configuration = PostgresConfiguration(connectionString: uri, applicationName: "detectq bench")
         _ = try await MigrationRunner(configuration: configuration).migrate()
-        return BenchDatabase(uri: uri, pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 4))
+        return BenchDatabase(name: database, uri: uri, pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 4))
+    }
+
+    /// Closes a scenario's database and drops it, so a run leaves nothing behind on a server of the user's.
+    func drop(_ database: BenchDatabase) async {
+        await database.pool.close()
+        try? await onServer("DROP DATABASE IF EXISTS \(identifier: database.name) WITH (FORCE)")
+    }
+
+    private func onServer(_ statement: PostgresQuery) async throws {
+        let server = try await PostgresConnection.connect(PostgresConfiguration(connectionString: serverURI))
+        do {
+            try await server.query(statement)
+        } catch {
+            await server.close()
+            throw error
+        }
+        await server.close()
     }
 
     /// Starts `detectq` with `arguments` and `environment` (over this process's own), its output to a log file.
@@ -53,6 +69,7 @@ public struct BenchContext: Sendable {
 
 /// A scenario's own database.
 struct BenchDatabase: Sendable {
+    let name: String
     let uri: String
     let pool: PostgresConnectionPool
 
@@ -102,10 +119,6 @@ struct BenchDatabase: Sendable {
     func throughput(since start: Date, completed: Int) async throws -> Double {
         let last = try await pool.query("SELECT max(completed_at) AS last FROM detectq.requests")[0].decode("last", as: Date.self)
         return Double(completed) / max(last.timeIntervalSince(start), 0.001)
-    }
-
-    func close() async {
-        await pool.close()
     }
 }
 

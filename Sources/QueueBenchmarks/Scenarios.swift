@@ -21,7 +21,7 @@ public struct Scenarios: Sendable {
     func workerEnvironment(_ database: BenchDatabase, id: String, extra: [String: String] = [:]) throws -> [String: String] {
         [
             "DATABASE_URL": database.uri, "DETECTQ_WORKER_ID": id, "DETECTQ_HTTP_PORT": "\(try freePort())",
-            "DETECTQ_API_RATE_LIMIT": "1000000", "DETECTQ_LOG_FORMAT": "text", "RESEMBLE_API_TOKEN": "",
+            "DETECTQ_API_RATE_LIMIT": "1000000", "RESEMBLE_API_TOKEN": "",
             "RESEMBLE_BASE_URL": "http://127.0.0.1:9/api/v2", "DETECTQ_CONCURRENCY": "200", "DETECTQ_POLL_INTERVAL": "0.5",
         ].merging(extra) { $1 }
     }
@@ -39,7 +39,7 @@ public struct Scenarios: Sendable {
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
         let rate = try await database.throughput(since: start, completed: jobs)
         for child in children { await child.stop() }
-        await database.close()
+        await context.drop(database)
         return rate
     }
 
@@ -75,7 +75,7 @@ public struct Scenarios: Sendable {
         }
         await pool.close()
         let rate = try await database.throughput(since: start, completed: jobs)
-        await database.close()
+        await context.drop(database)
         return rate
     }
 
@@ -94,7 +94,7 @@ public struct Scenarios: Sendable {
         let rate = try await database.throughput(since: start, completed: jobs)
         await worker.stop()
         await simulator.stop()
-        await database.close()
+        await context.drop(database)
         return rate
     }
 
@@ -135,7 +135,7 @@ public struct Scenarios: Sendable {
         let rate = try await database.throughput(since: start, completed: jobs)
         await worker.stop()
         await simulator.stop()
-        await database.close()
+        await context.drop(database)
         return InFlightResult(
             throughput: rate, ideal: Double(concurrency) / latency.seconds, peakResidentBytes: peakResident, peakHeldSlots: peakHeld
         )
@@ -162,7 +162,7 @@ public struct Scenarios: Sendable {
         let elapsed = ContinuousClock.now - started
         for child in children { await child.stop() }
         await simulator.stop()
-        await database.close()
+        await context.drop(database)
         return (Double(stats.requests - before) / elapsed.seconds, stats.peakRequestsPerSecond)
     }
 
@@ -206,7 +206,7 @@ public struct Scenarios: Sendable {
         let peak = worker.memory.peak
         await worker.stop()
         await simulator.stop()
-        await database.close()
+        await context.drop(database)
         try? FileManager.default.removeItem(at: media)
         return UploadResult(megabytesPerSecond: Double(bytes) / 1e6 / elapsed.seconds, peakGrowthBytes: max(0, peak - baseline))
     }
@@ -233,7 +233,7 @@ public struct Scenarios: Sendable {
             """).map { try $0.decode("ms", as: Double.self) }
         await worker.stop()
         await simulator.stop()
-        await database.close()
+        await context.drop(database)
         func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
         return (percentile(0.5), percentile(0.95), percentile(0.99))
     }
@@ -243,7 +243,6 @@ public struct Scenarios: Sendable {
     /// PgQueuer's own drain benchmark on the same server: jobs/s, or nil when Python or PyPI is not at hand.
     public func pgQueuer(jobs: Int, script: URL) async throws -> Double? {
         let database = try await context.freshDatabase("pgqueuer")
-        await database.close()
         let process = Process()
         process.executableURL = script
         process.arguments = [database.uri, "\(jobs)"]
@@ -255,6 +254,7 @@ public struct Scenarios: Sendable {
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
+        await context.drop(database)
         guard process.terminationStatus == 0,
               let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
               let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],

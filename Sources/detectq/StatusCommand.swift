@@ -1,4 +1,5 @@
 import ArgumentParser
+import DetectQueue
 import Foundation
 import Postgres
 
@@ -78,16 +79,9 @@ struct StatusCommand: AsyncParsableCommand {
 
     static func report(_ pool: PostgresConnectionPool) async throws -> Report {
         var report = Report()
-        for row in try await pool.query("SELECT state::text AS state, count(*) AS n FROM detectq.requests GROUP BY state") {
-            report.states[try row.decode("state")] = try row.decode("n")
-        }
-        for state in ["queued", "submitting", "awaiting_result", "retrying", "completed", "failed", "cancelled"] where report.states[state] == nil {
-            report.states[state] = 0
-        }
-        report.oldestClaimableSeconds = try await pool.query("""
-            SELECT EXTRACT(EPOCH FROM now() - min(run_at))::float8 AS age FROM detectq.requests
-            WHERE state IN ('queued', 'retrying') AND run_at <= now()
-            """)[0].decode("age", as: Double?.self)
+        let depth = try await QueueDepth.read(pool)
+        report.states = Dictionary(uniqueKeysWithValues: depth.requests.map { ($0.key.rawValue, $0.value) })
+        report.oldestClaimableSeconds = depth.oldestClaimableAge
         for row in try await pool.query("""
             SELECT locked_by, count(*) AS n FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
             """) {
@@ -107,7 +101,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     static func text(_ report: Report) -> String {
         var lines = ["requests:"]
-        for state in ["queued", "submitting", "awaiting_result", "retrying", "completed", "failed", "cancelled"] {
+        for state in RequestState.allCases.map(\.rawValue) {
             lines.append("  \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) \(report.states[state] ?? 0)")
         }
         lines.append("oldest claimable: " + (report.oldestClaimableSeconds.map { String(format: "%.1f s", $0) } ?? "none"))

@@ -1,0 +1,40 @@
+import Foundation
+import Postgres
+
+/// The queue as the database holds it now: requests and post-tasks by state (every state, zeros included)
+/// and how long the oldest claimable request has waited. `detectq status` prints it; `/metrics` exports it.
+public struct QueueDepth: Sendable, Hashable {
+    public var requests: [RequestState: Int]
+    public var postTasks: [PostTask.State: Int]
+    /// Seconds since the oldest request that is claimable now became due; nil when none is.
+    public var oldestClaimableAge: Double?
+
+    /// Reads it in one statement.
+    public static func read(_ pool: PostgresConnectionPool) async throws -> QueueDepth {
+        var depth = QueueDepth(
+            requests: Dictionary(uniqueKeysWithValues: RequestState.allCases.map { ($0, 0) }),
+            postTasks: Dictionary(uniqueKeysWithValues: PostTask.State.allCases.map { ($0, 0) }),
+            oldestClaimableAge: nil
+        )
+        let rows = try await pool.query("""
+            SELECT 'request' AS kind, state::text AS state, count(*)::int8 AS n, NULL::float8 AS age
+            FROM detectq.requests GROUP BY state
+            UNION ALL
+            SELECT 'post_task', state::text, count(*), NULL FROM detectq.post_tasks GROUP BY state
+            UNION ALL
+            SELECT 'oldest', NULL, 0, EXTRACT(EPOCH FROM now() - min(run_at))::float8
+            FROM detectq.requests WHERE state IN ('queued', 'retrying') AND run_at <= now()
+            """)
+        for row in rows {
+            switch try row.decode("kind", as: String.self) {
+            case "request":
+                if let state = RequestState(rawValue: try row.decode("state")) { depth.requests[state] = try row.decode("n") }
+            case "post_task":
+                if let state = PostTask.State(rawValue: try row.decode("state")) { depth.postTasks[state] = try row.decode("n") }
+            default:
+                depth.oldestClaimableAge = try row.decode("age", as: Double?.self)
+            }
+        }
+        return depth
+    }
+}
