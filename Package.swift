@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -93,6 +94,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "ChaosRunner",
+            dependencies: [
+                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "SchemaMigrations",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "FakeAlerts",
             dependencies: [
                 "DetectQueue", "ResembleDetect", "Postgres",
@@ -130,6 +143,7 @@ let package = Package(
                 "EmbeddedPostgres",
                 "DetectQueue",
                 "QueueBenchmarks",
+                "ChaosRunner",
                 "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -144,7 +158,7 @@ let package = Package(
         .target(
             name: "DetectqTestSupport",
             dependencies: [
-                "Postgres", "SchemaMigrations", "EmbeddedPostgres",
+                "Postgres", "SchemaMigrations", "EmbeddedPostgres", "DetectSimulator",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
@@ -178,15 +192,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CommandLineTests",
             dependencies: [
-                "detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres",
+                "detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres", "ChaosRunner",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

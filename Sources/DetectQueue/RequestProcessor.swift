@@ -114,15 +114,34 @@ struct RequestProcessor: Sendable {
         changes.callbackSecretHash = secretHash
         if item.isFinished {
             changes.remoteUUID = item.uuid
-            try await finish(request, with: item, changes: changes, logger: logger)
+            try await untilStored(logger: logger) { try await finish(request, with: item, changes: changes, logger: logger) }
         } else {
             let wait = mode == .callback ? configuration.callbackTimeout : configuration.pollInterval
             changes.runAt = Date().addingTimeInterval(wait.seconds)
-            if try await store.apply(.accepted(remoteUUID: item.uuid), to: request, workerID: configuration.workerID, changes: changes) {
+            if try await untilStored(logger: logger, {
+                try await store.apply(.accepted(remoteUUID: item.uuid), to: request, workerID: configuration.workerID, changes: changes)
+            }) {
                 logger.info("accepted by the API; waiting", metadata: ["remote_uuid": "\(item.uuid)", "wait_mode": "\(mode.rawValue)"])
             }
         }
         return .recorded
+    }
+
+    /// Runs a write of what the API has just accepted again and again through a database outage, for up to a
+    /// lease time: giving up would leave the request to another worker, which would submit it, and have it
+    /// billed, a second time.
+    private func untilStored<Result>(logger: Logger, _ write: () async throws -> Result) async throws -> Result {
+        let deadline = ContinuousClock.now + configuration.lease
+        var delay = Duration.milliseconds(100)
+        while true {
+            do {
+                return try await write()
+            } catch let error as PostgresError where error.isTransient && ContinuousClock.now + delay < deadline {
+                logger.warning("could not store what the API accepted (\(error)); trying again in \(delay)")
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
     }
 
     /// Records a finished detection: completed with its result, or failed when the API says it failed.
@@ -142,11 +161,16 @@ struct RequestProcessor: Sendable {
         }
     }
 
+    /// Stops this worker claiming after the API refused its token, and says so loudly, once.
+    func stopClaiming(refusedBy error: DetectAPIError, logger: Logger) {
+        guard pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker") else { return }
+        logger.critical("the API refused RESEMBLE_API_TOKEN (\(error)): this worker stops claiming until it is restarted with a valid token; no request is failed")
+    }
+
     private func handle(_ error: DetectAPIError, _ request: DetectionRequest, logger: Logger) async -> Ending {
         switch error {
         case .authentication:
-            pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker")
-            logger.critical("authentication failed: the worker stops claiming; no request is failed", metadata: ["error": "\(error)"])
+            stopClaiming(refusedBy: error, logger: logger)
             return await release(request, logger: logger)
         case .retryable(_, let status, let retryAfter):
             if let retryAfter { try? await budget.pause(for: retryAfter) }

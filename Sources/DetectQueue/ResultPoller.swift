@@ -41,7 +41,7 @@ struct ResultPoller: Sendable {
                     workerID: configuration.workerID
                 )
             case .authentication:
-                processor.pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker")
+                processor.stopClaiming(refusedBy: error, logger: logger)
                 _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount))
             case .retryable(_, _, let retryAfter):
                 if let retryAfter { try? await processor.budget.pause(for: retryAfter) }

@@ -4,8 +4,10 @@ import ResembleDetect
 /// How long to wait before the next attempt: exponential backoff with jitter, capped, and never sooner than
 /// the server's `Retry-After`.
 ///
-/// The jitter is at most a third of the delay either way, so with the default doubling the ranges of two
-/// successive attempts never overlap: the delay grows with every attempt until it reaches the cap.
+/// The jitter is at most a third of the delay either way, so with a factor of at least two the ranges of two
+/// successive attempts never overlap; the cap is applied after the jitter, which keeps that order. So the
+/// delay never shrinks from one attempt to the next, whatever the dice say: it grows until it reaches the cap
+/// and stays there.
 public struct RetryPolicy: Sendable, Hashable {
     /// The delay after the first failed attempt.
     public var base: Duration
@@ -30,10 +32,17 @@ public struct RetryPolicy: Sendable, Hashable {
         afterAttempt attempt: Int, retryAfter: Duration? = nil, using random: inout some RandomNumberGenerator
     ) -> Duration {
         let exponent = Double(max(0, attempt - 1))
-        let nominal = min(base.seconds * pow(multiplier, exponent), cap.seconds)
-        let spread = nominal * jitter
-        let jittered = nominal + Double.random(in: -spread...spread, using: &random)
-        let backoff = Duration.seconds(min(max(jittered, 0), cap.seconds))
+        let nominal = base.seconds * pow(multiplier, exponent)
+        // The longest delay the attempt before could have drawn: a floor, so that rounding at the very edge
+        // of the two jitter ranges cannot put this attempt's delay a hair below the last one.
+        let previousLongest = attempt > 1 ? base.seconds * pow(multiplier, exponent - 1) * (1 + jitter) : 0
+        let backoff: Duration
+        if nominal.isFinite, nominal * (1 - jitter) < cap.seconds {
+            let jittered = nominal * (1 + Double.random(in: -jitter...jitter, using: &random))
+            backoff = .seconds(min(max(jittered, previousLongest, 0), cap.seconds))
+        } else {
+            backoff = cap
+        }
         guard let retryAfter else { return backoff }
         return max(backoff, retryAfter)
     }

@@ -8,7 +8,13 @@ final class WorkerPause: Sendable {
     var isPaused: Bool { reason.withLock { $0 != nil } }
     var currentReason: String? { reason.withLock { $0 } }
 
-    func pause(reason text: String) {
-        reason.withLock { $0 = $0 ?? text }
+    /// Pauses with `text` unless already paused; returns true for the call that paused.
+    @discardableResult
+    func pause(reason text: String) -> Bool {
+        reason.withLock { current in
+            guard current == nil else { return false }
+            current = text
+            return true
+        }
     }
 }

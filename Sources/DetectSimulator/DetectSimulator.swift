@@ -103,7 +103,10 @@ struct SimulatorRoutes: Sendable {
     func guarded(_ request: Request, _ endpoint: String, _ handle: () async throws -> Response) async -> Response {
         switch await state.admit(endpoint: endpoint) {
         case .drop?:
-            return Response(status: .ok, headers: [.contentLength: "128"], body: ResponseBody { _ in throw DroppedConnection() })
+            return Self.cutConnection
+        case .loseResponse?:
+            _ = await handleAuthorized(request, handle)
+            return Self.cutConnection
         case .rateLimit(let seconds)?:
             var response = json(.object(["success": .bool(false), "message": .string("Too many requests")]), status: .tooManyRequests)
             response.headers[.retryAfter] = String(seconds)
@@ -111,8 +114,17 @@ struct SimulatorRoutes: Sendable {
         case .serverError?:
             return json(.object(["success": .bool(false), "message": .string("Service temporarily unavailable")]), status: .serviceUnavailable)
         case nil:
-            break
+            return await handleAuthorized(request, handle)
         }
+    }
+
+    /// A response that promises a body and cuts the connection instead, as a network failure would.
+    static var cutConnection: Response {
+        Response(status: .ok, headers: [.contentLength: "128"], body: ResponseBody { _ in throw DroppedConnection() })
+    }
+
+    /// Checks the bearer token, then handles the request.
+    private func handleAuthorized(_ request: Request, _ handle: () async throws -> Response) async -> Response {
         if let token = await state.configuration.requiredToken {
             let given = request.headers[.authorization] ?? ""
             guard given == "Bearer \(token)" else {

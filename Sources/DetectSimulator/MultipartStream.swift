@@ -265,13 +265,34 @@ private final class MultipartParser {
         return false
     }
 
-    /// `form-data; name="file"; filename="a.wav"` as a dictionary.
+    /// `form-data; name="file"; filename="a.wav"` as a dictionary. A quoted value may hold `;` and `=`, and
+    /// a backslash in it escapes the next character (RFC 2183, RFC 7578).
     private static func parameters(_ value: String) -> [String: String] {
+        var parts: [String] = []
+        var current = ""
+        var quoted = false
+        var escaped = false
+        for character in value {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if quoted && character == "\\" {
+                escaped = true
+            } else if character == "\"" {
+                quoted.toggle()
+            } else if character == ";" && !quoted {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        parts.append(current)
         var result: [String: String] = [:]
-        for part in value.split(separator: ";").dropFirst() {
+        for part in parts.dropFirst() {
             let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard pair.count == 2 else { continue }
-            result[pair[0].lowercased()] = pair[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            result[pair[0].lowercased()] = pair[1]
         }
         return result
     }

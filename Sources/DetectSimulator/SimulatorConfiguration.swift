@@ -45,6 +45,9 @@ public struct FaultInjection: Sendable, Hashable {
     public var retryAfterSeconds: Int
     /// The connection is cut before the request is handled (nothing is created).
     public var dropRate: Double
+    /// The request is handled (a detection may be created and billed) but the connection is cut before the
+    /// response: the client cannot tell this from a drop.
+    public var lostResponseRate: Double
     /// A callback that is never sent.
     public var lostCallbackRate: Double
     /// A callback sent twice.
@@ -54,12 +57,14 @@ public struct FaultInjection: Sendable, Hashable {
 
     public init(
         serverErrorRate: Double = 0, rateLimitRate: Double = 0, retryAfterSeconds: Int = 1, dropRate: Double = 0,
-        lostCallbackRate: Double = 0, duplicateCallbackRate: Double = 0, endpoints: Set<String>? = nil
+        lostResponseRate: Double = 0, lostCallbackRate: Double = 0, duplicateCallbackRate: Double = 0,
+        endpoints: Set<String>? = nil
     ) {
         self.serverErrorRate = serverErrorRate
         self.rateLimitRate = rateLimitRate
         self.retryAfterSeconds = retryAfterSeconds
         self.dropRate = dropRate
+        self.lostResponseRate = lostResponseRate
         self.lostCallbackRate = lostCallbackRate
         self.duplicateCallbackRate = duplicateCallbackRate
         self.endpoints = endpoints
@@ -82,6 +87,7 @@ public struct SimulatorStats: Sendable, Codable {
     public var injectedServerErrors = 0
     public var injectedRateLimits = 0
     public var injectedDrops = 0
+    public var injectedLostResponses = 0
     public var callbacksSent = 0
     public var callbacksLost = 0
     public var callbacksDuplicated = 0

@@ -7,7 +7,7 @@ import ResembleDetect
 public actor SimulatorState {
     /// A fault chosen for one request.
     enum Fault {
-        case drop, serverError, rateLimit(retryAfter: Int)
+        case drop, loseResponse, serverError, rateLimit(retryAfter: Int)
     }
 
     /// A file uploaded through `POST /secure_uploads`, waiting for its single use.
@@ -21,6 +21,8 @@ public actor SimulatorState {
     private(set) var configuration: SimulatorConfiguration
     private var detections: [String: SimulatedDetection] = [:]
     private var order: [String] = []
+    /// The uuid of every detection created, per media key, oldest first (deletions do not remove them).
+    private var createdByMedia: [String: [String]] = [:]
     private var uploads: [String: SecureUpload] = [:]
     private var stats = SimulatorStats()
     private var recentRequests: [Date] = []
@@ -33,6 +35,15 @@ public actor SimulatorState {
 
     /// What the simulator has seen so far.
     public func snapshot() -> SimulatorStats { stats }
+
+    /// The uuids of the detections created for each media key, oldest first: a key with two uuids was
+    /// submitted (and billed) twice.
+    public func detectionsByMedia() -> [String: [String]] { createdByMedia }
+
+    /// The `callback_url` each detection was submitted with, by uuid (what the API would call back).
+    public func callbackURLs() -> [String: String] {
+        detections.compactMapValues(\.options.callbackURL)
+    }
 
     /// Changes the injected faults while running.
     public func setFaults(_ faults: FaultInjection) { configuration.faults = faults }
@@ -72,6 +83,10 @@ public actor SimulatorState {
             stats.injectedDrops += 1
             return .drop
         }
+        if random.chance(faults.lostResponseRate) {
+            stats.injectedLostResponses += 1
+            return .loseResponse
+        }
         if random.chance(faults.rateLimitRate) {
             stats.injectedRateLimits += 1
             return .rateLimit(retryAfter: faults.retryAfterSeconds)
@@ -107,6 +122,7 @@ public actor SimulatorState {
         order.append(detection.uuid)
         stats.submissions += 1
         stats.submissionsByMedia[mediaKey, default: 0] += 1
+        createdByMedia[mediaKey, default: []].append(detection.uuid)
         scheduleCleanUp(detection)
         if let callbackURL = options.callbackURL { scheduleCallback(detection, to: callbackURL) }
         return detection
@@ -231,7 +247,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     }
 
     /// True with probability `probability`.
-    mutating func chance(_ probability: Double) -> Bool {
+    public mutating func chance(_ probability: Double) -> Bool {
         guard probability > 0 else { return false }
         return Double(next() >> 11) / Double(1 << 53) < probability
     }

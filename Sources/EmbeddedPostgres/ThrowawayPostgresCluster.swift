@@ -20,6 +20,7 @@ public final class ThrowawayPostgresCluster: Sendable {
     public let port: Int
     private let binaries: URL
     private let runsAsPostgresUser: Bool
+    private let durableCommits: Bool
 
     /// A libpq URI for the cluster's `postgres` database as the `postgres` superuser (trust authentication).
     public var connectionString: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
@@ -27,15 +28,21 @@ public final class ThrowawayPostgresCluster: Sendable {
     private var dataDirectory: String { directory.appendingPathComponent("data").path }
     private var logFile: String { directory.appendingPathComponent("server.log").path }
 
-    private init(directory: URL, port: Int, binaries: URL, runsAsPostgresUser: Bool) {
+    private init(directory: URL, port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool) {
         self.directory = directory
         self.port = port
         self.binaries = binaries
         self.runsAsPostgresUser = runsAsPostgresUser
+        self.durableCommits = durableCommits
     }
 
     /// Creates a new cluster and starts it.
-    public static func start() async throws -> ThrowawayPostgresCluster {
+    ///
+    /// By default commits are asynchronous (`synchronous_commit=off`), which is fast but loses the last
+    /// commits when the server is killed. With `durableCommits` a commit is written before it is confirmed,
+    /// so a server stopped in `immediate` mode keeps every transaction it confirmed, as a production server
+    /// does (only `fsync` stays off: the operating system is not what these clusters crash).
+    public static func start(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
         let binaries = try findBinaries()
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("detectq-pg-\(UUID().uuidString.prefix(8).lowercased())")
@@ -51,7 +58,7 @@ public final class ThrowawayPostgresCluster: Sendable {
         }
         let cluster = ThrowawayPostgresCluster(
             directory: directory, port: try LoopbackPort.free(), binaries: binaries,
-            runsAsPostgresUser: runsAsPostgresUser
+            runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
         )
         try await cluster.run("initdb", [
             "-D", cluster.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
@@ -65,7 +72,7 @@ public final class ThrowawayPostgresCluster: Sendable {
     public func startServer() async throws {
         let options = [
             "-p \(port)", "-k '\(directory.path)'", "-c listen_addresses=127.0.0.1", "-c fsync=off",
-            "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
+            "-c synchronous_commit=\(durableCommits ? "on" : "off")", "-c full_page_writes=off", "-c max_connections=300",
         ].joined(separator: " ")
         try await run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "-o", options, "start"])
     }

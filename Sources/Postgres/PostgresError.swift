@@ -51,6 +51,22 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         self.constraint = constraint
     }
 
+    /// True when the same statement may well succeed if sent again shortly: the connection was lost or
+    /// refused, the server is shutting down or starting up (SQLSTATE classes 08 and 57P), or the transaction
+    /// lost a serialization or deadlock race.
+    public var isTransient: Bool {
+        switch kind {
+        case .connection, .closed:
+            return true
+        case .decoding:
+            return false
+        case .server:
+            guard let sqlState else { return false }
+            return sqlState.errorClass == "08" || sqlState.rawValue.hasPrefix("57P")
+                || sqlState == .serializationFailure || sqlState == .deadlockDetected
+        }
+    }
+
     public var description: String {
         var parts: [String] = []
         switch kind {

@@ -60,23 +60,28 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
             }
         }
         guard !parts.isEmpty else { return nil }
-        var text = String(parts.joined(separator: " — ").prefix(1_000))
+        var text = parts.joined(separator: " — ")
         for secret in secrets where secret.count >= 4 {
             text = text.replacingOccurrences(of: secret, with: "[redacted]")
         }
-        return text
+        return String(text.prefix(1_000))
     }
 
-    /// `Retry-After` as seconds or as an HTTP date.
+    /// The longest `Retry-After` honoured; a longer one (or an absurd one such as `1e300`) is read as this.
+    static let longestRetryAfter: Double = 86_400
+
+    /// `Retry-After` as seconds or as an HTTP date, at most `longestRetryAfter`.
     static func parseRetryAfter(_ value: String) -> Duration? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Double(trimmed), seconds >= 0 { return .milliseconds(Int64(seconds * 1000)) }
+        if let seconds = Double(trimmed), seconds >= 0 {
+            return .milliseconds(Int64(min(seconds, longestRetryAfter) * 1000))
+        }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         guard let date = formatter.date(from: trimmed) else { return nil }
-        return .milliseconds(Int64(max(0, date.timeIntervalSinceNow) * 1000))
+        return .milliseconds(Int64(min(max(0, date.timeIntervalSinceNow), longestRetryAfter) * 1000))
     }
 }
 

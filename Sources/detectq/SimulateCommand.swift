@@ -37,6 +37,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Probability (0-1) of cutting the connection before handling a request.")
     var dropRate: Double = 0
 
+    @Option(help: "Probability (0-1) of handling a request but cutting the connection before the response.")
+    var lostResponseRate: Double = 0
+
     @Option(help: "Probability (0-1) that a callback is never sent.")
     var lostCallbackRate: Double = 0
 
@@ -49,6 +52,7 @@ struct SimulateCommand: AsyncParsableCommand {
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
         for (name, value) in [("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate), ("--drop-rate", dropRate),
+                              ("--lost-response-rate", lostResponseRate),
                               ("--lost-callback-rate", lostCallbackRate), ("--duplicate-callback-rate", duplicateCallbackRate)]
         where !(0...1).contains(value) {
             throw ValidationError("\(name) must be a probability from 0 to 1")
@@ -68,7 +72,7 @@ struct SimulateCommand: AsyncParsableCommand {
             purgeDelay: .milliseconds(Int64(purgeDelay * 1000)),
             faults: FaultInjection(
                 serverErrorRate: errorRate, rateLimitRate: rateLimitRate, retryAfterSeconds: retryAfter, dropRate: dropRate,
-                lostCallbackRate: lostCallbackRate, duplicateCallbackRate: duplicateCallbackRate
+                lostResponseRate: lostResponseRate, lostCallbackRate: lostCallbackRate, duplicateCallbackRate: duplicateCallbackRate
             ),
             seed: seed
         )

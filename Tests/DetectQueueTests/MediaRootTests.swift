@@ -1,5 +1,6 @@
 import DetectQueue
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("media_path never leaves the media root")
@@ -49,5 +50,54 @@ struct MediaRootTests {
     @Test func theRootMustBeADirectory() {
         #expect(throws: MediaPathError.self) { try MediaRoot(path: base.appendingPathComponent("nowhere").path) }
         #expect(throws: MediaPathError.self) { try MediaRoot(path: base.appendingPathComponent("outside/secret.wav").path) }
+    }
+}
+
+@Suite("A symlink swapped in between a check and the open never leads outside the media root")
+struct MediaRootRaceTests {
+    @Test func aSymlinkFlippingBetweenInsideAndOutsideOnlyEverYieldsTheInsideFile() async throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-race-\(UUID().uuidString)")
+        let media = base.appendingPathComponent("media")
+        try FileManager.default.createDirectory(at: media, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("outside"), withIntermediateDirectories: true)
+        try Data("RIFF inside".utf8).write(to: media.appendingPathComponent("inside.wav"))
+        try Data("SECRET".utf8).write(to: base.appendingPathComponent("outside/secret.wav"))
+        let root = try MediaRoot(path: media.path)
+        let link = media.appendingPathComponent("swap.wav").path
+        let staging = media.appendingPathComponent(".staging").path
+        let targets = [media.appendingPathComponent("inside.wav").path, base.appendingPathComponent("outside/secret.wav").path]
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: targets[0])
+
+        // A thread of its own (not a task, which a busy cooperative pool may never run) swaps the link
+        // atomically (symlink + rename) between the two targets, as fast as it can.
+        let stop = Atomic<Bool>(false)
+        let flipper = Thread {
+            var index = 0
+            while !stop.load(ordering: .relaxed) {
+                index += 1
+                unlink(staging)
+                symlink(targets[index % 2], staging)
+                rename(staging, link)
+            }
+        }
+        flipper.start()
+        var inside = 0
+        var refused = 0
+        let deadline = ContinuousClock.now + .seconds(5)
+        while (inside < 500 || refused < 500) && ContinuousClock.now < deadline {
+            do {
+                let file = try root.open("swap.wav")
+                var buffer = [UInt8](repeating: 0, count: 32)
+                let count = pread(file.descriptor, &buffer, buffer.count, 0)
+                #expect(String(decoding: buffer.prefix(max(0, count)), as: UTF8.self) == "RIFF inside", "only the inside file is ever sent")
+                inside += 1
+            } catch {
+                #expect(error.description.contains("leads outside DETECTQ_MEDIA_ROOT") || error.description.contains("does not exist"), "\(error)")
+                refused += 1
+            }
+        }
+        stop.store(true, ordering: .relaxed)
+        #expect(inside > 0 && refused > 0, "the race was run both ways: \(inside) opened inside, \(refused) refused")
+        try? FileManager.default.removeItem(at: base)
     }
 }

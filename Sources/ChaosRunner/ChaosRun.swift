@@ -1,0 +1,278 @@
+import DetectSimulator
+import EmbeddedPostgres
+import Foundation
+import Postgres
+import SchemaMigrations
+
+/// How long and how hard a chaos run goes.
+public struct ChaosOptions: Sendable {
+    /// How long faults are injected while requests flow; the drain comes after.
+    public var duration: Duration
+    public var workers: Int
+    /// Seeds the request mix, the fault order and the simulator's dice.
+    public var seed: UInt64
+    /// The time between two faults; a phase fault lasts two of these.
+    public var faultInterval: Duration
+    /// The time between two inserted requests.
+    public var requestInterval: Duration
+    /// `DETECTQ_LEASE_SECONDS` of the workers.
+    public var leaseSeconds: Int
+    /// How long the queue may take to drain once the faults stop.
+    public var drainTimeout: Duration
+
+    public init(
+        duration: Duration, workers: Int = 3, seed: UInt64, faultInterval: Duration = .seconds(4),
+        requestInterval: Duration = .milliseconds(200), leaseSeconds: Int = 6, drainTimeout: Duration = .seconds(300)
+    ) {
+        self.duration = duration
+        self.workers = workers
+        self.seed = seed
+        self.faultInterval = faultInterval
+        self.requestInterval = requestInterval
+        self.leaseSeconds = leaseSeconds
+        self.drainTimeout = drainTimeout
+    }
+}
+
+/// A chaos run: a throwaway PostgreSQL cluster, the simulator in this process, an alert sink, and worker
+/// processes of the `detectq` executable, with requests flowing while faults are injected one after
+/// another; then the faults stop, the queue drains, and the invariants are checked.
+public struct ChaosRun: Sendable {
+    let options: ChaosOptions
+    let executable: URL
+    let say: @Sendable (String) -> Void
+
+    public init(options: ChaosOptions, executable: URL, say: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.executable = executable
+        self.say = say
+    }
+
+    /// The simulator's base latency, outside the slow phases.
+    static let baseLatency = Duration.milliseconds(300)
+
+    public func run() async throws -> ChaosReport {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-chaos-\(UUID().uuidString.prefix(8).lowercased())")
+        let mediaRoot = work.appendingPathComponent("media")
+        let logs = work.appendingPathComponent("logs")
+        for directory in [mediaRoot, logs] { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+        let token = "chaos-token-" + UUID().uuidString
+        let webhookSecret = "chaos-webhook-" + UUID().uuidString
+
+        let cluster = try await ThrowawayPostgresCluster.start(durableCommits: true)
+        let database = PostgresConfiguration(connectionString: cluster.connectionString, applicationName: "detectq chaos")
+        _ = try await MigrationRunner(configuration: database).migrate()
+        let simulator = try await DetectSimulator.start(configuration: .init(
+            requiredToken: token, latency: Self.baseLatency, intelligenceDelay: .seconds(1), purgeDelay: .seconds(1),
+            faults: Fault.simulatorFaults(active: []), seed: options.seed,
+            storageDirectory: work.appendingPathComponent("simulator")
+        ))
+        let ledger = try await AlertLedger.start(secret: webhookSecret)
+        let fleet = WorkerFleet(executable: executable, environment: [
+            "DATABASE_URL": cluster.connectionString, "RESEMBLE_API_TOKEN": token, "RESEMBLE_BASE_URL": simulator.baseURL,
+            "DETECTQ_MEDIA_ROOT": mediaRoot.path, "DETECTQ_CONCURRENCY": "16", "DETECTQ_LEASE_SECONDS": "\(options.leaseSeconds)",
+            "DETECTQ_CALLBACK_TIMEOUT": "8", "DETECTQ_POLL_INTERVAL": "1", "DETECTQ_RETRY_BASE_SECONDS": "0.5",
+            "DETECTQ_API_RATE_LIMIT": "100", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
+            "DETECTQ_ALERT_WEBHOOK_URL": ledger.url, "DETECTQ_ALERT_WEBHOOK_SECRET": webhookSecret,
+        ], logDirectory: logs)
+        let pool = PostgresConnectionPool(configuration: database, maximumConnections: 4)
+        let producer = Producer(pool: pool, mediaRoot: mediaRoot, seed: options.seed)
+        let monitor = LeaseMonitor(pool: pool, fleet: fleet)
+
+        var report = ChaosReport()
+        report.seed = options.seed
+        report.workers = options.workers
+        let started = ContinuousClock.now
+        do {
+            for _ in 0..<options.workers { try await fleet.spawn() }
+            say("chaos: \(options.workers) workers, simulator on \(simulator.baseURL), PostgreSQL on port \(cluster.port); "
+                + "faults for \(options.duration), one every \(options.faultInterval)")
+            let producing = Task { await producer.run(interval: options.requestInterval) }
+            let monitoring = Task { await monitor.run() }
+            report.faults = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
+            producing.cancel()
+            await producing.value
+            await simulator.state.setFaults(.none)
+            await simulator.state.setLatency(Self.baseLatency)
+            await ledger.setFailureRate(0)
+            say("chaos: faults stopped at \(Int((ContinuousClock.now - started).seconds)) s; draining")
+            try await drain(pool: pool, fleet: fleet, started: started)
+            monitoring.cancel()
+            await monitoring.value
+            await fleet.stopAll(grace: .seconds(15))
+            report.seconds = (ContinuousClock.now - started).seconds
+
+            let stats = await simulator.state.snapshot()
+            let deliveries = await ledger.deliveries()
+            let produced = await producer.figures
+            let exits = await fleet.unexpectedExits
+            report.injected = [
+                "API 503s": stats.injectedServerErrors, "API 429s": stats.injectedRateLimits,
+                "API connections dropped": stats.injectedDrops, "API responses lost after handling": stats.injectedLostResponses,
+                "callbacks lost": stats.callbacksLost, "callbacks duplicated": stats.callbacksDuplicated,
+                "callbacks that found no worker": stats.callbackFailures,
+                "alert deliveries failed by the sink": deliveries.injectedFailures,
+                "inserts retried by the producer": produced.insertRetries,
+                "cancellations asked": produced.cancellationsAsked, "cancellations applied": produced.cancellationsApplied,
+                "workers that exited on their own": exits.count, "requests uploaded from media_path": produced.mediaFiles,
+            ]
+            try await InvariantChecks(
+                pool: pool, detectionsByMedia: await simulator.state.detectionsByMedia(), deliveries: deliveries,
+                confirmedInserts: produced.confirmed, leases: await monitor.figures, lease: Double(options.leaseSeconds),
+                logs: await fleet.logs(),
+                secrets: [
+                    "the API token": [token], "the webhook secret": [webhookSecret],
+                    "callback secrets": await simulator.state.callbackURLs().values.compactMap { $0.split(separator: "/").last.map(String.init) },
+                ]
+            ).run(into: &report)
+        } catch {
+            await fleet.stopAll(grace: .seconds(5))
+            await cleanUp(pool: pool, ledger: ledger, simulator: simulator, cluster: cluster)
+            say("chaos: stopped by an error; worker logs kept in \(logs.path)")
+            throw error
+        }
+        await cleanUp(pool: pool, ledger: ledger, simulator: simulator, cluster: cluster)
+        if report.allHeld {
+            try? FileManager.default.removeItem(at: work)
+        } else {
+            report.logDirectory = logs.path
+        }
+        return report
+    }
+
+    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind.
+    private func injectFaults(
+        cluster: ThrowawayPostgresCluster, simulator: DetectSimulator, ledger: AlertLedger, fleet: WorkerFleet,
+        monitor: LeaseMonitor, started: ContinuousClock.Instant
+    ) async throws -> [String: Int] {
+        var random = SeededRandom(seed: options.seed ^ 0x5EED_FA17)
+        var deck: [Fault] = []
+        var counts: [String: Int] = [:]
+        var phases: [Fault: ContinuousClock.Instant] = [:]
+        let end = started + options.duration
+        var tick = started
+        while true {
+            tick += options.faultInterval
+            guard tick < end else { break }
+            try await Task.sleep(until: tick)
+            try await fleet.replaceExited()
+            phases = phases.filter { $0.value > tick }
+            if deck.isEmpty { deck = Fault.deck(using: &random) }
+            let fault = deck.removeLast()
+            counts[fault.rawValue, default: 0] += 1
+            let elapsed = Int((tick - started).seconds)
+            switch fault {
+            case .workerKilled:
+                let running = await fleet.ids
+                guard let victim = await monitor.busiest(of: running) ?? running.randomElement(using: &random) else { break }
+                let orphaned = await monitor.noteKill(of: victim)
+                _ = try await fleet.killAndReplace(victim)
+                say("[\(elapsed) s] killed \(victim) with SIGKILL, holding \(orphaned) leases; started a replacement")
+            case .postgresFastRestart, .postgresImmediateRestart:
+                let mode: ThrowawayPostgresCluster.ShutdownMode = fault == .postgresFastRestart ? .fast : .immediate
+                try await cluster.stopServer(mode)
+                try await Task.sleep(for: .milliseconds(Int.random(in: 200...1_500, using: &random)))
+                try await cluster.startServer()
+                say("[\(elapsed) s] restarted PostgreSQL (\(mode.rawValue) shutdown)")
+            case .apiSlow, .apiDroppingConnections, .apiErrors, .callbacksLostAndDuplicated, .sinkFailing:
+                phases[fault] = tick + options.faultInterval * 2
+                say("[\(elapsed) s] \(fault.rawValue) for \(options.faultInterval * 2)")
+            }
+            let active = Set(phases.keys)
+            await simulator.state.setFaults(Fault.simulatorFaults(active: active))
+            await simulator.state.setLatency(active.contains(.apiSlow) ? .seconds(4) : Self.baseLatency)
+            await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
+        }
+        return counts
+    }
+
+    /// Waits until every request and post-task has ended, or the drain timeout passes.
+    private func drain(pool: PostgresConnectionPool, fleet: WorkerFleet, started: ContinuousClock.Instant) async throws {
+        let deadline = ContinuousClock.now + options.drainTimeout
+        var lastReport = ContinuousClock.now
+        while ContinuousClock.now < deadline {
+            try await fleet.replaceExited()
+            if let row = try? await pool.query("""
+                SELECT (SELECT count(*) FROM detectq.requests WHERE state NOT IN ('completed', 'failed', 'cancelled'))::int8 AS requests,
+                       (SELECT count(*) FROM detectq.post_tasks WHERE state NOT IN ('completed', 'failed'))::int8 AS tasks
+                """).first {
+                let requests: Int = try row.decode("requests")
+                let tasks: Int = try row.decode("tasks")
+                if requests == 0 && tasks == 0 { return }
+                if ContinuousClock.now - lastReport > .seconds(10) {
+                    say("[\(Int((ContinuousClock.now - started).seconds)) s] draining: \(requests) requests and \(tasks) post-tasks unfinished")
+                    lastReport = ContinuousClock.now
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        say("chaos: the queue did not drain within \(options.drainTimeout)")
+    }
+
+    private func cleanUp(pool: PostgresConnectionPool, ledger: AlertLedger, simulator: DetectSimulator, cluster: ThrowawayPostgresCluster) async {
+        await pool.close()
+        await ledger.stop()
+        await simulator.stop()
+        await cluster.destroy()
+    }
+}
+
+/// Watches the leases of killed workers: how many each kill left behind, and, sampled once a second, how
+/// long any of them has stayed expired without being taken over.
+actor LeaseMonitor {
+    /// What the monitor saw.
+    struct Figures: Sendable {
+        /// Leases (requests and post-tasks) held by workers at the moment they were killed.
+        var orphaned = 0
+        var samples = 0
+        /// The longest a dead worker's lease stayed expired, in seconds.
+        var worstOverdue = 0.0
+    }
+
+    private let pool: PostgresConnectionPool
+    private let fleet: WorkerFleet
+    private(set) var figures = Figures()
+
+    init(pool: PostgresConnectionPool, fleet: WorkerFleet) {
+        self.pool = pool
+        self.fleet = fleet
+    }
+
+    /// The worker among `ids` holding the most leases now (the worst moment for it to die), if any holds one.
+    func busiest(of ids: [String]) async -> String? {
+        guard let rows = try? await pool.query(PostgresQuery(sql: """
+            SELECT locked_by, count(*)::int8 AS n FROM (
+                SELECT locked_by FROM detectq.requests WHERE locked_by = ANY($1)
+                UNION ALL SELECT locked_by FROM detectq.post_tasks WHERE locked_by = ANY($1)
+            ) AS held GROUP BY locked_by ORDER BY n DESC LIMIT 1
+            """, parameters: [ids])) else { return nil }
+        return try? rows.first?.decode("locked_by", as: String.self)
+    }
+
+    /// Counts the leases `worker` holds as it is about to be killed; returns the count.
+    func noteKill(of worker: String) async -> Int {
+        guard let row = try? await pool.query("""
+            SELECT (SELECT count(*) FROM detectq.requests WHERE locked_by = \(worker))
+                 + (SELECT count(*) FROM detectq.post_tasks WHERE locked_by = \(worker)) AS n
+            """).first, let held = try? row.decode("n", as: Int.self)
+        else { return 0 }
+        figures.orphaned += held
+        return held
+    }
+
+    func run() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            let dead = await fleet.killed
+            guard !dead.isEmpty, let row = try? await pool.query(PostgresQuery(sql: """
+                SELECT coalesce(max(extract(epoch FROM now() - locked_until)), 0)::float8 AS overdue FROM (
+                    SELECT locked_until FROM detectq.requests WHERE locked_by = ANY($1)
+                    UNION ALL SELECT locked_until FROM detectq.post_tasks WHERE locked_by = ANY($1)
+                ) AS held
+                """, parameters: [dead])).first, let overdue = try? row.decode("overdue", as: Double.self)
+            else { continue }
+            figures.samples += 1
+            figures.worstOverdue = max(figures.worstOverdue, overdue)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import DetectSimulator
+import Foundation
+
+/// A fault a chaos run injects. Some are events (a kill, a restart); the others are phases that stay on for
+/// a while and then lift.
+public enum Fault: String, CaseIterable, Sendable, Codable {
+    case workerKilled = "busiest worker killed with SIGKILL and replaced"
+    case postgresFastRestart = "PostgreSQL restarted (fast shutdown)"
+    case postgresImmediateRestart = "PostgreSQL restarted (immediate shutdown, crash recovery)"
+    case apiSlow = "API slow (4 s per detection)"
+    case apiDroppingConnections = "API dropping connections and losing responses"
+    case apiErrors = "API answering 503 and 429"
+    case callbacksLostAndDuplicated = "callbacks lost and duplicated"
+    case sinkFailing = "alert sink failing"
+
+    /// True for faults that last a while rather than happen once.
+    var isPhase: Bool {
+        switch self {
+        case .workerKilled, .postgresFastRestart, .postgresImmediateRestart: false
+        case .apiSlow, .apiDroppingConnections, .apiErrors, .callbacksLostAndDuplicated, .sinkFailing: true
+        }
+    }
+
+    /// One round of every fault, worker kills twice as often as the rest, in an order drawn from `random`.
+    static func deck(using random: inout some RandomNumberGenerator) -> [Fault] {
+        (allCases + [.workerKilled]).shuffled(using: &random)
+    }
+
+    /// The simulator's faults while `active` phases are on, over a light background that never lifts.
+    static func simulatorFaults(active: Set<Fault>) -> FaultInjection {
+        var faults = FaultInjection(serverErrorRate: 0.01, lostCallbackRate: 0.05, duplicateCallbackRate: 0.05)
+        if active.contains(.apiDroppingConnections) {
+            faults.dropRate = 0.15
+            faults.lostResponseRate = 0.05
+        }
+        if active.contains(.apiErrors) {
+            faults.serverErrorRate = 0.15
+            faults.rateLimitRate = 0.1
+        }
+        if active.contains(.callbacksLostAndDuplicated) {
+            faults.lostCallbackRate = 0.4
+            faults.duplicateCallbackRate = 0.4
+        }
+        return faults
+    }
+}

@@ -1,0 +1,103 @@
+import EmbeddedPostgres
+import Foundation
+
+/// The `detectq worker` processes of a chaos run: started with one shared environment, each with its own id,
+/// HTTP port and callback URL, killed with SIGKILL and replaced.
+actor WorkerFleet {
+    /// A worker process and what the run needs to know of it.
+    private struct Member {
+        let id: String
+        let process: Process
+        let log: URL
+    }
+
+    private let executable: URL
+    private let environment: [String: String]
+    private let logDirectory: URL
+    private var members: [Member] = []
+    private var started = 0
+    /// The ids of the workers killed so far.
+    private(set) var killed: [String] = []
+    /// Workers that exited without being killed (a crash or a refusal to start).
+    private(set) var unexpectedExits: [String] = []
+
+    init(executable: URL, environment: [String: String], logDirectory: URL) {
+        self.executable = executable
+        self.environment = environment
+        self.logDirectory = logDirectory
+    }
+
+    /// Starts one more worker.
+    func spawn() throws {
+        started += 1
+        let id = "chaos-w\(started)"
+        let port = try LoopbackPort.free()
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = ["worker"]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment.merging([
+            "DETECTQ_WORKER_ID": id, "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)",
+        ]) { $1 }) { $1 }
+        let log = logDirectory.appendingPathComponent("\(id).log")
+        try Data().write(to: log)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        members.append(Member(id: id, process: process, log: log))
+    }
+
+    /// Kills `id` with SIGKILL and starts a new worker in its place; returns false if `id` was not running.
+    func killAndReplace(_ id: String) throws -> Bool {
+        noteExits()
+        guard let index = members.firstIndex(where: { $0.id == id }) else { return false }
+        let victim = members.remove(at: index)
+        kill(victim.process.processIdentifier, SIGKILL)
+        victim.process.waitUntilExit()
+        killed.append(victim.id)
+        try spawn()
+        return true
+    }
+
+    /// Replaces workers that exited on their own, so the run keeps its size; they are reported.
+    func replaceExited() throws {
+        let before = members.count
+        noteExits()
+        for _ in members.count..<before { try spawn() }
+    }
+
+    private func noteExits() {
+        for member in members where !member.process.isRunning {
+            unexpectedExits.append("\(member.id) exited with \(member.process.terminationStatus)")
+        }
+        members.removeAll { !$0.process.isRunning }
+    }
+
+    /// Stops every worker with SIGTERM (SIGKILL after `grace`).
+    func stopAll(grace: Duration) async {
+        for member in members where member.process.isRunning { kill(member.process.processIdentifier, SIGTERM) }
+        let deadline = ContinuousClock.now + grace
+        while members.contains(where: { $0.process.isRunning }) {
+            if ContinuousClock.now > deadline {
+                for member in members where member.process.isRunning { kill(member.process.processIdentifier, SIGKILL) }
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for member in members where member.process.terminationStatus != 0 {
+            unexpectedExits.append("\(member.id) exited with \(member.process.terminationStatus) when asked to stop")
+        }
+    }
+
+    /// Every worker's log, for the checks of what was printed.
+    func logs() -> [URL] {
+        (1...max(started, 1)).map { logDirectory.appendingPathComponent("chaos-w\($0).log") }
+    }
+
+    var ids: [String] { members.map(\.id) }
+}
+
+/// A chaos run that could not be set up or carried out, with the reason.
+public struct ChaosError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}

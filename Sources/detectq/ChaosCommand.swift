@@ -1,0 +1,52 @@
+import ArgumentParser
+import ChaosRunner
+import Foundation
+
+/// `detectq chaos`: kills, restarts and starves every part while requests flow, then checks the invariants.
+struct ChaosCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chaos",
+        abstract: "Run the chaos suite: faults while requests flow through worker processes, then the invariants.",
+        discussion: """
+            Starts a throwaway PostgreSQL cluster, the simulator, an alert sink and worker processes of this \
+            executable. While requests flow it kills workers with SIGKILL, restarts PostgreSQL (fast and immediate), \
+            makes the API slow, drop connections, answer 503/429 and lose or duplicate callbacks, and makes the \
+            alert sink fail. Then it lets the queue drain and checks that nothing was lost, stuck, submitted \
+            twice after its remote_uuid, left unalerted, or logged that must not be. Exits 1 if an invariant broke.
+            """
+    )
+
+    @Option(help: "Seconds of faults (the drain comes after).") var duration: Int = 90
+    @Option(help: "Worker processes.") var workers: Int = 3
+    @Option(help: "Seconds between two faults.") var faultInterval: Double = 4
+    @Option(help: "Requests inserted per second.") var rate: Double = 5
+    @Option(help: "Seed of the request mix, the fault order and the API's dice (default: random).") var seed: UInt64?
+    @Flag(help: "Print the report as JSON on standard output (progress goes to standard error).") var json = false
+
+    func validate() throws {
+        guard duration > 0 else { throw ValidationError("--duration must be a positive number of seconds") }
+        guard (1...32).contains(workers) else { throw ValidationError("--workers must be from 1 to 32") }
+        guard faultInterval >= 1 else { throw ValidationError("--fault-interval must be at least 1 second") }
+        guard rate > 0 && rate <= 200 else { throw ValidationError("--rate must be from 0 to 200 requests per second") }
+    }
+
+    func run() async throws {
+        let json = json
+        let options = ChaosOptions(
+            duration: .seconds(duration), workers: workers, seed: seed ?? UInt64.random(in: 1 ... .max),
+            faultInterval: .milliseconds(Int64(faultInterval * 1000)), requestInterval: .microseconds(Int64(1_000_000 / rate))
+        )
+        let run = ChaosRun(options: options, executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()) { line in
+            (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
+        }
+        let report = try await run.run()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
+        } else {
+            print(report.text)
+        }
+        if !report.allHeld { throw ExitCode.failure }
+    }
+}

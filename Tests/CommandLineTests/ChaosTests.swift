@@ -1,0 +1,29 @@
+import ChaosRunner
+import DetectqTestSupport
+import Foundation
+import Testing
+
+/// The chaos suite's short mode: `detectq chaos` as CI runs it, every fault kind at least once, every
+/// invariant held. (`scripts/chaos.sh --duration 1200` is the long run, by hand.)
+@Suite("Chaos, short mode", .enabled(if: TestDatabase.isEnabled))
+struct ChaosTests {
+    @Test func nothingIsLostStuckDoubledOrExposedUnderEveryFault() async throws {
+        let outcome = try await DetectqExecutable.run(["chaos", "--duration", "72", "--json"])
+        print(outcome.standardError)
+        let report = try JSONDecoder().decode(ChaosReport.self, from: Data(outcome.standardOutput.utf8))
+        print(report.text)
+        #expect(outcome.status == 0)
+        for invariant in report.invariants {
+            #expect(invariant.held, "\(invariant.name): \(invariant.detail)")
+        }
+        #expect(report.invariants.count == 7)
+        for fault in Fault.allCases {
+            #expect(report.faults[fault.rawValue, default: 0] >= 1, "\(fault.rawValue) was injected")
+        }
+        for kind in ["API 503s", "API 429s", "API connections dropped", "callbacks lost", "callbacks duplicated", "alert deliveries failed by the sink"] {
+            #expect(report.injected[kind, default: 0] > 0, "\(kind) happened")
+        }
+        #expect(report.enqueued >= 200 && report.completed > report.enqueued * 9 / 10, "\(report.completed) of \(report.enqueued) completed")
+        #expect(report.fakes > 0)
+    }
+}

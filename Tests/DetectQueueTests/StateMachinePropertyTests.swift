@@ -1,0 +1,92 @@
+import DetectQueue
+import Foundation
+import PropertyBased
+import Testing
+
+/// Random histories of events run through the state machine, as the worker and users would send them, with
+/// the attempt count kept the way the database keeps it.
+@Suite("The request state machine, as properties over random event sequences")
+struct StateMachinePropertyTests {
+    static let events: [RequestEvent] = RequestStateMachineTests.events
+    static let history = Gen.int(in: 0...(events.count - 1)).map { events[$0] }.array(of: 0...60)
+
+    /// A request as the worker's UPDATEs leave it: its state and attempts.
+    struct Model {
+        var state = RequestState.queued
+        var attempt = 0
+        let maxAttempts: Int
+        /// Every state it was in, oldest first.
+        var path: [RequestState] = [.queued]
+
+        /// Applies `event` as `RequestStore.apply` does: a claim spends an attempt, a release gives it back
+        /// (nothing was sent), a retry by a user gives them all back.
+        mutating func apply(_ event: RequestEvent) -> Bool {
+            guard let next = try? RequestStateMachine.transition(from: state, on: event, attemptsLeft: attempt < maxAttempts) else {
+                return false
+            }
+            switch event {
+            case .claimed: attempt += 1
+            case .released: attempt -= 1
+            case .retriedByUser: attempt = 0
+            default: break
+            }
+            state = next
+            path.append(next)
+            return true
+        }
+    }
+
+    @Test func everyHistoryIsALegalPathThatNeverLeavesAnEnd() async {
+        await propertyCheck(count: 3_000, input: Self.history, Gen.int(in: 1...6)) { events, maxAttempts in
+            var model = Model(maxAttempts: maxAttempts)
+            for event in events {
+                let before = model.state
+                let applied = model.apply(event)
+                if applied {
+                    #expect(before.canChange(to: model.state), "\(before) → \(model.state) on \(event.name) is in the table the trigger enforces")
+                } else {
+                    #expect(model.state == before, "a refused event changes nothing")
+                }
+                if before == .completed || before == .cancelled {
+                    #expect(!applied, "\(before) is an end: \(event.name) must be refused")
+                }
+            }
+            #expect(zip(model.path, model.path.dropFirst()).allSatisfy { $0.canChange(to: $1) })
+        }
+    }
+
+    @Test func attemptsAreSpentNeverOverspentAndARetryNeedsOneLeft() async {
+        await propertyCheck(count: 3_000, input: Self.history, Gen.int(in: 1...6)) { events, maxAttempts in
+            var model = Model(maxAttempts: maxAttempts)
+            for event in events {
+                let before = model
+                guard model.apply(event) else { continue }
+                #expect(model.attempt <= maxAttempts, "never more attempts than max_attempts")
+                if model.state == .retrying { #expect(model.attempt < maxAttempts, "retrying only with an attempt left") }
+                switch event {
+                case .failedRetryably, .leaseExpired:
+                    #expect((model.state == .failed) == (before.attempt == maxAttempts), "a retryable failure fails the request only on its last attempt")
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    @Test func noHistoryLeavesARequestStuck() async {
+        await propertyCheck(count: 3_000, input: Self.history, Gen.int(in: 1...6)) { events, maxAttempts in
+            var model = Model(maxAttempts: maxAttempts)
+            for event in events { _ = model.apply(event) }
+            let ended: Set<RequestState> = [.completed, .failed, .cancelled]
+            if !ended.contains(model.state) {
+                var cancelled = model
+                let cancellable = cancelled.apply(.cancelled)
+                #expect(cancellable, "\(model.state) can always be cancelled")
+                var finished = model
+                let toEnd: [RequestEvent] = [.claimed(workerID: "w"), .accepted(remoteUUID: "u"), .completed]
+                for event in toEnd { _ = finished.apply(event) }
+                #expect(finished.state == .completed, "\(model.state) can still reach completed")
+            }
+        }
+    }
+}
