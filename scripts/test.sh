@@ -18,10 +18,13 @@ if [ "$#" -gt 0 ]; then
     swift test --skip-build "$@"
 else
     echo "==> testing"
-    swift test --skip-build --skip LargeUploadTests --skip ChaosTests
+    swift test --skip-build --skip LargeUploadTests --skip ChaosTests --skip ResponseFuzzTests --skip CallbackFuzzTests
     # Peak memory (VmHWM) belongs to the whole test process, so the uploads whose memory is measured run alone.
     echo "==> testing the memory-bound uploads alone"
     swift test --skip-build --filter LargeUploadTests
+    # The fuzzers keep a core busy for their whole budget; beside the timing-sensitive suites they would skew them.
+    echo "==> fuzzing (DETECTQ_FUZZ_SECONDS each; seeds printed, DETECTQ_FUZZ_SEED replays)"
+    swift test --skip-build --filter "ResponseFuzzTests|CallbackFuzzTests"
     # The chaos suite's short mode kills and restarts processes of its own; it gets the machine to itself.
     echo "==> chaos, short mode (scripts/chaos.sh runs the long one)"
     swift test --skip-build --filter ChaosTests

@@ -80,15 +80,17 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
     public var description: String { "\(variable) must be \(expected)" }
 }
 
-/// Reads typed settings from an environment, treating empty values as unset.
-struct EnvironmentReader {
+/// Reads typed settings from an environment, treating empty values as unset; a value it cannot read is a
+/// `ConfigurationError` naming the variable.
+public struct EnvironmentReader: Sendable {
     let environment: [String: String]
 
-    init(_ environment: [String: String]) {
+    public init(_ environment: [String: String]) {
         self.environment = environment
     }
 
-    func text(_ name: String) -> String? {
+    /// The value of `name`, or nil when it is unset or blank.
+    public func text(_ name: String) -> String? {
         environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
     }
 
@@ -112,11 +114,19 @@ struct EnvironmentReader {
         try optionalURL(name) ?? value
     }
 
+    /// A base URL: an http or https URL, without its trailing slash.
     func optionalURL(_ name: String) throws(ConfigurationError) -> String? {
+        try httpURL(name).map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+    }
+
+    /// An http or https URL with a host, and a port from 1 to 65535 if it names one, as given.
+    public func httpURL(_ name: String) throws(ConfigurationError) -> String? {
         guard let raw = text(name) else { return nil }
-        guard let url = URL(string: raw), ["http", "https"].contains(url.scheme?.lowercased()), url.host != nil else {
-            throw ConfigurationError(name, expected: "an http or https URL")
+        guard let url = URL(string: raw), ["http", "https"].contains(url.scheme?.lowercased()), url.host != nil,
+              (1...65_535).contains(url.port ?? 443)
+        else {
+            throw ConfigurationError(name, expected: "an http or https URL (with a port from 1 to 65535, if any)")
         }
-        return raw.hasSuffix("/") ? String(raw.dropLast()) : raw
+        return raw
     }
 }

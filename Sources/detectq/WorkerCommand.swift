@@ -74,14 +74,9 @@ struct WorkerCommand: AsyncParsableCommand {
             threshold = value
         }
         let alerts = FakeAlertPolicy(threshold: threshold)
-        let reader = { (name: String) in environment[name].flatMap { $0.isEmpty ? nil : $0 } }
-        func url(_ name: String) throws -> String? {
-            guard let text = reader(name) else { return nil }
-            guard let parsed = URL(string: text), ["http", "https"].contains(parsed.scheme?.lowercased()), parsed.host != nil else {
-                throw ConfigurationError(name, expected: "an http or https URL")
-            }
-            return text
-        }
+        let settings = EnvironmentReader(environment)
+        let reader = settings.text
+        let url = settings.httpURL
         // Every alert sink, once for each kind of alert.
         var sinks: [any PostProcessor] = []
         for kind in AlertKind.allCases {

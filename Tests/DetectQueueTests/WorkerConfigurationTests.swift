@@ -27,6 +27,8 @@ struct WorkerConfigurationTests {
         (["DETECTQ_CALLBACK_URL": "not a url"], "DETECTQ_CALLBACK_URL must be an http or https URL"),
         (["DETECTQ_MEDIA_ROOT": "/no/such/dir"], "DETECTQ_MEDIA_ROOT must be an existing directory"),
         (["RESEMBLE_BASE_URL": "ftp://x"], "RESEMBLE_BASE_URL must be an http or https URL"),
+        (["RESEMBLE_BASE_URL": "http://127.0.0.1:999999/api/v2"], "RESEMBLE_BASE_URL must be an http or https URL (with a port"),
+        (["DETECTQ_CALLBACK_URL": "http://127.0.0.1:0"], "DETECTQ_CALLBACK_URL must be an http or https URL (with a port"),
     ])
     func aBadSettingNamesItsVariable(settings: [String: String], message: String) {
         let error = #expect(throws: ConfigurationError.self) {
