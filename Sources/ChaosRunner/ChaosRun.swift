@@ -83,12 +83,14 @@ public struct ChaosRun: Sendable {
         report.seed = options.seed
         report.workers = options.workers
         let started = ContinuousClock.now
+        var background: [Task<Void, Never>] = []
         do {
             for _ in 0..<options.workers { try await fleet.spawn() }
             say("chaos: \(options.workers) workers, simulator on \(simulator.baseURL), PostgreSQL on port \(cluster.port); "
                 + "faults for \(options.duration), one every \(options.faultInterval)")
             let producing = Task { await producer.run(interval: options.requestInterval) }
             let monitoring = Task { await monitor.run() }
+            background = [producing, monitoring]
             report.faults = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
             producing.cancel()
             await producing.value
@@ -126,6 +128,7 @@ public struct ChaosRun: Sendable {
                 ]
             ).run(into: &report)
         } catch {
+            for task in background { task.cancel() }
             await fleet.stopAll(grace: .seconds(5))
             await cleanUp(pool: pool, ledger: ledger, simulator: simulator, cluster: cluster)
             say("chaos: stopped by an error; worker logs kept in \(logs.path)")

@@ -35,11 +35,18 @@ public final class PostgresConnection: @unchecked Sendable {
     /// Runs one parameterised statement and returns its rows.
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> PostgresRows {
-        try await withTaskCancellationHandler {
+        let statement = StatementCancellation()
+        return try await withTaskCancellationHandler {
+            // Ended however this returns (even cancelled before it was queued), so no cancel is sent for it later.
+            defer { statement.end() }
             try Task.checkCancellation()
-            return try await onQueue { try self.run(query) }
+            return try await onQueue {
+                guard statement.begin() else { throw CancellationError() }
+                defer { statement.end() }
+                return try self.run(query)
+            }
         } onCancel: {
-            self.cancelRunningStatement()
+            self.cancel(statement)
         }
     }
 
@@ -220,10 +227,54 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Cancellation
 
-    /// Asks the server to cancel whatever this connection is running (used when the awaiting task is cancelled).
-    private func cancelRunningStatement() {
-        DispatchQueue.global().async {
-            self.cancelHandle.withLock { handle in handle?.cancel() }
+    /// Cancels `statement` (its awaiting task was cancelled): one not yet sent is never sent; one running is
+    /// cancelled on the server. A cancel request that reaches the server before the statement does is ignored
+    /// there, so it is sent again every 100 ms until the statement ends (for at most 10 s).
+    private func cancel(_ statement: StatementCancellation) {
+        statement.cancel()
+        sendCancel(statement, timesLeft: 100, after: .now())
+    }
+
+    private func sendCancel(_ statement: StatementCancellation, timesLeft: Int, after time: DispatchTime) {
+        DispatchQueue.global().asyncAfter(deadline: time) {
+            guard statement.whileRunning({ self.cancelHandle.withLock { handle in handle?.cancel() } }), timesLeft > 1 else { return }
+            self.sendCancel(statement, timesLeft: timesLeft - 1, after: .now() + .milliseconds(100))
+        }
+    }
+}
+
+/// The cancellation state of one statement: cancelled or not, and whether it is on the wire. A cancel is
+/// sent to the server only while the statement runs, under the same lock that ends it, so it never reaches
+/// a later statement on the connection.
+private final class StatementCancellation: Sendable {
+    private enum Phase { case waiting, running, ended }
+    private let state = Mutex<(phase: Phase, cancelled: Bool)>((.waiting, false))
+
+    /// Called on the connection's queue before sending; false when the statement was cancelled first.
+    func begin() -> Bool {
+        state.withLock { state in
+            guard !state.cancelled else {
+                state.phase = .ended
+                return false
+            }
+            state.phase = .running
+            return true
+        }
+    }
+
+    func end() {
+        state.withLock { $0.phase = .ended }
+    }
+
+    func cancel() {
+        state.withLock { $0.cancelled = true }
+    }
+
+    /// Runs `body` if the statement is running, holding it from ending meanwhile; false once it has ended.
+    func whileRunning(_ body: () -> Void) -> Bool {
+        state.withLock { state in
+            if state.phase == .running { body() }
+            return state.phase != .ended
         }
     }
 }

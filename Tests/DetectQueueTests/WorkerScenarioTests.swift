@@ -29,7 +29,13 @@ struct WorkerScenarioTests {
         let states = try await harness.pool.query("SELECT state::text AS state, count(*) AS n FROM detectq.requests GROUP BY state")
         #expect(try states.map { "\(try $0.decode("state", as: String.self))=\(try $0.decode("n", as: Int.self))" } == ["completed=2000"])
         let stats = await harness.simulator.state.snapshot()
-        #expect(stats.submissions == 2000 && stats.submissionsByMedia.values.allSatisfy { $0 == 1 }, "each submitted exactly once")
+        let twice = stats.submissionsByMedia.filter { $0.value > 1 }.keys.sorted()
+        let history = try await harness.pool.query("""
+            SELECT string_agg(coalesce(e.from_state::text, '-') || '>' || e.to_state || ' by ' || coalesce(e.worker_id, '?')
+                              || coalesce(' (' || e.detail || ')', ''), '; ' ORDER BY e.id) AS h
+            FROM detectq.request_events e JOIN detectq.requests r ON r.id = e.request_id WHERE r.media_url = \(twice.first ?? "")
+            """)[0].decode("h", as: String?.self) ?? ""
+        #expect(stats.submissions == 2000 && twice.isEmpty, "each submitted exactly once: \(stats.submissions) submissions, twice: \(twice.prefix(3)); \(history)")
         let spread = try await harness.pool.query("""
             SELECT worker_id, count(*) AS n FROM detectq.request_events WHERE to_state = 'submitting' GROUP BY worker_id
             """).map { try $0.decode("n", as: Int.self) }

@@ -43,7 +43,8 @@ struct ClientSimulatorTests {
     }
 
     @Test func aMultipartUploadCarriesTheOptionsAsFormFields() async throws {
-        let harness = try await SimulatorHarness.start(.init(purgeDelay: .milliseconds(300)))
+        // The purge comes 2 s after completion: long enough that a loaded machine still answers before it.
+        let harness = try await SimulatorHarness.start(.init(purgeDelay: .seconds(2)))
         let file = try harness.file("call-881.wav", "RIFF....FAKE voice")
         let item = try await harness.client.submit(
             .file(file), options: .init(frameLength: 2, intelligence: true, audioSourceTracing: true, zeroRetentionMode: true),
@@ -56,7 +57,7 @@ struct ClientSimulatorTests {
         #expect(item.retention.url == nil && item.retention.audioURL == nil)
         #expect(item.retention.filename?.hasPrefix("redacted_") == true && item.retention.filename?.hasSuffix(".wav") == true)
         #expect(!item.retention.isPurged)
-        try await Task.sleep(for: .milliseconds(500))
+        try await Task.sleep(for: .milliseconds(2_500))
         let purged = try await harness.client.detection(uuid: item.uuid)
         #expect(purged.retention.fileDeletedAt != nil)
         let real = try await harness.client.submit(.file(try harness.file("real.png", "PNG bytes")), wait: true)
