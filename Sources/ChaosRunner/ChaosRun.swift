@@ -169,7 +169,10 @@ public struct ChaosRun: Sendable {
                 let running = await fleet.ids
                 guard let victim = await monitor.busiest(of: running) ?? running.randomElement(using: &random) else { break }
                 let orphaned = await monitor.noteKill(of: victim)
-                _ = try await fleet.killAndReplace(victim)
+                guard try await fleet.killAndReplace(victim) else {
+                    say("[\(elapsed) s] \(victim) exited before it could be killed")
+                    break
+                }
                 say("[\(elapsed) s] killed \(victim) with SIGKILL, holding \(orphaned) leases; started a replacement")
             case .postgresFastRestart, .postgresImmediateRestart:
                 let mode: ThrowawayPostgresCluster.ShutdownMode = fault == .postgresFastRestart ? .fast : .immediate

@@ -13,14 +13,6 @@ public enum Fault: String, CaseIterable, Sendable, Codable {
     case callbacksLostAndDuplicated = "callbacks lost and duplicated"
     case sinkFailing = "alert sink failing"
 
-    /// True for faults that last a while rather than happen once.
-    var isPhase: Bool {
-        switch self {
-        case .workerKilled, .postgresFastRestart, .postgresImmediateRestart: false
-        case .apiSlow, .apiDroppingConnections, .apiErrors, .callbacksLostAndDuplicated, .sinkFailing: true
-        }
-    }
-
     /// One round of every fault, worker kills twice as often as the rest, in an order drawn from `random`.
     static func deck(using random: inout some RandomNumberGenerator) -> [Fault] {
         (allCases + [.workerKilled]).shuffled(using: &random)

@@ -25,5 +25,6 @@ struct ChaosTests {
         }
         #expect(report.enqueued >= 200 && report.completed > report.enqueued * 9 / 10, "\(report.completed) of \(report.enqueued) completed")
         #expect(report.fakes > 0)
+        #expect(report.injected["workers that exited on their own"] == 0, "workers outlive PostgreSQL restarts and drain cleanly on SIGTERM")
     }
 }
