@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -89,8 +90,27 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "QueueDashboard",
+            dependencies: [
+                "DetectQueue", "Postgres", "ResembleDetect",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.embedInCode("Resources")],
+            swiftSettings: strict
+        ),
+        .target(
             name: "QueueBenchmarks",
-            dependencies: ["DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "ResembleDetect", "SchemaMigrations"],
+            dependencies: [
+                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "ResembleDetect", "SchemaMigrations", "QueueDashboard",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -143,6 +163,7 @@ let package = Package(
                 "EmbeddedPostgres",
                 "DetectQueue",
                 "QueueBenchmarks",
+                "QueueDashboard",
                 "ChaosRunner",
                 "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -195,6 +216,16 @@ let package = Package(
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "DashboardTests",
+            dependencies: [
+                "QueueDashboard", "DetectQueue", "Postgres", "DetectqTestSupport", "EmbeddedPostgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -28,4 +28,11 @@ else
     # The chaos suite's short mode kills and restarts processes of its own; it gets the machine to itself.
     echo "==> chaos, short mode (scripts/chaos.sh runs the long one)"
     swift test --skip-build --filter ChaosTests
+    # The browser check needs Chromium, which CI machines may not have; the dashboard's HTTP tests ran above.
+    if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then
+        echo "==> the dashboard in headless Chromium (scripts/dashboard-screenshots.sh)"
+        scripts/dashboard-screenshots.sh
+    else
+        echo "==> no Chromium: skipping scripts/dashboard-screenshots.sh (apt-get install -y chromium)"
+    fi
 fi

@@ -61,7 +61,7 @@ struct CallbackReceiver: Sendable {
             return text("callback body too large\n", status: .contentTooLarge)
         }
         guard let (waiting, storedHash) = try? await processor.store.awaitingCallback(id: id), let storedHash,
-              Self.constantTimeEqual(RequestProcessor.hash(secret), storedHash)
+              SecretComparison.equal(RequestProcessor.hash(secret), storedHash)
         else {
             QueueMetrics.callback("unknown")
             return text("not found\n", status: .notFound)
@@ -73,16 +73,6 @@ struct CallbackReceiver: Sendable {
         QueueMetrics.callback("accepted")
         await poller.poll(waiting)
         return text("received\n", status: .accepted)
-    }
-
-    /// Compares two strings in time that depends only on their lengths.
-    static func constantTimeEqual(_ left: String, _ right: String) -> Bool {
-        let a = Array(left.utf8)
-        let b = Array(right.utf8)
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in a.indices { difference |= a[index] ^ b[index] }
-        return difference == 0
     }
 
     private func text(_ body: String, status: HTTPResponse.Status) -> Response {

@@ -22,21 +22,25 @@ public final class Worker: Service {
     private let postTaskSlots = Slots(gauge: Meter(label: QueueMetrics.postTasksInFlight))
     private let metricsExposition: (@Sendable () -> String)?
     private let api: (any DetectAPI)?
+    private let additionalRoutes: (@Sendable (Router<BasicRequestContext>) -> Void)?
     private let shuttingDown = Atomic<Bool>(false)
 
     /// `postProcessors` are run on completed requests, each as a post-task of its own. `metricsExposition`
     /// renders the process's metrics for `GET /metrics` (after the queue's depth is sampled into them);
     /// without it, `/metrics` answers 404. `api` replaces the Detect API client made from `configuration`
-    /// (benchmarks measure the queue alone with an instant one).
+    /// (benchmarks measure the queue alone with an instant one). `additionalRoutes` adds pages to the
+    /// worker's HTTP port (the dashboard, when it is enabled there).
     public init(
         configuration: WorkerConfiguration,
         postProcessors: [any PostProcessor] = [],
         logger: Logger = Logger(label: "detectq.worker"),
         metricsExposition: (@Sendable () -> String)? = nil,
-        api: (any DetectAPI)? = nil
+        api: (any DetectAPI)? = nil,
+        additionalRoutes: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil
     ) {
         self.configuration = configuration
         self.api = api
+        self.additionalRoutes = additionalRoutes
         self.postProcessors = postProcessors
         self.metricsExposition = metricsExposition
         var logger = logger
@@ -75,6 +79,13 @@ public final class Worker: Service {
         let poller = ResultPoller(processor: processor)
         let router = Router()
         CallbackReceiver(processor: processor, poller: poller, metricsExposition: metricsExposition).routes(into: router)
+        additionalRoutes?(router)
+        let registry = WorkerRegistry(pool: pool, configuration: configuration)
+        do {
+            try await registry.announce()
+        } catch {
+            logger.error("could not record this worker in detectq.workers: \(error)")
+        }
         let server = Application(
             router: router,
             configuration: .init(address: .hostname("0.0.0.0", port: configuration.httpPort), serverName: "detectq"),
@@ -89,7 +100,7 @@ public final class Worker: Service {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.listen() }
                 group.addTask { await self.pollLoop(poller) }
-                group.addTask { await self.heartbeatLoop(store, postTasks) }
+                group.addTask { await self.heartbeatLoop(store, postTasks, registry) }
                 group.addTask { await self.rescueLoop(store, postTasks) }
                 group.addTask {
                     await self.claimLoop(slots: self.postTaskSlots, kind: "post_tasks", concurrency: max(4, self.configuration.concurrency / 4)) { limit in
@@ -117,6 +128,11 @@ public final class Worker: Service {
             self.postTaskSlots.wake.signal()
         }
         try? await ownClient?.shutdown()
+        do {
+            try await registry.stopped()
+        } catch {
+            logger.warning("could not mark this worker stopped in detectq.workers: \(error)")
+        }
         await pool.close()
         logger.info("worker stopped")
     }
@@ -190,12 +206,13 @@ public final class Worker: Service {
         }
     }
 
-    private func heartbeatLoop(_ store: RequestStore, _ postTasks: PostTaskStore) async {
+    private func heartbeatLoop(_ store: RequestStore, _ postTasks: PostTaskStore, _ registry: WorkerRegistry) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.lease / 3)
             do {
                 _ = try await store.heartbeat(workerID: configuration.workerID, ids: requestSlots.ids, lease: configuration.lease)
                 _ = try await postTasks.heartbeat(workerID: configuration.workerID, ids: postTaskSlots.ids, lease: configuration.lease)
+                try await registry.heartbeat()
             } catch {
                 if !Task.isCancelled { logger.error("heartbeat failed: \(error)") }
             }

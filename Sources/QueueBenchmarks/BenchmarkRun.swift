@@ -15,7 +15,7 @@ public struct BenchmarkRow: Sendable {
 /// Runs the chosen scenarios in order and collects the table, printing each row as it is measured.
 public struct BenchmarkRun: Sendable {
     /// The scenarios, by the names `--only` takes.
-    public static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency"]
+    public static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard"]
 
     let scenarios: Scenarios
     let only: Set<String>
@@ -115,8 +115,26 @@ public struct BenchmarkRun: Sendable {
                 reference: "", ratio: nil, target: "p50 ≤ 5 ms, p95 ≤ 20 ms", met: latency.p50 <= 5 && latency.p95 <= 20
             ))
         }
+        if only.contains("dashboard") {
+            let result = try await scenarios.dashboardList(rows: scenarios.scaled(1_000_000))
+            let rows = Self.count(result.rows)
+            for timing in result.timings {
+                add(BenchmarkRow(
+                    scenario: "8 list of \(rows): \(timing.name)", figure: String(format: "p50 %.1f ms, p95 %.1f ms", timing.p50, timing.p95),
+                    reference: "", ratio: nil, target: "< 100 ms", met: timing.p95 < 100
+                ))
+            }
+            add(BenchmarkRow(
+                scenario: "8 page \(Self.count(result.rows / 2)) deep, SQL: OFFSET against keyset",
+                figure: String(format: "OFFSET %.1f ms", result.offsetMilliseconds),
+                reference: String(format: "keyset %.2f ms", result.keysetMilliseconds), ratio: result.offsetMilliseconds / result.keysetMilliseconds,
+                target: "", met: nil
+            ))
+        }
         return rows
     }
+
+    static func count(_ value: Int) -> String { value.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US"))) }
 
     static func rate(_ value: Double) -> String { String(format: "%.0f jobs/s", value) }
 

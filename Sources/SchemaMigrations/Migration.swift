@@ -30,5 +30,6 @@ public enum DetectqMigrations {
         Migration(fileName: "0001_create_schema.sql", bytes: PackageResources._001_create_schema_sql),
         Migration(fileName: "0002_worker.sql", bytes: PackageResources._002_worker_sql),
         Migration(fileName: "0003_post_task_history.sql", bytes: PackageResources._003_post_task_history_sql),
+        Migration(fileName: "0004_dashboard.sql", bytes: PackageResources._004_dashboard_sql),
     ]
 }

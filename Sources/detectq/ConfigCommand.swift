@@ -1,6 +1,7 @@
 import ArgumentParser
 import DetectQueue
 import Foundation
+import QueueDashboard
 
 /// `detectq config check`: the settings a worker would run with, secrets masked, and every error in them.
 struct ConfigCommand: AsyncParsableCommand {
@@ -75,6 +76,11 @@ struct ConfigCommand: AsyncParsableCommand {
                 } catch {
                     break
                 }
+            }
+            do {
+                _ = try DashboardConfiguration.forWorker(environment)
+            } catch {
+                errors.append(error)
             }
             return errors
         }

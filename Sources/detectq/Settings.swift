@@ -20,7 +20,8 @@ struct Settings: Sendable {
         ("DETECTQ_FAKE_THRESHOLD", false), ("DETECTQ_ALERT_WEBHOOK_URL", false), ("DETECTQ_ALERT_WEBHOOK_SECRET", true),
         ("DETECTQ_SLACK_WEBHOOK_URL", true), ("DETECTQ_PAGERDUTY_ROUTING_KEY", true), ("DETECTQ_PAGERDUTY_URL", false),
         ("DETECTQ_RETENTION_SLA", false), ("DETECTQ_ARCHIVE_DIR", false), ("DETECTQ_PLUGINS_DIR", false),
-        ("DETECTQ_PLUGIN_TIMEOUT", false),
+        ("DETECTQ_PLUGIN_TIMEOUT", false), ("DETECTQ_DASHBOARD", false), ("DETECTQ_DASHBOARD_TOKEN", true),
+        ("DETECTQ_DASHBOARD_READONLY", false),
     ]
 
     /// Where a setting's value came from.

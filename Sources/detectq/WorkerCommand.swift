@@ -5,10 +5,12 @@ import FakeAlerts
 import IntelligenceArchive
 import RetentionTracking
 import Foundation
+import Hummingbird
 import Logging
 import Metrics
 import Postgres
 import Prometheus
+import QueueDashboard
 import ServiceLifecycle
 
 /// `detectq worker`: claims, submits, waits and serves callbacks until SIGTERM or SIGINT.
@@ -25,11 +27,13 @@ struct WorkerCommand: AsyncParsableCommand {
         let configuration: WorkerConfiguration
         let postProcessors: [any PostProcessor]
         let jsonLogs: Bool
+        let dashboardSettings: DashboardConfiguration?
         do {
             let environment = try Settings.load(file: config).environment
             jsonLogs = try Self.jsonLogs(environment["DETECTQ_LOG_FORMAT"])
             configuration = try WorkerConfiguration.fromEnvironment(environment)
             postProcessors = try Self.postProcessors(environment)
+            dashboardSettings = try DashboardConfiguration.forWorker(environment)
             try await Self.checkDatabase(configuration.database)
         } catch {
             FileHandle.standardError.write(Data("detectq worker: \(error)\n".utf8))
@@ -43,16 +47,34 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let registry = Self.bootstrapMetrics()
         let logger = Logger(label: "detectq.worker")
+        var dashboardPool: PostgresConnectionPool?
+        var dashboard: Dashboard?
+        // The dashboard reads through a small pool of its own, so a busy page never takes a worker's connection.
+        if let dashboardSettings {
+            var database = configuration.database
+            database.sessionSettings = ["detectq.worker_id": "detectq dashboard on \(configuration.workerID)"]
+            let pool = PostgresConnectionPool(configuration: database, maximumConnections: 2)
+            dashboardPool = pool
+            dashboard = try Dashboard(configuration: dashboardSettings, pool: pool, logger: Logger(label: "detectq.dashboard"))
+            logger.info("dashboard served on the worker's HTTP port at /dashboard\(dashboardSettings.readOnly ? " (read-only)" : "")")
+        }
         let worker = Worker(
             configuration: configuration, postProcessors: postProcessors, logger: logger,
-            metricsExposition: { registry.emitToString() }
+            metricsExposition: { registry.emitToString() },
+            additionalRoutes: dashboard.map { dashboard in { @Sendable (router: Router<BasicRequestContext>) in dashboard.routes(into: router) } }
         )
         let group = ServiceGroup(configuration: .init(
             services: [worker],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await dashboardPool?.close()
+            throw error
+        }
+        await dashboardPool?.close()
     }
 
     /// Sends the process's swift-metrics to a Prometheus registry, whose text `/metrics` serves.
@@ -135,7 +157,7 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(error))")
         }
-        let migrated = try? await connection.query("SELECT to_regclass('detectq.api_budget') IS NOT NULL AS ready")[0]
+        let migrated = try? await connection.query("SELECT to_regclass('detectq.workers') IS NOT NULL AS ready")[0]
             .decode("ready", as: Bool.self)
         await connection.close()
         guard migrated == true else {

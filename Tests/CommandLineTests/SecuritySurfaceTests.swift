@@ -67,7 +67,7 @@ struct SecuritySurfaceTests {
             (.GET, "/"), (.GET, "/callbacks"), (.GET, "/callbacks/\(ids[0])/x"), (.DELETE, "/callbacks/\(ids[0])/x"),
             (.PUT, "/callbacks/\(ids[0])/x"), (.POST, "/healthz"), (.POST, "/metrics"), (.DELETE, "/metrics"),
             (.GET, "/admin"), (.GET, "/debug/pprof"), (.GET, "/.env"), (.GET, "/../../etc/passwd"), (.GET, "/%2e%2e/%2e%2e/etc/passwd"),
-            (.OPTIONS, "/callbacks/1/x"), (.TRACE, "/"), (.GET, "/api/v2/detect"), (.GET, "/requests"), (.POST, "/requests"),
+            (.OPTIONS, "/callbacks/1/x"), (.TRACE, "/"), (.GET, "/api/v2/detect"), (.GET, "/requests"), (.POST, "/requests"), (.GET, "/dashboard"),
         ]
         for (method, path) in probes {
             guard let answer = try? await Self.fetch(method, base + path) else {

@@ -85,13 +85,13 @@ struct CallbackSecretTests {
     @Test func theComparisonIsEqualityWhateverTheStrings() async {
         let text = Gen.ascii.string(of: 0...40)
         await propertyCheck(count: 2_000, input: text, text, Gen.int(in: 0...39)) { left, right, position in
-            #expect(CallbackReceiver.constantTimeEqual(left, right) == (left == right))
-            #expect(CallbackReceiver.constantTimeEqual(left, left))
+            #expect(SecretComparison.equal(left, right) == (left == right))
+            #expect(SecretComparison.equal(left, left))
             // The same length, one character different anywhere: the hard case for a comparison that stops early.
             guard !left.isEmpty else { return }
             var bytes = Array(left.utf8)
             bytes[position % bytes.count] ^= 0x01
-            #expect(!CallbackReceiver.constantTimeEqual(left, String(decoding: bytes, as: UTF8.self)))
+            #expect(!SecretComparison.equal(left, String(decoding: bytes, as: UTF8.self)))
         }
     }
 

@@ -1,0 +1,40 @@
+import Foundation
+import Postgres
+
+/// The `detectq.workers` table, from a worker's side: it announces itself when it starts, refreshes its
+/// heartbeat with its leases, and marks itself stopped when it drains cleanly, so that the dashboard can tell
+/// live workers from silent ones.
+struct WorkerRegistry: Sendable {
+    let pool: PostgresConnectionPool
+    let configuration: WorkerConfiguration
+
+    /// Rows of workers that have been stopped or silent this long are removed when a worker starts.
+    static let forgottenAfter: Duration = .seconds(86_400)
+
+    func announce() async throws {
+        try await pool.query("""
+            INSERT INTO detectq.workers (worker_id, host, pid, concurrency, lease_seconds)
+            VALUES (\(configuration.workerID), \(ProcessInfo.processInfo.hostName), \(Int(getpid())),
+                    \(configuration.concurrency), \(configuration.lease.seconds))
+            ON CONFLICT (worker_id) DO UPDATE SET
+                host = EXCLUDED.host, pid = EXCLUDED.pid, concurrency = EXCLUDED.concurrency,
+                lease_seconds = EXCLUDED.lease_seconds, started_at = now(), heartbeat_at = now(), stopped_at = NULL
+            """)
+        try await pool.query("""
+            DELETE FROM detectq.workers
+            WHERE heartbeat_at < now() - make_interval(secs => \(Self.forgottenAfter.seconds))
+            """)
+    }
+
+    func heartbeat() async throws {
+        try await pool.query("""
+            UPDATE detectq.workers SET heartbeat_at = now(), stopped_at = NULL WHERE worker_id = \(configuration.workerID)
+            """)
+    }
+
+    func stopped() async throws {
+        try await pool.query("""
+            UPDATE detectq.workers SET heartbeat_at = now(), stopped_at = now() WHERE worker_id = \(configuration.workerID)
+            """)
+    }
+}

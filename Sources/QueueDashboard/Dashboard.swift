@@ -1,0 +1,294 @@
+import DetectQueue
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Postgres
+
+/// The web dashboard: server-rendered pages under `/dashboard` to watch the queue (overview, request list,
+/// request page, failures) and act on it (retry, cancel), for `detectq dashboard` and, when enabled, the
+/// worker's own HTTP port.
+///
+/// Every page needs the token (a bearer header, or the login form's session cookie); every action is a POST
+/// with a CSRF token, goes through the same state machine as `detectq retry` and `detectq cancel`, and is
+/// refused in read-only mode. All text is escaped by the templates, and no secret is read for a page.
+public struct Dashboard: Sendable {
+    let configuration: DashboardConfiguration
+    let queries: DashboardQueries
+    let administration: RequestAdministration
+    let authenticator: DashboardAuthenticator
+    let renderer: DashboardRenderer
+    let logger: Logger
+
+    /// Group actions change at most this many requests per press, so a request never runs for minutes.
+    static let groupActionLimit = 1_000
+    /// A wrong login waits this long before its answer, to slow guessing.
+    static let failedLoginDelay: Duration = .milliseconds(300)
+
+    /// A dashboard reading and changing the queue through `pool`.
+    public init(configuration: DashboardConfiguration, pool: PostgresConnectionPool, logger: Logger = Logger(label: "detectq.dashboard")) throws {
+        self.configuration = configuration
+        queries = DashboardQueries(pool: pool)
+        administration = RequestAdministration(store: RequestStore(pool: pool))
+        authenticator = DashboardAuthenticator(token: configuration.token)
+        renderer = try DashboardRenderer()
+        self.logger = logger
+    }
+
+    /// Adds the dashboard's routes, all under `/dashboard`.
+    public func routes(into router: Router<BasicRequestContext>) {
+        router.get("/dashboard/assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
+        router.get("/dashboard/assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
+        router.get("/dashboard/login") { request, _ in
+            login(next: FormFields(query: request.uri.query)["next"], error: nil, status: .ok)
+        }
+        router.post("/dashboard/login") { request, _ in await logIn(request) }
+        router.post("/dashboard/logout") { request, _ in
+            await action(request) { _ in
+                var response = redirect(to: "/dashboard/login")
+                response.setCookie(Cookie(name: DashboardAuthenticator.cookieName, value: "", maxAge: 0, path: "/dashboard", httpOnly: true, sameSite: .strict))
+                return response
+            }
+        }
+        router.get("/dashboard") { request, _ in await page(request) { try await overview($0) } }
+        router.get("/dashboard/requests") { request, _ in await page(request) { try await requestList(request, $0) } }
+        router.get("/dashboard/requests/:id") { request, context in
+            await page(request) { try await requestPage(context.parameters.get("id").flatMap(Int.init), request, $0) }
+        }
+        router.get("/dashboard/failures") { request, _ in await page(request) { try await failures(request, $0) } }
+        router.post("/dashboard/requests/:id/retry") { request, context in
+            await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "retried") { try await administration.retry([$0]) }
+        }
+        router.post("/dashboard/requests/:id/cancel") { request, context in
+            await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "cancelled") { try await administration.cancel([$0]) }
+        }
+        router.post("/dashboard/failures/retry") { request, _ in await changeGroup(request, state: .failed, verb: "retried") }
+        router.post("/dashboard/failures/cancel") { request, _ in await changeGroup(request, state: .retrying, verb: "cancelled") }
+    }
+
+    // MARK: - Pages
+
+    private func overview(_ chrome: Chrome) async throws -> Response {
+        var chrome = chrome
+        chrome.title = "Overview"
+        chrome.onOverview = true
+        chrome.refreshes = true
+        let overview = try await queries.overview()
+        return html(renderer.render(OverviewPageBuilder.page(overview, chrome: chrome), template: "overview"))
+    }
+
+    private func requestList(_ request: Request, _ chrome: Chrome) async throws -> Response {
+        var chrome = chrome
+        chrome.title = "Requests"
+        chrome.onRequests = true
+        let filter: RequestListFilter
+        do {
+            filter = try RequestListFilter(query: FormFields(query: request.uri.query).values)
+        } catch {
+            return message(chrome, heading: "That filter cannot be read", text: error.description, status: .badRequest)
+        }
+        let started = ContinuousClock.now
+        let page = try await RequestListQuery.page(filter, on: queries.pool)
+        let elapsed = ContinuousClock.now - started
+        return html(renderer.render(RequestListPageBuilder.page(page, filter: filter, chrome: chrome, elapsed: elapsed), template: "requests"))
+    }
+
+    private func requestPage(_ id: Int?, _ request: Request, _ chrome: Chrome) async throws -> Response {
+        var chrome = chrome
+        guard let id, let detail = try await queries.request(id: id) else {
+            return message(chrome, heading: "No such request", text: "There is no request with that id; it may have been pruned.", status: .notFound)
+        }
+        chrome.title = "Request \(id)"
+        chrome.onRequests = true
+        chrome.refreshes = !detail.state.successors.isEmpty
+        chrome.notice = Self.notice(FormFields(query: request.uri.query))
+        return html(renderer.render(RequestPageBuilder.page(detail, chrome: chrome), template: "request"))
+    }
+
+    private func failures(_ request: Request, _ chrome: Chrome) async throws -> Response {
+        var chrome = chrome
+        chrome.title = "Failures"
+        chrome.onFailures = true
+        chrome.refreshes = true
+        chrome.notice = Self.notice(FormFields(query: request.uri.query))
+        let groups = try await queries.failureGroups()
+        let model = FailuresPageModel(
+            chrome: chrome,
+            groups: groups.map { group in
+                FailuresPageModel.Group(
+                    reason: group.reason, failed: group.failed > 0 ? Formatting.count(group.failed) : nil,
+                    retrying: group.retrying > 0 ? Formatting.count(group.retrying) : nil,
+                    lastSeen: Formatting.time(group.lastSeen),
+                    listLink: "/dashboard/requests?" + Formatting.query([("reason", group.reason)]),
+                    canRetry: !chrome.readOnly && group.failed > 0, canCancel: !chrome.readOnly && group.retrying > 0
+                )
+            },
+            isEmpty: groups.isEmpty
+        )
+        return html(renderer.render(model, template: "failures"))
+    }
+
+    // MARK: - Actions
+
+    private func change(_ request: Request, id: Int?, verb: String, _ apply: @escaping @Sendable (Int) async throws -> [(Int, RequestAdministration.Outcome)]) async -> Response {
+        await action(request) { _ in
+            guard let id else { return plain("not found\n", status: .notFound) }
+            let notice: String
+            switch try await apply(id).first?.1 {
+            case .changed?:
+                notice = verb
+                logger.info("dashboard: request \(id) \(verb)")
+            case .refused(let reason)?:
+                notice = "refused"
+                logger.info("dashboard: request \(id) not \(verb): \(reason)")
+            case nil:
+                notice = "refused"
+            }
+            return redirect(to: "/dashboard/requests/\(id)?" + Formatting.query([("notice", notice)]))
+        }
+    }
+
+    private func changeGroup(_ request: Request, state: RequestState, verb: String) async -> Response {
+        await action(request) { fields in
+            guard let reason = fields["reason"] else { return plain("the form names no failure reason\n", status: .badRequest) }
+            let ids = try await queries.failureGroupMembers(reason: reason, state: state, limit: Self.groupActionLimit)
+            let outcomes = state == .failed ? try await administration.retry(ids) : try await administration.cancel(ids)
+            let changed = outcomes.filter { if case .changed = $0.1 { true } else { false } }.count
+            logger.info("dashboard: \(changed) of \(ids.count) \(state.rawValue) requests \(verb) in a failure group")
+            return redirect(to: "/dashboard/failures?" + Formatting.query([("notice", verb), ("count", String(changed))]))
+        }
+    }
+
+    /// Runs a page's body for an authenticated caller; anyone else gets the login form (401).
+    private func page(_ request: Request, _ body: (Chrome) async throws -> Response) async -> Response {
+        guard let credential = credential(request) else {
+            if request.headers[.authorization] != nil { return unauthorized() }
+            let target = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
+            return login(next: target, error: nil, status: .unauthorized)
+        }
+        let chrome = Chrome(title: "", csrf: authenticator.csrfToken(for: credential), readOnly: configuration.readOnly)
+        do {
+            return try await body(chrome)
+        } catch {
+            logger.error("dashboard page \(request.uri.path) failed: \(error)")
+            return message(chrome, heading: "The database did not answer", text: "\(error)", status: .serviceUnavailable)
+        }
+    }
+
+    /// Runs an action for an authenticated caller whose form carries the right CSRF token, unless read-only.
+    private func action(_ request: Request, _ body: @Sendable (FormFields) async throws -> Response) async -> Response {
+        guard let credential = credential(request) else { return unauthorized() }
+        let fields: FormFields
+        do {
+            fields = FormFields(body: String(buffer: try await request.body.collect(upTo: 64 * 1024)))
+        } catch {
+            return plain("the form is too large\n", status: .contentTooLarge)
+        }
+        let isLogout = request.uri.path == "/dashboard/logout"
+        if configuration.readOnly && !isLogout {
+            return plain("this dashboard is read-only (DETECTQ_DASHBOARD_READONLY); nothing was changed\n", status: .forbidden)
+        }
+        guard authenticator.acceptsCSRF(fields["csrf"], for: credential) else {
+            return plain("the form's CSRF token is missing or wrong; reload the page and try again\n", status: .forbidden)
+        }
+        do {
+            return try await body(fields)
+        } catch {
+            logger.error("dashboard action \(request.uri.path) failed: \(error)")
+            return plain("the database did not answer; nothing may have changed: \(error)\n", status: .serviceUnavailable)
+        }
+    }
+
+    private func logIn(_ request: Request) async -> Response {
+        let fields = FormFields(body: (try? await request.body.collect(upTo: 16 * 1024)).map { String(buffer: $0) } ?? "")
+        guard let token = fields["token"], authenticator.acceptsLogin(token) else {
+            try? await Task.sleep(for: Self.failedLoginDelay)
+            return login(next: fields["next"], error: "That token is not the dashboard's.", status: .unauthorized)
+        }
+        var response = redirect(to: Self.safeNext(fields["next"]))
+        response.setCookie(Cookie(
+            name: DashboardAuthenticator.cookieName, value: authenticator.newSession(), maxAge: Int(DashboardAuthenticator.sessionLength),
+            path: "/dashboard", httpOnly: true, sameSite: .strict
+        ))
+        return response
+    }
+
+    private func credential(_ request: Request) -> DashboardAuthenticator.Credential? {
+        authenticator.credential(authorization: request.headers[.authorization], cookies: request.headers[.cookie])
+    }
+
+    /// Where a login may send the browser: a dashboard path on this host, never another site.
+    static func safeNext(_ next: String?) -> String {
+        guard let next, next.hasPrefix("/dashboard"), !next.hasPrefix("//"), !next.contains("\\"),
+              !next.contains("\r"), !next.contains("\n"), !next.hasPrefix("/dashboard/login")
+        else { return "/dashboard" }
+        return next
+    }
+
+    /// The fixed sentence a redirect's `notice` code stands for; codes only, so a link cannot put words on the page.
+    static func notice(_ fields: FormFields) -> String? {
+        let count = fields["count"].flatMap(Int.init)
+        switch fields["notice"] {
+        case "retried": return count.map { "Retried \($0) failed request(s); they are queued again." } ?? "Retried: the request is queued again."
+        case "cancelled": return count.map { "Cancelled \($0) retrying request(s)." } ?? "Cancelled."
+        case "refused": return "Nothing changed: the request is not in a state that allows it (its state is below)."
+        default: return nil
+        }
+    }
+
+    // MARK: - Responses
+
+    private func login(next: String?, error: String?, status: HTTPResponse.Status) -> Response {
+        html(renderer.render(LoginPageModel(next: Self.safeNext(next), error: error), template: "login"), status: status)
+    }
+
+    private func message(_ chrome: Chrome, heading: String, text: String, status: HTTPResponse.Status) -> Response {
+        var chrome = chrome
+        chrome.title = heading
+        return html(renderer.render(MessagePageModel(chrome: chrome, heading: heading, message: text), template: "message"), status: status)
+    }
+
+    private func unauthorized() -> Response {
+        var response = plain("the dashboard needs DETECTQ_DASHBOARD_TOKEN, as a bearer token or through /dashboard/login\n", status: .unauthorized)
+        response.headers[.wwwAuthenticate] = "Bearer"
+        return response
+    }
+
+    private func html(_ body: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: Self.headers(type: "text/html; charset=utf-8"), body: .init(byteBuffer: .init(string: body)))
+    }
+
+    private func plain(_ body: String, status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: Self.headers(type: "text/plain; charset=utf-8"), body: .init(byteBuffer: .init(string: body)))
+    }
+
+    private func redirect(to location: String) -> Response {
+        var headers = Self.headers(type: "text/plain; charset=utf-8")
+        headers[.location] = location
+        return Response(status: .seeOther, headers: headers, body: .init(byteBuffer: .init(string: "see \(location)\n")))
+    }
+
+    private func asset(_ text: String, type: String) -> Response {
+        var headers = Self.headers(type: type)
+        headers[.cacheControl] = "max-age=300"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: .init(string: text)))
+    }
+
+    /// Headers on every answer: no framing, no sniffing, no referrer, nothing cached, and only this
+    /// dashboard's own stylesheet and script.
+    static func headers(type: String) -> HTTPFields {
+        var headers = HTTPFields()
+        headers[.contentType] = type
+        headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        headers[.xContentTypeOptions] = "nosniff"
+        headers[.xFrameOptions] = "DENY"
+        headers[.referrerPolicy] = "no-referrer"
+        headers[.cacheControl] = "no-store"
+        return headers
+    }
+}
+
+extension HTTPField.Name {
+    static let xFrameOptions = Self("X-Frame-Options")!
+    static let referrerPolicy = Self("Referrer-Policy")!
+}

@@ -1,0 +1,289 @@
+import DetectQueue
+import Foundation
+import Postgres
+
+/// The overview's figures: the queue's depth, the last hour minute by minute, post-task backlogs and workers.
+struct Overview: Sendable {
+    /// Completions and fakes in one minute of the last hour.
+    struct Minute: Sendable, Hashable {
+        var start: Date
+        var completed: Int
+        var fakes: Int
+    }
+
+    /// Unfinished post-tasks of one processor.
+    struct Backlog: Sendable, Hashable {
+        var processor: String
+        var queued: Int
+        var running: Int
+        var retrying: Int
+        var failed: Int
+        var oldestDueAge: Double?
+    }
+
+    /// A worker process as `detectq.workers` and the leases it holds describe it.
+    struct WorkerRow: Sendable, Hashable {
+        var workerID: String
+        var host: String?
+        var pid: Int?
+        var concurrency: Int?
+        var startedAt: Date?
+        var heartbeatAge: Double?
+        var stoppedAt: Date?
+        var leaseSeconds: Double?
+        var requestLeases: Int
+        var postTaskLeases: Int
+        var nextLeaseExpiry: Double?
+
+        /// Live while its heartbeat is younger than its lease, and it has not stopped.
+        var isLive: Bool {
+            guard stoppedAt == nil, let heartbeatAge else { return false }
+            return heartbeatAge <= leaseSeconds ?? 30
+        }
+    }
+
+    var depth: QueueDepth
+    var minutes: [Minute]
+    var backlogs: [Backlog]
+    var workers: [WorkerRow]
+}
+
+/// A failure group: requests that failed, or are retrying, for the same reason.
+struct FailureGroup: Sendable, Hashable {
+    var reason: String
+    var failed: Int
+    var retrying: Int
+    var lastSeen: Date
+    var newestID: Int
+}
+
+/// A request with everything the request page shows: its row, its history, its post-tasks and their
+/// attempts, and its archived intelligence. Secrets (`media_token`, the secure-upload token, the callback
+/// secret's hash) are not read.
+struct RequestDetail: Sendable {
+    struct Event: Sendable, Hashable {
+        var from: String?
+        var to: String
+        var at: Date
+        var workerID: String?
+        var detail: String?
+    }
+
+    struct PostTaskRow: Sendable, Hashable {
+        var id: Int
+        var processor: String
+        var state: String
+        var attempt: Int
+        var maxAttempts: Int
+        var lastError: String?
+        var runAt: Date
+        var completedAt: Date?
+        var events: [Event]
+    }
+
+    var id: Int
+    var state: RequestState
+    var mediaURL: String?
+    var mediaPath: String?
+    var hasMediaToken: Bool
+    var options: [(String, String)]
+    var waitMode: String
+    var priority: Int
+    var runAt: Date
+    var attempt: Int
+    var maxAttempts: Int
+    var idempotencyKey: String?
+    var metadata: String
+    var lockedBy: String?
+    var lockedUntil: Date?
+    var remoteUUID: String?
+    var submitPath: String?
+    var mediaType: String?
+    var label: String?
+    var isFake: Bool?
+    var score: Double?
+    var result: String?
+    var fileDeletedAt: Date?
+    var zeroRetention: Bool
+    var errorMessage: String?
+    var createdAt: Date
+    var updatedAt: Date
+    var acceptedAt: Date?
+    var completedAt: Date?
+    var pollCount: Int
+    var events: [Event]
+    var postTasks: [PostTaskRow]
+    var archivedIntelligence: String?
+    var archivedAt: Date?
+}
+
+/// The dashboard's reads. Each is a handful of statements on indexed columns.
+struct DashboardQueries: Sendable {
+    let pool: PostgresConnectionPool
+
+    func overview() async throws -> Overview {
+        let depth = try await QueueDepth.read(pool)
+        let minuteRows = try await pool.query("""
+            SELECT m.start, count(r.id)::int8 AS completed, count(r.id) FILTER (WHERE r.is_fake)::int8 AS fakes
+            FROM generate_series(date_trunc('minute', now()) - interval '59 minutes', date_trunc('minute', now()),
+                                 interval '1 minute') AS m(start)
+            LEFT JOIN detectq.requests r
+                ON r.completed_at >= m.start AND r.completed_at < m.start + interval '1 minute'
+               AND r.completed_at >= date_trunc('minute', now()) - interval '59 minutes'
+            GROUP BY m.start ORDER BY m.start
+            """)
+        let minutes = try minuteRows.map {
+            Overview.Minute(start: try $0.decode("start"), completed: try $0.decode("completed"), fakes: try $0.decode("fakes"))
+        }
+        let backlogRows = try await pool.query("""
+            SELECT processor,
+                   count(*) FILTER (WHERE state = 'queued')::int8 AS queued,
+                   count(*) FILTER (WHERE state = 'running')::int8 AS running,
+                   count(*) FILTER (WHERE state = 'retrying')::int8 AS retrying,
+                   count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
+                   EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state IN ('queued', 'retrying') AND run_at <= now()))::float8 AS oldest
+            FROM detectq.post_tasks WHERE state <> 'completed'
+            GROUP BY processor ORDER BY processor
+            """)
+        let backlogs = try backlogRows.map {
+            Overview.Backlog(
+                processor: try $0.decode("processor"), queued: try $0.decode("queued"), running: try $0.decode("running"),
+                retrying: try $0.decode("retrying"), failed: try $0.decode("failed"), oldestDueAge: try $0.decode("oldest")
+            )
+        }
+        let workerRows = try await pool.query("""
+            WITH leases AS (
+                SELECT locked_by, count(*)::int8 AS requests, 0::int8 AS post_tasks, min(locked_until) AS expiry
+                FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
+                UNION ALL
+                SELECT locked_by, 0, count(*), min(locked_until)
+                FROM detectq.post_tasks WHERE locked_by IS NOT NULL GROUP BY locked_by
+            ), held AS (
+                SELECT locked_by, sum(requests)::int8 AS requests, sum(post_tasks)::int8 AS post_tasks, min(expiry) AS expiry
+                FROM leases GROUP BY locked_by
+            )
+            SELECT coalesce(w.worker_id, h.locked_by) AS worker_id, w.host, w.pid, w.concurrency, w.started_at,
+                   EXTRACT(EPOCH FROM now() - w.heartbeat_at)::float8 AS heartbeat_age, w.stopped_at, w.lease_seconds,
+                   coalesce(h.requests, 0)::int8 AS requests, coalesce(h.post_tasks, 0)::int8 AS post_tasks,
+                   EXTRACT(EPOCH FROM h.expiry - now())::float8 AS next_expiry
+            FROM detectq.workers w FULL JOIN held h ON h.locked_by = w.worker_id
+            WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 hour' OR h.locked_by IS NOT NULL
+            ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at DESC NULLS LAST, 1
+            LIMIT 200
+            """)
+        let workers = try workerRows.map { row in
+            Overview.WorkerRow(
+                workerID: try row.decode("worker_id"), host: try row.decode("host"), pid: try row.decode("pid"),
+                concurrency: try row.decode("concurrency"), startedAt: try row.decode("started_at"),
+                heartbeatAge: try row.decode("heartbeat_age"), stoppedAt: try row.decode("stopped_at"),
+                leaseSeconds: try row.decode("lease_seconds"), requestLeases: try row.decode("requests"),
+                postTaskLeases: try row.decode("post_tasks"), nextLeaseExpiry: try row.decode("next_expiry")
+            )
+        }
+        return Overview(depth: depth, minutes: minutes, backlogs: backlogs, workers: workers)
+    }
+
+    func failureGroups(limit: Int = 100) async throws -> [FailureGroup] {
+        let rows = try await pool.query("""
+            SELECT coalesce(error_message, '(no reason)') AS reason,
+                   count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
+                   count(*) FILTER (WHERE state = 'retrying')::int8 AS retrying,
+                   max(updated_at) AS last_seen, max(id) AS newest
+            FROM detectq.requests WHERE state IN ('failed', 'retrying')
+            GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT \(limit)
+            """)
+        return try rows.map {
+            FailureGroup(
+                reason: try $0.decode("reason"), failed: try $0.decode("failed"), retrying: try $0.decode("retrying"),
+                lastSeen: try $0.decode("last_seen"), newestID: try $0.decode("newest")
+            )
+        }
+    }
+
+    /// The ids of a failure group's requests in `state`, oldest first, at most `limit`.
+    func failureGroupMembers(reason: String, state: RequestState, limit: Int) async throws -> [Int] {
+        let rows = try await pool.query("""
+            SELECT id FROM detectq.requests
+            WHERE state = \(state.rawValue)::detectq.request_state AND coalesce(error_message, '(no reason)') = \(reason)
+            ORDER BY id LIMIT \(limit)
+            """)
+        return try rows.map { try $0.decode("id") }
+    }
+
+    func request(id: Int) async throws -> RequestDetail? {
+        let rows = try await pool.query("""
+            SELECT id, state::text AS state, media_url, media_path, media_token IS NOT NULL AS has_media_token,
+                   visualize, intelligence, audio_source_tracing, use_reverse_search, use_ood_detector, zero_retention_mode,
+                   frame_length, start_region::text AS start_region, end_region::text AS end_region,
+                   max_video_secs::text AS max_video_secs, max_video_fps::text AS max_video_fps, model_types, pipeline,
+                   wait_mode, priority::int4 AS priority, run_at, attempt, max_attempts, idempotency_key,
+                   jsonb_pretty(metadata) AS metadata, locked_by, locked_until, remote_uuid, submit_path, media_type,
+                   label, is_fake, aggregated_score, result::text AS result, file_deleted_at, error_message,
+                   created_at, updated_at, accepted_at, completed_at, poll_count
+            FROM detectq.requests WHERE id = \(id)
+            """)
+        guard let row = rows.first else { return nil }
+        var options: [(String, String)] = []
+        for flag in ["visualize", "intelligence", "audio_source_tracing", "use_reverse_search", "use_ood_detector", "zero_retention_mode"]
+        where try row.decode(flag, as: Bool.self) {
+            options.append((flag, "true"))
+        }
+        if let frameLength = try row.decode("frame_length", as: Int?.self) { options.append(("frame_length", String(frameLength))) }
+        for column in ["start_region", "end_region", "max_video_secs", "max_video_fps", "model_types", "pipeline"] {
+            if let text = try row.decode(column, as: String?.self) { options.append((column, text)) }
+        }
+        let events = try await pool.query("""
+            SELECT from_state::text AS from_state, to_state::text AS to_state, at, worker_id, detail
+            FROM detectq.request_events WHERE request_id = \(id) ORDER BY id
+            """).map(Self.event)
+        let taskRows = try await pool.query("""
+            SELECT id, processor, state::text AS state, attempt, max_attempts, last_error, run_at, completed_at
+            FROM detectq.post_tasks WHERE request_id = \(id) ORDER BY id
+            """)
+        var tasks = try taskRows.map { task in
+            RequestDetail.PostTaskRow(
+                id: try task.decode("id"), processor: try task.decode("processor"), state: try task.decode("state"),
+                attempt: try task.decode("attempt"), maxAttempts: try task.decode("max_attempts"),
+                lastError: try task.decode("last_error"), runAt: try task.decode("run_at"),
+                completedAt: try task.decode("completed_at"), events: []
+            )
+        }
+        if !tasks.isEmpty {
+            let taskEvents = try await pool.query("""
+                SELECT task_id, from_state::text AS from_state, to_state::text AS to_state, at, worker_id, detail
+                FROM detectq.post_task_events WHERE task_id = ANY(\(tasks.map(\.id))) ORDER BY id
+                """)
+            for eventRow in taskEvents {
+                let taskID: Int = try eventRow.decode("task_id")
+                if let index = tasks.firstIndex(where: { $0.id == taskID }) { tasks[index].events.append(try Self.event(eventRow)) }
+            }
+        }
+        let archive = try await pool.query("""
+            SELECT jsonb_pretty(intelligence) AS intelligence, archived_at FROM detectq.intelligence_archive WHERE request_id = \(id)
+            """).first
+        return RequestDetail(
+            id: try row.decode("id"), state: try row.decode("state"), mediaURL: try row.decode("media_url"),
+            mediaPath: try row.decode("media_path"), hasMediaToken: try row.decode("has_media_token"), options: options,
+            waitMode: try row.decode("wait_mode"), priority: try row.decode("priority"), runAt: try row.decode("run_at"),
+            attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
+            idempotencyKey: try row.decode("idempotency_key"), metadata: try row.decode("metadata"),
+            lockedBy: try row.decode("locked_by"), lockedUntil: try row.decode("locked_until"),
+            remoteUUID: try row.decode("remote_uuid"), submitPath: try row.decode("submit_path"),
+            mediaType: try row.decode("media_type"), label: try row.decode("label"), isFake: try row.decode("is_fake"),
+            score: try row.decode("aggregated_score"), result: try row.decode("result"),
+            fileDeletedAt: try row.decode("file_deleted_at"), zeroRetention: try row.decode("zero_retention_mode"),
+            errorMessage: try row.decode("error_message"), createdAt: try row.decode("created_at"),
+            updatedAt: try row.decode("updated_at"), acceptedAt: try row.decode("accepted_at"),
+            completedAt: try row.decode("completed_at"), pollCount: try row.decode("poll_count"),
+            events: events, postTasks: tasks,
+            archivedIntelligence: try archive?.decode("intelligence"), archivedAt: try archive?.decode("archived_at")
+        )
+    }
+
+    private static func event(_ row: PostgresRow) throws -> RequestDetail.Event {
+        RequestDetail.Event(
+            from: try row.decode("from_state"), to: try row.decode("to_state"), at: try row.decode("at"),
+            workerID: try row.decode("worker_id"), detail: try row.decode("detail")
+        )
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+
+/// How the dashboard writes times, ages, scores and counts: UTC throughout, so every viewer reads the same.
+enum Formatting {
+    static func time(_ date: Date?) -> String {
+        guard let date else { return "" }
+        return compactTime(date) + " UTC"
+    }
+
+    /// A time without its zone, for columns headed "(UTC)".
+    static func compactTime(_ date: Date) -> String {
+        utc("yyyy-MM-dd HH:mm:ss").string(from: date)
+    }
+
+    /// A time with its milliseconds, for timelines whose steps are close together.
+    static func preciseTime(_ date: Date) -> String {
+        utc("yyyy-MM-dd HH:mm:ss.SSS").string(from: date)
+    }
+
+    static func minute(_ date: Date) -> String {
+        utc("HH:mm").string(from: date)
+    }
+
+    /// A formatter of `pattern` in UTC, independent of the machine's locale.
+    static func utc(_ pattern: String) -> DateFormatter {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = pattern
+        return formatter
+    }
+
+    /// A duration in the two largest units that matter: "4 s", "3 min 12 s", "2 h 5 min", "3 d 4 h".
+    static func age(_ seconds: Double?) -> String {
+        guard let seconds, seconds.isFinite else { return "" }
+        let whole = Int(seconds.rounded())
+        if whole < 0 { return "in " + age(-seconds) }
+        if seconds < 10 { return String(format: "%.1f s", seconds) }
+        if whole < 60 { return "\(whole) s" }
+        if whole < 3600 { return "\(whole / 60) min \(whole % 60) s" }
+        if whole < 86_400 { return "\(whole / 3600) h \(whole % 3600 / 60) min" }
+        return "\(whole / 86_400) d \(whole % 86_400 / 3600) h"
+    }
+
+    static func score(_ value: Double?) -> String {
+        guard let value, value.isFinite else { return "" }
+        return String(format: "%.3f", value)
+    }
+
+    static func count(_ value: Int) -> String {
+        value.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
+    }
+
+    /// The query string of `items`, percent-encoded.
+    static func query(_ items: [(String, String)]) -> String {
+        var components = URLComponents()
+        components.queryItems = items.map { URLQueryItem(name: $0.0, value: $0.1) }
+        let encoded = components.percentEncodedQuery ?? ""
+        return encoded.replacingOccurrences(of: "+", with: "%2B")
+    }
+}
+
+/// Escapes text for HTML and SVG written by hand (the templates escape what they render themselves).
+enum HTMLText {
+    static func escape(_ text: String) -> String {
+        var escaped = ""
+        escaped.reserveCapacity(text.count)
+        for character in text {
+            switch character {
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "&": escaped += "&amp;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&#39;"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+}

@@ -1,0 +1,117 @@
+import DetectQueue
+import Foundation
+
+/// Turns the overview's figures into its page: state counts that link to the list, the last hour's charts,
+/// post-task backlogs and workers.
+enum OverviewPageBuilder {
+    static func page(_ overview: Overview, chrome: Chrome) -> OverviewPage {
+        let states = RequestState.allCases.map { state in
+            let count = overview.depth.requests[state] ?? 0
+            return StateCount(
+                state: state.rawValue, count: Formatting.count(count),
+                link: "/dashboard/requests?" + Formatting.query([("state", state.rawValue)]), isZero: count == 0
+            )
+        }
+        let postTaskStates = PostTask.State.allCases.map { state in
+            let count = overview.depth.postTasks[state] ?? 0
+            return StateCount(state: state.rawValue, count: Formatting.count(count), link: nil, isZero: count == 0)
+        }
+        let completed = overview.minutes.map { SVGChart.Bar(label: Formatting.minute($0.start), value: $0.completed) }
+        let fakes = overview.minutes.map { SVGChart.Bar(label: Formatting.minute($0.start), value: $0.fakes) }
+        return OverviewPage(
+            chrome: chrome,
+            states: states,
+            postTaskStates: postTaskStates,
+            oldestClaimable: overview.depth.oldestClaimableAge.map(Formatting.age) ?? "nothing waiting",
+            completedLastHour: Formatting.count(completed.map(\.value).reduce(0, +)),
+            fakesLastHour: Formatting.count(fakes.map(\.value).reduce(0, +)),
+            throughputChart: SVGChart.bars(completed, title: "Requests completed per minute, last hour (UTC)", style: "bar"),
+            fakesChart: SVGChart.bars(fakes, title: "Fakes found per minute, last hour (UTC)", style: "bar bar-fake"),
+            backlogs: overview.backlogs.map { backlog in
+                OverviewPage.Backlog(
+                    processor: backlog.processor, queued: Formatting.count(backlog.queued), running: Formatting.count(backlog.running),
+                    retrying: Formatting.count(backlog.retrying), failed: Formatting.count(backlog.failed),
+                    oldest: backlog.oldestDueAge.map(Formatting.age) ?? "", hasFailed: backlog.failed > 0
+                )
+            },
+            workers: overview.workers.map(worker),
+            liveWorkers: Formatting.count(overview.workers.filter(\.isLive).count),
+            hasBacklogs: !overview.backlogs.isEmpty,
+            hasWorkers: !overview.workers.isEmpty
+        )
+    }
+
+    private static func worker(_ row: Overview.WorkerRow) -> OverviewPage.Worker {
+        let status: (String, String) =
+            if row.stoppedAt != nil { ("stopped", "muted") }
+            else if row.heartbeatAge == nil { ("unregistered", "warn") }
+            else if row.isLive { ("live", "ok") }
+            else { ("silent", "bad") }
+        return OverviewPage.Worker(
+            workerID: row.workerID,
+            host: [row.host, row.pid.map { "pid \($0)" }].compactMap { $0 }.joined(separator: ", "),
+            status: status.0, statusClass: status.1,
+            heartbeat: row.heartbeatAge.map { Formatting.age($0) + " ago" } ?? "",
+            started: Formatting.time(row.startedAt),
+            concurrency: row.concurrency.map(String.init) ?? "",
+            requestLeases: Formatting.count(row.requestLeases),
+            postTaskLeases: Formatting.count(row.postTaskLeases),
+            nextExpiry: row.nextLeaseExpiry.map(Formatting.age) ?? ""
+        )
+    }
+}
+
+/// Turns a page of requests and its filters into the list page, with its filter form and page links.
+enum RequestListPageBuilder {
+    static func page(_ page: RequestListPage, filter: RequestListFilter, chrome: Chrome, elapsed: Duration) -> RequestListPageModel {
+        func choices(_ values: [String], selected: String?, any: String) -> [Choice] {
+            [Choice(value: "", label: any, selected: selected == nil)]
+                + values.map { Choice(value: $0, label: $0.replacingOccurrences(of: "_", with: " "), selected: $0 == selected) }
+        }
+        func link(_ direction: String, _ row: RequestSummary) -> String {
+            "/dashboard/requests?" + Formatting.query(filter.queryItems + [(direction, row.cursor.text)])
+        }
+        let newest = "/dashboard/requests" + (filter.isFiltered ? "?" + Formatting.query(filter.queryItems) : "")
+        return RequestListPageModel(
+            chrome: chrome,
+            states: choices(RequestState.allCases.map(\.rawValue), selected: filter.state?.rawValue, any: "any state"),
+            verdicts: choices(RequestListFilter.Verdict.allCases.map(\.rawValue), selected: filter.verdict?.rawValue, any: "fake or real"),
+            mediaTypes: choices(RequestListFilter.mediaTypes, selected: filter.mediaType, any: "any media"),
+            submitPaths: choices(RequestListFilter.submitPaths, selected: filter.submitPath, any: "any submit path"),
+            from: filter.createdFrom.map(RequestListFilter.formInputTime) ?? "",
+            to: filter.createdBefore.map(RequestListFilter.formInputTime) ?? "",
+            q: filter.text ?? "",
+            reason: filter.reason,
+            rows: page.rows.map(row),
+            isEmpty: page.rows.isEmpty,
+            isFiltered: filter.isFiltered,
+            newerLink: page.hasNewer ? page.rows.first.map { link("after", $0) } ?? newest : nil,
+            olderLink: page.hasOlder ? page.rows.last.map { link("before", $0) } : nil,
+            elapsed: String(format: "%.1f ms", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+        )
+    }
+
+    /// A URL as its host and file name, which say more in a narrow column than its path does.
+    static func shortMedia(_ media: String) -> String {
+        guard let url = URL(string: media), let host = url.host, url.pathComponents.count > 1 else { return media }
+        return url.pathComponents.count > 2 ? "\(host)/…/\(url.lastPathComponent)" : "\(host)/\(url.lastPathComponent)"
+    }
+
+    private static func row(_ summary: RequestSummary) -> RequestListPageModel.Row {
+        RequestListPageModel.Row(
+            id: summary.id,
+            state: summary.state.rawValue,
+            media: shortMedia(summary.media),
+            mediaTitle: summary.media,
+            mediaType: summary.mediaType ?? "",
+            submitPath: summary.submitPath?.replacingOccurrences(of: "_", with: " ") ?? "",
+            verdict: summary.isFake.map { $0 ? "fake" : "real" },
+            verdictClass: summary.isFake.map { $0 ? "fake" : "real" } ?? "",
+            score: Formatting.score(summary.score),
+            attempts: "\(summary.attempt)/\(summary.maxAttempts)",
+            created: Formatting.compactTime(summary.createdAt),
+            error: summary.errorMessage,
+            metadata: summary.metadata == "{}" ? "" : summary.metadata
+        )
+    }
+}
