@@ -26,9 +26,14 @@ struct WorkerRegistry: Sendable {
             """)
     }
 
+    /// Refreshes the heartbeat, writing the row again if it is missing (an announcement that failed, or a
+    /// row removed by hand).
     func heartbeat() async throws {
         try await pool.query("""
-            UPDATE detectq.workers SET heartbeat_at = now(), stopped_at = NULL WHERE worker_id = \(configuration.workerID)
+            INSERT INTO detectq.workers (worker_id, host, pid, concurrency, lease_seconds)
+            VALUES (\(configuration.workerID), \(ProcessInfo.processInfo.hostName), \(Int(getpid())),
+                    \(configuration.concurrency), \(configuration.lease.seconds))
+            ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL
             """)
     }
 

@@ -110,7 +110,7 @@ enum RequestListPageBuilder {
             score: Formatting.score(summary.score),
             attempts: "\(summary.attempt)/\(summary.maxAttempts)",
             created: Formatting.compactTime(summary.createdAt),
-            error: summary.errorMessage,
+            error: summary.errorMessage.flatMap { $0.isEmpty ? nil : $0 },
             metadata: summary.metadata == "{}" ? "" : summary.metadata
         )
     }

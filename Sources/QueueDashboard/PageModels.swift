@@ -137,14 +137,16 @@ struct MessagePageModel: Sendable {
     var message: String
 }
 
-/// A node of the video's analysis tree, rendered as nested lists by a recursive partial.
+/// A node of the video's analysis tree, rendered as nested lists by a recursive partial. No field is
+/// optional: Mustache looks a missing (nil) name up in the enclosing node, which would show a parent's score
+/// as its child's.
 struct TreeNode: Sendable {
     var kind: String
-    var conclusion: String?
+    var conclusion: String
+    var hasConclusion: Bool
     var conclusionClass: String
-    var score: String?
-    var certainty: String?
-    var timestamp: String?
+    /// Score, certainty and time, those the node has, in words ("score 0.950 · at 1.50 s").
+    var details: String
     var children: [TreeNode]
     var hasChildren: Bool
 }

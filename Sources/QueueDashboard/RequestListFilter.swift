@@ -78,7 +78,7 @@ struct RequestListFilter: Sendable, Hashable {
         createdFrom = try Self.time(value("from"), field: "from")
         createdBefore = try Self.time(value("to"), field: "to")
         text = value("q")
-        reason = value("reason")
+        reason = query["reason"]
         if let older = value("before") {
             guard let cursor = Cursor(older) else { throw Invalid(description: "before must be a position from a list link") }
             page = .olderThan(cursor)

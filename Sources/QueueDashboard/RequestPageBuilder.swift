@@ -19,7 +19,7 @@ enum RequestPageBuilder {
             canCancel: !chrome.readOnly && detail.state.canChange(to: .cancelled),
             submission: submission(detail),
             metadata: detail.metadata,
-            errorMessage: detail.errorMessage,
+            errorMessage: detail.errorMessage.flatMap { $0.isEmpty ? nil : $0 },
             events: detail.events.map(event),
             verdict: item.map { verdict($0, detail: detail) },
             intelligence: intelligence(item, detail: detail),
@@ -67,7 +67,7 @@ enum RequestPageBuilder {
     private static func postTask(_ task: RequestDetail.PostTaskRow) -> RequestPageModel.PostTask {
         RequestPageModel.PostTask(
             processor: task.processor, isAlert: task.processor.hasPrefix("alert."), state: task.state,
-            attempts: "\(task.attempt) of \(task.maxAttempts)", lastError: task.lastError,
+            attempts: "\(task.attempt) of \(task.maxAttempts)", lastError: task.lastError.flatMap { $0.isEmpty ? nil : $0 },
             nextRun: ["queued", "retrying"].contains(task.state) ? Formatting.time(task.runAt) : nil,
             completed: task.completedAt.map { Formatting.time($0) },
             events: task.events.map(event)
@@ -144,14 +144,18 @@ enum RequestPageBuilder {
     }
 
     private static func treeNode(_ node: VideoMetrics.Node, depth: Int) -> TreeNode {
-        let conclusion = node.conclusion.flatMap { $0.isEmpty ? nil : $0 }
+        let conclusion = node.conclusion ?? ""
+        let details = [
+            node.score.map { "score \(Formatting.score($0))" },
+            node.certainty.map { "certainty \(Formatting.score($0))" },
+            node.timestamp.map { String(format: "at %.2f s", $0) },
+        ].compactMap { $0 }
         return TreeNode(
             kind: node.type ?? "node",
             conclusion: conclusion,
-            conclusionClass: conclusion.map { DetectionItem.labelReadsFake($0) ? "fake" : "real" } ?? "",
-            score: node.score.map { Formatting.score($0) },
-            certainty: node.certainty.map { Formatting.score($0) },
-            timestamp: node.timestamp.map { String(format: "%.2f s", $0) },
+            hasConclusion: !conclusion.isEmpty,
+            conclusionClass: DetectionItem.labelReadsFake(conclusion) ? "fake" : "real",
+            details: details.joined(separator: " · "),
             children: depth < maximumTreeDepth ? node.children.map { treeNode($0, depth: depth + 1) } : [],
             hasChildren: depth < maximumTreeDepth && !node.children.isEmpty
         )
@@ -163,7 +167,7 @@ enum RequestPageBuilder {
         var fields: [Field] = []
         var text: String?
         switch report?.description {
-        case .text(let prose)?:
+        case .text(let prose)? where !prose.isEmpty:
             text = prose
         case .structured(let structured)?:
             if let fraud = structured.fraud {
@@ -173,7 +177,7 @@ enum RequestPageBuilder {
             for key in structured.fields.keys.sorted() where key != "fraud" {
                 if let value = structured.fields[key] { fields.append(Field(name: key.replacingOccurrences(of: "_", with: " "), value: display(value))) }
             }
-        case nil:
+        case .text?, nil:
             break
         }
         if let error = report?.errorMessage, !error.isEmpty { fields.append(Field(name: "error", value: error)) }

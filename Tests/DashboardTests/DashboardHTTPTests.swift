@@ -11,7 +11,8 @@ private let videoResult = #"""
  "video_metrics": {"label": "Fake", "score": 0.88, "certainty": 0.9, "children": [
    {"type": "VideoResult", "conclusion": "Fake", "score": 0.88, "certainty": 0.9, "children": [
      {"type": "ImageResult", "conclusion": "Fake", "score": 0.91, "timestamp": 1.5, "children": []},
-     {"type": "ImageResult", "conclusion": "Real", "score": 0.12, "timestamp": 3.0, "children": []}]}]},
+     {"type": "ImageResult", "conclusion": "Real", "score": 0.12, "timestamp": 3.0, "children": []},
+     {"type": "AudioResult", "children": []}]}]},
  "intelligence": {"uuid": "i-1", "status": "completed", "description": {
    "fraud": {"type": "impersonation", "confidence": 87, "reasoning": "voice matches a public figure <script>alert('api')</script>"},
    "language": "English"}},
@@ -52,6 +53,8 @@ struct DashboardHTTPTests {
                 #expect(page.body.contains(expected), "the request page shows \(expected)")
             }
             #expect(page.body.contains("<li><span class=\"node-kind\">VideoResult</span>") && page.body.contains("<ul><li>"), "the tree as nested lists")
+            let bare = try #require(page.body.firstMatch(of: /<li><span class="node-kind">AudioResult<\/span>[^\n]*/)).output
+            #expect(!bare.contains("score") && !bare.contains("pill"), "a node without figures shows none of its parent's: \(bare)")
 
             let failures = try await dashboard.get("/dashboard/failures")
             #expect(failures.status == 200)
