@@ -209,7 +209,7 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "SchemaMigrations",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -125,7 +125,8 @@ public struct ChaosRun: Sendable {
                 secrets: [
                     "the API token": [token], "the webhook secret": [webhookSecret],
                     "callback secrets": await simulator.state.callbackURLs().values.compactMap { $0.split(separator: "/").last.map(String.init) },
-                ]
+                ],
+                unexpectedExits: exits
             ).run(into: &report)
         } catch {
             for task in background { task.cancel() }

@@ -16,6 +16,8 @@ struct InvariantChecks: Sendable {
     /// The workers' output, and the secrets (by kind) that must not appear in it.
     let logs: [URL]
     let secrets: [String: [String]]
+    /// Workers that exited without being killed or asked to stop, or failed to stop cleanly when asked.
+    let unexpectedExits: [String]
 
     /// One request as the checks need it.
     private struct Row {
@@ -55,6 +57,7 @@ struct InvariantChecks: Sendable {
             leasesReleased(),
             try await historiesAreLegal(rows),
             secretsStayOutOfLogs(),
+            workersSurvive(),
         ]
     }
 
@@ -145,6 +148,14 @@ struct InvariantChecks: Sendable {
     }
 
     /// A dead worker's lease is taken over within one lease time of its expiry.
+    private func workersSurvive() -> ChaosReport.Invariant {
+        .init(
+            name: "no worker exits on its own; each drains cleanly when asked",
+            held: unexpectedExits.isEmpty,
+            detail: unexpectedExits.isEmpty ? "every exit was a kill or a clean stop" : unexpectedExits.joined(separator: "; ")
+        )
+    }
+
     private func leasesReleased() -> ChaosReport.Invariant {
         .init(
             name: "no dead worker's lease outlives its expiry by a lease time",

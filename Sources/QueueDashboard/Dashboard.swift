@@ -44,7 +44,7 @@ public struct Dashboard: Sendable {
         }
         router.post("/dashboard/login") { request, _ in await logIn(request) }
         router.post("/dashboard/logout") { request, _ in
-            await action(request) { _ in
+            await action(request, evenWhenReadOnly: true) { _ in
                 var response = redirect(to: "/dashboard/login")
                 response.setCookie(Cookie(name: DashboardAuthenticator.cookieName, value: "", maxAge: 0, path: "/dashboard", httpOnly: true, sameSite: .strict))
                 return response
@@ -111,21 +111,8 @@ public struct Dashboard: Sendable {
         chrome.onFailures = true
         chrome.refreshes = true
         chrome.notice = Self.notice(FormFields(query: request.uri.query))
-        let groups = try await queries.failureGroups()
-        let model = FailuresPageModel(
-            chrome: chrome,
-            groups: groups.map { group in
-                FailuresPageModel.Group(
-                    reason: group.reason, failed: group.failed > 0 ? Formatting.count(group.failed) : nil,
-                    retrying: group.retrying > 0 ? Formatting.count(group.retrying) : nil,
-                    lastSeen: Formatting.time(group.lastSeen),
-                    listLink: "/dashboard/requests?" + Formatting.query([("reason", group.reason)]),
-                    canRetry: !chrome.readOnly && group.failed > 0, canCancel: !chrome.readOnly && group.retrying > 0
-                )
-            },
-            isEmpty: groups.isEmpty
-        )
-        return html(renderer.render(model, template: "failures"))
+        let groups = try await QueueBreakdown.failureGroups(queries.pool, limit: 100)
+        return html(renderer.render(FailuresPageBuilder.page(groups, chrome: chrome), template: "failures"))
     }
 
     // MARK: - Actions
@@ -175,8 +162,11 @@ public struct Dashboard: Sendable {
         }
     }
 
-    /// Runs an action for an authenticated caller whose form carries the right CSRF token, unless read-only.
-    private func action(_ request: Request, _ body: @Sendable (FormFields) async throws -> Response) async -> Response {
+    /// Runs an action for an authenticated caller whose form carries the right CSRF token, unless the
+    /// dashboard is read-only and the action changes the queue.
+    private func action(
+        _ request: Request, evenWhenReadOnly: Bool = false, _ body: @Sendable (FormFields) async throws -> Response
+    ) async -> Response {
         guard let credential = credential(request) else { return unauthorized() }
         let fields: FormFields
         do {
@@ -184,8 +174,7 @@ public struct Dashboard: Sendable {
         } catch {
             return plain("the form is too large\n", status: .contentTooLarge)
         }
-        let isLogout = request.uri.path == "/dashboard/logout"
-        if configuration.readOnly && !isLogout {
+        if configuration.readOnly && !evenWhenReadOnly {
             return plain("this dashboard is read-only (DETECTQ_DASHBOARD_READONLY); nothing was changed\n", status: .forbidden)
         }
         guard authenticator.acceptsCSRF(fields["csrf"], for: credential) else {

@@ -11,50 +11,35 @@ struct Overview: Sendable {
         var fakes: Int
     }
 
-    /// Unfinished post-tasks of one processor.
-    struct Backlog: Sendable, Hashable {
-        var processor: String
-        var queued: Int
-        var running: Int
-        var retrying: Int
-        var failed: Int
-        var oldestDueAge: Double?
+    /// A worker process as it announced itself in `detectq.workers`.
+    struct Registration: Sendable, Hashable {
+        var host: String
+        var pid: Int
+        var concurrency: Int
+        var startedAt: Date
+        var heartbeatAge: Double
+        var stoppedAt: Date?
+        var leaseSeconds: Double
     }
 
-    /// A worker process as `detectq.workers` and the leases it holds describe it.
+    /// A worker: its registration (none for a lease holder that never announced itself, such as a worker
+    /// older than migration 0004) and the leases it holds.
     struct WorkerRow: Sendable, Hashable {
         var workerID: String
-        var host: String?
-        var pid: Int?
-        var concurrency: Int?
-        var startedAt: Date?
-        var heartbeatAge: Double?
-        var stoppedAt: Date?
-        var leaseSeconds: Double?
-        var requestLeases: Int
-        var postTaskLeases: Int
-        var nextLeaseExpiry: Double?
+        var registration: Registration?
+        var leases: QueueBreakdown.LeaseHolder?
 
         /// Live while its heartbeat is younger than its lease, and it has not stopped.
         var isLive: Bool {
-            guard stoppedAt == nil, let heartbeatAge else { return false }
-            return heartbeatAge <= leaseSeconds ?? 30
+            guard let registration, registration.stoppedAt == nil else { return false }
+            return registration.heartbeatAge <= registration.leaseSeconds
         }
     }
 
     var depth: QueueDepth
     var minutes: [Minute]
-    var backlogs: [Backlog]
+    var backlogs: [QueueBreakdown.Backlog]
     var workers: [WorkerRow]
-}
-
-/// A failure group: requests that failed, or are retrying, for the same reason.
-struct FailureGroup: Sendable, Hashable {
-    var reason: String
-    var failed: Int
-    var retrying: Int
-    var lastSeen: Date
-    var newestID: Int
 }
 
 /// A request with everything the request page shows: its row, its history, its post-tasks and their
@@ -135,69 +120,25 @@ struct DashboardQueries: Sendable {
         let minutes = try minuteRows.map {
             Overview.Minute(start: try $0.decode("start"), completed: try $0.decode("completed"), fakes: try $0.decode("fakes"))
         }
-        let backlogRows = try await pool.query("""
-            SELECT processor,
-                   count(*) FILTER (WHERE state = 'queued')::int8 AS queued,
-                   count(*) FILTER (WHERE state = 'running')::int8 AS running,
-                   count(*) FILTER (WHERE state = 'retrying')::int8 AS retrying,
-                   count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
-                   EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state IN ('queued', 'retrying') AND run_at <= now()))::float8 AS oldest
-            FROM detectq.post_tasks WHERE state <> 'completed'
-            GROUP BY processor ORDER BY processor
-            """)
-        let backlogs = try backlogRows.map {
-            Overview.Backlog(
-                processor: try $0.decode("processor"), queued: try $0.decode("queued"), running: try $0.decode("running"),
-                retrying: try $0.decode("retrying"), failed: try $0.decode("failed"), oldestDueAge: try $0.decode("oldest")
-            )
+        let registrations = try await pool.query("""
+            SELECT worker_id, host, pid, concurrency, started_at, EXTRACT(EPOCH FROM now() - heartbeat_at)::float8 AS heartbeat_age,
+                   stopped_at, lease_seconds
+            FROM detectq.workers WHERE stopped_at IS NULL OR stopped_at > now() - interval '1 hour'
+            ORDER BY stopped_at IS NOT NULL, heartbeat_at DESC LIMIT 200
+            """).map { row in
+            (try row.decode("worker_id", as: String.self), Overview.Registration(
+                host: try row.decode("host"), pid: try row.decode("pid"), concurrency: try row.decode("concurrency"),
+                startedAt: try row.decode("started_at"), heartbeatAge: try row.decode("heartbeat_age"),
+                stoppedAt: try row.decode("stopped_at"), leaseSeconds: try row.decode("lease_seconds")
+            ))
         }
-        let workerRows = try await pool.query("""
-            WITH leases AS (
-                SELECT locked_by, count(*)::int8 AS requests, 0::int8 AS post_tasks, min(locked_until) AS expiry
-                FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
-                UNION ALL
-                SELECT locked_by, 0, count(*), min(locked_until)
-                FROM detectq.post_tasks WHERE locked_by IS NOT NULL GROUP BY locked_by
-            ), held AS (
-                SELECT locked_by, sum(requests)::int8 AS requests, sum(post_tasks)::int8 AS post_tasks, min(expiry) AS expiry
-                FROM leases GROUP BY locked_by
-            )
-            SELECT coalesce(w.worker_id, h.locked_by) AS worker_id, w.host, w.pid, w.concurrency, w.started_at,
-                   EXTRACT(EPOCH FROM now() - w.heartbeat_at)::float8 AS heartbeat_age, w.stopped_at, w.lease_seconds,
-                   coalesce(h.requests, 0)::int8 AS requests, coalesce(h.post_tasks, 0)::int8 AS post_tasks,
-                   EXTRACT(EPOCH FROM h.expiry - now())::float8 AS next_expiry
-            FROM detectq.workers w FULL JOIN held h ON h.locked_by = w.worker_id
-            WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 hour' OR h.locked_by IS NOT NULL
-            ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at DESC NULLS LAST, 1
-            LIMIT 200
-            """)
-        let workers = try workerRows.map { row in
-            Overview.WorkerRow(
-                workerID: try row.decode("worker_id"), host: try row.decode("host"), pid: try row.decode("pid"),
-                concurrency: try row.decode("concurrency"), startedAt: try row.decode("started_at"),
-                heartbeatAge: try row.decode("heartbeat_age"), stoppedAt: try row.decode("stopped_at"),
-                leaseSeconds: try row.decode("lease_seconds"), requestLeases: try row.decode("requests"),
-                postTaskLeases: try row.decode("post_tasks"), nextLeaseExpiry: try row.decode("next_expiry")
-            )
-        }
+        let leases = Dictionary(uniqueKeysWithValues: try await QueueBreakdown.leaseHolders(pool).map { ($0.workerID, $0) })
+        let registered = Set(registrations.map(\.0))
+        let workers = registrations.map { Overview.WorkerRow(workerID: $0.0, registration: $0.1, leases: leases[$0.0]) }
+            + leases.values.filter { !registered.contains($0.workerID) }.sorted { $0.workerID < $1.workerID }
+                .map { Overview.WorkerRow(workerID: $0.workerID, registration: nil, leases: $0) }
+        let backlogs = try await QueueBreakdown.postTaskBacklogs(pool)
         return Overview(depth: depth, minutes: minutes, backlogs: backlogs, workers: workers)
-    }
-
-    func failureGroups(limit: Int = 100) async throws -> [FailureGroup] {
-        let rows = try await pool.query("""
-            SELECT coalesce(error_message, '(no reason)') AS reason,
-                   count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
-                   count(*) FILTER (WHERE state = 'retrying')::int8 AS retrying,
-                   max(updated_at) AS last_seen, max(id) AS newest
-            FROM detectq.requests WHERE state IN ('failed', 'retrying')
-            GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT \(limit)
-            """)
-        return try rows.map {
-            FailureGroup(
-                reason: try $0.decode("reason"), failed: try $0.decode("failed"), retrying: try $0.decode("retrying"),
-                lastSeen: try $0.decode("last_seen"), newestID: try $0.decode("newest")
-            )
-        }
     }
 
     /// The ids of a failure group's requests in `state`, oldest first, at most `limit`.

@@ -28,10 +28,11 @@ enum OverviewPageBuilder {
             throughputChart: SVGChart.bars(completed, title: "Requests completed per minute, last hour (UTC)", style: "bar"),
             fakesChart: SVGChart.bars(fakes, title: "Fakes found per minute, last hour (UTC)", style: "bar bar-fake"),
             backlogs: overview.backlogs.map { backlog in
-                OverviewPage.Backlog(
-                    processor: backlog.processor, queued: Formatting.count(backlog.queued), running: Formatting.count(backlog.running),
-                    retrying: Formatting.count(backlog.retrying), failed: Formatting.count(backlog.failed),
-                    oldest: backlog.oldestDueAge.map(Formatting.age) ?? "", hasFailed: backlog.failed > 0
+                func count(_ state: PostTask.State) -> String { Formatting.count(backlog.counts[state] ?? 0) }
+                return OverviewPage.Backlog(
+                    processor: backlog.processor, queued: count(.queued), running: count(.running), retrying: count(.retrying),
+                    failed: count(.failed), oldest: backlog.oldestDueAge.map(Formatting.age) ?? "",
+                    hasFailed: (backlog.counts[.failed] ?? 0) > 0
                 )
             },
             workers: overview.workers.map(worker),
@@ -42,21 +43,22 @@ enum OverviewPageBuilder {
     }
 
     private static func worker(_ row: Overview.WorkerRow) -> OverviewPage.Worker {
+        let registration = row.registration
         let status: (String, String) =
-            if row.stoppedAt != nil { ("stopped", "muted") }
-            else if row.heartbeatAge == nil { ("unregistered", "warn") }
+            if registration?.stoppedAt != nil { ("stopped", "muted") }
+            else if registration == nil { ("unregistered", "warn") }
             else if row.isLive { ("live", "ok") }
             else { ("silent", "bad") }
         return OverviewPage.Worker(
             workerID: row.workerID,
-            host: [row.host, row.pid.map { "pid \($0)" }].compactMap { $0 }.joined(separator: ", "),
+            host: registration.map { "\($0.host), pid \($0.pid)" } ?? "",
             status: status.0, statusClass: status.1,
-            heartbeat: row.heartbeatAge.map { Formatting.age($0) + " ago" } ?? "",
-            started: Formatting.time(row.startedAt),
-            concurrency: row.concurrency.map(String.init) ?? "",
-            requestLeases: Formatting.count(row.requestLeases),
-            postTaskLeases: Formatting.count(row.postTaskLeases),
-            nextExpiry: row.nextLeaseExpiry.map(Formatting.age) ?? ""
+            heartbeat: registration.map { Formatting.age($0.heartbeatAge) + " ago" } ?? "",
+            started: Formatting.time(registration?.startedAt),
+            concurrency: registration.map { String($0.concurrency) } ?? "",
+            requestLeases: Formatting.count(row.leases?.requests ?? 0),
+            postTaskLeases: Formatting.count(row.leases?.postTasks ?? 0),
+            nextExpiry: row.leases.map { $0.nextExpiry >= 0 ? "in " + Formatting.age($0.nextExpiry) : "expired " + Formatting.age(-$0.nextExpiry) + " ago" } ?? ""
         )
     }
 }
@@ -87,7 +89,7 @@ enum RequestListPageBuilder {
             isFiltered: filter.isFiltered,
             newerLink: page.hasNewer ? page.rows.first.map { link("after", $0) } ?? newest : nil,
             olderLink: page.hasOlder ? page.rows.last.map { link("before", $0) } : nil,
-            elapsed: String(format: "%.1f ms", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+            elapsed: String(format: "%.1f ms", elapsed / .milliseconds(1))
         )
     }
 
@@ -112,6 +114,25 @@ enum RequestListPageBuilder {
             created: Formatting.compactTime(summary.createdAt),
             error: summary.errorMessage.flatMap { $0.isEmpty ? nil : $0 },
             metadata: summary.metadata == "{}" ? "" : summary.metadata
+        )
+    }
+}
+
+/// Turns failure groups into the failures page, with each group's link to its requests and its actions.
+enum FailuresPageBuilder {
+    static func page(_ groups: [QueueBreakdown.FailureGroup], chrome: Chrome) -> FailuresPageModel {
+        FailuresPageModel(
+            chrome: chrome,
+            groups: groups.map { group in
+                FailuresPageModel.Group(
+                    reason: group.reason, failed: group.failed > 0 ? Formatting.count(group.failed) : nil,
+                    retrying: group.retrying > 0 ? Formatting.count(group.retrying) : nil,
+                    lastSeen: Formatting.time(group.lastSeen),
+                    listLink: "/dashboard/requests?" + Formatting.query([("reason", group.reason)]),
+                    canRetry: !chrome.readOnly && group.failed > 0, canCancel: !chrome.readOnly && group.retrying > 0
+                )
+            },
+            isEmpty: groups.isEmpty
         )
     }
 }

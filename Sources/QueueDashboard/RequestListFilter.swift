@@ -116,6 +116,6 @@ struct RequestListFilter: Sendable, Hashable {
     }
 
     static func formInputTime(_ date: Date) -> String {
-        Formatting.utc("yyyy-MM-dd'T'HH:mm:ss").string(from: date)
+        Formatting.compactTime(date, separator: "T")
     }
 }

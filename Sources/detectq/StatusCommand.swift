@@ -82,19 +82,16 @@ struct StatusCommand: AsyncParsableCommand {
         let depth = try await QueueDepth.read(pool)
         report.states = Dictionary(uniqueKeysWithValues: depth.requests.map { ($0.key.rawValue, $0.value) })
         report.oldestClaimableSeconds = depth.oldestClaimableAge
-        for row in try await pool.query("""
-            SELECT locked_by, count(*) AS n FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
-            """) {
-            report.inFlightByWorker[try row.decode("locked_by")] = try row.decode("n")
+        for holder in try await QueueBreakdown.leaseHolders(pool) where holder.requests > 0 {
+            report.inFlightByWorker[holder.workerID] = holder.requests
         }
-        report.failuresByReason = try await pool.query("""
-            SELECT coalesce(error_message, '(no reason)') AS reason, count(*) AS n FROM detectq.requests
-            WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 20
-            """).map { Report.Failure(reason: try $0.decode("reason"), count: try $0.decode("n")) }
-        for row in try await pool.query("""
-            SELECT processor, state::text AS state, count(*) AS n FROM detectq.post_tasks WHERE state <> 'completed' GROUP BY 1, 2
-            """) {
-            report.postTaskBacklog[try row.decode("processor"), default: [:]][try row.decode("state")] = try row.decode("n")
+        report.failuresByReason = try await QueueBreakdown.failureGroups(pool, limit: 100)
+            .filter { $0.failed > 0 }
+            .sorted { ($0.failed, $1.reason) > ($1.failed, $0.reason) }
+            .prefix(20)
+            .map { Report.Failure(reason: $0.reason, count: $0.failed) }
+        for backlog in try await QueueBreakdown.postTaskBacklogs(pool) {
+            report.postTaskBacklog[backlog.processor] = Dictionary(uniqueKeysWithValues: backlog.counts.map { ($0.key.rawValue, $0.value) })
         }
         return report
     }

@@ -1,6 +1,7 @@
 import DetectQueue
 import Foundation
 import PropertyBased
+import SchemaMigrations
 import Testing
 
 /// Random histories of events run through the state machine, as the worker and users would send them, with
@@ -9,6 +10,16 @@ import Testing
 struct StateMachinePropertyTests {
     static let events: [RequestEvent] = RequestStateMachineTests.events
     static let history = Gen.int(in: 0...(events.count - 1)).map { events[$0] }.array(of: 0...60)
+
+    /// The legal changes as the schema lists them (`detectq.request_state_transitions` in migration 0001),
+    /// read from the SQL, so the Swift state machine is checked against the table the trigger enforces and
+    /// not against its own copy of it.
+    static let schemaTransitions: Set<[String]> = {
+        let sql = DetectqMigrations.all[0].sql.replacing(/--[^\n]*/, with: "")
+        guard let start = sql.range(of: "INSERT INTO detectq.request_state_transitions"),
+              let end = sql[start.upperBound...].firstIndex(of: ";") else { return [] }
+        return Set(sql[start.upperBound..<end].matches(of: /\('(\w+)',\s*'(\w+)'\)/).map { [String($0.output.1), String($0.output.2)] })
+    }()
 
     /// A request as the worker's UPDATEs leave it: its state and attempts.
     struct Model {
@@ -37,21 +48,19 @@ struct StateMachinePropertyTests {
     }
 
     @Test func everyHistoryIsALegalPathThatNeverLeavesAnEnd() async {
+        #expect(Self.schemaTransitions.count == 14, "the migration's table was read: \(Self.schemaTransitions)")
         await propertyCheck(count: 3_000, input: Self.history, Gen.int(in: 1...6)) { events, maxAttempts in
             var model = Model(maxAttempts: maxAttempts)
             for event in events {
                 let before = model.state
                 let applied = model.apply(event)
                 if applied {
-                    #expect(before.canChange(to: model.state), "\(before) → \(model.state) on \(event.name) is in the table the trigger enforces")
-                } else {
-                    #expect(model.state == before, "a refused event changes nothing")
+                    #expect(Self.schemaTransitions.contains([before.rawValue, model.state.rawValue]), "\(before) → \(model.state) on \(event.name) is in the schema's table")
                 }
                 if before == .completed || before == .cancelled {
                     #expect(!applied, "\(before) is an end: \(event.name) must be refused")
                 }
             }
-            #expect(zip(model.path, model.path.dropFirst()).allSatisfy { $0.canChange(to: $1) })
         }
     }
 

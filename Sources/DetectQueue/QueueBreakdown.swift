@@ -1,0 +1,86 @@
+import Foundation
+import Postgres
+
+/// Where the queue's work stands beyond its counts: failures grouped by reason, who holds leases, and each
+/// post-processor's backlog. `detectq status` prints it and the dashboard shows it, from the same reads.
+public enum QueueBreakdown {
+    /// Requests that failed, or are retrying, with the same `error_message`.
+    public struct FailureGroup: Sendable, Hashable {
+        public var reason: String
+        public var failed: Int
+        public var retrying: Int
+        public var lastSeen: Date
+    }
+
+    /// What one worker holds: request and post-task leases, and when the first of them expires.
+    public struct LeaseHolder: Sendable, Hashable {
+        public var workerID: String
+        public var requests: Int
+        public var postTasks: Int
+        /// Seconds from now until its earliest lease expires (negative once one has).
+        public var nextExpiry: Double
+    }
+
+    /// One post-processor's unfinished tasks by state, and how long the oldest due one has waited.
+    public struct Backlog: Sendable, Hashable {
+        public var processor: String
+        public var counts: [PostTask.State: Int]
+        public var oldestDueAge: Double?
+    }
+
+    /// The `limit` largest failure groups, a message missing being `(no reason)`.
+    public static func failureGroups(_ pool: PostgresConnectionPool, limit: Int) async throws -> [FailureGroup] {
+        try await pool.query("""
+            SELECT coalesce(error_message, '(no reason)') AS reason,
+                   count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
+                   count(*) FILTER (WHERE state = 'retrying')::int8 AS retrying,
+                   max(updated_at) AS last_seen
+            FROM detectq.requests WHERE state IN ('failed', 'retrying')
+            GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT \(limit)
+            """).map {
+            FailureGroup(
+                reason: try $0.decode("reason"), failed: try $0.decode("failed"), retrying: try $0.decode("retrying"),
+                lastSeen: try $0.decode("last_seen")
+            )
+        }
+    }
+
+    /// Every worker holding a lease on a request or a post-task, by worker id.
+    public static func leaseHolders(_ pool: PostgresConnectionPool) async throws -> [LeaseHolder] {
+        try await pool.query("""
+            SELECT locked_by, sum(requests)::int8 AS requests, sum(post_tasks)::int8 AS post_tasks,
+                   EXTRACT(EPOCH FROM min(expiry) - now())::float8 AS next_expiry
+            FROM (
+                SELECT locked_by, count(*) AS requests, 0 AS post_tasks, min(locked_until) AS expiry
+                FROM detectq.requests WHERE locked_by IS NOT NULL GROUP BY locked_by
+                UNION ALL
+                SELECT locked_by, 0, count(*), min(locked_until)
+                FROM detectq.post_tasks WHERE locked_by IS NOT NULL GROUP BY locked_by
+            ) AS leases
+            GROUP BY locked_by ORDER BY locked_by
+            """).map {
+            LeaseHolder(
+                workerID: try $0.decode("locked_by"), requests: try $0.decode("requests"), postTasks: try $0.decode("post_tasks"),
+                nextExpiry: try $0.decode("next_expiry")
+            )
+        }
+    }
+
+    /// Every processor with unfinished post-tasks, by name.
+    public static func postTaskBacklogs(_ pool: PostgresConnectionPool) async throws -> [Backlog] {
+        var backlogs: [String: Backlog] = [:]
+        for row in try await pool.query("""
+            SELECT processor, state::text AS state, count(*)::int8 AS n,
+                   EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE state IN ('queued', 'retrying') AND run_at <= now()))::float8 AS oldest
+            FROM detectq.post_tasks WHERE state <> 'completed'
+            GROUP BY 1, 2
+            """) {
+            let processor: String = try row.decode("processor")
+            var backlog = backlogs[processor] ?? Backlog(processor: processor, counts: [:], oldestDueAge: nil)
+            if let state = PostTask.State(rawValue: try row.decode("state")) { backlog.counts[state] = try row.decode("n") }
+            if let oldest = try row.decode("oldest", as: Double?.self) { backlog.oldestDueAge = max(backlog.oldestDueAge ?? 0, oldest) }
+            backlogs[processor] = backlog
+        }
+        return backlogs.values.sorted { $0.processor < $1.processor }
+    }
+}
