@@ -40,6 +40,7 @@ let package = Package(
             dependencies: ["CLibPQ"],
             swiftSettings: strict
         ),
+        .target(name: "InputNumbers", swiftSettings: strict),
         .target(name: "CSpawn"),
         .target(
             name: "EmbeddedPostgres",
@@ -58,6 +59,7 @@ let package = Package(
         .target(
             name: "ResembleDetect",
             dependencies: [
+                "InputNumbers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -70,6 +72,7 @@ let package = Package(
             dependencies: [
                 "ResembleDetect",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,7 +82,7 @@ let package = Package(
         .target(
             name: "DetectQueue",
             dependencies: [
-                "Postgres", "ResembleDetect",
+                "Postgres", "ResembleDetect", "InputNumbers",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -128,7 +131,7 @@ let package = Package(
         .target(
             name: "FakeAlerts",
             dependencies: [
-                "DetectQueue", "ResembleDetect", "Postgres",
+                "DetectQueue", "ResembleDetect", "Postgres", "InputNumbers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -165,7 +168,7 @@ let package = Package(
                 "QueueBenchmarks",
                 "QueueDashboard",
                 "ChaosRunner",
-                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect",
+                "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect", "InputNumbers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -179,11 +182,17 @@ let package = Package(
         .target(
             name: "DetectqTestSupport",
             dependencies: [
-                "Postgres", "SchemaMigrations", "EmbeddedPostgres", "DetectSimulator",
+                "Postgres", "SchemaMigrations", "EmbeddedPostgres", "DetectSimulator", "InputNumbers",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             path: "Tests/DetectqTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "InputNumbersTests",
+            dependencies: ["InputNumbers", "DetectqTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -199,7 +208,7 @@ let package = Package(
         .testTarget(
             name: "ResembleDetectTests",
             dependencies: [
-                "ResembleDetect", "DetectSimulator", "DetectqTestSupport",
+                "ResembleDetect", "DetectSimulator", "DetectqTestSupport", "InputNumbers",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -222,8 +231,9 @@ let package = Package(
         .testTarget(
             name: "DashboardTests",
             dependencies: [
-                "QueueDashboard", "DetectQueue", "Postgres", "DetectqTestSupport", "EmbeddedPostgres",
+                "QueueDashboard", "DetectQueue", "Postgres", "DetectqTestSupport", "EmbeddedPostgres", "DetectSimulator",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

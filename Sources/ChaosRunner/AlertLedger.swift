@@ -1,4 +1,5 @@
 import Crypto
+import DetectSimulator
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -39,9 +40,9 @@ final class AlertLedger: Sendable {
     let port: Int
     let secret: String
     private let book: Book
-    private let server: Task<Void, any Error>
+    private let server: InProcessServer
 
-    private init(port: Int, secret: String, book: Book, server: Task<Void, any Error>) {
+    private init(port: Int, secret: String, book: Book, server: InProcessServer) {
         self.port = port
         self.secret = secret
         self.book = book
@@ -81,10 +82,10 @@ final class AlertLedger: Sendable {
             },
             logger: Logger(label: "detectq.chaos.sink", factory: { _ in SwiftLogNoOpLogHandler() })
         )
-        let server = Task { try await application.run() }
+        let server = InProcessServer(application)
         var ports = listening.makeAsyncIterator()
         guard let port = await ports.next(), port > 0 else {
-            server.cancel()
+            await server.stop()
             throw ChaosError("the alert sink could not start listening")
         }
         return AlertLedger(port: port, secret: secret, book: book, server: server)
@@ -94,8 +95,7 @@ final class AlertLedger: Sendable {
     func deliveries() async -> Deliveries { await book.deliveries }
 
     func stop() async {
-        server.cancel()
-        _ = await server.result
+        await server.stop()
     }
 
     /// The fields of an alert the ledger keeps.

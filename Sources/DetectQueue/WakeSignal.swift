@@ -1,6 +1,7 @@
 import Synchronization
 
-/// Wakes one waiting loop: a signal before the wait is remembered, and the wait also ends at a timeout.
+/// Wakes one waiting loop: a signal before the wait is remembered, and the wait also ends at a timeout or
+/// when the waiting task is cancelled.
 final class WakeSignal: Sendable {
     private struct State {
         var pending = false
@@ -21,7 +22,7 @@ final class WakeSignal: Sendable {
         waiter?.resume()
     }
 
-    /// Returns at the next signal (or at once if one is pending), or after `timeout`.
+    /// Returns at the next signal (or at once if one is pending), after `timeout`, or when the task is cancelled.
     func wait(timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.nextSignal() }
@@ -35,16 +36,26 @@ final class WakeSignal: Sendable {
     }
 
     private func nextSignal() async {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Bool in
-                if state.pending {
-                    state.pending = false
-                    return true
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                // The task's cancelled flag is set before its handler runs, and both sides take the lock: either
+                // this sees the flag, or the handler finds the waiter stored here.
+                let ready = state.withLock { state -> Bool in
+                    if Task.isCancelled { return true }
+                    if state.pending {
+                        state.pending = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
                 }
-                state.waiter = continuation
-                return false
+                if ready { continuation.resume() }
             }
-            if ready { continuation.resume() }
+        } onCancel: {
+            state.withLock { state -> CheckedContinuation<Void, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }?.resume()
         }
     }
 }

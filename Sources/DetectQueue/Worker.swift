@@ -142,12 +142,14 @@ public final class Worker: Service {
     // MARK: - Loops
 
     /// Claims while there are free slots and runs each claim in a task of its own; on shutdown, stops
-    /// claiming and waits up to the grace period for what is in flight. `kind` labels the claim metrics.
+    /// claiming and waits up to the grace period for what is in flight. When its task is cancelled outright
+    /// it returns at once, cancelling what is in flight: those claims are given back or left to their leases.
+    /// `kind` labels the claim metrics.
     private func claimLoop(
         slots: Slots, kind: String, concurrency: Int, claim: @escaping @Sendable (Int) async throws -> [(Int, @Sendable () async -> Void)]
     ) async {
         await withDiscardingTaskGroup { tasks in
-            while !isShuttingDown {
+            while !isShuttingDown && !Task.isCancelled {
                 let free = concurrency - slots.count
                 if free > 0 {
                     let batch = min(free, 100)
@@ -163,16 +165,16 @@ public final class Worker: Service {
                         }
                         if claimed.count == batch { continue }
                     } catch {
-                        logger.error("claiming failed: \(error)")
+                        if !Task.isCancelled { logger.error("claiming failed: \(error)") }
                     }
                 }
                 await slots.wake.wait(timeout: .seconds(1))
             }
             let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
-            while slots.count > 0 && ContinuousClock.now < deadline {
+            while slots.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
                 await slots.wake.wait(timeout: .milliseconds(100))
             }
-            if slots.count > 0 {
+            if slots.count > 0 && !Task.isCancelled {
                 logger.warning("\(slots.count) claims still in flight at the end of the grace period; their leases will expire and another worker will take them over")
                 tasks.cancelAll()
             }

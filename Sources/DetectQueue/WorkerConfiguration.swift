@@ -1,4 +1,5 @@
 import Foundation
+import InputNumbers
 import Postgres
 import ResembleDetect
 
@@ -25,6 +26,9 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownGracePeriod: Duration
     public var retryPolicy: RetryPolicy
 
+    private static let day = Duration.seconds(86_400)
+    private static let week = Duration.seconds(604_800)
+
     /// Reads the settings from `environment`.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
         let reader = EnvironmentReader(environment)
@@ -45,7 +49,7 @@ public struct WorkerConfiguration: Sendable {
             }
         }
         let concurrency = try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000)
-        let pollInterval = try reader.number("DETECTQ_POLL_INTERVAL", default: 2, above: 0)
+        let pollInterval = try reader.seconds("DETECTQ_POLL_INTERVAL", default: .seconds(2), in: .milliseconds(1)...day)
         return WorkerConfiguration(
             database: database,
             // Every request in flight may hold a connection (Prefer: wait), and polls need a few more.
@@ -55,13 +59,16 @@ public struct WorkerConfiguration: Sendable {
             httpPort: try reader.integer("DETECTQ_HTTP_PORT", default: 8080, in: 0...65_535),
             concurrency: concurrency,
             workerID: workerID,
-            apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, above: 0),
-            lease: .seconds(try reader.number("DETECTQ_LEASE_SECONDS", default: 30, above: 0)),
-            callbackTimeout: .seconds(try reader.number("DETECTQ_CALLBACK_TIMEOUT", default: 120, above: 0)),
-            pollInterval: .seconds(pollInterval),
-            maximumPollInterval: .seconds(max(10, pollInterval)),
-            shutdownGracePeriod: .seconds(try reader.number("DETECTQ_SHUTDOWN_GRACE_SECONDS", default: 25, above: 0)),
-            retryPolicy: RetryPolicy(base: .seconds(try reader.number("DETECTQ_RETRY_BASE_SECONDS", default: 2, above: 0)))
+            apiRateLimit: try reader.number("DETECTQ_API_RATE_LIMIT", default: 40, in: 0.001...100_000),
+            lease: try reader.seconds("DETECTQ_LEASE_SECONDS", default: .seconds(30), in: .milliseconds(100)...day),
+            callbackTimeout: try reader.seconds("DETECTQ_CALLBACK_TIMEOUT", default: .seconds(120), in: .milliseconds(1)...week),
+            pollInterval: pollInterval,
+            maximumPollInterval: max(.seconds(10), pollInterval),
+            shutdownGracePeriod: try reader.seconds("DETECTQ_SHUTDOWN_GRACE_SECONDS", default: .seconds(25), in: .milliseconds(1)...day),
+            retryPolicy: RetryPolicy(
+                base: try reader.seconds("DETECTQ_RETRY_BASE_SECONDS", default: .seconds(2), in: .milliseconds(1)...day),
+                cap: try reader.seconds("DETECTQ_RETRY_MAX_SECONDS", default: .seconds(600), in: .milliseconds(1)...week)
+            )
         )
     }
 }
@@ -75,6 +82,11 @@ public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvert
     public init(_ variable: String, expected: String) {
         self.variable = variable
         self.expected = expected
+    }
+
+    /// The setting named by a number that could not be read.
+    public init(_ error: InputNumberError) {
+        self.init(error.source, expected: error.expected)
     }
 
     public var description: String { "\(variable) must be \(expected)" }
@@ -96,18 +108,30 @@ public struct EnvironmentReader: Sendable {
 
     func integer(_ name: String, default value: Int, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
         guard let raw = text(name) else { return value }
-        guard let parsed = Int(raw), range.contains(parsed) else {
-            throw ConfigurationError(name, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)")
+        do {
+            return try InputNumbers.count(raw, from: name, in: range)
+        } catch {
+            throw ConfigurationError(error)
         }
-        return parsed
     }
 
-    func number(_ name: String, default value: Double, above minimum: Double) throws(ConfigurationError) -> Double {
+    func number(_ name: String, default value: Double, in range: ClosedRange<Double>) throws(ConfigurationError) -> Double {
         guard let raw = text(name) else { return value }
-        guard let parsed = Double(raw), parsed.isFinite, parsed > minimum else {
-            throw ConfigurationError(name, expected: "a number greater than \(minimum.formatted())")
+        do {
+            return try InputNumbers.amount(raw, from: name, in: range)
+        } catch {
+            throw ConfigurationError(error)
         }
-        return parsed
+    }
+
+    /// A setting in seconds, as a duration in `range`.
+    public func seconds(_ name: String, default value: Duration, in range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
+        guard let raw = text(name) else { return value }
+        do {
+            return try InputNumbers.seconds(raw, from: name, in: range)
+        } catch {
+            throw ConfigurationError(error)
+        }
     }
 
     func url(_ name: String, default value: String) throws(ConfigurationError) -> String {

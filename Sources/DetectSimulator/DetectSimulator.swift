@@ -13,13 +13,13 @@ public final class DetectSimulator: Sendable {
     public let state: SimulatorState
     /// The port it listens on.
     public let port: Int
-    private let server: Task<Void, any Error>
+    private let server: InProcessServer
     private let storage: URL
 
     /// The base URL to give a `DetectClient`.
     public var baseURL: String { "http://127.0.0.1:\(port)/api/v2" }
 
-    private init(state: SimulatorState, port: Int, server: Task<Void, any Error>, storage: URL) {
+    private init(state: SimulatorState, port: Int, server: InProcessServer, storage: URL) {
         self.state = state
         self.port = port
         self.server = server
@@ -36,10 +36,10 @@ public final class DetectSimulator: Sendable {
             continuation.yield(channel.localAddress?.port ?? port)
             continuation.finish()
         }
-        let server = Task { try await application.run() }
+        let server = InProcessServer(application)
         var ports = listening.makeAsyncIterator()
         guard let boundPort = await ports.next() else {
-            server.cancel()
+            await server.stop()
             throw SimulatorStartError()
         }
         return DetectSimulator(state: state, port: boundPort, server: server, storage: storage)
@@ -58,8 +58,7 @@ public final class DetectSimulator: Sendable {
 
     /// Stops the server and removes its uploads.
     public func stop() async {
-        server.cancel()
-        _ = await server.result
+        await server.stop()
         try? FileManager.default.removeItem(at: storage)
     }
 

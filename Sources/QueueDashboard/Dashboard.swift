@@ -39,6 +39,7 @@ public struct Dashboard: Sendable {
     public func routes(into router: Router<BasicRequestContext>) {
         router.get("/dashboard/assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
         router.get("/dashboard/assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
+        router.get("/dashboard/assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }
         router.get("/dashboard/login") { request, _ in
             login(next: FormFields(query: request.uri.query)["next"], error: nil, status: .ok)
         }

@@ -1,13 +1,14 @@
 import Foundation
 import Mustache
 
-/// The dashboard's Mustache templates, stylesheet and script, built into the binary from `Resources/`.
+/// The dashboard's Mustache templates, stylesheet, script and icon, built into the binary from `Resources/`.
 /// Templates escape every `{{value}}` for HTML; only the server-drawn charts use `{{{svg}}}`.
 struct DashboardRenderer: Sendable {
     private let library: MustacheLibrary
 
     static let stylesheet = String(decoding: PackageResources.dashboard_css, as: UTF8.self)
     static let script = String(decoding: PackageResources.dashboard_js, as: UTF8.self)
+    static let icon = String(decoding: PackageResources.favicon_svg, as: UTF8.self)
 
     init() throws {
         var library = MustacheLibrary()

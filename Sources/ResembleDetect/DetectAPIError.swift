@@ -1,4 +1,5 @@
 import Foundation
+import InputNumbers
 
 /// Everything that can go wrong talking to the Detect API, sorted by what the caller should do about it.
 /// Descriptions never contain the API token, media tokens or callback URLs.
@@ -67,21 +68,12 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
         return String(text.prefix(1_000))
     }
 
-    /// The longest `Retry-After` honoured; a longer one (or an absurd one such as `1e300`) is read as this.
-    static let longestRetryAfter: Double = 86_400
+    /// The longest `Retry-After` honoured; a longer one (or an absurd one such as `99999999999999999999`) is read as this.
+    public static let longestRetryAfter = Duration.seconds(86_400)
 
-    /// `Retry-After` as seconds or as an HTTP date, at most `longestRetryAfter`.
+    /// `Retry-After` as whole seconds or as an HTTP date, at most `longestRetryAfter`.
     static func parseRetryAfter(_ value: String) -> Duration? {
-        let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Double(trimmed), seconds >= 0 {
-            return .milliseconds(Int64(min(seconds, longestRetryAfter) * 1000))
-        }
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "GMT")
-        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        guard let date = formatter.date(from: trimmed) else { return nil }
-        return .milliseconds(Int64(min(max(0, date.timeIntervalSinceNow), longestRetryAfter) * 1000))
+        InputNumbers.retryAfter(value, longest: longestRetryAfter)
     }
 }
 

@@ -18,23 +18,23 @@ struct ChaosCommand: AsyncParsableCommand {
 
     @Option(help: "Seconds of faults (the drain comes after).") var duration: Int = 90
     @Option(help: "Worker processes.") var workers: Int = 3
-    @Option(help: "Seconds between two faults.") var faultInterval: Double = 4
+    @Option(help: "Seconds between two faults.", transform: SecondsOption.parser("--fault-interval", in: .seconds(1)...(.seconds(86_400))))
+    var faultInterval: Duration = .seconds(4)
     @Option(help: "Requests inserted per second.") var rate: Double = 5
     @Option(help: "Seed of the request mix, the fault order and the API's dice (default: random).") var seed: UInt64?
     @Flag(help: "Print the report as JSON on standard output (progress goes to standard error).") var json = false
 
     func validate() throws {
-        guard duration > 0 else { throw ValidationError("--duration must be a positive number of seconds") }
+        guard (1...31_536_000).contains(duration) else { throw ValidationError("--duration must be a whole number of seconds from 1 to 31536000") }
         guard (1...32).contains(workers) else { throw ValidationError("--workers must be from 1 to 32") }
-        guard faultInterval >= 1 else { throw ValidationError("--fault-interval must be at least 1 second") }
-        guard rate > 0 && rate <= 200 else { throw ValidationError("--rate must be from 0 to 200 requests per second") }
+        guard rate >= 0.01 && rate <= 200 else { throw ValidationError("--rate must be from 0.01 to 200 requests per second") }
     }
 
     func run() async throws {
         let json = json
         let options = ChaosOptions(
             duration: .seconds(duration), workers: workers, seed: seed ?? UInt64.random(in: 1 ... .max),
-            faultInterval: .milliseconds(Int64(faultInterval * 1000)), requestInterval: .microseconds(Int64(1_000_000 / rate))
+            faultInterval: faultInterval, requestInterval: .microseconds(Int64(1_000_000 / rate))
         )
         let run = ChaosRun(options: options, executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()) { line in
             (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))

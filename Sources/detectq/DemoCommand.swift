@@ -28,7 +28,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     @Flag(inversion: .prefixedNo, help: "Include a file over 150 MB (the secure-upload path).") var largeFile = true
 
-    @Option(help: "Seconds the simulator takes per detection.") var latency = 1.0
+    @Option(help: "Seconds the simulator takes per detection.", transform: SecondsOption.parser("--latency", in: .zero...(.seconds(3_600))))
+    var latency: Duration = .seconds(1)
 
     @Option(help: "A public media URL to use against the real API (repeatable).") var url: [String] = []
 
@@ -36,7 +37,6 @@ struct DemoCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(requests) else { throw ValidationError("--requests must be from 1 to 10000") }
-        guard latency >= 0, latency.isFinite else { throw ValidationError("--latency must be 0 or more seconds") }
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be more than 0 seconds") }
     }
 
@@ -71,7 +71,7 @@ struct DemoCommand: AsyncParsableCommand {
                 say("using the Detect API at \(api.baseURL) (RESEMBLE_API_TOKEN set)")
             } else {
                 let started = try await DetectSimulator.start(configuration: SimulatorConfiguration(
-                    latency: .milliseconds(Int64(latency * 1000)), intelligenceDelay: .seconds(1), purgeDelay: .seconds(1),
+                    latency: latency, intelligenceDelay: .seconds(1), purgeDelay: .seconds(1),
                     storageDirectory: workDirectory.appendingPathComponent("simulator")
                 ))
                 simulator = started

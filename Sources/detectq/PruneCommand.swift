@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import InputNumbers
 import Postgres
 import ResembleDetect
 
@@ -12,13 +13,22 @@ struct PruneCommand: AsyncParsableCommand {
     @Option(help: "How old a finished request must be: seconds, or 90m, 24h, 30d.") var olderThan: String
     @Option(help: "Requests deleted per transaction.") var batchSize: Int = 1_000
 
+    /// `--older-than` as a duration, from nothing to a century.
+    private func age() throws -> Duration {
+        do {
+            return try InputNumbers.duration(olderThan, from: "--older-than", in: .zero...(.seconds(3_153_600_000)))
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     func validate() throws {
-        guard DurationText.parse(olderThan) != nil else { throw ValidationError("--older-than must be a duration such as 3600, 90m, 24h or 30d") }
+        _ = try age()
         guard batchSize > 0 else { throw ValidationError("--batch-size must be positive") }
     }
 
     func run() async throws {
-        let seconds = DurationText.parse(olderThan)!.seconds
+        let seconds = try age().seconds
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq prune"), maximumConnections: 1)
         var deleted = 0
         while true {

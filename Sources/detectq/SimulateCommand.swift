@@ -16,14 +16,16 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "The loopback port to listen on (0 picks a free one).")
     var port: Int = 8787
 
-    @Option(help: "Seconds a detection takes to process.")
-    var latency: Double = 0
+    @Option(help: "Seconds a detection takes to process.", transform: SecondsOption.parser("--latency", in: .zero...day))
+    var latency: Duration = .zero
 
-    @Option(help: "Seconds after the detection that an intelligence report completes.")
-    var intelligenceDelay: Double = 0
+    @Option(help: "Seconds after the detection that an intelligence report completes.", transform: SecondsOption.parser("--intelligence-delay", in: .zero...day))
+    var intelligenceDelay: Duration = .zero
 
-    @Option(help: "Seconds after completion that a zero-retention file is purged.")
-    var purgeDelay: Double = 1
+    @Option(help: "Seconds after completion that a zero-retention file is purged.", transform: SecondsOption.parser("--purge-delay", in: .zero...day))
+    var purgeDelay: Duration = .seconds(1)
+
+    private static let day = Duration.seconds(86_400)
 
     @Option(help: "Probability (0-1) of answering 503.")
     var errorRate: Double = 0
@@ -57,19 +59,13 @@ struct SimulateCommand: AsyncParsableCommand {
         where !(0...1).contains(value) {
             throw ValidationError("\(name) must be a probability from 0 to 1")
         }
-        for (name, value) in [("--latency", latency), ("--intelligence-delay", intelligenceDelay), ("--purge-delay", purgeDelay)]
-        where !(value >= 0 && value.isFinite) {
-            throw ValidationError("\(name) must be a non-negative number of seconds")
-        }
-        guard retryAfter >= 0 else { throw ValidationError("--retry-after must be a non-negative number of seconds") }
+        guard (0...86_400).contains(retryAfter) else { throw ValidationError("--retry-after must be a whole number of seconds from 0 to 86400") }
     }
 
     func run() async throws {
         let token = ProcessInfo.processInfo.environment["RESEMBLE_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         let configuration = SimulatorConfiguration(
-            requiredToken: token, latency: .milliseconds(Int64(latency * 1000)),
-            intelligenceDelay: .milliseconds(Int64(intelligenceDelay * 1000)),
-            purgeDelay: .milliseconds(Int64(purgeDelay * 1000)),
+            requiredToken: token, latency: latency, intelligenceDelay: intelligenceDelay, purgeDelay: purgeDelay,
             faults: FaultInjection(
                 serverErrorRate: errorRate, rateLimitRate: rateLimitRate, retryAfterSeconds: retryAfter, dropRate: dropRate,
                 lostResponseRate: lostResponseRate, lostCallbackRate: lostCallbackRate, duplicateCallbackRate: duplicateCallbackRate

@@ -12,11 +12,8 @@ struct StatusCommand: AsyncParsableCommand {
 
     @Flag(help: "Refresh until interrupted.") var watch = false
 
-    @Option(help: "Seconds between refreshes with --watch.") var interval: Double = 2
-
-    func validate() throws {
-        guard interval > 0, interval.isFinite else { throw ValidationError("--interval must be a number of seconds greater than 0") }
-    }
+    @Option(help: "Seconds between refreshes with --watch.", transform: SecondsOption.parser("--interval", in: .milliseconds(100)...(.seconds(86_400))))
+    var interval: Duration = .seconds(2)
 
     /// The status as one JSON-encodable value.
     struct Report: Encodable {
@@ -68,12 +65,12 @@ struct StatusCommand: AsyncParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 if clearsScreen { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-                if watch { print("detectq status at \(Date().formatted(date: .omitted, time: .standard)), every \(interval.formatted()) s (Ctrl-C to stop)") }
+                if watch { print("detectq status at \(Date().formatted(date: .omitted, time: .standard)), every \(interval.seconds.formatted()) s (Ctrl-C to stop)") }
                 print(Self.text(report))
                 if watch && !clearsScreen { print("") }
             }
             fflush(nil)
-            if watch { try await Task.sleep(for: .seconds(interval)) }
+            if watch { try await Task.sleep(for: interval) }
         } while watch
     }
 

@@ -6,6 +6,7 @@ import IntelligenceArchive
 import RetentionTracking
 import Foundation
 import Hummingbird
+import InputNumbers
 import Logging
 import Metrics
 import Postgres
@@ -124,9 +125,8 @@ struct WorkerCommand: AsyncParsableCommand {
             guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
                 throw ConfigurationError("DETECTQ_PLUGINS_DIR", expected: "an existing directory")
             }
-            let limit = Double(reader("DETECTQ_PLUGIN_TIMEOUT") ?? "30") ?? -1
-            guard limit > 0 else { throw ConfigurationError("DETECTQ_PLUGIN_TIMEOUT", expected: "a number of seconds greater than 0") }
-            processors += ExecutablePlugin.discover(in: URL(fileURLWithPath: directory), timeLimit: .milliseconds(Int64(limit * 1000)))
+            let limit = try settings.seconds("DETECTQ_PLUGIN_TIMEOUT", default: .seconds(30), in: .milliseconds(1)...(.seconds(86_400)))
+            processors += ExecutablePlugin.discover(in: URL(fileURLWithPath: directory), timeLimit: limit)
         }
         return processors
     }
@@ -143,10 +143,11 @@ struct WorkerCommand: AsyncParsableCommand {
     /// `DETECTQ_RETENTION_SLA`: seconds, or a number with `s`, `m`, `h` or `d`; 24 hours when unset.
     static func retentionSLA(_ text: String?) throws -> Duration {
         guard let text else { return .seconds(86_400) }
-        guard let duration = DurationText.parse(text) else {
-            throw ConfigurationError("DETECTQ_RETENTION_SLA", expected: "a duration such as 3600, 90m, 24h or 7d")
+        do {
+            return try InputNumbers.duration(text, from: "DETECTQ_RETENTION_SLA", in: .seconds(1)...(.seconds(31_536_000)))
+        } catch {
+            throw ConfigurationError(error.source, expected: error.expected)
         }
-        return duration
     }
 
     /// Fails with one line when the database cannot be reached or has no detectq schema.

@@ -5,7 +5,7 @@ import Testing
 
 /// The chaos suite's short mode: `detectq chaos` as CI runs it, every fault kind at least once, every
 /// invariant held. (`scripts/chaos.sh --duration 1200` is the long run, by hand.)
-@Suite("Chaos, short mode", .enabled(if: TestDatabase.isEnabled))
+@Suite("Chaos, short mode", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct ChaosTests {
     @Test func nothingIsLostStuckDoubledOrExposedUnderEveryFault() async throws {
         let outcome = try await DetectqExecutable.run(["chaos", "--duration", "72", "--json"])

@@ -8,7 +8,7 @@ import Testing
 
 /// `detectq dashboard` and the worker's own dashboard, as processes: off unless enabled, refused without a
 /// token, and serving the same pages either way.
-@Suite("The dashboard as a command and on the worker's port", .enabled(if: TestDatabase.isEnabled))
+@Suite("The dashboard as a command and on the worker's port", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct DashboardCommandTests {
     static let token = "dashboard-command-token-5f1e"
 

@@ -71,12 +71,12 @@ extension [PrometheusSample] {
     func has(_ name: String) -> Bool { contains { $0.name == name } }
 }
 
-@Suite("/metrics of a real worker process", .enabled(if: TestDatabase.isEnabled))
+@Suite("/metrics of a real worker process", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct MetricsTests {
     @Test func aScrapeDuringAndAfterARunHasEverySeriesWithPlausibleValues() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 2)
-        let simulator = try await DetectSimulator.start(configuration: .init(
+        let simulator = try await DetectSimulator.startForTest(configuration: .init(
             latency: .milliseconds(300),
             faults: FaultInjection(serverErrorRate: 0.3, rateLimitRate: 0.1, retryAfterSeconds: 1, endpoints: ["POST /detect"]),
             seed: 7
@@ -92,7 +92,8 @@ struct MetricsTests {
             "DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!),
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_HTTP_PORT": "\(port)",
             "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_API_RATE_LIMIT": "10",
-            "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_WORKER_ID": "metrics-worker",
+            "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_RETRY_MAX_SECONDS": "1",
+            "DETECTQ_WORKER_ID": "metrics-worker",
         ])
         _ = try await worker.waitForLine(containing: "worker started")
 
@@ -153,11 +154,9 @@ struct MetricsTests {
     }
 
     private func waitFor(_ pool: PostgresConnectionPool, _ sql: String, atLeast expected: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(90)
-        while try await pool.query(PostgresQuery(sql: sql.replacingOccurrences(of: "count(*)", with: "count(*) AS n"), parameters: []))[0]
-            .decode("n", as: Int.self) < expected {
-            guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting for \(expected): \(sql)") }
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("\(expected) from \(sql)") {
+            try await pool.query(PostgresQuery(sql: sql.replacingOccurrences(of: "count(*)", with: "count(*) AS n"), parameters: []))[0]
+                .decode("n", as: Int.self) >= expected
         }
     }
 }

@@ -2,7 +2,7 @@ import DetectqTestSupport
 import Postgres
 import Testing
 
-@Suite("detectq migrate as a process", .enabled(if: TestDatabase.isEnabled))
+@Suite("detectq migrate as a process", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct MigrateCommandTests {
     @Test func migrateTwiceThenNothingToDo() async throws {
         let configuration = try await TestDatabase.createDatabase()

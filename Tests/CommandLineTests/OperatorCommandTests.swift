@@ -4,7 +4,7 @@ import Postgres
 import ResembleDetect
 import Testing
 
-@Suite("enqueue, status, retry and cancel as processes", .enabled(if: TestDatabase.isEnabled))
+@Suite("enqueue, status, retry and cancel as processes", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct OperatorCommandTests {
     func database() async throws -> ([String: String], PostgresConnectionPool) {
         let configuration = try await TestDatabase.createMigratedDatabase()
@@ -84,7 +84,7 @@ struct OperatorCommandTests {
     }
 }
 
-@Suite("show and prune as processes", .enabled(if: TestDatabase.isEnabled))
+@Suite("show and prune as processes", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct ShowAndPruneTests {
     @Test func showPrintsTheRequestAndItsHistory() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()

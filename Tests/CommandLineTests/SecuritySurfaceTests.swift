@@ -10,7 +10,7 @@ import Testing
 
 /// The API token against every place detectq writes to, and the worker's HTTP port against every door
 /// but its three, with real processes.
-@Suite("Secrets stay out of every output; the worker's port opens three doors only", .enabled(if: TestDatabase.isEnabled))
+@Suite("Secrets stay out of every output; the worker's port opens three doors only", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct SecuritySurfaceTests {
     static let token = "api-token-surface-4e9d0c7b"
     static let wrongToken = "wrong-token-surface-8c1f2a"
@@ -19,7 +19,7 @@ struct SecuritySurfaceTests {
         let database = try await TestDatabase.createMigratedDatabase()
         let uri = try TestDatabase.connectionURI(database: database.database!)
         let pool = PostgresConnectionPool(configuration: database, maximumConnections: 1)
-        let simulator = try await DetectSimulator.start(configuration: .init(
+        let simulator = try await DetectSimulator.startForTest(configuration: .init(
             requiredToken: Self.token, faults: .init(serverErrorRate: 0.2), seed: 3
         ))
         let ids = try await pool.query("""
@@ -31,7 +31,7 @@ struct SecuritySurfaceTests {
             RETURNING id
             """).map { try $0.decode("id", as: Int.self) }
         let environment = ["DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_POLL_INTERVAL": "0.2",
-                           "DETECTQ_RETRY_BASE_SECONDS": "0.1"]
+                           "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_RETRY_MAX_SECONDS": "1"]
 
         let refused = try DetectqProcess.start(["worker"], environment: environment.merging([
             "RESEMBLE_API_TOKEN": Self.wrongToken, "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())",
@@ -46,11 +46,10 @@ struct SecuritySurfaceTests {
         let worker = try DetectqProcess.start(["worker"], environment: environment.merging([
             "RESEMBLE_API_TOKEN": Self.token, "DETECTQ_HTTP_PORT": "\(port)",
         ]) { $1 })
-        let deadline = ContinuousClock.now + .seconds(60)
-        while (try? await pool.query("""
-            SELECT count(*)::int8 AS n FROM detectq.requests WHERE state IN ('queued', 'submitting', 'retrying', 'awaiting_result')
-            """)[0].decode("n", as: Int.self)) ?? 1 > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("every request is finished") {
+            try await pool.query("""
+                SELECT count(*)::int8 AS n FROM detectq.requests WHERE state IN ('queued', 'submitting', 'retrying', 'awaiting_result')
+                """)[0].decode("n", as: Int.self) == 0
         }
         let base = "http://127.0.0.1:\(port)"
         // Nothing below may leave the worker running if it throws.

@@ -3,7 +3,7 @@ import Foundation
 import ResembleDetect
 import Testing
 
-@Suite("detectq simulate as a process")
+@Suite("detectq simulate as a process", .stopsWhatItStarts)
 struct SimulateCommandTests {
     @Test func theStandaloneSimulatorAnswersAndRequiresTheToken() async throws {
         let simulator = try DetectqProcess.start(["simulate", "--port", "0"], environment: ["RESEMBLE_API_TOKEN": "readme-token"])

@@ -7,7 +7,7 @@ import Postgres
 import Testing
 
 /// Real `detectq worker` processes, killed and stopped from outside.
-@Suite("detectq worker processes: kill -9 and SIGTERM", .enabled(if: TestDatabase.isEnabled), .serialized)
+@Suite("detectq worker processes: kill -9 and SIGTERM", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct WorkerProcessTests {
     struct Setup {
         let configuration: PostgresConfiguration
@@ -20,7 +20,7 @@ struct WorkerProcessTests {
             return Setup(
                 configuration: configuration, uri: try TestDatabase.connectionURI(database: configuration.database!),
                 pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2),
-                simulator: try await DetectSimulator.start(configuration: .init(latency: latency))
+                simulator: try await DetectSimulator.startForTest(configuration: .init(latency: latency))
             )
         }
 
@@ -29,7 +29,7 @@ struct WorkerProcessTests {
             return try DetectqProcess.start(["worker"], environment: [
                 "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": id,
                 "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_LEASE_SECONDS": "2", "DETECTQ_POLL_INTERVAL": "0.3",
-                "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "10",
+                "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_RETRY_MAX_SECONDS": "1", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "10",
             ].merging(extra) { $1 })
         }
 
@@ -38,12 +38,8 @@ struct WorkerProcessTests {
                 .decode("n", as: Int.self)
         }
 
-        func waitFor(_ condition: String, count expected: Int, timeout: Duration = .seconds(60)) async throws {
-            let deadline = ContinuousClock.now + timeout
-            while try await count(condition) < expected {
-                guard ContinuousClock.now < deadline else { throw TestSetupError("timed out waiting for \(expected) rows where \(condition)") }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+        func waitFor(_ condition: String, count expected: Int) async throws {
+            try await waitUntil("\(expected) requests where \(condition)") { try await count(condition) >= expected }
         }
     }
 
@@ -71,7 +67,7 @@ struct WorkerProcessTests {
         await setup.simulator.state.fastForward()
 
         let second = try setup.worker("survivor")
-        try await setup.waitFor("state = 'completed'", count: 16, timeout: .seconds(90))
+        try await setup.waitFor("state = 'completed'", count: 16)
         #expect(await second.stop() == 0)
 
         let stats = await setup.simulator.state.snapshot()
@@ -95,18 +91,17 @@ struct WorkerProcessTests {
         let alerts = ["DETECTQ_ALERT_WEBHOOK_URL": sink.baseURL + "/hook"]
         try await setup.pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/fake-alert.wav')")
         let first = try setup.worker("doomed-alerter", extra: alerts)
-        let stalled = await sink.deliveries(count: 1, within: .seconds(30))
+        let stalled = await sink.deliveries(count: 1)
         #expect(stalled.count == 1, "the first delivery reached the sink and hangs there")
         await first.stop(signal: SIGKILL)
 
         let second = try setup.worker("rescuer", extra: alerts)
-        let deliveries = await sink.deliveries(count: 2, within: .seconds(30))
-        let deadline = ContinuousClock.now + .seconds(20)
-        while try await setup.pool.query("""
-            SELECT count(*) AS n FROM detectq.post_tasks WHERE processor = 'alert.webhook' AND state = 'completed'
-            """)[0].decode("n", as: Int.self) == 0 && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
+        try await waitUntil("the rescued alert is delivered") {
+            try await setup.pool.query("""
+                SELECT count(*) AS n FROM detectq.post_tasks WHERE processor = 'alert.webhook' AND state = 'completed'
+                """)[0].decode("n", as: Int.self) > 0
         }
+        let deliveries = sink.deliveries
         #expect(await second.stop() == 0)
         #expect(deliveries.count == 2)
         let ids = Set(deliveries.compactMap { $0.header("X-Detectq-Event-Id") })
@@ -145,7 +140,7 @@ struct WorkerProcessTests {
     }
 }
 
-@Suite("detectq worker refuses a bad configuration at start")
+@Suite("detectq worker refuses a bad configuration at start", .stopsWhatItStarts)
 struct WorkerConfigurationProcessTests {
     @Test(arguments: [
         (["RESEMBLE_API_TOKEN": "tok-secret-8", "DETECTQ_CONCURRENCY": "many"], "DETECTQ_CONCURRENCY"),
@@ -161,16 +156,38 @@ struct WorkerConfigurationProcessTests {
         #expect(lines.first?.hasPrefix("detectq worker: \(variable) must be") == true, "\(outcome.standardError)")
         #expect(!outcome.standardError.contains("secret"))
     }
+
+    /// Numbers that became durations by multiplying and converting, and trapped the process: each is now
+    /// refused with a message naming its source, and the process exits with a status, not a signal.
+    @Test(arguments: [
+        (["simulate", "--latency", "1e300"], [:], "--latency"),
+        (["simulate", "--purge-delay", "inf"], [:], "--purge-delay"),
+        (["status", "--watch", "--interval", "1e300"], [:], "--interval"),
+        (["chaos", "--fault-interval", "1e300"], [:], "--fault-interval"),
+        (["chaos", "--rate", "1e-300"], [:], "--rate"),
+        (["demo", "--latency", "nan"], [:], "--latency"),
+        (["prune", "--older-than", "1e300d"], [:], "--older-than"),
+        (["worker"], ["DETECTQ_PLUGINS_DIR": "/tmp", "DETECTQ_PLUGIN_TIMEOUT": "1e300"], "DETECTQ_PLUGIN_TIMEOUT"),
+        (["worker"], ["DETECTQ_RETENTION_SLA": "infd"], "DETECTQ_RETENTION_SLA"),
+        (["worker"], ["DETECTQ_LEASE_SECONDS": "1e300"], "DETECTQ_LEASE_SECONDS"),
+    ] as [([String], [String: String], String)])
+    func anAbsurdNumberIsRefusedNamingItsSourceNotATrap(arguments: [String], environment: [String: String], source: String) async throws {
+        let outcome = try await DetectqExecutable.run(arguments, environment: environment.merging([
+            "RESEMBLE_API_TOKEN": "tok-secret-1", "RESEMBLE_BASE_URL": "http://127.0.0.1:9/api/v2",
+        ]) { current, _ in current })
+        #expect([1, 64].contains(outcome.status), "an exit status, not a signal: \(outcome.status); \(outcome.standardError)")
+        #expect(outcome.standardError.contains(source), "\(outcome.standardError)")
+    }
 }
 
-@Suite("JSON logs carry no secret", .enabled(if: TestDatabase.isEnabled))
+@Suite("JSON logs carry no secret", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct JSONLogTests {
     @Test func aWorkerUnderFaultsLogsJSONWithoutTokensOrCallbackSecrets() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
         let uri = try TestDatabase.connectionURI(database: configuration.database!)
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
         let apiToken = "api-token-must-not-leak-7f3a"
-        let simulator = try await DetectSimulator.start(configuration: .init(
+        let simulator = try await DetectSimulator.startForTest(configuration: .init(
             requiredToken: apiToken, latency: .milliseconds(200),
             faults: .init(serverErrorRate: 0.3, dropRate: 0.1, lostCallbackRate: 0.3), seed: 7
         ))
@@ -194,11 +211,10 @@ struct JSONLogTests {
             "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "RESEMBLE_API_TOKEN": apiToken,
             "DETECTQ_LOG_FORMAT": "json", "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)",
             "DETECTQ_CALLBACK_TIMEOUT": "1", "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.1",
+            "DETECTQ_RETRY_MAX_SECONDS": "1",
         ])
-        let deadline = ContinuousClock.now + .seconds(90)
-        while try await pool.query("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) < 13,
-              ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(200))
+        try await waitUntil("all 13 requests are completed") {
+            try await pool.query("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) == 13
         }
         let output = worker.output
         #expect(await worker.stop() == 0)

@@ -2,7 +2,9 @@ import AsyncHTTPClient
 import DetectqTestSupport
 import EmbeddedPostgres
 import Foundation
+import DetectSimulator
 import Hummingbird
+import Logging
 import NIOCore
 import Postgres
 import QueueDashboard
@@ -52,25 +54,30 @@ struct DashboardFixture {
         let router = Router()
         dashboard.routes(into: router)
         let port = try LoopbackPort.free()
-        let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
+        let server = InProcessServer(Application(
+            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            logger: Logger(label: "dashboard-test", factory: { _ in SwiftLogNoOpLogHandler() })
+        ))
         let fixture = DashboardFixture(configuration: configuration, admin: admin, baseURL: "http://127.0.0.1:\(port)")
-        return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await app.runService() }
-            defer { group.cancelAll() }
+        do {
             try await fixture.waitUntilServing()
             let result = try await body(fixture)
+            await server.stop()
             await pool.close()
             await admin.close()
             return result
+        } catch {
+            await server.stop()
+            await pool.close()
+            await admin.close()
+            throw error
         }
     }
 
     private func waitUntilServing() async throws {
-        for _ in 0..<200 {
-            if (try? await get("/dashboard/assets/dashboard.css"))?.status == 200 { return }
-            try await Task.sleep(for: .milliseconds(25))
+        try await waitUntil("the dashboard serves its stylesheet") {
+            (try? await get("/dashboard/assets/dashboard.css"))?.status == 200
         }
-        throw TestSetupError("the dashboard did not start serving")
     }
 
     static let client: HTTPClient = {

@@ -19,7 +19,7 @@ private let videoResult = #"""
  "zero_retention_mode": true, "filename": "redacted_abc.mp4"}
 """#
 
-@Suite("The dashboard over HTTP", .enabled(if: TestDatabase.isEnabled))
+@Suite("The dashboard over HTTP", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct DashboardHTTPTests {
     @Test("every page answers 200 with the token, and shows what it is for")
     func everyPage() async throws {

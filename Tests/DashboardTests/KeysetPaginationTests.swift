@@ -5,7 +5,7 @@ import Testing
 
 /// The request list against the database's own answer: the same rows, in the same order, on every page,
 /// under every filter, walking older and then newer, while new requests arrive.
-@Suite("The request list pages by keyset", .enabled(if: TestDatabase.isEnabled))
+@Suite("The request list pages by keyset", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct KeysetPaginationTests {
     /// The ids on a list page, in order.
     static func ids(_ body: String) -> [Int] {

@@ -4,7 +4,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("The API budget is shared by every worker", .enabled(if: TestDatabase.isEnabled))
+@Suite("The API budget is shared by every worker", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct APIBudgetTests {
     @Test func threeWorkersTogetherKeepToTheRate() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()

@@ -8,7 +8,7 @@ import Testing
 
 /// Mutated requests thrown at a live worker's HTTP port: callbacks with broken paths, secrets, methods,
 /// headers and bodies. None may get a 5xx, change a request, or take the worker down.
-@Suite("Fuzzing the callback receiver", .enabled(if: TestDatabase.isEnabled))
+@Suite("Fuzzing the callback receiver", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct CallbackFuzzTests {
     @Test func mutatedCallbacksChangeNothingAndNeverBreakTheReceiver() async throws {
         let harness = try await WorkerHarness.start(.init(latency: .seconds(600)))

@@ -6,7 +6,7 @@ import Postgres
 import ResembleDetect
 import Testing
 
-@Suite("Completions, submission marks and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled))
+@Suite("Completions, submission marks and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct CoalescedWriteTests {
     /// The result columns of a finished real detection.
     func result(_ uuid: String) throws -> RequestChanges {
@@ -40,7 +40,11 @@ struct CoalescedWriteTests {
                 return try await group.reduce(into: [Bool]()) { $0.append($1) }
             }
         }
-        try await Task.sleep(for: .seconds(1))
+        try await waitUntil("a completing statement waits on the lock") {
+            try await fixture.admin.query("""
+                SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                """)[0].decode("n", as: Int.self) > 0
+        }
         try await blocker.query("COMMIT")
         await blocker.close()
         let outcomes = try await completing.value
@@ -116,16 +120,17 @@ struct CoalescedWriteTests {
             try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/third.wav", "sync"]),
         ]
         let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_API_RATE_LIMIT": "0.5"]))
-        let deadline = ContinuousClock.now + .seconds(10)
-        while try await harness.pool.query("SELECT count(*)::int8 AS n FROM detectq.requests WHERE state <> 'queued'")[0]
-            .decode("n", as: Int.self) < 3 {
-            #expect(ContinuousClock.now < deadline)
-            try await Task.sleep(for: .milliseconds(20))
+        try await waitUntil("all three are claimed") {
+            try await harness.count("SELECT count(*)::int8 AS n FROM detectq.requests WHERE state <> 'queued'") == 3
         }
         // One slot every 2 s: the second waits 2 s and the third 4 s after their claim.
         _ = try await RequestAdministration(store: RequestStore(pool: harness.pool)).cancel([ids[2]])
-        try await harness.waitUntilFinished(Array(ids.prefix(2)), timeout: .seconds(20))
-        try await Task.sleep(for: .seconds(3))
+        try await harness.waitUntilFinished(Array(ids.prefix(2)))
+        // The next free slot comes a whole slot after the third's: once it is past, the third has woken at its
+        // slot and checked its state again.
+        try await waitUntil("the third request's rate-limit slot has passed") {
+            try await harness.pool.query("SELECT next_slot_at <= clock_timestamp() AS past FROM detectq.api_budget")[0].decode("past", as: Bool.self)
+        }
         await worker.stop()
         let stats = await harness.simulator.state.snapshot()
         #expect(stats.submissionsByMedia["https://cdn.example.com/third.wav"] == nil, "checked again before sending, and not sent")

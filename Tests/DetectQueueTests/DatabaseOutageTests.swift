@@ -8,32 +8,30 @@ import Testing
 
 /// PostgreSQL going away while the API works on a request: the worker must store the answer once the
 /// database is back, not leave the request to be taken over and submitted (and billed) again.
-@Suite("A database outage after the API accepted", .enabled(if: TestDatabase.isEnabled))
+@Suite("A database outage after the API accepted", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct DatabaseOutageTests {
     @Test(arguments: [ThrowawayPostgresCluster.ShutdownMode.fast, .immediate])
     func theAnswerIsStoredWhenTheDatabaseIsBackAndNothingIsSentTwice(mode: ThrowawayPostgresCluster.ShutdownMode) async throws {
-        let cluster = try await ThrowawayPostgresCluster.start(durableCommits: true)
+        let cluster = try await ThrowawayPostgresCluster.startForTest(durableCommits: true)
         let database = PostgresConfiguration(connectionString: cluster.connectionString)
         _ = try await MigrationRunner(configuration: database).migrate()
         let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-outage-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
         let harness = WorkerHarness(
             database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 2),
-            simulator: try await DetectSimulator.start(configuration: .init(latency: .seconds(2))), mediaRoot: mediaRoot
+            simulator: try await DetectSimulator.startForTest(configuration: .init(latency: .seconds(2))), mediaRoot: mediaRoot
         )
         let sync = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-sync.wav", "sync"])
         let polled = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-poll.wav", "poll"])
         let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "20"]))
-        let deadline = ContinuousClock.now + .seconds(10)
-        while await harness.simulator.state.snapshot().submissions < 2, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await waitUntil("the API has both submissions") { await harness.simulator.state.snapshot().submissions == 2 }
         try await cluster.stopServer(mode)
+        // The outage outlasts the sync detection's 2 s, so its answer arrives while the database is down.
         try await Task.sleep(for: .seconds(3))
         try await cluster.startServer()
         // The test's own pool finds each of its connections broken once.
         for _ in 0..<harness.pool.maximumConnections { _ = try? await harness.pool.query("SELECT 1") }
-        try await harness.waitUntilFinished([sync, polled], timeout: .seconds(40))
+        try await harness.waitUntilFinished([sync, polled])
         await worker.stop()
 
         for id in [sync, polled] {

@@ -9,7 +9,7 @@ import Postgres
 import ResembleDetect
 import Testing
 
-@Suite("Built-in post-processors: the intelligence archive and external executables", .enabled(if: TestDatabase.isEnabled))
+@Suite("Built-in post-processors: the intelligence archive and external executables", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct PluginTests {
     @Test func intelligenceIsArchivedOnceCompletedInTheTableAndAsAFile() async throws {
         let harness = try await WorkerHarness.start(.init(intelligenceDelay: .seconds(60)))
@@ -26,14 +26,10 @@ struct PluginTests {
                 SELECT count(*) AS n FROM detectq.post_task_events WHERE from_state = 'running' AND to_state = 'queued'
                 """)[0].decode("n", as: Int.self)
         }
-        let waited = ContinuousClock.now + .seconds(30)
-        while try await waits() < 2 && ContinuousClock.now < waited { try await Task.sleep(for: .milliseconds(100)) }
-        #expect(try await waits() >= 2, "the reports were still processing, so the archiver waited for them")
+        try await waitUntil("the archiver has waited for both reports, still processing") { try await waits() >= 2 }
         #expect(try await harness.pool.query("SELECT count(*) AS n FROM detectq.intelligence_archive")[0].decode("n", as: Int.self) == 0)
         await harness.simulator.state.fastForward()
-        let archived = { try await harness.pool.query("SELECT count(*) AS n FROM detectq.intelligence_archive")[0].decode("n", as: Int.self) }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try await archived() < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        try await harness.waitUntilProcessed(asked + [notAsked])
         await worker.stop()
 
         let rows = try await harness.pool.query("SELECT request_id, remote_uuid, intelligence FROM detectq.intelligence_archive ORDER BY request_id")
@@ -85,15 +81,15 @@ struct PluginTests {
         let state = { (processor: String) in
             try await harness.pool.query("SELECT state::text AS state FROM detectq.post_tasks WHERE processor = \(processor)")[0].decode("state", as: String.self)
         }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            let killedOnce = try await harness.pool.query("""
+        try await waitUntil("flaky.sh completes, broken.sh fails, log-fakes.sh completes and hangs.sh is killed once") {
+            let killedOnce = try await harness.count("""
                 SELECT count(*) AS n FROM detectq.post_task_events e JOIN detectq.post_tasks t ON t.id = e.task_id
                 WHERE t.processor = 'exec.hangs.sh' AND e.to_state = 'retrying'
-                """)[0].decode("n", as: Int.self)
-            if try await state("exec.flaky.sh") == "completed", try await state("exec.broken.sh") == "failed",
-               try await state("exec.log-fakes.sh") == "completed", killedOnce >= 1 { break }
-            try await Task.sleep(for: .milliseconds(100))
+                """)
+            let flaky = try await state("exec.flaky.sh")
+            let broken = try await state("exec.broken.sh")
+            let logged = try await state("exec.log-fakes.sh")
+            return flaky == "completed" && broken == "failed" && logged == "completed" && killedOnce >= 1
         }
         await worker.stop()
         let tasks = try await harness.pool.query("SELECT processor, state::text AS state, attempt, last_error FROM detectq.post_tasks ORDER BY processor")
@@ -114,7 +110,7 @@ struct PluginTests {
     }
 }
 
-@Suite("Retention tracking", .enabled(if: TestDatabase.isEnabled))
+@Suite("Retention tracking", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct RetentionTrackingTests {
     @Test func thePurgeIsRecordedAndAnOverduePurgeAlertsOnce() async throws {
         let sink = try await HTTPRecorder.start()
@@ -128,11 +124,10 @@ struct RetentionTrackingTests {
         let plain = try await purging.insert("media_url", ["https://cdn.example.com/plain.wav"])
         let worker = purging.startWorker(try purging.configuration(), postProcessors: processors)
         try await purging.waitUntilFinished([id, plain])
-        let deleted = { try await purging.pool.query("SELECT file_deleted_at FROM detectq.requests WHERE id = \(id)")[0].decode("file_deleted_at", as: Date?.self) }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try await deleted() == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        try await purging.waitUntilProcessed([id, plain])
         await worker.stop()
-        #expect(try await deleted() != nil, "file_deleted_at recorded after the simulator's purge")
+        let deleted = try await purging.pool.query("SELECT file_deleted_at FROM detectq.requests WHERE id = \(id)")[0].decode("file_deleted_at", as: Date?.self)
+        #expect(deleted != nil, "file_deleted_at recorded after the simulator's purge")
         #expect(try await purging.pool.query("SELECT count(*) AS n FROM detectq.post_tasks WHERE request_id = \(plain)")[0].decode("n", as: Int.self) == 0)
         #expect(sink.deliveries.isEmpty, "no overdue alert for a purge within the SLA")
         await purging.stop()
@@ -145,8 +140,20 @@ struct RetentionTrackingTests {
         let stuck = try await never.insert("media_url, zero_retention_mode", ["https://cdn.example.com/kept.wav", true])
         let watcher = never.startWorker(try never.configuration(), postProcessors: overdueProcessors)
         try await never.waitUntilFinished([stuck])
-        _ = await sink.deliveries(count: 1, within: .seconds(20))
-        try await Task.sleep(for: .seconds(3))
+        try await waitUntil("the overdue alert is delivered") {
+            try await never.count("""
+                SELECT count(*) AS n FROM detectq.post_tasks WHERE processor = 'alert.webhook/retention.overdue' AND state = 'completed'
+                """) == 1
+        }
+        // The tracker keeps watching; a second alert would come from one of its next checks.
+        let checks = {
+            try await never.count("""
+                SELECT count(*) AS n FROM detectq.post_task_events e JOIN detectq.post_tasks t ON t.id = e.task_id
+                WHERE t.processor = 'retention.tracking' AND e.to_state = 'running'
+                """)
+        }
+        let checksAtAlert = try await checks()
+        try await waitUntil("the tracker checks twice more after the alert") { try await checks() >= checksAtAlert + 2 }
         await watcher.stop()
         let alerts = sink.deliveries
         #expect(alerts.count == 1, "exactly one overdue alert: \(alerts.map(\.text))")

@@ -5,7 +5,6 @@ import Foundation
 import Postgres
 import ResembleDetect
 import Synchronization
-import DetectqTestSupport
 import Testing
 
 /// A processor that fails its first `failures` runs, then succeeds, counting its runs.
@@ -29,7 +28,7 @@ final class Counter: Sendable {
     var current: Int { value.withLock { $0 } }
 }
 
-@Suite("Post-processing in the worker", .enabled(if: TestDatabase.isEnabled))
+@Suite("Post-processing in the worker", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct PostProcessingTests {
     @Test func fakesAreAlertedThroughPgNotifyOnceEachAndRealsNot() async throws {
         let harness = try await WorkerHarness.start()
@@ -38,14 +37,11 @@ struct PostProcessingTests {
         let fake = try await harness.insert("media_url, metadata", ["https://cdn.example.com/fake-call.wav", PostgresJSON(text: #"{"case": 881}"#)])
         let real = try await harness.insert("media_url", ["https://cdn.example.com/real-call.wav"])
         let worker = harness.startWorker(try harness.configuration(), postProcessors: [PgNotifyAlertSink(policy: .init())])
-        try await harness.waitUntilFinished([fake, real])
+        try await harness.waitUntilProcessed([fake, real])
         guard case .notification(let notification)? = await alerts.next() else {
             Issue.record("no alert")
             return
         }
-        let tasksDone = { try await harness.pool.query("SELECT count(*) AS n FROM detectq.post_tasks WHERE state = 'completed'")[0].decode("n", as: Int.self) }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while try await tasksDone() < 1 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         await worker.stop()
 
         let event = try JSONDecoder().decode([String: JSONValue].self, from: Data(notification.payload.utf8))
@@ -68,10 +64,7 @@ struct PostProcessingTests {
         let id = try await harness.insert("media_url", ["https://cdn.example.com/a.wav"])
         let runs = Counter()
         let worker = harness.startWorker(try harness.configuration(), postProcessors: [Flaky(failures: 2, runs: runs)])
-        try await harness.waitUntilFinished([id])
-        let deadline = ContinuousClock.now + .seconds(15)
-        while runs.current < 3 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        try await Task.sleep(for: .milliseconds(200))
+        try await harness.waitUntilProcessed([id])
         await worker.stop()
         #expect(runs.current == 3)
         let history = try await harness.pool.query("""
@@ -84,7 +77,7 @@ struct PostProcessingTests {
     }
 }
 
-@Suite("Alert sinks over HTTP", .enabled(if: TestDatabase.isEnabled))
+@Suite("Alert sinks over HTTP", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct AlertSinkTests {
     @Test func webhookSlackAndPagerDutyEachGetOneAlertPerFakeEvenWhenTheSinkFailsHalfTheTime() async throws {
         let sink = try await HTTPRecorder.start(refuseEveryOther: true)
@@ -102,14 +95,11 @@ struct AlertSinkTests {
             PagerDutyAlertSink(routingKey: "routing-key-1", url: sink.baseURL + "/pagerduty", policy: policy),
         ]
         let worker = harness.startWorker(try harness.configuration(), postProcessors: processors)
-        try await harness.waitUntilFinished(fakes + [real])
-        let accepted = { sink.deliveries.filter { !$0.refused } }
-        let deadline = ContinuousClock.now + .seconds(30)
-        while accepted().count < 6 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        try await Task.sleep(for: .milliseconds(300))
+        // Every post-task finished: no delivery can come after this.
+        try await harness.waitUntilProcessed(fakes + [real])
         await worker.stop()
 
-        let delivered = accepted()
+        let delivered = sink.deliveries.filter { !$0.refused }
         #expect(delivered.count == 6, "one accepted alert per fake per sink: \(delivered.map(\.path))")
         #expect(sink.deliveries.contains { $0.refused }, "the sink refused some deliveries")
         let hooks = delivered.filter { $0.path == "/hook" }

@@ -4,7 +4,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("Post-tasks share the requests' claim, lease and rescue core", .enabled(if: TestDatabase.isEnabled))
+@Suite("Post-tasks share the requests' claim, lease and rescue core", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct PostTaskStoreTests {
     /// A completed request with `processors` post-tasks, in a database of its own.
     func fixture(_ processors: [String]) async throws -> (PostgresConfiguration, PostgresConnectionPool, Int) {

@@ -35,7 +35,7 @@ struct StoreFixture {
     }
 }
 
-@Suite("Claiming, leases and rescue", .enabled(if: TestDatabase.isEnabled))
+@Suite("Claiming, leases and rescue", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct RequestStoreTests {
     @Test func claimsTheHighestPriorityDueRequestsFirst() async throws {
         let fixture = try await StoreFixture.make()

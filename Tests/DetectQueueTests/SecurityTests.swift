@@ -25,7 +25,7 @@ struct NoteMetadata: PostProcessor {
     }
 }
 
-@Suite("Hostile input to the queue: stored verbatim, never executed", .enabled(if: TestDatabase.isEnabled))
+@Suite("Hostile input to the queue: stored verbatim, never executed", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct SQLInjectionTests {
     static let drop = "'); DROP TABLE public.detectq_canary; --"
 
@@ -47,7 +47,8 @@ struct SQLInjectionTests {
         ids["pipeline"] = try await harness.insert("media_url, pipeline", ["https://cdn.example.com/p.wav", Self.drop])
         let log = MetadataLog()
         let worker = harness.startWorker(try harness.configuration(), postProcessors: [NoteMetadata(log: log)])
-        try await harness.waitUntilFinished(Array(ids.values), timeout: .seconds(30))
+        // Post-tasks run after completion: what they were given is asserted once they are done.
+        try await harness.waitUntilProcessed(Array(ids.values))
         await worker.stop()
 
         let canary = try await harness.pool.query("SELECT to_regclass('public.detectq_canary')::text AS t")[0].decode("t", as: String?.self)

@@ -6,7 +6,7 @@ import Postgres
 import ResembleDetect
 import Testing
 
-@Suite("The worker end to end: real PostgreSQL, the simulator", .enabled(if: TestDatabase.isEnabled))
+@Suite("The worker end to end: real PostgreSQL, the simulator", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct WorkerEndToEndTests {
     @Test func everySubmitPathAndEveryWaitModeCompletes() async throws {
         let harness = try await WorkerHarness.start(.init(latency: .milliseconds(300), purgeDelay: .milliseconds(200)))
@@ -87,7 +87,7 @@ struct WorkerEndToEndTests {
     }
 }
 
-@Suite("Worker retries and health", .enabled(if: TestDatabase.isEnabled))
+@Suite("Worker retries and health", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct WorkerRetryTests {
     @Test func aRetryReusesTheSecureUploadTokenInsteadOfUploadingAgain() async throws {
         let harness = try await WorkerHarness.start(.init(faults: .init(serverErrorRate: 1, endpoints: ["POST /detect"])))
@@ -96,10 +96,8 @@ struct WorkerRetryTests {
         try FileHandle(forWritingTo: big).truncate(atOffset: 151_000_000)
         let id = try await harness.insert("media_path", ["long-call.wav"])
         let worker = harness.startWorker(try harness.configuration())
-        let deadline = ContinuousClock.now + .seconds(30)
-        while try await harness.pool.query("SELECT attempt FROM detectq.requests WHERE id = \(id)")[0].decode("attempt", as: Int.self) < 2
-            && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("request \(id) is on its second attempt") {
+            try await harness.pool.query("SELECT attempt FROM detectq.requests WHERE id = \(id)")[0].decode("attempt", as: Int.self) >= 2
         }
         await harness.simulator.state.setFaults(.none)
         try await harness.waitUntilFinished([id])
@@ -150,7 +148,7 @@ struct WorkerRetryTests {
             try await harness.pool.query(PostgresQuery(sql: "UPDATE detectq.requests SET \(step) WHERE id = $1", parameters: [id]))
         }
         let worker = harness.startWorker(try harness.configuration())
-        try await harness.waitUntilFinished([id], timeout: .seconds(30))
+        try await harness.waitUntilFinished([id])
         await worker.stop()
         #expect(try await harness.row(id).decode("state", as: String.self) == "completed")
         #expect(try await harness.history(id).suffix(4) == ["queued", "submitting", "awaiting_result", "completed"])

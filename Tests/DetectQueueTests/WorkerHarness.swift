@@ -18,10 +18,12 @@ struct WorkerHarness {
         let database = try await TestDatabase.createMigratedDatabase()
         let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-worker-media-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
-        return WorkerHarness(
+        let harness = WorkerHarness(
             database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 4),
             simulator: try await DetectSimulator.start(configuration: simulatorConfiguration), mediaRoot: mediaRoot
         )
+        TestResources.stopAtEnd { await harness.stop() }
+        return harness
     }
 
     /// A worker configuration against this harness; `callbacks` gives it a callback receiver on a free port.
@@ -29,7 +31,7 @@ struct WorkerHarness {
         var settings = [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
             "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
-            "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
+            "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_RETRY_MAX_SECONDS": "1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
             "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
         ]
         if callbacks { settings["DETECTQ_CALLBACK_URL"] = "http://127.0.0.1:\(settings["DETECTQ_HTTP_PORT"]!)" }
@@ -49,7 +51,9 @@ struct WorkerHarness {
             logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() })
         )
         let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
-        return RunningWorker(worker: worker, group: group, task: Task { try await group.run() })
+        let running = RunningWorker(worker: worker, group: group, task: Task { try await group.run() })
+        TestResources.stopAtEnd { await running.stop() }
+        return running
     }
 
     /// Writes a media file under the media root.
@@ -68,17 +72,29 @@ struct WorkerHarness {
         ))[0].decode("id", as: Int.self)
     }
 
-    /// Waits until none of `ids` is in a state other than the terminal ones, or `timeout` passes.
-    func waitUntilFinished(_ ids: [Int], timeout: Duration = .seconds(60)) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let open = try await pool.query("""
+    /// Waits until none of `ids` is in a state other than the terminal ones.
+    func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+        try await waitUntil("requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
+            try await pool.query("""
                 SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
-                """)[0].decode("n", as: Int.self)
-            if open == 0 { return }
-            try await Task.sleep(for: .milliseconds(100))
+                """)[0].decode("n", as: Int.self) == 0
         }
-        throw TestSetupError("requests still unfinished after \(timeout)")
+    }
+
+    /// Waits until the requests `ids` are finished and so is every post-task they made: what a test of
+    /// post-processing asserts comes after both.
+    func waitUntilProcessed(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+        try await waitUntilFinished(ids, timeout: timeout)
+        try await waitUntil("the post-tasks of requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
+            try await pool.query("""
+                SELECT count(*) AS n FROM detectq.post_tasks WHERE request_id = ANY(\(ids)) AND state NOT IN ('completed', 'failed')
+                """)[0].decode("n", as: Int.self) == 0
+        }
+    }
+
+    /// Counts what `sql` counts (a query selecting `count(*) AS n`).
+    func count(_ sql: PostgresQuery) async throws -> Int {
+        try await pool.query(sql)[0].decode("n", as: Int.self)
     }
 
     func row(_ id: Int) async throws -> PostgresRow {
@@ -93,6 +109,7 @@ struct WorkerHarness {
             .map { try $0.decode("to_state", as: String.self) }
     }
 
+    /// Stops the simulator, closes the pool and removes the media root; idempotent.
     func stop() async {
         await simulator.stop()
         await pool.close()

@@ -8,7 +8,7 @@ import Postgres
 import ResembleDetect
 import Testing
 
-@Suite("Worker scenarios: load, faults, forgery, bad tokens, latency", .enabled(if: TestDatabase.isEnabled), .serialized)
+@Suite("Worker scenarios: load, faults, forgery, bad tokens, latency", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct WorkerScenarioTests {
     @Test func threeWorkersDrainTwoThousandRequestsSubmittingEachOnce() async throws {
         let harness = try await WorkerHarness.start()
@@ -83,14 +83,15 @@ struct WorkerScenarioTests {
     }
 
     @Test func forgedCallbacksChangeNothing() async throws {
-        let harness = try await WorkerHarness.start(.init(latency: .seconds(2)))
-        let configuration = try harness.configuration(callbacks: true, environment: ["DETECTQ_CALLBACK_TIMEOUT": "60"])
+        // The detection takes a minute, so the forgeries below all meet a request still awaiting its result,
+        // however slow the machine; the simulator is then fast-forwarded and a poll finds the verdict.
+        let harness = try await WorkerHarness.start(.init(latency: .seconds(60)))
+        let configuration = try harness.configuration(callbacks: true, environment: ["DETECTQ_CALLBACK_TIMEOUT": "2"])
         let waiting = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-x.wav", "callback"])
         let queued = try await harness.insert("media_url, wait_mode, run_at", ["https://cdn.example.com/y.wav", "callback", Date().addingTimeInterval(3600)])
         let worker = harness.startWorker(configuration)
-        let deadline = ContinuousClock.now + .seconds(10)
-        while try await harness.row(waiting).decode("state", as: String.self) != "awaiting_result" && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil("request \(waiting) awaits its result") {
+            try await harness.row(waiting).decode("state", as: String.self) == "awaiting_result"
         }
         let base = configuration.callbackURL!
         let body = #"{"success": true, "item": {"uuid": "forged", "status": "completed", "metrics": {"label": "real"}}}"#
@@ -104,7 +105,8 @@ struct WorkerScenarioTests {
         #expect(try await get("\(base)/readyz") == 200)
         #expect(try await harness.row(waiting).decode("state", as: String.self) == "awaiting_result")
         #expect(try await harness.row(queued).decode("state", as: String.self) == "queued")
-        try await harness.waitUntilFinished([waiting], timeout: .seconds(20))
+        await harness.simulator.state.fastForward()
+        try await harness.waitUntilFinished([waiting])
         let row = try await harness.row(waiting)
         #expect(try row.decode("state", as: String.self) == "completed")
         #expect(try row.decode("is_fake", as: Bool?.self) == true, "the stored verdict is the API's, not the forger's")
@@ -117,9 +119,11 @@ struct WorkerScenarioTests {
         var ids: [Int] = []
         for index in 0..<5 { ids.append(try await harness.insert("media_url", ["https://cdn.example.com/\(index).wav"])) }
         let wrong = harness.startWorker(try harness.configuration(environment: ["RESEMBLE_API_TOKEN": "a-wrong-token"]))
-        let deadline = ContinuousClock.now + .seconds(10)
-        while wrong.worker.pausedReason == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        try await Task.sleep(for: .milliseconds(500))
+        try await waitUntil("the worker pauses on the refused token") { wrong.worker.pausedReason != nil }
+        // A request the worker held when the API refused the token is given back: wait for every one to be.
+        try await waitUntil("every request is queued again") {
+            try await harness.count("SELECT count(*) AS n FROM detectq.requests WHERE state <> 'queued'") == 0
+        }
         #expect(wrong.worker.pausedReason?.contains("RESEMBLE_API_TOKEN") == true)
         #expect(wrong.worker.pausedReason?.contains("a-wrong-token") == false)
         let readiness = try await HTTPClient.shared.execute(
@@ -142,11 +146,12 @@ struct WorkerScenarioTests {
     @Test func enqueueToClaimLatencyWithAnIdleWorker() async throws {
         let harness = try await WorkerHarness.start()
         let worker = harness.startWorker(try harness.configuration())
-        try await Task.sleep(for: .milliseconds(500))
+        // A first request shows the worker is up and listening before anything is timed.
+        try await harness.waitUntilFinished([try await harness.insert("media_url", ["https://cdn.example.com/warm-up.wav"])])
         var latencies: [Double] = []
         for index in 0..<100 {
             let id = try await harness.insert("media_url", ["https://cdn.example.com/l\(index).wav"])
-            try await harness.waitUntilFinished([id], timeout: .seconds(10))
+            try await harness.waitUntilFinished([id])
             latencies.append(try await harness.pool.query("""
                 SELECT EXTRACT(EPOCH FROM (SELECT at FROM detectq.request_events WHERE request_id = r.id AND to_state = 'submitting')
                        - (SELECT at FROM detectq.request_events WHERE request_id = r.id AND to_state = 'queued'))::float8 * 1000 AS ms
@@ -157,7 +162,9 @@ struct WorkerScenarioTests {
         latencies.sort()
         let p50 = latencies[49], p95 = latencies[94], p99 = latencies[98]
         print("enqueue-to-claim over 100 single inserts: p50 \(p50.formatted(.number.precision(.fractionLength(1)))) ms, p95 \(p95.formatted(.number.precision(.fractionLength(1)))) ms, p99 \(p99.formatted(.number.precision(.fractionLength(1)))) ms")
-        #expect(p50 < 50, "LISTEN/NOTIFY wakes the worker, not its one-second polling: p50 \(p50) ms")
+        // One-second polling would put the median near 500 ms; a NOTIFY wakes the worker in milliseconds, and a
+        // busy machine (the stress run) still stays far below the bound.
+        #expect(p50 < 250, "LISTEN/NOTIFY wakes the worker, not its one-second polling: p50 \(p50) ms")
         await harness.stop()
     }
 

@@ -66,7 +66,8 @@ public enum DetectqExecutable {
     }
 }
 
-/// A `detectq` process left running (a worker, the simulator), stopped with a signal by the test.
+/// A `detectq` process left running (a worker, the simulator), stopped with a signal by the test, and in
+/// any case when the test ends (`.stopsWhatItStarts`).
 public final class DetectqProcess: Sendable {
     private let process: Process
     /// Where its standard output and error go.
@@ -91,7 +92,9 @@ public final class DetectqProcess: Sendable {
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        return DetectqProcess(process: process, outputFile: outputFile)
+        let started = DetectqProcess(process: process, outputFile: outputFile)
+        TestResources.stopAtEnd { await started.stop(signal: SIGKILL) }
+        return started
     }
 
     /// Everything it has printed so far.
@@ -100,21 +103,31 @@ public final class DetectqProcess: Sendable {
     }
 
     /// Waits until its output has a line containing `text`, and returns that line.
-    public func waitForLine(containing text: String, timeout: Duration = .seconds(30)) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
-            guard process.isRunning else { throw TestSetupError("detectq exited before printing \"\(text)\": \(output)") }
-            try await Task.sleep(for: .milliseconds(50))
+    public func waitForLine(containing text: String, timeout: Duration = generousDeadline) async throws -> String {
+        do {
+            return try await waitFor("detectq prints \"\(text)\"", timeout: timeout) {
+                if let line = output.split(separator: "\n").first(where: { $0.contains(text) }) { return String(line) }
+                guard process.isRunning else { throw TestSetupError("detectq exited before printing \"\(text)\"") }
+                return nil
+            }
+        } catch let error as TestSetupError {
+            throw TestSetupError("\(error): \(output)")
         }
-        throw TestSetupError("detectq did not print \"\(text)\" within \(timeout): \(output)")
     }
 
-    /// Sends `signal` and waits for the process to exit; returns its exit status.
+    /// Whether it is still running.
+    public var isRunning: Bool { process.isRunning }
+
+    /// Sends `signal` and waits for the process to exit, killing it if it has not exited after `limit`;
+    /// returns its exit status. Stopping a process that has exited only reads its status.
     @discardableResult
-    public func stop(signal: Int32 = SIGTERM) async -> Int32 {
+    public func stop(signal: Int32 = SIGTERM, killAfter limit: Duration = .seconds(60)) async -> Int32 {
         if process.isRunning { kill(process.processIdentifier, signal) }
-        while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        let deadline = ContinuousClock.now + limit
+        while process.isRunning {
+            if ContinuousClock.now >= deadline { kill(process.processIdentifier, SIGKILL) }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
         try? FileManager.default.removeItem(at: outputFile)
         return process.terminationStatus
     }

@@ -1,6 +1,8 @@
 import Foundation
 import HTTPTypes
+import DetectSimulator
 import Hummingbird
+import Logging
 import NIOCore
 import Synchronization
 
@@ -22,11 +24,11 @@ public final class HTTPRecorder: Sendable {
     }
 
     private let store: DeliveryStore
-    private let server: Task<Void, any Error>
+    private let server: InProcessServer
     /// The recorder's base URL, `http://127.0.0.1:<port>`.
     public let baseURL: String
 
-    private init(store: DeliveryStore, server: Task<Void, any Error>, baseURL: String) {
+    private init(store: DeliveryStore, server: InProcessServer, baseURL: String) {
         self.store = store
         self.server = server
         self.baseURL = baseURL
@@ -53,31 +55,28 @@ public final class HTTPRecorder: Sendable {
             onServerRunning: { channel in
                 portContinuation.yield(channel.localAddress?.port ?? 0)
                 portContinuation.finish()
-            }
+            },
+            logger: Logger(label: "http-recorder", factory: { _ in SwiftLogNoOpLogHandler() })
         )
-        let server = Task { try await application.run() }
+        let server = InProcessServer(application)
         var iterator = ports.makeAsyncIterator()
         let port = await iterator.next() ?? 0
-        return HTTPRecorder(store: store, server: server, baseURL: "http://127.0.0.1:\(port)")
+        let recorder = HTTPRecorder(store: store, server: server, baseURL: "http://127.0.0.1:\(port)")
+        TestResources.stopAtEnd { await recorder.stop() }
+        return recorder
     }
 
     /// Everything received so far.
     public var deliveries: [Delivery] { store.all }
 
     /// Waits up to `timeout` until `count` deliveries have arrived, and returns all received by then.
-    public func deliveries(count: Int, within timeout: Duration) async -> [Delivery] {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let all = store.all
-            if all.count >= count { return all }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return store.all
+    public func deliveries(count: Int, within timeout: Duration = generousDeadline) async -> [Delivery] {
+        (try? await waitFor("\(count) deliveries arrive", timeout: timeout) { store.count >= count ? store.all : nil }) ?? store.all
     }
 
+    /// Stops serving; a stalled delivery is cut after a few seconds.
     public func stop() async {
-        server.cancel()
-        _ = await server.result
+        await server.stop(within: .seconds(5))
     }
 }
 

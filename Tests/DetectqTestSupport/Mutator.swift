@@ -1,5 +1,6 @@
 import DetectSimulator
 import Foundation
+import InputNumbers
 
 /// A seeded mutation fuzzer for the parsers of outside input: it takes a corpus of well-formed examples and
 /// breaks them the ways a hostile or broken peer would (flipped and lost bytes, cut documents, spliced
@@ -80,6 +81,7 @@ public struct Mutator: RandomNumberGenerator {
 
 /// How long one fuzz target runs: `DETECTQ_FUZZ_SECONDS`, or the caller's default.
 public func fuzzBudget(defaultSeconds: Double) -> Duration {
-    let seconds = ProcessInfo.processInfo.environment["DETECTQ_FUZZ_SECONDS"].flatMap(Double.init) ?? defaultSeconds
-    return .milliseconds(Int64(seconds * 1000))
+    let fallback = Duration.milliseconds(Int64(defaultSeconds * 1000))
+    guard let text = ProcessInfo.processInfo.environment["DETECTQ_FUZZ_SECONDS"] else { return fallback }
+    return (try? InputNumbers.seconds(text, from: "DETECTQ_FUZZ_SECONDS", in: .zero...(.seconds(86_400)), outOfRange: .clamp)) ?? fallback
 }

@@ -3,7 +3,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("Connections, transactions and the pool", .enabled(if: TestDatabase.isEnabled))
+@Suite("Connections, transactions and the pool", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct ConnectionTests {
     @Test func aTransactionThatThrowsLeavesNoRows() async throws {
         struct Abort: Error {}
@@ -79,10 +79,10 @@ struct ConnectionTests {
         let backend = try #require(await connection.backendProcessID())
         let first = Task { try await connection.query("SELECT pg_sleep(1.5)") }
         // Only once the first statement runs on the server is the second one sure to queue behind it.
-        while try await observer.query("""
-            SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE pid = \(backend) AND state = 'active'
-            """)[0].decode("n", as: Int.self) == 0 {
-            try await Task.sleep(for: .milliseconds(20))
+        try await waitUntil("the first statement runs on the server") {
+            try await observer.query("""
+                SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE pid = \(backend) AND state = 'active'
+                """)[0].decode("n", as: Int.self) > 0
         }
         let started = ContinuousClock.now
         let queued = Task { try await connection.query("SELECT pg_sleep(5)") }
@@ -97,9 +97,17 @@ struct ConnectionTests {
     }
 
     @Test func waitersGiveUpTheirPlaceWhenCancelled() async throws {
-        let pool = PostgresConnectionPool(configuration: try TestDatabase.serverConfiguration(), maximumConnections: 1)
+        let name = "detectq-test-waiters-\(UUID().uuidString.prefix(8))"
+        let pool = PostgresConnectionPool(configuration: try TestDatabase.serverConfiguration(applicationName: name), maximumConnections: 1)
+        let observer = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
         let holder = Task { try await pool.query("SELECT pg_sleep(1)") }
-        try await Task.sleep(for: .milliseconds(200))
+        // Only once the holder's statement runs does the pool's one connection surely belong to it.
+        try await waitUntil("the holder's statement runs") {
+            try await observer.query("""
+                SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE application_name = \(name) AND state = 'active'
+                """)[0].decode("n", as: Int.self) > 0
+        }
+        await observer.close()
         let waiter = Task { try await pool.query("SELECT 1") }
         try await Task.sleep(for: .milliseconds(100))
         waiter.cancel()

@@ -3,7 +3,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("Errors carry SQLSTATE and constraint, and never the values", .enabled(if: TestDatabase.isEnabled))
+@Suite("Errors carry SQLSTATE and constraint, and never the values", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct ErrorTests {
     @Test func constraintViolationsNameTheConstraintButNotTheValue() async throws {
         let pool = PostgresConnectionPool(configuration: try await TestDatabase.createDatabase(), maximumConnections: 1)

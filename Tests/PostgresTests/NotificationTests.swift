@@ -3,7 +3,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("LISTEN/NOTIFY as an AsyncSequence", .enabled(if: TestDatabase.isEnabled))
+@Suite("LISTEN/NOTIFY as an AsyncSequence", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct NotificationTests {
     @Test func aNotifySentAfterListenArrivesAndSurvivesALostConnection() async throws {
         let channel = "test_channel_\(UUID().uuidString.prefix(8).lowercased())"

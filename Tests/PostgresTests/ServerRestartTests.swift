@@ -5,11 +5,11 @@ import Postgres
 import Testing
 
 /// These tests stop and start a PostgreSQL server of their own, so the shared test server is never disturbed.
-@Suite("Recovering from a server restart", .enabled(if: TestDatabase.isEnabled), .serialized)
+@Suite("Recovering from a server restart", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct ServerRestartTests {
     @Test(arguments: [ThrowawayPostgresCluster.ShutdownMode.fast, .immediate])
     func theQueryAfterARestartWorksOrFailsOnceThenWorks(mode: ThrowawayPostgresCluster.ShutdownMode) async throws {
-        let cluster = try await ThrowawayPostgresCluster.start()
+        let cluster = try await ThrowawayPostgresCluster.startForTest()
         let configuration = PostgresConfiguration(connectionString: cluster.connectionString)
         let connection = try await PostgresConnection.connect(configuration)
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 2)
@@ -45,7 +45,7 @@ struct ServerRestartTests {
     }
 
     @Test func theListenerComesBackAfterARestart() async throws {
-        let cluster = try await ThrowawayPostgresCluster.start()
+        let cluster = try await ThrowawayPostgresCluster.startForTest()
         let configuration = PostgresConfiguration(connectionString: cluster.connectionString)
         var events = PostgresNotificationListener.listen(configuration, channels: ["restart_test"]).makeAsyncIterator()
         #expect(await events.next() == .listening)

@@ -3,7 +3,7 @@ import Foundation
 import Postgres
 import Testing
 
-@Suite("Values round-trip through PostgreSQL", .enabled(if: TestDatabase.isEnabled))
+@Suite("Values round-trip through PostgreSQL", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct TypeRoundTripTests {
     let pool: PostgresConnectionPool
 

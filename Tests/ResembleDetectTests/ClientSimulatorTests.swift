@@ -6,7 +6,7 @@ import NIOCore
 import ResembleDetect
 import Testing
 
-@Suite("The client against the simulator, over loopback")
+@Suite("The client against the simulator, over loopback", .stopsWhatItStarts)
 struct ClientSimulatorTests {
     @Test func aURLWithPreferWaitReturnsTheVerdict() async throws {
         let harness = try await SimulatorHarness.start()
@@ -32,10 +32,9 @@ struct ClientSimulatorTests {
         let accepted = try await harness.client.submit(.url("https://cdn.example.com/a.mp3"), wait: false)
         #expect(accepted.status == .processing)
         #expect(accepted.label == nil)
-        var item = accepted
-        while !item.isFinished {
-            try await Task.sleep(for: .milliseconds(100))
-            item = try await harness.client.detection(uuid: accepted.uuid)
+        let item = try await waitFor("detection \(accepted.uuid) is finished", interval: .milliseconds(100)) {
+            let polled = try await harness.client.detection(uuid: accepted.uuid)
+            return polled.isFinished ? polled : nil
         }
         #expect(item.uuid == accepted.uuid && item.status == .completed && item.isFake == false)
         #expect(ContinuousClock.now - started >= .milliseconds(400), "the result came after the latency, not at once")
@@ -57,9 +56,11 @@ struct ClientSimulatorTests {
         #expect(item.retention.url == nil && item.retention.audioURL == nil)
         #expect(item.retention.filename?.hasPrefix("redacted_") == true && item.retention.filename?.hasSuffix(".wav") == true)
         #expect(!item.retention.isPurged)
-        try await Task.sleep(for: .milliseconds(2_500))
-        let purged = try await harness.client.detection(uuid: item.uuid)
-        #expect(purged.retention.fileDeletedAt != nil)
+        let purged = try await waitFor("the simulator purges the file", interval: .milliseconds(100)) {
+            let polled = try await harness.client.detection(uuid: item.uuid)
+            return polled.retention.fileDeletedAt != nil ? polled : nil
+        }
+        #expect(purged.retention.isPurged)
         let real = try await harness.client.submit(.file(try harness.file("real.png", "PNG bytes")), wait: true)
         #expect(real.mediaType == .image && real.isFake == false)
         #expect(await harness.simulator.state.snapshot().submissionsByMedia["file:call-881.wav"] == 1)
@@ -202,8 +203,8 @@ struct ClientSimulatorTests {
         let recorder = try await HTTPRecorder.start()
         let lossy = try await SimulatorHarness.start(.init(faults: .init(lostCallbackRate: 1)))
         _ = try await lossy.client.submit(.url("https://cdn.example.com/a.wav"), options: .init(callbackURL: recorder.baseURL + "/callbacks/1"), wait: false)
-        #expect(await recorder.deliveries(count: 1, within: .milliseconds(800)).isEmpty)
-        #expect(await lossy.simulator.state.snapshot().callbacksLost == 1)
+        try await waitUntil("the simulator drops the callback") { await lossy.simulator.state.snapshot().callbacksLost == 1 }
+        #expect(recorder.deliveries.isEmpty)
         await lossy.stop()
 
         let doubled = try await SimulatorHarness.start(.init(faults: .init(duplicateCallbackRate: 1)))
@@ -218,7 +219,7 @@ struct ClientSimulatorTests {
     }
 
     @Test func aResponseSlowerThanTheResponseTimeoutIsRetryable() async throws {
-        let simulator = try await DetectSimulator.start(configuration: .init(latency: .seconds(3)))
+        let simulator = try await DetectSimulator.startForTest(configuration: .init(latency: .seconds(3)))
         let client = DetectClient(configuration: .init(baseURL: simulator.baseURL, token: nil, responseTimeout: .milliseconds(300)))
         let started = ContinuousClock.now
         let error = await #expect(throws: DetectAPIError.self) {
@@ -231,7 +232,7 @@ struct ClientSimulatorTests {
     }
 
     @Test func aRefusedConnectionIsRetryable() async throws {
-        let simulator = try await DetectSimulator.start()
+        let simulator = try await DetectSimulator.startForTest()
         let baseURL = simulator.baseURL
         await simulator.stop()
         let client = DetectClient(configuration: .init(baseURL: baseURL, token: "secret-token-xyz", connectTimeout: .seconds(2)))
@@ -273,7 +274,7 @@ struct ClientSimulatorTests {
     }
 }
 
-@Suite("Large uploads stream in flat memory", .serialized)
+@Suite("Large uploads stream in flat memory", .stopsWhatItStarts, .serialized)
 struct LargeUploadTests {
     @Test func aFileOver150MBGoesThroughASecureUpload() async throws {
         let harness = try await SimulatorHarness.start()

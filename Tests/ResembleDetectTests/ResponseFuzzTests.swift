@@ -31,7 +31,7 @@ struct ResponseFuzzTests {
         _ = try? DetectionItem(json: String(decoding: input, as: UTF8.self))
         let error = DetectAPIError.from(status: status, body: input, retryAfter: retryAfter, secrets: [secret])
         #expect(!error.description.contains(secret), "the API token leaked into an error: \(error.description)")
-        _ = DetectAPIError.parseRetryAfter(retryAfter)
+        _ = DetectAPIError.parseRetryAfter(retryAfter).map { #expect($0 >= .zero && $0 <= DetectAPIError.longestRetryAfter) }
     }
 
     @Test func everyKeptReproducerStillDecodesWithoutACrash() throws {

@@ -13,7 +13,7 @@ struct SimulatorHarness {
     static func start(
         _ configuration: SimulatorConfiguration = .init(), clientToken: String? = nil
     ) async throws -> SimulatorHarness {
-        let simulator = try await DetectSimulator.start(configuration: configuration)
+        let simulator = try await DetectSimulator.startForTest(configuration: configuration)
         let client = DetectClient(configuration: DetectClientConfiguration(
             baseURL: simulator.baseURL, token: clientToken ?? configuration.requiredToken,
             connectTimeout: .seconds(5), uploadIdleTimeout: .seconds(30), responseTimeout: .seconds(60)

@@ -28,7 +28,7 @@ struct BadInsert: Sendable, CustomTestStringConvertible {
 
 private let url = "'https://cdn.example.com/a.mp4'"
 
-@Suite("Producers' INSERTs are checked by the database", .enabled(if: TestDatabase.isEnabled))
+@Suite("Producers' INSERTs are checked by the database", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct InsertTests {
     static let badInserts: [BadInsert] = [
         .violates("requests_exactly_one_media_source", "INSERT INTO detectq.requests (intelligence) VALUES (true)"),

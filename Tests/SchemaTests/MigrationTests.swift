@@ -4,7 +4,7 @@ import Postgres
 import SchemaMigrations
 import Testing
 
-@Suite("detectq migrate", .enabled(if: TestDatabase.isEnabled))
+@Suite("detectq migrate", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct MigrationTests {
     func migration(_ version: Int, _ sql: String) -> Migration {
         Migration(fileName: String(format: "%04d_test.sql", version), bytes: Array(sql.utf8))

@@ -3,7 +3,7 @@ import DetectqTestSupport
 import Postgres
 import Testing
 
-@Suite("The state machine: one table in Swift, enforced by the database", .enabled(if: TestDatabase.isEnabled))
+@Suite("The state machine: one table in Swift, enforced by the database", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct StateTransitionTests {
     /// Every ordered pair of different states.
     static let pairs: [(RequestState, RequestState)] = RequestState.allCases.flatMap { from in
