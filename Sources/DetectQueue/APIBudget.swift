@@ -1,7 +1,8 @@
 import Foundation
 import Postgres
 
-/// The API's request budget, shared by every worker through the database (`detectq.api_budget`).
+/// The API's request budget, shared by every worker through the database (`detectq.api_budget`, and the
+/// rate-limit pause in `detectq.pauses`).
 ///
 /// Each request reserves the next free slot in one UPDATE; slots are `1 / ratePerSecond` apart, and after
 /// an idle spell at most one slot may lie in the past, so no one-second window is granted more than the
@@ -32,7 +33,9 @@ public struct APIBudget: Sendable {
         }
         pauseChecks = Coalescer(maximumConcurrentBatches: 1) { batch in
             let paused = try await pool.query("""
-                SELECT paused_until > clock_timestamp() AS paused FROM detectq.api_budget
+                SELECT EXISTS (
+                    SELECT 1 FROM detectq.pauses WHERE kind = 'rate_limited' AND until > clock_timestamp()
+                ) AS paused
                 """)[0].decode("paused", as: Bool.self)
             return Array(repeating: paused, count: batch.count)
         }
@@ -44,7 +47,8 @@ public struct APIBudget: Sendable {
         let span = interval * Double(count)
         let row = try await pool.query("""
             UPDATE detectq.api_budget SET next_slot_at = GREATEST(
-                    next_slot_at, clock_timestamp() - make_interval(secs => \(tolerance(ratePerSecond))), paused_until
+                    next_slot_at, clock_timestamp() - make_interval(secs => \(tolerance(ratePerSecond))),
+                    (SELECT until FROM detectq.pauses WHERE kind = 'rate_limited')
                 ) + make_interval(secs => \(span))
             RETURNING next_slot_at - make_interval(secs => \(span)) AS slot,
                       EXTRACT(EPOCH FROM next_slot_at - make_interval(secs => \(span)) - clock_timestamp())::float8 AS wait
@@ -74,12 +78,10 @@ public struct APIBudget: Sendable {
         }
     }
 
-    /// Stops every worker's API requests until `duration` from now (a 429's `Retry-After`).
-    public func pause(for duration: Duration) async throws {
+    /// Stops every worker's API requests until `duration` from now (a 429's `Retry-After`), through the
+    /// shared pause.
+    public func pause(for duration: Duration, by workerID: String?) async throws {
         QueueMetrics.rateLimitPause()
-        try await pool.query("""
-            UPDATE detectq.api_budget
-            SET paused_until = GREATEST(paused_until, clock_timestamp() + make_interval(secs => \(duration.seconds)))
-            """)
+        try await SharedPause(pool: pool).pauseRateLimited(for: duration, by: workerID)
     }
 }

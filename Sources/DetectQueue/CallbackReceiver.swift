@@ -41,7 +41,10 @@ struct CallbackReceiver: Sendable {
         router.get("/readyz") { _, _ -> Response in
             if let reason = processor.pause.currentReason { return text("paused: \(reason)\n", status: .serviceUnavailable) }
             do {
-                try await processor.store.pool.query("SELECT 1")
+                // Out of credit, no worker can submit: not ready, and saying why.
+                if let credit = try await SharedPause(pool: processor.store.pool).current().first(where: { $0.kind == .outOfCredit }) {
+                    return text("paused: the account is out of credit; submitting is paused for every worker (\(credit.reason))\n", status: .serviceUnavailable)
+                }
                 return text("ready\n", status: .ok)
             } catch {
                 return text("database unreachable: \(error)\n", status: .serviceUnavailable)

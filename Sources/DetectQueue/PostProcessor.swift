@@ -48,11 +48,14 @@ public struct DetectionOutcome: Sendable {
     public let zeroRetentionMode: Bool
     public let intelligenceRequested: Bool
     public let completedAt: Date
+    /// The verdict over every track, with the worker's `DETECTQ_FAKE_THRESHOLD`: the one that decided `is_fake`.
+    public let verdict: Verdict
 
     public init(
         requestID: Int, remoteUUID: String, item: DetectionItem, metadata: PostgresJSON, zeroRetentionMode: Bool,
-        intelligenceRequested: Bool, completedAt: Date
+        intelligenceRequested: Bool, completedAt: Date, fakeThreshold: Double? = nil
     ) {
+        verdict = item.verdict(threshold: fakeThreshold)
         self.requestID = requestID
         self.remoteUUID = remoteUUID
         self.item = item
@@ -63,11 +66,11 @@ public struct DetectionOutcome: Sendable {
     }
 
     /// The outcome of a request that has just completed with `item`.
-    init(request: DetectionRequest, item: DetectionItem, completedAt: Date = Date()) {
+    init(request: DetectionRequest, item: DetectionItem, fakeThreshold: Double?, completedAt: Date = Date()) {
         self.init(
             requestID: request.id, remoteUUID: item.uuid, item: item, metadata: request.metadata,
             zeroRetentionMode: request.options.zeroRetentionMode == true, intelligenceRequested: request.options.intelligence == true,
-            completedAt: completedAt
+            completedAt: completedAt, fakeThreshold: fakeThreshold
         )
     }
 }

@@ -12,6 +12,8 @@ struct PostTaskRunner: Sendable {
     let budget: APIBudget
     let workerID: String
     let retryPolicy: RetryPolicy
+    /// `DETECTQ_FAKE_THRESHOLD`, for the verdict the processors see.
+    let fakeThreshold: Double?
     let logger: Logger
 
     func run(_ task: PostTask) async {
@@ -74,7 +76,8 @@ struct PostTaskRunner: Sendable {
         return DetectionOutcome(
             requestID: requestID, remoteUUID: remoteUUID, item: try DetectionItem(json: result.text),
             metadata: try row.decode("metadata"), zeroRetentionMode: try row.decode("zero_retention_mode"),
-            intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at")
+            intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at"),
+            fakeThreshold: fakeThreshold
         )
     }
 }

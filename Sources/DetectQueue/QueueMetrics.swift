@@ -27,6 +27,8 @@ public enum QueueMetrics {
     public static let postTasks = "detectq_post_tasks_total"
     /// Completed requests the API called fake.
     public static let fakesFound = "detectq_fakes_found_total"
+    /// Requests failed because their result did not come within `DETECTQ_RESULT_TIMEOUT`.
+    public static let resultTimeouts = "detectq_result_timeouts_total"
     /// Requests by `state` and post-tasks by `state`, sampled from the database when `/metrics` is read.
     public static let queueDepth = "detectq_queue_depth"
     public static let postTaskDepth = "detectq_post_task_depth"
@@ -79,6 +81,10 @@ public enum QueueMetrics {
 
     static func fakeFound() {
         Counter(label: fakesFound).increment()
+    }
+
+    static func resultTimedOut() {
+        Counter(label: resultTimeouts).increment()
     }
 
     /// Reads the queue's depth from the database into the depth gauges; every state is reported, zeros too.

@@ -32,12 +32,14 @@ struct RequestProcessor: Sendable {
         }
     }
 
-    func process(_ request: DetectionRequest, isShuttingDown: @Sendable () -> Bool) async -> Ending {
+    /// Carries `request` through one attempt. `probe` marks the one submission that checks whether credit is
+    /// back while the account is out of credit: when the API accepts it, the shared pause ends.
+    func process(_ request: DetectionRequest, probe: Bool = false, isShuttingDown: @Sendable () -> Bool) async -> Ending {
         var logger = logger
         logger[metadataKey: "request_id"] = "\(request.id)"
         if let remoteUUID = request.remoteUUID { logger[metadataKey: "remote_uuid"] = "\(remoteUUID)" }
         do {
-            return try await attempt(request, logger: logger, isShuttingDown: isShuttingDown)
+            return try await attempt(request, probe: probe, logger: logger, isShuttingDown: isShuttingDown)
         } catch let error as MediaPathError {
             await record(.failedPermanently(reason: error.description), request, logger: logger)
         } catch let error as DetectAPIError {
@@ -52,7 +54,7 @@ struct RequestProcessor: Sendable {
     /// check; one that took longer is checked and stamped again first.
     static let claimFreshness: Duration = .seconds(1)
 
-    private func attempt(_ request: DetectionRequest, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+    private func attempt(_ request: DetectionRequest, probe: Bool, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
         let claimed = ContinuousClock.now
         if let remoteUUID = request.remoteUUID {
             // The API accepted this request before (it was retried by hand): wait for it, never send it again.
@@ -109,6 +111,9 @@ struct RequestProcessor: Sendable {
             }
         }
         let item = try await client.submit(source, options: options, wait: mode == .sync)
+        if probe, try await SharedPause(pool: store.pool).endOutOfCredit() {
+            logger.notice("the API accepted a submission again: credit is back, and every worker resumes submitting")
+        }
         var changes = RequestChanges()
         changes.submitPath = path
         changes.callbackSecretHash = secretHash
@@ -155,9 +160,24 @@ struct RequestProcessor: Sendable {
             return
         }
         var result = changes
-        result.apply(item)
+        result.apply(item, threshold: configuration.fakeThreshold)
         if try await store.complete(request, workerID: configuration.workerID, result: result, postProcessors: postProcessors(request, item)) {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
+        }
+    }
+
+    /// Pauses submitting for every worker after a 402; the worker that starts the pause says so, once.
+    private func pauseForCredit(_ error: DetectAPIError, logger: Logger) async {
+        do {
+            let seconds = Int(configuration.creditRecheck.seconds.rounded())
+            if try await SharedPause(pool: store.pool).pauseOutOfCredit(
+                reason: "\(error); one submission probes again every \(seconds) s", by: configuration.workerID,
+                recheck: configuration.creditRecheck
+            ) {
+                logger.critical("the account is out of credit (\(error)): every worker stops submitting, no request is failed or spends an attempt, and one submission probes again every \(seconds) s")
+            }
+        } catch {
+            logger.error("could not record the out-of-credit pause: \(error)")
         }
     }
 
@@ -169,11 +189,18 @@ struct RequestProcessor: Sendable {
 
     private func handle(_ error: DetectAPIError, _ request: DetectionRequest, logger: Logger) async -> Ending {
         switch error {
+        case .authentication(let status, let message) where status == 403 && !request.options.optionalProducts.isEmpty:
+            // The key may lack one product: this request asked for some, so it alone fails; others go on.
+            let products = request.options.optionalProducts.joined(separator: ", ")
+            await record(.failedPermanently(reason: "the API refused a product this request asks for (\(products)) with HTTP 403: \(message)"), request, logger: logger)
         case .authentication:
             stopClaiming(refusedBy: error, logger: logger)
             return await release(request, logger: logger)
+        case .outOfCredit:
+            await pauseForCredit(error, logger: logger)
+            return await release(request, logger: logger)
         case .retryable(_, let status, let retryAfter):
-            if let retryAfter { try? await budget.pause(for: retryAfter) }
+            if let retryAfter { try? await budget.pause(for: retryAfter, by: configuration.workerID) }
             let cause = switch status {
             case nil: "network"
             case 429: "rate_limited"
@@ -182,16 +209,39 @@ struct RequestProcessor: Sendable {
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
         case .malformedResponse:
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, cause: "malformed_response", logger: logger)
+        case .permanent(400, let message) where Self.refusesMediaToken(message):
+            switch request.media {
+            case .path:
+                // The stored secure upload's token was used (by a submission whose answer was lost) or expired:
+                // the file is still here, so the next attempt uploads it again.
+                var changes = RequestChanges()
+                changes.clearsSecureUpload = true
+                let reason = "the API refused the secure upload's token (\(message)); the file is uploaded again"
+                await record(.failedRetryably(reason: reason, retryAt: Date()), request, cause: "media_token_refused", changes: changes, logger: logger)
+            case .token:
+                await record(.failedPermanently(reason: "the API refused the media_token: \(message). A token serves one submission within the hour "
+                    + "after its upload: upload the file again (POST /secure_uploads) and enqueue the new token"), request, logger: logger)
+            case .url:
+                await record(.failedPermanently(reason: "\(error)"), request, logger: logger)
+            }
         case .permanent, .invalidMedia:
             await record(.failedPermanently(reason: "\(error)"), request, logger: logger)
         }
         return .recorded
     }
 
+    /// Whether a 400's message says the `media_token` was refused as already used or expired.
+    static func refusesMediaToken(_ message: String) -> Bool {
+        let text = message.lowercased()
+        return text.contains("media_token") && (text.contains("used") || text.contains("expired"))
+    }
+
     /// Records how an attempt ended; `cause` names why a retryable failure is retried, for the metrics.
-    private func record(_ event: RequestEvent, _ request: DetectionRequest, cause: String? = nil, logger: Logger) async {
+    private func record(
+        _ event: RequestEvent, _ request: DetectionRequest, cause: String? = nil, changes: RequestChanges = .init(), logger: Logger
+    ) async {
         do {
-            let applied = try await store.apply(event, to: request, workerID: configuration.workerID)
+            let applied = try await store.apply(event, to: request, workerID: configuration.workerID, changes: changes)
             if applied, let cause, request.attemptsLeft { QueueMetrics.retry(cause: cause) }
             logger.notice("attempt \(request.attempt) of \(request.maxAttempts): \(event.name)", metadata: ["reason": "\(event.reason ?? "")"])
         } catch {
@@ -219,13 +269,17 @@ struct RequestProcessor: Sendable {
 }
 
 extension RequestChanges {
-    /// Fills in the result columns from a finished item.
-    mutating func apply(_ item: DetectionItem) {
+    /// Fills in the result columns from a finished item: the verdict over every track (`threshold` is
+    /// `DETECTQ_FAKE_THRESHOLD`), and each track's own label.
+    mutating func apply(_ item: DetectionItem, threshold: Double?) {
+        let verdict = item.verdict(threshold: threshold)
         remoteUUID = item.uuid
         mediaType = item.mediaType?.description
-        label = item.label
-        isFake = item.isFake
-        aggregatedScore = item.aggregatedScore
+        label = verdict.label
+        audioLabel = verdict.label(of: .audio)
+        visualLabel = verdict.label(of: .visual)
+        isFake = verdict.isFake
+        aggregatedScore = verdict.score
         result = PostgresJSON(text: item.rawJSON)
         fileDeletedAt = item.retention.fileDeletedAt
     }

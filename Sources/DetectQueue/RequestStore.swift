@@ -133,6 +133,8 @@ public struct RequestStore: Sendable {
                 var remote_uuid: String?
                 var media_type: String?
                 var label: String?
+                var audio_label: String?
+                var visual_label: String?
                 var is_fake: Bool?
                 var aggregated_score: Double?
                 var file_deleted_at: String?
@@ -141,7 +143,8 @@ public struct RequestStore: Sendable {
             }
             let fields = Fields(
                 id: request.id, expected: request.state.rawValue, worker: workerID, remote_uuid: result.remoteUUID,
-                media_type: result.mediaType, label: result.label, is_fake: result.isFake,
+                media_type: result.mediaType, label: result.label, audio_label: result.audioLabel, visual_label: result.visualLabel,
+                is_fake: result.isFake,
                 aggregated_score: result.aggregatedScore.flatMap { $0.isFinite ? $0 : nil },
                 file_deleted_at: result.fileDeletedAt.map { ISO8601Timestamp.format($0) }, submit_path: result.submitPath,
                 callback_secret_hash: result.callbackSecretHash
@@ -162,13 +165,15 @@ public struct RequestStore: Sendable {
                 SELECT f.*, nullif(e->'r', 'null'::jsonb) AS result, e->'p' AS processors
                 FROM jsonb_array_elements(\(PostgresJSON(text: payload))) AS e,
                      jsonb_to_record(e->'f') AS f(id bigint, expected detectq.request_state, worker text, remote_uuid text,
-                         media_type text, label text, is_fake boolean, aggregated_score double precision,
+                         media_type text, label text, audio_label text, visual_label text, is_fake boolean,
+                         aggregated_score double precision,
                          file_deleted_at timestamptz, submit_path text, callback_secret_hash text)
             ), done AS (
                 UPDATE detectq.requests AS r SET
                     state = 'completed', completed_at = now(), locked_by = NULL, locked_until = NULL, result = v.result,
                     remote_uuid = coalesce(v.remote_uuid, r.remote_uuid), accepted_at = coalesce(r.accepted_at, now()),
-                    media_type = v.media_type, label = v.label, is_fake = v.is_fake, aggregated_score = v.aggregated_score,
+                    media_type = v.media_type, label = v.label, audio_label = v.audio_label, visual_label = v.visual_label,
+                    is_fake = v.is_fake, aggregated_score = v.aggregated_score,
                     file_deleted_at = v.file_deleted_at, submit_path = coalesce(v.submit_path, r.submit_path),
                     callback_secret_hash = coalesce(v.callback_secret_hash, r.callback_secret_hash)
                 FROM v
@@ -290,6 +295,8 @@ public struct RequestChanges: Sendable {
     var clearsErrorMessage = false
     var resetsAttempts = false
     var clearsSubmitStarted = false
+    /// Forget the stored secure-upload token (the API refused it), so the next attempt uploads the file again.
+    public var clearsSecureUpload = false
     /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
     public var keepsLease = false
     public var errorMessage: String?
@@ -298,6 +305,8 @@ public struct RequestChanges: Sendable {
     public var submitPath: String?
     public var mediaType: String?
     public var label: String?
+    public var audioLabel: String?
+    public var visualLabel: String?
     public var isFake: Bool?
     public var aggregatedScore: Double?
     public var result: PostgresJSON?
@@ -322,12 +331,15 @@ public struct RequestChanges: Sendable {
         if clearsErrorMessage { assignments.append("error_message = NULL") }
         if resetsAttempts { assignments.append("attempt = 0, completed_at = NULL") }
         if clearsSubmitStarted { assignments.append("submit_started_at = NULL") }
+        if clearsSecureUpload { assignments.append("secure_upload_token = NULL, secure_upload_token_issued_at = NULL") }
         if let runAt { set("run_at", runAt) }
         if let remoteUUID { set("remote_uuid", remoteUUID) }
         if remoteUUID != nil { assignments.append("accepted_at = coalesce(accepted_at, now())") }
         if let submitPath { set("submit_path", submitPath) }
         if let mediaType { set("media_type", mediaType) }
         if let label { set("label", label) }
+        if let audioLabel { set("audio_label", audioLabel) }
+        if let visualLabel { set("visual_label", visualLabel) }
         if let isFake { set("is_fake", isFake) }
         if let aggregatedScore { set("aggregated_score", aggregatedScore) }
         if let result { set("result", result) }

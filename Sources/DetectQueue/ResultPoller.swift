@@ -30,8 +30,8 @@ struct ResultPoller: Sendable {
             let item = try await processor.client.detection(uuid: uuid)
             if item.isFinished {
                 try await processor.finish(request, with: item, changes: RequestChanges(), logger: logger)
-            } else {
-                try await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount))
+            } else if try await !failIfTimedOut(request, uuid: uuid, lastStatus: item.status.map { "\($0)" } ?? "none", logger: logger) {
+                try await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
             }
         } catch let error as DetectAPIError {
             switch error {
@@ -43,12 +43,18 @@ struct ResultPoller: Sendable {
             case .authentication:
                 processor.stopClaiming(refusedBy: error, logger: logger)
                 _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount))
+            case .outOfCredit:
+                // Reading a result costs no credit; a 402 here is the API's own trouble: ask again later.
+                _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
             case .retryable(_, _, let retryAfter):
-                if let retryAfter { try? await processor.budget.pause(for: retryAfter) }
+                if let retryAfter { try? await processor.budget.pause(for: retryAfter, by: configuration.workerID) }
                 let at = max(nextPoll(after: request.pollCount), Date().addingTimeInterval(retryAfter?.seconds ?? 0))
                 _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: at)
             case .malformedResponse, .invalidMedia:
-                _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount))
+                let timedOut = (try? await failIfTimedOut(request, uuid: uuid, lastStatus: "an answer the worker could not read", logger: logger)) ?? false
+                if !timedOut {
+                    _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
+                }
             }
             logger.notice("poll failed: \(error)")
         } catch {
@@ -56,9 +62,30 @@ struct ResultPoller: Sendable {
         }
     }
 
-    /// The next poll time: the first interval, growing by half each poll, up to the maximum.
-    func nextPoll(after polls: Int) -> Date {
+    /// The next poll time: the first interval, growing by half each poll, up to the maximum, and no later
+    /// than the request's result deadline (so a timed-out request is failed on time).
+    func nextPoll(after polls: Int, for request: DetectionRequest? = nil) -> Date {
         let seconds = min(configuration.pollInterval.seconds * pow(1.5, Double(polls)), configuration.maximumPollInterval.seconds)
-        return Date().addingTimeInterval(seconds)
+        let next = Date().addingTimeInterval(seconds)
+        guard let deadline = request.flatMap(resultDeadline) else { return next }
+        return max(Date(), min(next, deadline))
+    }
+
+    /// When the request's result is due: `DETECTQ_RESULT_TIMEOUT` after the API accepted it.
+    private func resultDeadline(_ request: DetectionRequest) -> Date? {
+        request.acceptedAt.map { $0.addingTimeInterval(configuration.resultTimeout.seconds) }
+    }
+
+    /// Fails a request whose result is overdue, naming its uuid and the time waited; returns whether it did.
+    private func failIfTimedOut(_ request: DetectionRequest, uuid: String, lastStatus: String, logger: Logger) async throws -> Bool {
+        guard let accepted = request.acceptedAt, let deadline = resultDeadline(request), Date() >= deadline else { return false }
+        let waited = Int(Date().timeIntervalSince(accepted).rounded())
+        let reason = "the API had no result for detection \(uuid) after \(waited) s (DETECTQ_RESULT_TIMEOUT is "
+            + "\(Int(configuration.resultTimeout.seconds)) s); its last status was \(lastStatus)"
+        if try await store.apply(.failedPermanently(reason: reason), to: request, workerID: configuration.workerID) {
+            QueueMetrics.resultTimedOut()
+            logger.warning("no result within DETECTQ_RESULT_TIMEOUT; the request fails", metadata: ["waited_seconds": "\(waited)"])
+        }
+        return true
     }
 }

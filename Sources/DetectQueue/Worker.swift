@@ -68,13 +68,16 @@ public final class Worker: Service {
         let processors = postProcessors
         let processor = RequestProcessor(
             store: store, client: client, budget: budget, configuration: configuration,
-            postProcessors: { request, item in processors.names(for: DetectionOutcome(request: request, item: item)) },
+            postProcessors: { [threshold = configuration.fakeThreshold] request, item in
+                processors.names(for: DetectionOutcome(request: request, item: item, fakeThreshold: threshold))
+            },
             pause: pause, logger: logger
         )
         let postTasks = PostTaskStore(pool: pool)
         let runner = PostTaskRunner(
             store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
-            client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy, logger: logger
+            client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy,
+            fakeThreshold: configuration.fakeThreshold, logger: logger
         )
         let poller = ResultPoller(processor: processor)
         let router = Router()
@@ -115,10 +118,15 @@ public final class Worker: Service {
                         self.logger.error("the HTTP server stopped: \(error)")
                     }
                 }
+                let gate = SubmissionGate(pause: SharedPause(pool: pool), recheck: self.configuration.creditRecheck)
                 await self.claimLoop(slots: self.requestSlots, kind: "requests", concurrency: self.configuration.concurrency) { limit in
                     guard !self.pause.isPaused else { return [] }
-                    return try await store.claim(workerID: self.configuration.workerID, limit: limit, lease: self.configuration.lease)
-                        .map { request in (request.id, { _ = await processor.process(request) { self.isShuttingDown } }) }
+                    // Out of credit or paused by an operator: nothing is claimed, but for the one probe.
+                    let state = try await gate.current()
+                    guard state != .closed else { return [] }
+                    let probe = state == .probe
+                    return try await store.claim(workerID: self.configuration.workerID, limit: probe ? 1 : limit, lease: self.configuration.lease)
+                        .map { request in (request.id, { _ = await processor.process(request, probe: probe) { self.isShuttingDown } }) }
                 }
                 group.cancelAll()
             }

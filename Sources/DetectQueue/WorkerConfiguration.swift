@@ -25,6 +25,13 @@ public struct WorkerConfiguration: Sendable {
     /// How long a worker asked to stop waits for its requests in flight before leaving them to their leases.
     public var shutdownGracePeriod: Duration
     public var retryPolicy: RetryPolicy
+    /// `DETECTQ_RESULT_TIMEOUT`: how long after the API accepted a request its result may take; a request
+    /// still unfinished then (processing, or a status the worker does not know) fails, naming its uuid.
+    public var resultTimeout: Duration
+    /// `DETECTQ_CREDIT_RECHECK_SECONDS`: while the account is out of credit, how often one submission probes.
+    public var creditRecheck: Duration
+    /// `DETECTQ_FAKE_THRESHOLD`: a track whose score is at or above it reads fake, whatever its label.
+    public var fakeThreshold: Double?
 
     private static let day = Duration.seconds(86_400)
     private static let week = Duration.seconds(604_800)
@@ -68,7 +75,10 @@ public struct WorkerConfiguration: Sendable {
             retryPolicy: RetryPolicy(
                 base: try reader.seconds("DETECTQ_RETRY_BASE_SECONDS", default: .seconds(2), in: .milliseconds(1)...day),
                 cap: try reader.seconds("DETECTQ_RETRY_MAX_SECONDS", default: .seconds(600), in: .milliseconds(1)...week)
-            )
+            ),
+            resultTimeout: try reader.seconds("DETECTQ_RESULT_TIMEOUT", default: .seconds(3_600), in: .seconds(1)...week),
+            creditRecheck: try reader.seconds("DETECTQ_CREDIT_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day),
+            fakeThreshold: reader.text("DETECTQ_FAKE_THRESHOLD") == nil ? nil : try reader.number("DETECTQ_FAKE_THRESHOLD", default: 0, in: 0...1)
         )
     }
 }

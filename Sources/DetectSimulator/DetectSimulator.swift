@@ -174,11 +174,12 @@ struct SimulatorRoutes: Sendable {
             throw SimulatorRejection.badRequest("Provide exactly one of file, url, or media_token")
         }
         let options = try SubmissionValidation.options(fields)
+        try await state.checkAccount(asking: options)
         let detection: SimulatedDetection
         if let url {
             let (text, mediaType) = try SubmissionValidation.mediaURL(url)
             detection = await state.createDetection(
-                mediaType: mediaType, isFake: text.lowercased().contains("fake"), options: options, sourceURL: text,
+                mediaType: mediaType, scenario: SimulatedScenario(markers: text), options: options, sourceURL: text,
                 fileName: URL(string: text)?.lastPathComponent ?? "media", mediaKey: text, storedFile: nil
             )
         } else if let token {
@@ -187,14 +188,16 @@ struct SimulatorRoutes: Sendable {
             }
             let secure = try await state.redeem(text)
             detection = await state.createDetection(
-                mediaType: secure.mediaType, isFake: secure.file.containsFakeMarker, options: options, sourceURL: nil,
+                mediaType: secure.mediaType, scenario: .init(fakeAudio: secure.file.containsFakeMarker, fakePicture: secure.file.containsFakeMarker),
+                options: options, sourceURL: nil,
                 fileName: secure.file.fileName, mediaKey: "upload:" + secure.file.fileName, storedFile: secure.file.path
             )
         } else {
             let file = upload!
             let mediaType = try SubmissionValidation.file(file, capped: true)
             detection = await state.createDetection(
-                mediaType: mediaType, isFake: file.containsFakeMarker, options: options, sourceURL: nil,
+                mediaType: mediaType, scenario: .init(fakeAudio: file.containsFakeMarker, fakePicture: file.containsFakeMarker),
+                options: options, sourceURL: nil,
                 fileName: file.fileName, mediaKey: "file:" + file.fileName, storedFile: file.path
             )
         }

@@ -5,7 +5,7 @@ import ResembleDetect
 struct SimulatedDetection: Sendable {
     let uuid: String
     let mediaType: MediaType
-    let isFake: Bool
+    let scenario: SimulatedScenario
     let options: SubmittedOptions
     let sourceURL: String?
     let fileName: String
@@ -18,16 +18,31 @@ struct SimulatedDetection: Sendable {
     /// The uploaded file on disk, removed when the media would be deleted.
     var storedFile: URL?
 
-    /// When the callback is due: once the detection and (by default) its intelligence are done.
-    var callbackDueAt: Date { max(completesAt, intelligenceCompletesAt ?? completesAt) }
+    /// When the callback is due: once the detection and (by default) its intelligence are done; nil for a
+    /// detection that never ends.
+    var callbackDueAt: Date? {
+        switch scenario.ending {
+        case .completes, .fails: max(completesAt, intelligenceCompletesAt ?? completesAt)
+        case .neverFinishes, .unknownStatus: nil
+        }
+    }
+
+    private var isFake: Bool { scenario.isFake }
 
     /// The item as the API would show it at `now`.
     func item(at now: Date) -> JSONValue {
-        let completed = now >= completesAt
+        let due = now >= completesAt
+        let status: String = switch scenario.ending {
+        case .completes: due ? "completed" : "processing"
+        case .fails: due ? "failed" : "processing"
+        case .neverFinishes: "processing"
+        case .unknownStatus(let status): due ? status : "processing"
+        }
+        let completed = status == "completed"
         var item: [String: JSONValue] = [
             "uuid": .string(uuid),
             "media_type": .string(mediaType.description),
-            "status": .string(completed ? "completed" : "processing"),
+            "status": .string(status),
             "created_at": .string(ISO8601Timestamp.format(createdAt)),
             "updated_at": .string(ISO8601Timestamp.format(min(now, completed ? completesAt : now))),
             "visualize": .bool(options.visualize),
@@ -36,7 +51,7 @@ struct SimulatedDetection: Sendable {
             "extra_params": .object(options.useReverseSearch ? ["use_reverse_search": .bool(true)] : [:]),
             "zero_retention_mode": .bool(options.zeroRetentionMode),
             "file_deleted_at": purgesAt.flatMap { now >= $0 ? .string(ISO8601Timestamp.format($0)) : nil } ?? .null,
-            "error_message": .null,
+            "error_message": { if case .fails(let message) = scenario.ending, due { .string(message) } else { .null } }(),
             "metrics": .object([:]),
             "intelligence": intelligence(at: now),
         ]
@@ -60,7 +75,7 @@ struct SimulatedDetection: Sendable {
             item["video_metrics"] = videoMetrics
         default:
             item["metrics"] = audioMetrics
-            if options.audioSourceTracing && isFake {
+            if options.audioSourceTracing && scenario.fakeAudio {
                 item["audio_source_tracing"] = .object(["label": .string("resemble_ai"), "error_message": .null])
             }
         }
@@ -73,30 +88,30 @@ struct SimulatedDetection: Sendable {
     }
 
     private var windowScores: [JSONValue] {
-        (isFake ? ["0.91", "0.94", "0.89"] : ["0.07", "0.11", "0.05"]).map(JSONValue.string)
+        (scenario.fakeAudio ? ["0.91", "0.94", "0.89"] : ["0.07", "0.11", "0.05"]).map(JSONValue.string)
     }
 
     private var audioMetrics: JSONValue {
         .object([
             "image": .string(options.visualize ? "https://simulator.invalid/visualize/\(uuid).png" : ""),
-            "label": .string(isFake ? "fake" : "real"),
+            "label": .string(scenario.fakeAudio ? "fake" : "real"),
             "score": .array(windowScores),
             "consistency": .string("0.85"),
-            "aggregated_score": .string(isFake ? "0.92" : "0.08"),
+            "aggregated_score": .string(scenario.fakeAudio ? "0.92" : "0.08"),
         ])
     }
 
     private var imageMetrics: JSONValue {
         var metrics: [String: JSONValue] = [
-            "ifl": .object(["score": .number(isFake ? 0.97 : 0.03), "heatmap": .string("https://simulator.invalid/heatmap/\(uuid).png")]),
+            "ifl": .object(["score": .number(scenario.fakePicture ? 0.97 : 0.03), "heatmap": .string("https://simulator.invalid/heatmap/\(uuid).png")]),
             "type": .string("FinalResult"),
             "image": .string("https://simulator.invalid/image/\(uuid).png"),
-            "label": .string(isFake ? "Fake" : "Real"),
-            "score": .number(isFake ? 0.96 : 0.04),
+            "label": .string(scenario.fakePicture ? "Fake" : "Real"),
+            "score": .number(scenario.fakePicture ? 0.96 : 0.04),
             "children": .array([]),
         ]
         if options.useReverseSearch {
-            metrics["reverse_image_search_sources"] = .array(isFake ? [.object([
+            metrics["reverse_image_search_sources"] = .array(scenario.fakePicture ? [.object([
                 "url": .string("https://stock.example.com/ai-generated/"), "title": .string("stock.example.com"),
                 "reason": .string("This image is listed as AI-generated."), "verdict": .string("known_fake"),
                 "similarity": .number(0.98),
@@ -106,8 +121,8 @@ struct SimulatedDetection: Sendable {
     }
 
     private var videoMetrics: JSONValue {
-        let conclusion = JSONValue.string(isFake ? "Fake" : "Real")
-        let score = JSONValue.number(isFake ? 0.95 : 0.05)
+        let conclusion = JSONValue.string(scenario.fakePicture ? "Fake" : "Real")
+        let score = JSONValue.number(scenario.fakePicture ? 0.95 : 0.05)
         let segment = JSONValue.object([
             "type": .string("Segment"), "conclusion": conclusion, "score": score, "certainty": .number(0.995),
             "certainty (%)": .string("99.5"),

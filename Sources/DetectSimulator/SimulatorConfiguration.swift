@@ -17,6 +17,11 @@ public struct SimulatorConfiguration: Sendable {
     public var seed: UInt64?
     /// Where uploads are streamed to.
     public var storageDirectory: URL
+    /// Whether the account is out of credit: every submission is answered 402 until it is turned off.
+    public var outOfCredit = false
+    /// Optional products the key may not use (`intelligence`, `audio_source_tracing`, `use_reverse_search`,
+    /// `use_ood_detector`): a submission that asks for one is answered 403.
+    public var forbiddenProducts: Set<String> = []
 
     public init(
         requiredToken: String? = nil, latency: Duration = .zero, intelligenceDelay: Duration = .zero,
@@ -92,6 +97,9 @@ public struct SimulatorStats: Sendable, Codable {
     public var callbacksLost = 0
     public var callbacksDuplicated = 0
     public var callbackFailures = 0
+    /// Submissions answered 402 (out of credit) and 403 (a product the key may not use).
+    public var creditRefusals = 0
+    public var productRefusals = 0
     /// The most requests received within any one-second window.
     public var peakRequestsPerSecond = 0
     /// Largest request body streamed, in bytes.

@@ -51,6 +51,24 @@ public actor SimulatorState {
     /// Changes the processing latency while running (for detections submitted from now on).
     public func setLatency(_ latency: Duration) { configuration.latency = latency }
 
+    /// Starts or ends a spell without credit: while it lasts every submission is answered 402.
+    public func setOutOfCredit(_ outOfCredit: Bool) { configuration.outOfCredit = outOfCredit }
+
+    /// Refuses (403) a submission that asks for an optional product the key may not use, as the API does; a
+    /// submission that fails the account's checks creates (and bills) nothing.
+    func checkAccount(asking options: SubmittedOptions) throws(SimulatorRejection) {
+        if configuration.outOfCredit {
+            stats.creditRefusals += 1
+            throw .outOfCredit
+        }
+        let asked = [("intelligence", options.intelligence), ("audio_source_tracing", options.audioSourceTracing),
+                     ("use_reverse_search", options.useReverseSearch), ("use_ood_detector", options.useOODDetector)]
+        if let product = asked.first(where: { $0.1 && configuration.forbiddenProducts.contains($0.0) })?.0 {
+            stats.productRefusals += 1
+            throw .forbidden(product: product)
+        }
+    }
+
     /// Finishes every detection still processing, as if its time had passed (their intelligence too);
     /// a zero-retention purge keeps its delay after the new completion time.
     public func fastForward() {
@@ -104,7 +122,7 @@ public actor SimulatorState {
 
     /// Creates a detection and returns it; its callback, if any, is sent when it is due.
     func createDetection(
-        mediaType: MediaType, isFake: Bool, options: SubmittedOptions, sourceURL: String?, fileName: String,
+        mediaType: MediaType, scenario: SimulatedScenario, options: SubmittedOptions, sourceURL: String?, fileName: String,
         mediaKey: String, storedFile: URL?
     ) -> SimulatedDetection {
         let now = Date()
@@ -112,7 +130,7 @@ public actor SimulatorState {
         let intelligenceAt = options.intelligence ? completesAt.addingTimeInterval(configuration.intelligenceDelay.seconds) : nil
         let finishedAt = max(completesAt, intelligenceAt ?? completesAt)
         let detection = SimulatedDetection(
-            uuid: UUID().uuidString.lowercased(), mediaType: mediaType, isFake: isFake, options: options,
+            uuid: UUID().uuidString.lowercased(), mediaType: mediaType, scenario: scenario, options: options,
             sourceURL: sourceURL, fileName: fileName, createdAt: now, completesAt: completesAt,
             intelligenceCompletesAt: intelligenceAt,
             purgesAt: options.zeroRetentionMode ? configuration.purgeDelay.map { finishedAt.addingTimeInterval($0.seconds) } : nil,
@@ -177,7 +195,8 @@ public actor SimulatorState {
     /// Removes the stored media when the API would: at completion, or at the purge for zero retention.
     private func scheduleCleanUp(_ detection: SimulatedDetection) {
         guard let file = detection.storedFile else { return }
-        let at = detection.purgesAt ?? detection.callbackDueAt
+        // A detection that never ends keeps its media until the simulator stops.
+        guard let at = detection.purgesAt ?? detection.callbackDueAt else { return }
         Task {
             try? await Task.sleep(for: .seconds(max(0, at.timeIntervalSinceNow)))
             try? FileManager.default.removeItem(at: file)
@@ -185,6 +204,7 @@ public actor SimulatorState {
     }
 
     private func scheduleCallback(_ detection: SimulatedDetection, to url: String) {
+        guard let dueAt = detection.callbackDueAt else { return }
         let lost = random.chance(configuration.faults.lostCallbackRate)
         let duplicated = !lost && random.chance(configuration.faults.duplicateCallbackRate)
         if lost {
@@ -193,7 +213,7 @@ public actor SimulatorState {
         }
         if duplicated { stats.callbacksDuplicated += 1 }
         Task {
-            try? await Task.sleep(for: .seconds(max(0, detection.callbackDueAt.timeIntervalSinceNow)))
+            try? await Task.sleep(for: .seconds(max(0, dueAt.timeIntervalSinceNow)))
             for _ in 0..<(duplicated ? 2 : 1) {
                 let delivered = await Self.post(detection: detection, to: url)
                 self.noteCallback(delivered: delivered)

@@ -6,13 +6,28 @@ struct SimulatorRejection: Error, Sendable {
     var status: Int
     var message: String
     var field: String?
+    /// Fields of the error body besides `success` and `message` (402's `error_code`, `error`, `details`).
+    var extra: [String: JSONValue] = [:]
 
     static func badRequest(_ message: String, field: String? = nil) -> SimulatorRejection {
         SimulatorRejection(status: 400, message: message, field: field)
     }
 
+    /// The 402 the API answers when the team's account has no credit left (FACTS.md: `error_code`, `error`,
+    /// `message`, `details`).
+    static let outOfCredit = SimulatorRejection(
+        status: 402, message: "Your account does not have enough credits to run this detection", field: nil,
+        extra: ["error_code": .string("insufficient_credits"), "error": .string("Insufficient credits"),
+                "details": .object(["required": .number(1), "available": .number(0)])]
+    )
+
+    /// The 403 the API answers when the key may not use a product the request asked for.
+    static func forbidden(product: String) -> SimulatorRejection {
+        SimulatorRejection(status: 403, message: "Your API key does not have access to \(product)", field: nil)
+    }
+
     var body: JSONValue {
-        var object: [String: JSONValue] = ["success": .bool(false), "message": .string(message)]
+        var object: [String: JSONValue] = extra.merging(["success": .bool(false), "message": .string(message)]) { $1 }
         if let field { object["errors"] = .object([field: .array([.string(message)])]) }
         return .object(object)
     }

@@ -51,7 +51,7 @@ public struct Dashboard: Sendable {
                 return response
             }
         }
-        router.get("/dashboard") { request, _ in await page(request) { try await overview($0) } }
+        router.get("/dashboard") { request, _ in await page(request) { try await overview(request, $0) } }
         router.get("/dashboard/requests") { request, _ in await page(request) { try await requestList(request, $0) } }
         router.get("/dashboard/requests/:id") { request, context in
             await page(request) { try await requestPage(context.parameters.get("id").flatMap(Int.init), request, $0) }
@@ -63,17 +63,33 @@ public struct Dashboard: Sendable {
         router.post("/dashboard/requests/:id/cancel") { request, context in
             await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "cancelled") { try await administration.cancel([$0]) }
         }
+        router.post("/dashboard/pause") { request, _ in
+            await action(request) { fields in
+                let reason = fields["reason"].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
+                let paused = try await SharedPause(pool: queries.pool).pause(reason: reason ?? "paused from the dashboard", by: nil)
+                logger.info("dashboard: submitting \(paused ? "paused" : "was already paused") on every worker")
+                return redirect(to: "/dashboard?" + Formatting.query([("notice", paused ? "paused" : "already-paused")]))
+            }
+        }
+        router.post("/dashboard/resume") { request, _ in
+            await action(request) { _ in
+                let resumed = try await SharedPause(pool: queries.pool).resume()
+                logger.info("dashboard: submitting \(resumed ? "resumed" : "was not paused")")
+                return redirect(to: "/dashboard?" + Formatting.query([("notice", resumed ? "resumed" : "not-paused")]))
+            }
+        }
         router.post("/dashboard/failures/retry") { request, _ in await changeGroup(request, state: .failed, verb: "retried") }
         router.post("/dashboard/failures/cancel") { request, _ in await changeGroup(request, state: .retrying, verb: "cancelled") }
     }
 
     // MARK: - Pages
 
-    private func overview(_ chrome: Chrome) async throws -> Response {
+    private func overview(_ request: Request, _ chrome: Chrome) async throws -> Response {
         var chrome = chrome
         chrome.title = "Overview"
         chrome.onOverview = true
         chrome.refreshes = true
+        chrome.notice = Self.notice(FormFields(query: request.uri.query))
         let overview = try await queries.overview()
         return html(renderer.render(OverviewPageBuilder.page(overview, chrome: chrome), template: "overview"))
     }
@@ -222,6 +238,10 @@ public struct Dashboard: Sendable {
         case "retried": return count.map { "Retried \($0) failed request(s); they are queued again." } ?? "Retried: the request is queued again."
         case "cancelled": return count.map { "Cancelled \($0) retrying request(s)." } ?? "Cancelled."
         case "refused": return "Nothing changed: the request is not in a state that allows it (its state is below)."
+        case "paused": return "Submitting is paused on every worker; callbacks, polls and post-processing go on."
+        case "already-paused": return "Nothing changed: submitting was already paused by an operator."
+        case "resumed": return "Submitting resumed on every worker."
+        case "not-paused": return "Nothing changed: submitting was not paused by an operator."
         default: return nil
         }
     }

@@ -40,6 +40,8 @@ struct Overview: Sendable {
     var minutes: [Minute]
     var backlogs: [QueueBreakdown.Backlog]
     var workers: [WorkerRow]
+    /// The shared pauses in force.
+    var pauses: [SharedPause.Entry]
 }
 
 /// A request with everything the request page shows: its row, its history, its post-tasks and their
@@ -138,7 +140,7 @@ struct DashboardQueries: Sendable {
             + leases.values.filter { !registered.contains($0.workerID) }.sorted { $0.workerID < $1.workerID }
                 .map { Overview.WorkerRow(workerID: $0.workerID, registration: nil, leases: $0) }
         let backlogs = try await QueueBreakdown.postTaskBacklogs(pool)
-        return Overview(depth: depth, minutes: minutes, backlogs: backlogs, workers: workers)
+        return Overview(depth: depth, minutes: minutes, backlogs: backlogs, workers: workers, pauses: try await SharedPause(pool: pool).current())
     }
 
     /// The ids of a failure group's requests in `state`, oldest first, at most `limit`.

@@ -38,7 +38,16 @@ enum OverviewPageBuilder {
             workers: overview.workers.map(worker),
             liveWorkers: Formatting.count(overview.workers.filter(\.isLive).count),
             hasBacklogs: !overview.backlogs.isEmpty,
-            hasWorkers: !overview.workers.isEmpty
+            hasWorkers: !overview.workers.isEmpty,
+            pauses: overview.pauses.map { pause in
+                OverviewPage.Pause(
+                    kind: pause.kind.rawValue, reason: pause.reason, pausedBy: pause.pausedBy ?? "unknown",
+                    since: Formatting.time(pause.pausedAt), until: pause.until.map { Formatting.time($0) } ?? "detectq resume"
+                )
+            },
+            hasPauses: !overview.pauses.isEmpty,
+            canPause: !chrome.readOnly && !overview.pauses.contains { $0.kind == .operator },
+            canResume: !chrome.readOnly && overview.pauses.contains { $0.kind == .operator }
         )
     }
 

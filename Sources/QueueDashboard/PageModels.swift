@@ -71,6 +71,20 @@ struct OverviewPage: Sendable {
     var liveWorkers: String
     var hasBacklogs: Bool
     var hasWorkers: Bool
+    /// The shared pauses in force, and which of the two actions the page offers.
+    var pauses: [Pause]
+    var hasPauses: Bool
+    var canPause: Bool
+    var canResume: Bool
+
+    /// A shared pause as the page shows it.
+    struct Pause: Sendable {
+        var kind: String
+        var reason: String
+        var pausedBy: String
+        var since: String
+        var until: String
+    }
 }
 
 struct RequestListPageModel: Sendable {

@@ -9,7 +9,10 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
     case retryable(String, status: Int?, retryAfter: Duration?)
     /// The API refused our credentials (401) or their access (403): a configuration fault, not the request's.
     case authentication(status: Int, message: String)
-    /// The API refused this request for good (400, 402, 404, 413, 422, …); `message` is the API's own.
+    /// The account has no credit left (402): nothing is wrong with the request, which can be sent once
+    /// credit is back; `message` is the API's own.
+    case outOfCredit(message: String)
+    /// The API refused this request for good (400, 404, 413, 422, …); `message` is the API's own.
     case permanent(status: Int, message: String)
     /// The API answered with something that is not the documented shape.
     case malformedResponse(String)
@@ -24,6 +27,8 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
             return text
         case .authentication(let status, let message):
             return "the API refused the token (HTTP \(status)): \(message)"
+        case .outOfCredit(let message):
+            return "the account is out of credit (HTTP 402): \(message)"
         case .permanent(let status, let message):
             return "the API rejected the request (HTTP \(status)): \(message)"
         case .malformedResponse(let reason):
@@ -39,6 +44,8 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
         switch status {
         case 401, 403:
             return .authentication(status: status, message: message)
+        case 402:
+            return .outOfCredit(message: message)
         case 408, 429, 500...599:
             return .retryable(message, status: status, retryAfter: retryAfter.flatMap(parseRetryAfter))
         default:

@@ -35,38 +35,34 @@ public struct DetectionItem: Sendable, Hashable {
         rawJSON = json
     }
 
-    /// The verdict's label as the API gave it: the video's for a video, the image's for an image, else the
-    /// audio's.
-    public var label: String? {
-        switch mediaType {
-        case .video: videoMetrics?.label ?? metrics?.label
-        case .image: imageMetrics?.label ?? metrics?.label
-        default: metrics?.label ?? videoMetrics?.label ?? imageMetrics?.label
-        }
-    }
+    /// The request's label (see `Verdict`): the label of a track that reads fake, else the primary track's.
+    public var label: String? { verdict().label }
 
-    /// The overall score matching `label`.
-    public var aggregatedScore: Double? {
-        switch mediaType {
-        case .video: videoMetrics?.score ?? metrics?.aggregatedScore
-        case .image: imageMetrics?.score ?? metrics?.aggregatedScore
-        default: metrics?.aggregatedScore ?? videoMetrics?.score ?? imageMetrics?.score
-        }
-    }
+    /// The score that goes with `label`.
+    public var aggregatedScore: Double? { verdict().score }
 
-    /// True when the label reads fake in any case (`fake`, `Fake`, `Likely Fake`); nil without a label.
-    public var isFake: Bool? {
-        label.map(Self.labelReadsFake)
-    }
+    /// True when any track's label reads fake in any case (`fake`, `Fake`, `Likely Fake`); nil without a label.
+    public var isFake: Bool? { verdict().isFake }
+
+    /// The audio track's own label (`metrics`).
+    public var audioLabel: String? { metrics?.label }
+
+    /// The picture's own label (`video_metrics` or `image_metrics`).
+    public var visualLabel: String? { verdict().label(of: .visual) }
 
     /// Whether a label names a fake: one of its words is "fake", in any case.
     public static func labelReadsFake(_ label: String) -> Bool {
         label.lowercased().split(whereSeparator: { !$0.isLetter }).contains("fake")
     }
 
-    /// True once the detection has finished, well or badly.
+    /// True once the detection has finished, well or badly. The pages' own `Prefer: wait` answers carry no
+    /// `status`: one that carries a verdict is final.
     public var isFinished: Bool {
-        status == .completed || status == .failed
+        switch status {
+        case .completed?, .failed?: true
+        case nil: trackVerdicts.contains { $0.label != nil }
+        case .processing?, .other?: false
+        }
     }
 
     /// Decodes the typed view; `init(json:)` adds the raw text.

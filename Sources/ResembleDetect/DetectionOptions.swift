@@ -85,6 +85,12 @@ public struct DetectionOptions: Sendable, Hashable, Codable, CustomStringConvert
         return fields
     }
 
+    /// The optional products this request asks for, by their API names: a key may lack access to any of them.
+    public var optionalProducts: [String] {
+        [("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing), ("use_reverse_search", useReverseSearch),
+         ("use_ood_detector", useOODDetector)].compactMap { $0.1 == true ? $0.0 : nil }
+    }
+
     public var description: String {
         formFields.map { $0.name == CodingKeys.callbackURL.rawValue ? "\($0.name)=[redacted]" : "\($0.name)=\($0.value)" }
             .joined(separator: " ")

@@ -31,5 +31,7 @@ public enum DetectqMigrations {
         Migration(fileName: "0002_worker.sql", bytes: PackageResources._002_worker_sql),
         Migration(fileName: "0003_post_task_history.sql", bytes: PackageResources._003_post_task_history_sql),
         Migration(fileName: "0004_dashboard.sql", bytes: PackageResources._004_dashboard_sql),
+        Migration(fileName: "0005_api_hard_cases.sql", bytes: PackageResources._005_api_hard_cases_sql),
+        Migration(fileName: "0006_shared_pause.sql", bytes: PackageResources._006_shared_pause_sql),
     ]
 }

@@ -51,6 +51,12 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Seed for the fault dice, to repeat a run.")
     var seed: UInt64?
 
+    @Flag(help: "Answer every submission 402, as an account out of credit does.")
+    var outOfCredit = false
+
+    @Option(help: "An optional product the key may not use (intelligence, audio_source_tracing, use_reverse_search, use_ood_detector): submissions asking for it get 403. Repeatable.")
+    var forbiddenProduct: [String] = []
+
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be from 0 to 65535") }
         for (name, value) in [("--error-rate", errorRate), ("--rate-limit-rate", rateLimitRate), ("--drop-rate", dropRate),
@@ -59,12 +65,16 @@ struct SimulateCommand: AsyncParsableCommand {
         where !(0...1).contains(value) {
             throw ValidationError("\(name) must be a probability from 0 to 1")
         }
+        let products: Set = ["intelligence", "audio_source_tracing", "use_reverse_search", "use_ood_detector"]
+        if let unknown = forbiddenProduct.first(where: { !products.contains($0) }) {
+            throw ValidationError("--forbidden-product \(unknown) is not one of \(products.sorted().joined(separator: ", "))")
+        }
         guard (0...86_400).contains(retryAfter) else { throw ValidationError("--retry-after must be a whole number of seconds from 0 to 86400") }
     }
 
     func run() async throws {
         let token = ProcessInfo.processInfo.environment["RESEMBLE_API_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
-        let configuration = SimulatorConfiguration(
+        var configuration = SimulatorConfiguration(
             requiredToken: token, latency: latency, intelligenceDelay: intelligenceDelay, purgeDelay: purgeDelay,
             faults: FaultInjection(
                 serverErrorRate: errorRate, rateLimitRate: rateLimitRate, retryAfterSeconds: retryAfter, dropRate: dropRate,
@@ -72,6 +82,8 @@ struct SimulateCommand: AsyncParsableCommand {
             ),
             seed: seed
         )
+        configuration.outOfCredit = outOfCredit
+        configuration.forbiddenProducts = Set(forbiddenProduct)
         try await DetectSimulator.run(port: port, configuration: configuration) { port in
             let line = "detectq simulator listening on http://127.0.0.1:\(port)/api/v2"
                 + (token == nil ? " (no token required)" : " (bearer token required)") + "\n"

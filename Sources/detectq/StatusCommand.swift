@@ -2,6 +2,7 @@ import ArgumentParser
 import DetectQueue
 import Foundation
 import Postgres
+import ResembleDetect
 
 /// `detectq status`: counts by state, the oldest claimable request's age, claims per worker, failures
 /// grouped by reason, and the post-task backlog per processor.
@@ -22,6 +23,22 @@ struct StatusCommand: AsyncParsableCommand {
         var inFlightByWorker: [String: Int] = [:]
         var failuresByReason: [Failure] = []
         var postTaskBacklog: [String: [String: Int]] = [:]
+        var pauses: [Pause] = []
+
+        /// A shared pause in force: who set it, when, why, and until when (none for an operator's).
+        struct Pause: Encodable {
+            var kind: String
+            var reason: String
+            var pausedBy: String?
+            var pausedAt: String
+            var until: String?
+
+            enum CodingKeys: String, CodingKey {
+                case kind, reason, until
+                case pausedBy = "paused_by"
+                case pausedAt = "paused_at"
+            }
+        }
 
         struct Failure: Encodable {
             var reason: String
@@ -34,6 +51,7 @@ struct StatusCommand: AsyncParsableCommand {
             case inFlightByWorker = "in_flight_by_worker"
             case failuresByReason = "failures_by_reason"
             case postTaskBacklog = "post_task_backlog"
+            case pauses
         }
     }
 
@@ -87,6 +105,10 @@ struct StatusCommand: AsyncParsableCommand {
             .sorted { ($0.failed, $1.reason) > ($1.failed, $0.reason) }
             .prefix(20)
             .map { Report.Failure(reason: $0.reason, count: $0.failed) }
+        report.pauses = try await SharedPause(pool: pool).current().map {
+            Report.Pause(kind: $0.kind.rawValue, reason: $0.reason, pausedBy: $0.pausedBy,
+                         pausedAt: ISO8601Timestamp.format($0.pausedAt), until: $0.until.map(ISO8601Timestamp.format))
+        }
         for backlog in try await QueueBreakdown.postTaskBacklogs(pool) {
             report.postTaskBacklog[backlog.processor] = Dictionary(uniqueKeysWithValues: backlog.counts.map { ($0.key.rawValue, $0.value) })
         }
@@ -94,7 +116,12 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     static func text(_ report: Report) -> String {
-        var lines = ["requests:"]
+        var lines = report.pauses.isEmpty ? ["submitting: running"] : ["submitting: PAUSED"]
+        for pause in report.pauses {
+            let until = pause.until.map { ", until \($0)" } ?? ", until `detectq resume`"
+            lines.append("  \(pause.kind) since \(pause.pausedAt) by \(pause.pausedBy ?? "unknown")\(until): \(pause.reason)")
+        }
+        lines.append("requests:")
         for state in RequestState.allCases.map(\.rawValue) {
             lines.append("  \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) \(report.states[state] ?? 0)")
         }

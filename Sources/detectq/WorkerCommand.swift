@@ -89,14 +89,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     /// The built-in post-processors, configured from the environment: one line each.
     static func postProcessors(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [any PostProcessor] {
-        var threshold: Double?
-        if let text = environment["DETECTQ_FAKE_THRESHOLD"], !text.isEmpty {
-            guard let value = Double(text), (0...1).contains(value) else {
-                throw ConfigurationError("DETECTQ_FAKE_THRESHOLD", expected: "a score from 0 to 1")
-            }
-            threshold = value
-        }
-        let alerts = FakeAlertPolicy(threshold: threshold)
+        let alerts = FakeAlertPolicy()
         let settings = EnvironmentReader(environment)
         let reader = settings.text
         let url = settings.httpURL

@@ -91,7 +91,7 @@ struct MetricsTests {
         let worker = try DetectqProcess.start(["worker"], environment: [
             "DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!),
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_HTTP_PORT": "\(port)",
-            "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_API_RATE_LIMIT": "10",
+            "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_CALLBACK_TIMEOUT": "2", "DETECTQ_API_RATE_LIMIT": "10",
             "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_RETRY_MAX_SECONDS": "1",
             "DETECTQ_WORKER_ID": "metrics-worker",
         ])

@@ -55,7 +55,7 @@ struct ConfigCommandTests {
         #expect(errors.count == 3, "\(outcome.standardOutput)")
         #expect(errors.contains("error: DETECTQ_CONCURRENCY must be a whole number from 1 to 100000"))
         #expect(errors.contains("error: DETECTQ_HTTP_PORT must be a whole number from 0 to 65535"))
-        #expect(errors.contains("error: DETECTQ_FAKE_THRESHOLD must be a score from 0 to 1"))
+        #expect(errors.contains("error: DETECTQ_FAKE_THRESHOLD must be a number from 0 to 1"))
     }
 
     @Test func anUnknownSettingOrFormatIsRefused() async throws {

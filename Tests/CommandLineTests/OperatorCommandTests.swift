@@ -31,6 +31,34 @@ struct OperatorCommandTests {
         await pool.close()
     }
 
+    @Test func pauseAndResumeSetTheSharedPauseAndStatusShowsWhoWhenAndWhy() async throws {
+        let (environment, pool) = try await database()
+        let paused = try await DetectqExecutable.run(["pause", "--reason", "incident 42: vendor outage"], environment: environment.merging(["USER": "ops"]) { $1 })
+        #expect(paused.status == 0 && paused.standardOutput.hasPrefix("submitting paused on every worker: incident 42"), "\(paused.standardError)")
+        let again = try await DetectqExecutable.run(["pause"], environment: environment)
+        #expect(again.status == 0 && again.standardOutput.contains("already paused"))
+        let text = try await DetectqExecutable.run(["status"], environment: environment)
+        #expect(text.standardOutput.hasPrefix("submitting: PAUSED\n  operator since "), "\(text.standardOutput)")
+        #expect(text.standardOutput.contains("by detectq pause (ops@") && text.standardOutput.contains(": incident 42: vendor outage"))
+        let json = try await DetectqExecutable.run(["status", "--json"], environment: environment)
+        let report = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.standardOutput.utf8))
+        guard case .array(let pauses)? = report["pauses"] else {
+            Issue.record("status --json has pauses: \(json.standardOutput)")
+            return
+        }
+        #expect(pauses.first?["kind"] == .string("operator") && pauses.first?["reason"] == .string("incident 42: vendor outage"))
+        let row = try await pool.query("SELECT reason, paused_by FROM detectq.pauses WHERE kind = 'operator'")
+        #expect(try row.first?.decode("paused_by", as: String?.self)?.hasPrefix("detectq pause (ops@") == true)
+        let resumed = try await DetectqExecutable.run(["resume"], environment: environment)
+        #expect(resumed.status == 0 && resumed.standardOutput == "submitting resumed on every worker\n")
+        let idle = try await DetectqExecutable.run(["resume"], environment: environment)
+        #expect(idle.standardOutput.contains("nothing changed"))
+        #expect(try await DetectqExecutable.run(["status"], environment: environment).standardOutput.hasPrefix("submitting: running\n"))
+        let blank = try await DetectqExecutable.run(["pause", "--reason", " "], environment: environment)
+        #expect(blank.status != 0 && blank.standardError.contains("--reason must not be blank"))
+        await pool.close()
+    }
+
     @Test func retryAndCancelGoThroughTheStateMachine() async throws {
         let (environment, pool) = try await database()
         let ids = try await pool.query("""

@@ -162,7 +162,7 @@ struct DashboardHTTPTests {
                 let answer = try await dashboard.post("/dashboard/requests/\(id)/retry", form: form, auth: auth)
                 #expect(answer.status == 403 && answer.body.contains("CSRF"))
             }
-            for path in ["/dashboard/failures/retry", "/dashboard/failures/cancel", "/dashboard/logout"] {
+            for path in ["/dashboard/failures/retry", "/dashboard/failures/cancel", "/dashboard/logout", "/dashboard/pause", "/dashboard/resume"] {
                 #expect(try await dashboard.post(path, form: [("reason", "the API answered 503")], auth: .cookie(session)).status == 403)
             }
             #expect(try await dashboard.state(of: id) == "failed")
@@ -188,6 +188,9 @@ struct DashboardHTTPTests {
                 #expect(answer.status == 403 && answer.body.contains("read-only"), "\(path)")
             }
             #expect(try await dashboard.post("/dashboard/failures/retry", form: [("csrf", csrf), ("reason", "the API answered 503")]).status == 403)
+            #expect(!(try await dashboard.get("/dashboard").body.contains("action=\"/dashboard/pause\"")))
+            #expect(try await dashboard.post("/dashboard/pause", form: [("csrf", csrf), ("reason", "x")]).status == 403)
+            #expect(try await dashboard.admin.query("SELECT count(*) AS n FROM detectq.pauses")[0].decode("n", as: Int.self) == 0)
             #expect(try await dashboard.state(of: failed) == "failed")
             #expect(try await dashboard.state(of: queued) == "queued")
         }
@@ -234,6 +237,28 @@ struct DashboardHTTPTests {
             #expect(try await dashboard.state(of: stillTrying) == "cancelled")
             #expect(try await dashboard.state(of: other) == "failed")
             #expect(try await dashboard.post("/dashboard/failures/retry", form: [("csrf", csrf)]).status == 400, "a group needs its reason")
+        }
+    }
+
+    @Test("pause and resume submitting through the shared pause, shown on the overview")
+    func pauseAndResume() async throws {
+        try await DashboardFixture.serve { dashboard in
+            let overview = try await dashboard.get("/dashboard")
+            #expect(overview.body.contains("action=\"/dashboard/pause\"") && !overview.body.contains("Submitting is paused"))
+            let csrf = try #require(overview.formValue("csrf"))
+            let paused = try await dashboard.post("/dashboard/pause", form: [("csrf", csrf), ("reason", "vendor <b>incident</b>")])
+            #expect(paused.status == 303 && paused.header("Location") == "/dashboard?notice=paused")
+            let row = try await dashboard.admin.query("SELECT reason, paused_by FROM detectq.pauses WHERE kind = 'operator'")[0]
+            #expect(try row.decode("reason", as: String.self) == "vendor <b>incident</b>")
+            #expect(try row.decode("paused_by", as: String?.self) == "detectq dashboard (test)", "the dashboard's actor, as in the event history")
+            let shown = try await dashboard.get("/dashboard?notice=paused")
+            #expect(shown.body.contains("Submitting is paused") && shown.body.contains("vendor &lt;b&gt;incident&lt;/b&gt;"))
+            #expect(shown.body.contains("action=\"/dashboard/resume\"") && !shown.body.contains("action=\"/dashboard/pause\""))
+            #expect(try await dashboard.post("/dashboard/pause", form: [("csrf", csrf)]).header("Location") == "/dashboard?notice=already-paused")
+            let resumed = try await dashboard.post("/dashboard/resume", form: [("csrf", csrf)])
+            #expect(resumed.header("Location") == "/dashboard?notice=resumed")
+            #expect(try await dashboard.admin.query("SELECT count(*) AS n FROM detectq.pauses")[0].decode("n", as: Int.self) == 0)
+            #expect(try await dashboard.post("/dashboard/resume", form: [("csrf", csrf)]).header("Location") == "/dashboard?notice=not-paused")
         }
     }
 

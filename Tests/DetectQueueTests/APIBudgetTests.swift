@@ -36,9 +36,12 @@ struct APIBudgetTests {
         print("API budget: 3 workers × 4 callers at \(Int(rate))/s: \(times.count) grants, \(achieved.formatted(.number.precision(.fractionLength(1))))/s between the first and last; peak one-second window \(window)")
         #expect(Double(window) <= rate * 1.1, "no one-second window above 110% of the rate: \(window)")
         #expect(achieved <= rate * 1.1)
-        // A floor against a limiter that throttles far below its rate; the test process shares two cores with
-        // every other suite, and late callers lose slots, so the precise figure is the benchmark's to measure.
-        #expect(achieved >= rate * 0.5, "the budget is used: \(achieved)/s")
+        // Against a limiter that throttles below its rate: while twelve callers ask, slots are granted back to
+        // back, so the typical gap between two is one slot. A machine too busy to ask for a while leaves a few
+        // long gaps, which move the total but not the median; the precise rate is the benchmark's to measure.
+        let gaps = zip(times, times.dropFirst()).map { $1 - $0 }.sorted()
+        let median = gaps[gaps.count / 2]
+        #expect(median <= 1.5 / rate, "slots are granted one slot apart while callers wait: median gap \(median) s")
     }
 
     @Test func aPauseStopsEveryWorker() async throws {
@@ -46,8 +49,10 @@ struct APIBudgetTests {
         let first = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
         let second = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
         try await first.acquire()
-        try await first.pause(for: .milliseconds(800))
-        let waited = try await second.acquire().waited
-        #expect(waited >= .milliseconds(700), "the other worker waited \(waited)")
+        try await first.pause(for: .milliseconds(800), by: "first")
+        let until = try await first.pool.query("SELECT until FROM detectq.pauses WHERE kind = 'rate_limited'")[0].decode("until", as: Date.self)
+        let granted = try await second.acquire()
+        // On the database's clock, shared by every worker: the other worker's slot comes after the pause.
+        #expect(granted.slot >= until, "the other worker's slot \(granted.slot) is not before the pause's end \(until)")
     }
 }

@@ -7,23 +7,55 @@ import Testing
 
 @Suite("Fake alert rules")
 struct FakeAlertUnitTests {
-    func outcome(label: String, score: String, metadata: String = "{}") throws -> DetectionOutcome {
-        let item = try DetectionItem(json: """
-            {"uuid": "u-1", "media_type": "audio", "status": "completed", "metrics": {"label": "\(label)", "aggregated_score": "\(score)"}}
-            """)
-        return DetectionOutcome(
-            requestID: 7, remoteUUID: "u-1", item: item, metadata: PostgresJSON(text: metadata), zeroRetentionMode: false,
-            intelligenceRequested: false, completedAt: Date(timeIntervalSince1970: 1_700_000_000)
+    func outcome(label: String, score: String, metadata: String = "{}", threshold: Double? = nil) throws -> DetectionOutcome {
+        try outcome(#"{"uuid": "u-1", "media_type": "audio", "status": "completed", "metrics": {"label": "\#(label)", "aggregated_score": "\#(score)"}}"#,
+                    metadata: metadata, threshold: threshold)
+    }
+
+    func outcome(_ item: String, metadata: String = "{}", threshold: Double? = nil) throws -> DetectionOutcome {
+        DetectionOutcome(
+            requestID: 7, remoteUUID: "u-1", item: try DetectionItem(json: item), metadata: PostgresJSON(text: metadata), zeroRetentionMode: false,
+            intelligenceRequested: false, completedAt: Date(timeIntervalSince1970: 1_700_000_000), fakeThreshold: threshold
         )
     }
 
     @Test func aFakeLabelOrAScoreAtTheThresholdAlerts() throws {
-        let plain = FakeAlertPolicy()
-        #expect(plain.isFake(try outcome(label: "Fake", score: "0.2")))
-        #expect(!plain.isFake(try outcome(label: "real", score: "0.99")))
-        let strict = FakeAlertPolicy(threshold: 0.8)
-        #expect(strict.isFake(try outcome(label: "real", score: "0.8")))
-        #expect(!strict.isFake(try outcome(label: "real", score: "0.79")))
+        let policy = FakeAlertPolicy()
+        #expect(policy.isFake(try outcome(label: "Fake", score: "0.2")))
+        #expect(!policy.isFake(try outcome(label: "real", score: "0.99")))
+        #expect(policy.isFake(try outcome(label: "real", score: "0.8", threshold: 0.8)))
+        #expect(!policy.isFake(try outcome(label: "real", score: "0.79", threshold: 0.8)))
+    }
+
+    @Test func aClonedVoiceOverRealFootageIsAFakeNamingTheAudioTrack() throws {
+        let video = try outcome("""
+            {"uuid": "u-1", "media_type": "video", "status": "completed",
+             "metrics": {"label": "fake", "aggregated_score": "0.91"},
+             "video_metrics": {"label": "real", "score": 0.12, "certainty": 0.9, "children": []}}
+            """)
+        #expect(FakeAlertPolicy().isFake(video))
+        #expect(video.verdict.fakeTracks == [.audio])
+        #expect(video.verdict.label == "fake" && video.verdict.score == 0.91, "the verdict that made it fake")
+        #expect(video.verdict.label(of: .visual) == "real" && video.verdict.label(of: .audio) == "fake")
+        let fields = try JSONDecoder().decode([String: JSONValue].self, from: Data(try FakeAlertEvent(video).json().utf8))
+        #expect(fields["fake_tracks"] == .array([.string("audio")]))
+        #expect(fields["label"] == .string("fake"))
+
+        let real = try outcome("""
+            {"uuid": "u-2", "media_type": "video", "status": "completed",
+             "metrics": {"label": "real", "aggregated_score": "0.1"}, "video_metrics": {"label": "real", "score": 0.2}}
+            """)
+        #expect(!FakeAlertPolicy().isFake(real) && real.verdict.fakeTracks.isEmpty)
+        #expect(real.verdict.label == "real" && real.verdict.score == 0.2, "the picture's verdict leads for a real video")
+        let fakePicture = try outcome("""
+            {"uuid": "u-3", "media_type": "image", "status": "completed", "image_metrics": {"label": "Fake", "score": 0.88}}
+            """)
+        #expect(fakePicture.verdict.fakeTracks == [.visual] && fakePicture.verdict.isFake == true)
+        let bothAtThreshold = try outcome("""
+            {"uuid": "u-4", "media_type": "video", "status": "completed",
+             "metrics": {"label": "real", "aggregated_score": "0.75"}, "video_metrics": {"label": "real", "score": 0.8}}
+            """, threshold: 0.7)
+        #expect(bothAtThreshold.verdict.fakeTracks == [.visual, .audio])
     }
 
     @Test func theEventHasTheContractsFieldsAndAStableID() throws {
@@ -31,7 +63,7 @@ struct FakeAlertUnitTests {
         let first = try event.json()
         #expect(first == (try FakeAlertEvent(try outcome(label: "fake", score: "0.92", metadata: #"{"case": 881}"#)).json()), "a retry sends the same bytes")
         let fields = try JSONDecoder().decode([String: JSONValue].self, from: Data(first.utf8))
-        #expect(Set(fields.keys) == ["event", "event_id", "request_id", "remote_uuid", "media_type", "label", "score", "metadata", "detected_at"])
+        #expect(Set(fields.keys) == ["event", "event_id", "request_id", "remote_uuid", "media_type", "label", "score", "fake_tracks", "metadata", "detected_at"])
         #expect(fields["event_id"] == .string("detection.fake:u-1"))
         #expect(fields["detected_at"] == .string("2023-11-14T22:13:20.000Z"))
     }

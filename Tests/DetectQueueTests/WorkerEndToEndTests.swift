@@ -115,7 +115,7 @@ struct WorkerRetryTests {
     @Test func spentAttemptsFailWithTheLastErrorAndPermanentErrorsFailAtOnce() async throws {
         let harness = try await WorkerHarness.start(.init(faults: .init(serverErrorRate: 1, endpoints: ["POST /detect"])))
         let flaky = try await harness.insert("media_url, max_attempts", ["https://cdn.example.com/a.wav", 3])
-        let refused = try await harness.insert("media_url", ["http://cdn.example.com/not-https.wav"])
+        let refused = try await harness.insert("media_url", ["https://cdn.example.com/notes.txt"])
         let worker = harness.startWorker(try harness.configuration())
         try await harness.waitUntilFinished([flaky])
         await harness.simulator.state.setFaults(.none)
@@ -128,7 +128,7 @@ struct WorkerRetryTests {
         #expect(try await harness.history(flaky) == ["queued", "submitting", "retrying", "submitting", "retrying", "submitting", "failed"])
         let permanent = try await harness.row(refused)
         #expect(try permanent.decode("state", as: String.self) == "failed")
-        #expect(try permanent.decode("error_message", as: String?.self)?.contains("url must be a public HTTPS URL") == true)
+        #expect(try permanent.decode("error_message", as: String?.self)?.contains(".txt is not supported") == true)
         await harness.stop()
     }
 

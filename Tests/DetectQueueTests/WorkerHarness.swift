@@ -34,7 +34,12 @@ struct WorkerHarness {
             "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_RETRY_MAX_SECONDS": "1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
             "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
         ]
-        if callbacks { settings["DETECTQ_CALLBACK_URL"] = "http://127.0.0.1:\(settings["DETECTQ_HTTP_PORT"]!)" }
+        if callbacks {
+            settings["DETECTQ_CALLBACK_URL"] = "http://127.0.0.1:\(settings["DETECTQ_HTTP_PORT"]!)"
+            // A callback that came before the accepted answer was stored is refused until reconciliation adopts
+            // it; the poll that follows the callback timeout finds the result instead, soon in tests.
+            settings["DETECTQ_CALLBACK_TIMEOUT"] = "2"
+        }
         var configuration = try WorkerConfiguration.fromEnvironment(settings.merging(environment) { $1 })
         configuration.database = PostgresConfiguration(
             connectionString: database.connectionString, database: database.database,

@@ -19,7 +19,12 @@ struct ErrorClassificationTests {
         }
     }
 
-    @Test(arguments: [400, 402, 404, 413, 422])
+    @Test func outOfCreditIsNeitherTheRequestsFaultNorTheTokens() {
+        let error = DetectAPIError.from(status: 402, body: Array(#"{"error_code": "insufficient_credits", "message": "No credit"}"#.utf8), retryAfter: nil, secrets: [])
+        #expect(error == .outOfCredit(message: "No credit"))
+    }
+
+    @Test(arguments: [400, 404, 413, 422])
     func permanent(status: Int) {
         guard case .permanent = DetectAPIError.from(status: status, body: [], retryAfter: nil, secrets: []) else {
             Issue.record("\(status) is permanent")

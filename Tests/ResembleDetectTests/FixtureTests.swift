@@ -118,6 +118,27 @@ struct FixtureTests {
         #expect(purged.isPurged)
     }
 
+    /// The pages' `Prefer: wait` answers carry a verdict and no `status`: they are final, not polled again.
+    @Test(arguments: [2, 3, 4, 5, 6])
+    func aSynchronousAnswerWithAVerdictIsFinal(example: Int) throws {
+        let item = try DetectResponses.item(from: Fixtures.bytes("submit-detection-job-response-\(example).json"))
+        #expect(item.label != nil)
+        #expect(item.isFinished, "example \(example) has a verdict and status \(String(describing: item.status))")
+    }
+
+    @Test func aVideoKeepsEachTracksVerdictAndIsFakeWhenEitherIs() throws {
+        let item = try DetectResponses.item(from: Fixtures.bytes("submit-detection-job-response-5.json"))
+        #expect(item.audioLabel == "fake" && item.visualLabel == "Fake")
+        #expect(item.verdict().fakeTracks == [.visual, .audio])
+        let clonedVoice = try DetectionItem(json: """
+            {"uuid": "u", "media_type": "video", "metrics": {"label": "fake", "aggregated_score": "0.9"},
+             "video_metrics": {"label": "Real", "score": 0.1}}
+            """)
+        #expect(clonedVoice.isFake == true && clonedVoice.label == "fake" && clonedVoice.aggregatedScore == 0.9)
+        #expect(clonedVoice.verdict().fakeTracks == [.audio] && clonedVoice.visualLabel == "Real")
+        #expect(clonedVoice.isFinished)
+    }
+
     @Test func theAsynchronousAcknowledgementHasNoVerdict() throws {
         let item = try DetectResponses.item(from: Fixtures.bytes("submit-detection-job-response-1.json"))
         #expect(item.label == nil && item.isFake == nil && item.aggregatedScore == nil)

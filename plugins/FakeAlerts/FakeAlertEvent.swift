@@ -2,14 +2,10 @@ import DetectQueue
 import Foundation
 import ResembleDetect
 
-/// Which outcomes count as fakes: a label that reads fake in any case, or a score at or above the
-/// threshold (`DETECTQ_FAKE_THRESHOLD`) when one is set.
+/// Which outcomes are alerted on: the fakes, as the outcome's verdict says (any track that reads fake, or
+/// whose score passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`).
 public struct FakeAlertPolicy: Sendable, Hashable {
-    public var threshold: Double?
-
-    public init(threshold: Double? = nil) {
-        self.threshold = threshold
-    }
+    public init() {}
 
     /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`; an
     /// overdue purge is never decided at completion (the retention tracker raises it).
@@ -18,9 +14,7 @@ public struct FakeAlertPolicy: Sendable, Hashable {
     }
 
     public func isFake(_ outcome: DetectionOutcome) -> Bool {
-        if outcome.item.isFake == true { return true }
-        if let threshold, let score = outcome.item.aggregatedScore { return score >= threshold }
-        return false
+        outcome.verdict.isFake == true
     }
 }
 
@@ -56,6 +50,8 @@ public struct FakeAlertEvent: Sendable, Encodable {
     public let mediaType: String?
     public let label: String?
     public let score: Double?
+    /// The tracks that read fake (`audio`, `visual`): a cloned voice over real footage names `audio` only.
+    public let fakeTracks: [String]
     public let metadata: JSONValue?
     public let metadataTruncated: Bool?
     public let detectedAt: String
@@ -66,8 +62,9 @@ public struct FakeAlertEvent: Sendable, Encodable {
         requestID = outcome.requestID
         remoteUUID = outcome.remoteUUID
         mediaType = outcome.item.mediaType?.description
-        label = outcome.item.label
-        score = outcome.item.aggregatedScore
+        label = outcome.verdict.label
+        score = outcome.verdict.score
+        fakeTracks = outcome.verdict.fakeTracks.map(\.rawValue)
         metadata = try? JSONDecoder().decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
         metadataTruncated = nil
         detectedAt = ISO8601Timestamp.format(outcome.completedAt)
@@ -81,6 +78,7 @@ public struct FakeAlertEvent: Sendable, Encodable {
         mediaType = event.mediaType
         label = event.label
         score = event.score
+        fakeTracks = event.fakeTracks
         metadata = nil
         metadataTruncated = true
         detectedAt = event.detectedAt
@@ -101,6 +99,7 @@ public struct FakeAlertEvent: Sendable, Encodable {
         case remoteUUID = "remote_uuid"
         case mediaType = "media_type"
         case label, score, metadata
+        case fakeTracks = "fake_tracks"
         case metadataTruncated = "metadata_truncated"
         case detectedAt = "detected_at"
     }

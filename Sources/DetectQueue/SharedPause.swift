@@ -1,0 +1,166 @@
+import Foundation
+import Postgres
+import Synchronization
+
+/// The shared pause of the API's use, one row per kind in `detectq.pauses`, seen by every worker on the
+/// database: a 429's `Retry-After` (every API call waits; `APIBudget` honours it), an account out of credit
+/// (a 402: submitting waits, and one submission probes again every `DETECTQ_CREDIT_RECHECK_SECONDS`), and an
+/// operator's `detectq pause` (submitting waits until `detectq resume`). Callbacks, polls and
+/// post-processing go on under the last two. Each pause keeps who set it, when and why.
+public struct SharedPause: Sendable {
+    /// Why the API's use is paused.
+    public enum Kind: String, Sendable, CaseIterable, PostgresDecodable {
+        /// The API answered 429: every call waits for its `Retry-After`.
+        case rateLimited = "rate_limited"
+        /// The API answered 402: submitting waits; a probe goes at `until`.
+        case outOfCredit = "out_of_credit"
+        /// `detectq pause` (or the dashboard): submitting waits until resumed.
+        case `operator`
+    }
+
+    /// One pause in force.
+    public struct Entry: Sendable, Hashable {
+        public var kind: Kind
+        public var reason: String
+        public var pausedBy: String?
+        public var pausedAt: Date
+        /// When a rate-limit pause ends, or when an out-of-credit pause probes again; nil for an operator's.
+        public var until: Date?
+    }
+
+    /// What a worker may submit now.
+    public enum Gate: Sendable, Equatable {
+        case open
+        /// Submitting is paused (out of credit, or by an operator).
+        case closed
+        /// Out of credit, and this caller holds the probe: it may submit one request to see if credit is back.
+        case probe
+    }
+
+    public let pool: PostgresConnectionPool
+
+    public init(pool: PostgresConnectionPool) {
+        self.pool = pool
+    }
+
+    /// The pauses in force (an expired rate-limit pause is not), and whether the caller may submit; when an
+    /// out-of-credit pause is due to probe again, exactly one caller across all workers gets `.probe` and
+    /// the next probe is pushed `recheck` ahead.
+    public func gate(recheck: Duration) async throws -> (gate: Gate, pauses: [Entry]) {
+        let rows = try await pool.query("""
+            WITH probe AS (
+                UPDATE detectq.pauses SET until = clock_timestamp() + make_interval(secs => \(recheck.seconds))
+                WHERE kind = 'out_of_credit' AND until <= clock_timestamp()
+                  AND NOT EXISTS (SELECT 1 FROM detectq.pauses WHERE kind = 'operator')
+                RETURNING kind
+            )
+            SELECT kind, reason, paused_by, paused_at, until, kind IN (SELECT kind FROM probe) AS probe
+            FROM detectq.pauses
+            WHERE kind <> 'rate_limited' OR until > clock_timestamp()
+            ORDER BY kind
+            """)
+        var probe = false
+        let pauses = try rows.map { row in
+            probe = try probe || row.decode("probe", as: Bool.self)
+            return try Entry(row: row)
+        }
+        let gate: Gate
+        if pauses.contains(where: { $0.kind == .operator }) {
+            gate = .closed
+        } else if pauses.contains(where: { $0.kind == .outOfCredit }) {
+            gate = probe ? .probe : .closed
+        } else {
+            gate = .open
+        }
+        return (gate, pauses)
+    }
+
+    /// The pauses in force.
+    public func current() async throws -> [Entry] {
+        try await pool.query("""
+            SELECT kind, reason, paused_by, paused_at, until FROM detectq.pauses
+            WHERE kind <> 'rate_limited' OR until > clock_timestamp()
+            ORDER BY kind
+            """).map(Entry.init(row:))
+    }
+
+    /// Pauses every API call until `duration` from now (a 429's `Retry-After`), or longer if already paused.
+    public func pauseRateLimited(for duration: Duration, by workerID: String?) async throws {
+        let reason = "the API answered 429 Too Many Requests (Retry-After \(Int(duration.seconds.rounded(.up))) s)"
+        try await pool.query(PostgresQuery(sql: """
+            INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until)
+            VALUES ('rate_limited', $1, $2, clock_timestamp() + make_interval(secs => $3))
+            ON CONFLICT (kind) DO UPDATE SET
+                paused_at = CASE WHEN p.until > clock_timestamp() THEN p.paused_at ELSE clock_timestamp() END,
+                reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by, until = GREATEST(p.until, EXCLUDED.until)
+            """, parameters: [reason, workerID, duration.seconds]))
+    }
+
+    /// Pauses submitting for every worker because the account is out of credit, the next probe `recheck`
+    /// from now. Returns true when this call started the pause (it was not already in force).
+    @discardableResult
+    public func pauseOutOfCredit(reason: String, by workerID: String?, recheck: Duration) async throws -> Bool {
+        try await pool.query(PostgresQuery(sql: """
+            INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until)
+            VALUES ('out_of_credit', $1, $2, clock_timestamp() + make_interval(secs => $3))
+            ON CONFLICT (kind) DO UPDATE SET until = EXCLUDED.until
+            RETURNING xmax = 0 AS started
+            """, parameters: [reason, workerID, recheck.seconds]))[0].decode("started", as: Bool.self)
+    }
+
+    /// Ends an out-of-credit pause (a probe was accepted). Returns true when one was in force.
+    @discardableResult
+    public func endOutOfCredit() async throws -> Bool {
+        try await pool.query("DELETE FROM detectq.pauses WHERE kind = 'out_of_credit'").affectedRows > 0
+    }
+
+    /// An operator's pause of submitting for every worker, until `resume`; `operatorName` nil records the
+    /// session's actor (`detectq.worker_id`, as the event history does). Returns false (changing nothing)
+    /// when an operator's pause is already in force.
+    @discardableResult
+    public func pause(reason: String, by operatorName: String?) async throws -> Bool {
+        try await pool.query(PostgresQuery(sql: """
+            INSERT INTO detectq.pauses (kind, reason, paused_by)
+            VALUES ('operator', $1, coalesce($2, nullif(current_setting('detectq.worker_id', true), '')))
+            ON CONFLICT (kind) DO NOTHING
+            """, parameters: [reason, operatorName])).affectedRows == 1
+    }
+
+    /// Ends an operator's pause. Returns false when there was none.
+    @discardableResult
+    public func resume() async throws -> Bool {
+        try await pool.query("DELETE FROM detectq.pauses WHERE kind = 'operator'").affectedRows > 0
+    }
+}
+
+extension SharedPause.Entry {
+    init(row: PostgresRow) throws {
+        kind = try row.decode("kind")
+        reason = try row.decode("reason")
+        pausedBy = try row.decode("paused_by")
+        pausedAt = try row.decode("paused_at")
+        until = try row.decode("until")
+    }
+}
+
+/// A worker's view of the shared pause before it claims: read from the database again at most every
+/// `freshness` while submitting is open, and at every claim while it is not (so the probe is never missed).
+final class SubmissionGate: Sendable {
+    private let pause: SharedPause
+    private let recheck: Duration
+    private let freshness: Duration
+    private let cached = Mutex<(at: ContinuousClock.Instant, gate: SharedPause.Gate)?>(nil)
+
+    init(pause: SharedPause, recheck: Duration, freshness: Duration = .milliseconds(250)) {
+        self.pause = pause
+        self.recheck = recheck
+        self.freshness = freshness
+    }
+
+    func current() async throws -> SharedPause.Gate {
+        if let (at, gate) = cached.withLock({ $0 }), gate == .open, ContinuousClock.now - at < freshness { return .open }
+        let gate = try await pause.gate(recheck: recheck).gate
+        cached.withLock { $0 = (ContinuousClock.now, gate) }
+        return gate
+    }
+}

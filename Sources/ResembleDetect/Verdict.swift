@@ -1,0 +1,76 @@
+/// A detection's verdict from every track it has: the audio track's (`metrics`) and the picture's
+/// (`video_metrics` for a video, `image_metrics` for an image). The request is fake when any track reads
+/// fake, or when its score passes the fake threshold: a cloned voice over real footage is a fake.
+///
+/// This is the one place `is_fake` is decided, so the stored row, the alerts, the dashboard and
+/// `detectq status` cannot disagree.
+public struct Verdict: Sendable, Hashable {
+    /// A track of a detection.
+    public enum Track: String, Sendable, Hashable, CaseIterable {
+        case audio
+        case visual
+    }
+
+    /// One track's own verdict, as the API gave it.
+    public struct TrackVerdict: Sendable, Hashable {
+        public var track: Track
+        public var label: String?
+        public var score: Double?
+
+        /// Whether this track reads fake: its label says so, or its score is at or above `threshold`.
+        public func readsFake(threshold: Double?) -> Bool {
+            if let label, DetectionItem.labelReadsFake(label) { return true }
+            if let threshold, let score, score.isFinite { return score >= threshold }
+            return false
+        }
+    }
+
+    /// Every track with a label or a score, the primary one first (the picture's for a video or an image,
+    /// else the audio's).
+    public let tracks: [TrackVerdict]
+    /// The tracks that read fake, in the same order.
+    public let fakeTracks: [Track]
+
+    public init(tracks: [TrackVerdict], threshold: Double?) {
+        self.tracks = tracks
+        let fake = tracks.filter { $0.readsFake(threshold: threshold) }
+        fakeTracks = fake.map(\.track)
+        decisive = fake.first ?? tracks.first
+        decided = tracks.contains { $0.label != nil || (threshold != nil && $0.score != nil) }
+    }
+
+    /// The track whose verdict is the request's: the first that reads fake, else the primary one.
+    private let decisive: TrackVerdict?
+    /// Whether any track said anything a verdict can be read from.
+    private let decided: Bool
+
+    /// Fake when any track reads fake; nil when no track carries a verdict.
+    public var isFake: Bool? { decided ? !fakeTracks.isEmpty : nil }
+    /// The label of the verdict that made the request fake, else the primary track's.
+    public var label: String? { decisive?.label }
+    /// The score that goes with `label`.
+    public var score: Double? { decisive?.score }
+    /// Each track's own label.
+    public func label(of track: Track) -> String? { tracks.first { $0.track == track }?.label }
+}
+
+extension DetectionItem {
+    /// Each track's own verdict, the primary track first.
+    public var trackVerdicts: [Verdict.TrackVerdict] {
+        let audio = metrics.map { Verdict.TrackVerdict(track: .audio, label: $0.label, score: $0.aggregatedScore) }
+        let visual: Verdict.TrackVerdict? = switch mediaType {
+        case .video: videoMetrics.map { .init(track: .visual, label: $0.label, score: $0.score) }
+        case .image: imageMetrics.map { .init(track: .visual, label: $0.label, score: $0.score) }
+        default:
+            videoMetrics.map { .init(track: .visual, label: $0.label, score: $0.score) }
+                ?? imageMetrics.map { .init(track: .visual, label: $0.label, score: $0.score) }
+        }
+        let ordered = mediaType == .video || mediaType == .image ? [visual, audio] : [audio, visual]
+        return ordered.compactMap { $0 }.filter { $0.label != nil || $0.score != nil }
+    }
+
+    /// The verdict over every track; `threshold` is `DETECTQ_FAKE_THRESHOLD` when one is set.
+    public func verdict(threshold: Double? = nil) -> Verdict {
+        Verdict(tracks: trackVerdicts, threshold: threshold)
+    }
+}
