@@ -35,11 +35,13 @@ struct InvariantChecks: Sendable {
             SELECT id, idempotency_key, media_url, media_path, state, attempt, remote_uuid, coalesce(is_fake, false) AS is_fake
             FROM detectq.requests WHERE metadata ? 'chaos' ORDER BY id
             """).map { row in
+            let id = try row.decode("id", as: Int.self)
             let url = try row.decode("media_url", as: String?.self)
-            let path = try row.decode("media_path", as: String?.self)
+            let ext = ((try row.decode("media_path", as: String?.self) ?? "") as NSString).pathExtension
             return Row(
-                id: try row.decode("id"), key: try row.decode("idempotency_key"),
-                mediaKey: url ?? "file:" + ((path ?? "") as NSString).lastPathComponent,
+                id: id, key: try row.decode("idempotency_key"),
+                // Workers name each upload after its request and attempt; the simulator counts them per request.
+                mediaKey: url ?? "file:detectq-\(id)" + (ext.isEmpty ? "" : ".\(ext)"),
                 state: try row.decode("state"), attempt: try row.decode("attempt"),
                 remoteUUID: try row.decode("remote_uuid"), isFake: try row.decode("is_fake")
             )

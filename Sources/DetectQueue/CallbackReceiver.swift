@@ -57,8 +57,9 @@ struct CallbackReceiver: Sendable {
             QueueMetrics.callback("unknown")
             return text("not found\n", status: .notFound)
         }
+        let body: ByteBuffer
         do {
-            _ = try await request.body.collect(upTo: Self.maximumBody)
+            body = try await request.body.collect(upTo: Self.maximumBody)
         } catch {
             QueueMetrics.callback("too_large")
             return text("callback body too large\n", status: .contentTooLarge)
@@ -69,6 +70,9 @@ struct CallbackReceiver: Sendable {
             QueueMetrics.callback("unknown")
             return text("not found\n", status: .notFound)
         }
+        if waiting.remoteUUID == nil, waiting.state == .submitting || waiting.state == .retrying {
+            return await adoptEarly(waiting, body: body)
+        }
         guard waiting.state == .awaitingResult else {
             QueueMetrics.callback("duplicate")
             return text("already recorded\n", status: waiting.state == .completed ? .ok : .conflict)
@@ -76,6 +80,36 @@ struct CallbackReceiver: Sendable {
         QueueMetrics.callback("accepted")
         await poller.poll(waiting)
         return text("received\n", status: .accepted)
+    }
+
+    /// A genuine callback (its secret is right) for a request whose answer has not been stored, because it is
+    /// still on its way or was lost: the detection it names, once `GET /detect/{uuid}` confirms it, is adopted,
+    /// and the request waits for it (its poll due now) instead of being submitted again.
+    private func adoptEarly(_ waiting: DetectionRequest, body: ByteBuffer) async -> Response {
+        guard let uuid = try? DetectResponses.item(from: Array(body.readableBytesView)).uuid else {
+            QueueMetrics.callback("unreadable")
+            return text("the callback names no detection\n", status: .badRequest)
+        }
+        do {
+            try await processor.budget.acquire()
+            let confirmed = try await processor.client.detection(uuid: uuid)
+            guard confirmed.uuid == uuid,
+                  try await processor.store.adopt(uuid, for: waiting, workerID: nil, via: "callback")
+            else {
+                QueueMetrics.callback("duplicate")
+                return text("already recorded\n", status: .conflict)
+            }
+            QueueMetrics.callback("adopted")
+            processor.logger.notice("adopted the detection a callback named before the submission's answer was stored", metadata: [
+                "request_id": "\(waiting.id)", "remote_uuid": "\(uuid)",
+            ])
+            return text("received\n", status: .accepted)
+        } catch {
+            // Not confirmed now: the API sends the callback as a hint, and the request's own path goes on.
+            QueueMetrics.callback("unconfirmed")
+            processor.logger.warning("could not confirm an early callback: \(error)", metadata: ["request_id": "\(waiting.id)"])
+            return text("not confirmed; try again\n", status: .serviceUnavailable)
+        }
     }
 
     private func text(_ body: String, status: HTTPResponse.Status) -> Response {

@@ -32,6 +32,9 @@ public struct DetectionRequest: Sendable, Hashable {
     public var pollCount: Int
     public var acceptedAt: Date?
     public var metadata: PostgresJSON
+    /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
+    /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
+    public var unansweredSince: Date?
 
     /// Whether a failure of the current attempt may be retried.
     public var attemptsLeft: Bool { attempt < maxAttempts }
@@ -44,6 +47,20 @@ public struct DetectionRequest: Sendable, Hashable {
         max_video_fps::float8 AS max_video_fps, model_types, pipeline, wait_mode, state, attempt, max_attempts,
         remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata
         """
+
+    /// A request not read from a row: a claimed, unsent attempt of `media` (the search for lost answers is
+    /// tested on these).
+    init(id: Int, media: Media, options: DetectionOptions = .init(), attempt: Int = 1, maxAttempts: Int = 8) {
+        self.id = id
+        self.media = media
+        self.options = options
+        waitMode = .auto
+        state = .submitting
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        pollCount = 0
+        metadata = PostgresJSON(text: "{}")
+    }
 
     init(row: PostgresRow) throws {
         id = try row.decode("id")

@@ -42,20 +42,23 @@ struct LeaseTable: Sendable {
 
     /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold. Each row also
     /// carries `claimed_from`, the state it was claimed from.
-    func claim(on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, resetting: String = "") async throws -> PostgresRows {
+    /// `prior` names a column whose value before the claim is returned too, as `prior_<column>`.
+    func claim(
+        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, resetting: String = "", prior: String? = nil
+    ) async throws -> PostgresRows {
         try await pool.query(PostgresQuery(sql: """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
                 attempt = r.attempt + 1\(resetting)
             FROM (
-                SELECT id, state::text AS claimed_from FROM \(table)
+                SELECT id, state::text AS claimed_from\(prior.map { ", \($0) AS prior_\($0)" } ?? "") FROM \(table)
                 WHERE state IN (\(list(claimableStates))) AND run_at <= now()
                 ORDER BY \(order)
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
             ) AS claimable
             WHERE r.id = claimable.id
-            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(prior.map { ", claimable.prior_\($0)" } ?? "")
             """, parameters: [workerID, lease.seconds, limit]))
     }
 

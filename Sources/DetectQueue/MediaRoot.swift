@@ -22,8 +22,9 @@ public struct MediaRoot: Sendable, Hashable {
         self.path = String(cString: resolved)
     }
 
-    /// Opens `relativePath` inside the root and checks it against the API's file constraints.
-    public func open(_ relativePath: String) throws(MediaPathError) -> MediaFile {
+    /// Opens `relativePath` inside the root and checks it against the API's file constraints. The upload
+    /// carries `uploadName` when given, else the file's own name.
+    public func open(_ relativePath: String, as uploadName: String? = nil) throws(MediaPathError) -> MediaFile {
         guard !relativePath.hasPrefix("/") else {
             throw MediaPathError("media_path \(relativePath) is absolute; give a path relative to DETECTQ_MEDIA_ROOT")
         }
@@ -40,7 +41,7 @@ public struct MediaRoot: Sendable, Hashable {
             throw MediaPathError("media_path \(relativePath) leads outside DETECTQ_MEDIA_ROOT (through a symlink); refusing to send it")
         }
         do {
-            return try MediaFile(adopting: descriptor, fileName: (relativePath as NSString).lastPathComponent)
+            return try MediaFile(adopting: descriptor, fileName: uploadName ?? (relativePath as NSString).lastPathComponent)
         } catch {
             throw MediaPathError("media_path \(relativePath): \(error)")
         }

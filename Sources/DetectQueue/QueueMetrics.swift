@@ -27,6 +27,9 @@ public enum QueueMetrics {
     public static let postTasks = "detectq_post_tasks_total"
     /// Completed requests the API called fake.
     public static let fakesFound = "detectq_fakes_found_total"
+    /// Detections found for requests whose answer was lost, and adopted instead of submitting again, by `via`
+    /// (`list`: List Detects; `callback`: a callback that came before the answer).
+    public static let adoptions = "detectq_submissions_adopted_total"
     /// Requests failed because their result did not come within `DETECTQ_RESULT_TIMEOUT`.
     public static let resultTimeouts = "detectq_result_timeouts_total"
     /// Requests by `state` and post-tasks by `state`, sampled from the database when `/metrics` is read.
@@ -81,6 +84,10 @@ public enum QueueMetrics {
 
     static func fakeFound() {
         Counter(label: fakesFound).increment()
+    }
+
+    static func adopted(via: String) {
+        Counter(label: adoptions, dimensions: [("via", via)]).increment()
     }
 
     static func resultTimedOut() {

@@ -7,6 +7,9 @@ public enum RequestEvent: Sendable, Hashable {
     case claimed(workerID: String)
     /// The API accepted the request and returned its uuid; the result is still to come.
     case accepted(remoteUUID: String)
+    /// A detection an earlier attempt created, whose answer was lost, was found (in List Detects, or by a
+    /// genuine callback that came first) and is waited for instead of submitting again.
+    case adopted(remoteUUID: String)
     /// The detection result arrived (in the `Prefer: wait` response, a callback confirmed by a GET, or a poll).
     case completed
     /// An attempt failed in a way worth retrying (a network fault, a 429 or 5xx); retried at `retryAt`
@@ -44,7 +47,7 @@ public enum RequestStateMachine {
     ) throws(IllegalEvent) -> RequestState {
         let next: RequestState? = switch (state, event) {
         case (.queued, .claimed), (.retrying, .claimed): .submitting
-        case (.submitting, .accepted): .awaitingResult
+        case (.submitting, .accepted), (.submitting, .adopted), (.retrying, .adopted): .awaitingResult
         case (.submitting, .completed), (.awaitingResult, .completed): .completed
         case (.submitting, .failedRetryably), (.submitting, .leaseExpired): attemptsLeft ? .retrying : .failed
         case (.submitting, .failedPermanently), (.awaitingResult, .failedPermanently): .failed
@@ -64,6 +67,7 @@ extension RequestEvent {
         switch self {
         case .claimed: "claimed"
         case .accepted: "accepted"
+        case .adopted: "adopted"
         case .completed: "completed"
         case .failedRetryably: "failed (retryable)"
         case .failedPermanently: "failed (permanent)"

@@ -64,6 +64,14 @@ struct RequestProcessor: Sendable {
             logger.notice("already accepted by the API; polling it instead of submitting again", metadata: ["remote_uuid": "\(remoteUUID)"])
             return .recorded
         }
+        // An earlier attempt may have been billed for a detection whose answer was lost: find it before sending again.
+        if LostAnswerSearch.applies(to: request),
+           let uuid = try await LostAnswerSearch(client: client, budget: budget, store: store).find(for: request) {
+            if try await store.adopt(uuid, for: request, workerID: configuration.workerID, via: "list") {
+                logger.notice("adopted the detection an earlier attempt created (its answer was lost) instead of submitting again", metadata: ["remote_uuid": "\(uuid)"])
+            }
+            return .recorded
+        }
         let mode = waitMode(for: request)
         var options = request.options
         var secretHash: String?
@@ -84,7 +92,8 @@ struct RequestProcessor: Sendable {
             guard let root = configuration.mediaRoot else {
                 throw MediaPathError("media_path \(relative) needs DETECTQ_MEDIA_ROOT, which this worker does not have")
             }
-            let file = try root.open(relative)
+            // Named after the request and attempt, so that a lost answer can be found by its file name.
+            let file = try root.open(relative, as: LostAnswerSearch.uploadName(of: request, path: relative))
             switch file.uploadPath {
             case .multipart:
                 (source, path) = (.file(file), "multipart")
@@ -104,8 +113,10 @@ struct RequestProcessor: Sendable {
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
         try await budget.acquire()
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-        if ContinuousClock.now - claimed > Self.claimFreshness {
-            guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path) else {
+        // A callback request's secret is stored before it is sent, so that a callback that beats the answer is
+        // recognised as genuine (and its detection adopted) rather than refused.
+        if ContinuousClock.now - claimed > Self.claimFreshness || secretHash != nil {
+            guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path, callbackSecretHash: secretHash) else {
                 logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
                 return .recorded
             }
@@ -206,7 +217,10 @@ struct RequestProcessor: Sendable {
             case 429: "rate_limited"
             default: "server_error"
             }
-            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
+            // A 429 created nothing: an answer is owed only if an earlier attempt still owes one.
+            var changes = RequestChanges()
+            if status == 429 { changes.unansweredSince = .some(request.unansweredSince) }
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, changes: changes, logger: logger)
         case .malformedResponse:
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, cause: "malformed_response", logger: logger)
         case .permanent(400, let message) where Self.refusesMediaToken(message):

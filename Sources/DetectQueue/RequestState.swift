@@ -26,7 +26,7 @@ public enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Pos
         case .queued: [.submitting, .cancelled]
         case .submitting: [.awaitingResult, .completed, .retrying, .failed, .cancelled, .queued]
         case .awaitingResult: [.completed, .failed, .cancelled]
-        case .retrying: [.submitting, .cancelled]
+        case .retrying: [.submitting, .cancelled, .awaitingResult]
         case .failed: [.queued]
         case .completed, .cancelled: []
         }

@@ -30,12 +30,18 @@ public struct RequestStore: Sendable {
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
         let rows = try await LeaseTable.requests.claim(
-            on: pool, workerID: workerID, limit: limit, lease: lease, resetting: ", error_message = NULL, submit_started_at = now()"
+            on: pool, workerID: workerID, limit: limit, lease: lease,
+            resetting: ", error_message = NULL, submit_started_at = now(), unanswered_since = coalesce(r.unanswered_since, now())",
+            prior: "unanswered_since"
         )
         for row in rows {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
         }
-        return try rows.map(DetectionRequest.init(row:)).sorted { $0.id < $1.id }
+        return try rows.map { row in
+            var request = try DetectionRequest(row: row)
+            request.unansweredSince = try row.decode("prior_unanswered_since")
+            return request
+        }.sorted { $0.id < $1.id }
     }
 
     /// Extends the leases `workerID` still holds among `ids`; returns the ids whose lease it still holds.
@@ -80,11 +86,13 @@ public struct RequestStore: Sendable {
             changes.runAt = next == .retrying ? retryAt : nil
         case .failedPermanently(let reason):
             changes.errorMessage = reason
-        case .accepted(let remoteUUID):
+        case .accepted(let remoteUUID), .adopted(let remoteUUID):
             changes.remoteUUID = remoteUUID
         case .released:
             changes.attemptDelta = -1
             changes.clearsSubmitStarted = true
+            // Nothing was sent in this attempt: an answer is owed since an earlier one, if any.
+            changes.unansweredSince = .some(request.unansweredSince)
         case .retriedByUser:
             changes.runAt = Date()
             changes.errorMessage = nil
@@ -171,6 +179,7 @@ public struct RequestStore: Sendable {
             ), done AS (
                 UPDATE detectq.requests AS r SET
                     state = 'completed', completed_at = now(), locked_by = NULL, locked_until = NULL, result = v.result,
+                    unanswered_since = NULL,
                     remote_uuid = coalesce(v.remote_uuid, r.remote_uuid), accepted_at = coalesce(r.accepted_at, now()),
                     media_type = v.media_type, label = v.label, audio_label = v.audio_label, visual_label = v.visual_label,
                     is_fake = v.is_fake, aggregated_score = v.aggregated_score,
@@ -191,6 +200,43 @@ public struct RequestStore: Sendable {
         var changed = Set(try rows.map { try $0.decode("id", as: Int.self) })
         // A request completed twice in one batch (a callback racing a poll) counts once.
         return batch.map { changed.remove($0.request.id) != nil }
+    }
+
+    /// Which of `uuids` are the remote uuids of requests other than `id`.
+    func remoteUUIDsHeld(_ uuids: [String], byOtherThan id: Int) async throws -> Set<String> {
+        guard !uuids.isEmpty else { return [] }
+        return Set(try await pool.query("""
+            SELECT remote_uuid FROM detectq.requests WHERE remote_uuid = ANY(\(uuids)) AND id <> \(id)
+            """).map { try $0.decode("remote_uuid", as: String.self) })
+    }
+
+    /// Adopts `uuid`, found for a request whose earlier answer was lost, as the request's remote uuid: the
+    /// request waits for it as for an accepted one (its next poll due now), and its history says how it was
+    /// found. Returns false, changing nothing, when the request moved on or another request holds the uuid.
+    /// `workerID` is the lease holder that found it (List Detects); nil for a callback, which may come while
+    /// any worker, or none, holds the request.
+    public func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
+        _ = try RequestStateMachine.transition(from: request.state, on: .adopted(remoteUUID: uuid), attemptsLeft: request.attemptsLeft)
+        let detail = "adopted via \(via): detection \(uuid), created by an earlier attempt whose answer was lost, is waited for instead of submitting again"
+        do {
+            let adopted = try await pool.transaction { connection in
+                try await connection.query("SELECT set_config('detectq.event_detail', \(detail), true)")
+                return try await connection.query("""
+                    UPDATE detectq.requests
+                    SET state = 'awaiting_result', remote_uuid = \(uuid), accepted_at = now(), run_at = now(),
+                        locked_by = NULL, locked_until = NULL, unanswered_since = NULL
+                    WHERE id = \(request.id) AND state = \(request.state.rawValue)::detectq.request_state AND remote_uuid IS NULL
+                      AND (\(workerID ?? "") = '' OR locked_by = \(workerID ?? ""))
+                    """).affectedRows == 1
+            }
+            if adopted {
+                QueueMetrics.transition(from: request.state, to: .awaitingResult)
+                QueueMetrics.adopted(via: via)
+            }
+            return adopted
+        } catch let error as PostgresError where error.constraint == "requests_remote_uuid_unique" {
+            return false
+        }
     }
 
     /// Claims up to `limit` accepted requests whose next poll is due, under a short poll lease.
@@ -233,8 +279,11 @@ public struct RequestStore: Sendable {
     /// Records that the request is about to be sent to the API (the window in which a lost response could
     /// leave an accepted request unknown to us is then visible). Returns false when the worker no longer holds
     /// it (cancelled, or taken over), and then it must not be sent.
-    public func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: String) async throws -> Bool {
-        try await submitStarts.submit(SubmitStart(id: request.id, workerID: workerID, path: path))
+    /// `callbackSecretHash` is stored with it, so that a callback that comes before the answer is recognised.
+    public func markSubmitStarted(
+        _ request: DetectionRequest, workerID: String, path: String, callbackSecretHash: String? = nil
+    ) async throws -> Bool {
+        try await submitStarts.submit(SubmitStart(id: request.id, workerID: workerID, path: path, callbackSecretHash: callbackSecretHash))
     }
 
     /// One submission about to start.
@@ -242,12 +291,16 @@ public struct RequestStore: Sendable {
         var id: Int
         var workerID: String
         var path: String
+        var callbackSecretHash: String?
     }
 
     static func writeSubmitStarts(_ batch: [SubmitStart], on pool: PostgresConnectionPool) async throws -> [Bool] {
         let rows = try await pool.query("""
-            UPDATE detectq.requests AS r SET submit_started_at = now(), submit_path = v.path
-            FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path))::text[]) AS v(id, worker, path)
+            UPDATE detectq.requests AS r SET submit_started_at = now(), submit_path = v.path,
+                callback_secret_hash = coalesce(v.secret_hash, r.callback_secret_hash)
+            FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path))::text[],
+                        \(batch.map { $0.callbackSecretHash ?? "" })::text[])
+                 AS u(id, worker, path, secret), LATERAL (SELECT u.id, u.worker, u.path, nullif(u.secret, '') AS secret_hash) AS v
             WHERE r.id = v.id AND r.state = 'submitting' AND r.locked_by = v.worker
             RETURNING r.id
             """)
@@ -297,6 +350,8 @@ public struct RequestChanges: Sendable {
     var clearsSubmitStarted = false
     /// Forget the stored secure-upload token (the API refused it), so the next attempt uploads the file again.
     public var clearsSecureUpload = false
+    /// Sets `unanswered_since` (to NULL when the API answered); nil leaves it, but an accepted uuid clears it.
+    public var unansweredSince: Date??
     /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
     public var keepsLease = false
     public var errorMessage: String?
@@ -331,6 +386,11 @@ public struct RequestChanges: Sendable {
         if clearsErrorMessage { assignments.append("error_message = NULL") }
         if resetsAttempts { assignments.append("attempt = 0, completed_at = NULL") }
         if clearsSubmitStarted { assignments.append("submit_started_at = NULL") }
+        if let unansweredSince {
+            if let since = unansweredSince { set("unanswered_since", since) } else { assignments.append("unanswered_since = NULL") }
+        } else if remoteUUID != nil {
+            assignments.append("unanswered_since = NULL")
+        }
         if clearsSecureUpload { assignments.append("secure_upload_token = NULL, secure_upload_token_issued_at = NULL") }
         if let runAt { set("run_at", runAt) }
         if let remoteUUID { set("remote_uuid", remoteUUID) }

@@ -190,7 +190,7 @@ struct SimulatorRoutes: Sendable {
             detection = await state.createDetection(
                 mediaType: secure.mediaType, scenario: .init(fakeAudio: secure.file.containsFakeMarker, fakePicture: secure.file.containsFakeMarker),
                 options: options, sourceURL: nil,
-                fileName: secure.file.fileName, mediaKey: "upload:" + secure.file.fileName, storedFile: secure.file.path
+                fileName: secure.file.fileName, mediaKey: "upload:" + Self.mediaName(secure.file.fileName), storedFile: secure.file.path
             )
         } else {
             let file = upload!
@@ -198,7 +198,7 @@ struct SimulatorRoutes: Sendable {
             detection = await state.createDetection(
                 mediaType: mediaType, scenario: .init(fakeAudio: file.containsFakeMarker, fakePicture: file.containsFakeMarker),
                 options: options, sourceURL: nil,
-                fileName: file.fileName, mediaKey: "file:" + file.fileName, storedFile: file.path
+                fileName: file.fileName, mediaKey: "file:" + Self.mediaName(file.fileName), storedFile: file.path
             )
         }
         if wait {
@@ -263,6 +263,14 @@ struct SimulatorRoutes: Sendable {
     // MARK: - Helpers
 
     static let notFound = SimulatorRejection(status: 404, message: "Detect not found")
+
+    /// The media an uploaded file stands for, in the submission counts: detectq names each upload after its
+    /// request and attempt (`detectq-42-3.wav`), and every attempt of a request uploads the same media
+    /// (`detectq-42.wav`), so that a second submission of it shows as billed twice.
+    static func mediaName(_ fileName: String) -> String {
+        guard let match = fileName.wholeMatch(of: /detectq-(\d+)-\d+(\.[A-Za-z0-9]+)?/) else { return fileName }
+        return "detectq-\(match.1)\(match.2 ?? "")"
+    }
 
     static func prefersWait(_ request: Request) -> Bool {
         request.headers[values: .prefer].contains { $0.lowercased().contains("wait") }

@@ -16,6 +16,11 @@ public struct InstantDetectAPI: DetectAPI {
         SecureUploadToken(token: "instant-" + UUID().uuidString, issuedAt: Date())
     }
 
+    /// The benchmarks lose no answer, so nothing is ever looked for.
+    public func detections(page: Int, pageSize: Int) async throws(DetectAPIError) -> DetectionPage {
+        DetectionPage(page: page, pageCount: 1, pageSize: pageSize, totalCount: 0, items: [])
+    }
+
     public func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
         try Self.item(uuid: uuid, fake: false)
     }

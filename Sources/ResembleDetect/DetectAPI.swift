@@ -7,6 +7,8 @@ public protocol DetectAPI: Sendable {
     func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken
     /// `GET /detect/{uuid}`.
     func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem
+    /// `GET /detect?page=&page_size=` (List Detects): one page of the team's detections, newest first.
+    func detections(page: Int, pageSize: Int) async throws(DetectAPIError) -> DetectionPage
 }
 
 extension DetectClient: DetectAPI {}

@@ -1,9 +1,9 @@
 import Foundation
 
 /// The API's envelopes around items: `{"success": true, "item": …}` and the paginated list.
-enum DetectResponses {
+public enum DetectResponses {
     /// The item of a `{success, item}` response (submit, get, callback), with its exact text kept.
-    static func item(from body: [UInt8]) throws(DetectAPIError) -> DetectionItem {
+    public static func item(from body: [UInt8]) throws(DetectAPIError) -> DetectionItem {
         guard let span = JSONSpan.topLevelValue(forKey: "item", in: body) else {
             throw .malformedResponse("the response has no item")
         }
@@ -47,4 +47,12 @@ public struct DetectionPage: Sendable {
     public var pageSize: Int
     public var totalCount: Int
     public var items: [DetectionItem]
+
+    public init(page: Int, pageCount: Int, pageSize: Int, totalCount: Int, items: [DetectionItem]) {
+        self.page = page
+        self.pageCount = pageCount
+        self.pageSize = pageSize
+        self.totalCount = totalCount
+        self.items = items
+    }
 }

@@ -33,5 +33,6 @@ public enum DetectqMigrations {
         Migration(fileName: "0004_dashboard.sql", bytes: PackageResources._004_dashboard_sql),
         Migration(fileName: "0005_api_hard_cases.sql", bytes: PackageResources._005_api_hard_cases_sql),
         Migration(fileName: "0006_shared_pause.sql", bytes: PackageResources._006_shared_pause_sql),
+        Migration(fileName: "0007_lost_answers.sql", bytes: PackageResources._007_lost_answers_sql),
     ]
 }

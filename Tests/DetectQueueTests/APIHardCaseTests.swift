@@ -1,11 +1,11 @@
 import AsyncHTTPClient
-import DetectQueue
 import DetectSimulator
 import DetectqTestSupport
 import FakeAlerts
 import Foundation
 import Postgres
 import ResembleDetect
+@testable import DetectQueue
 import Testing
 
 /// CONTRACT section 6, end to end against the simulator playing each hard case (SimulatedScenario).
@@ -186,6 +186,75 @@ struct APIHardCaseTests {
         let message = try refused.decode("error_message", as: String?.self) ?? ""
         #expect(try refused.decode("state", as: String.self) == "failed")
         #expect(message.hasPrefix("the API refused the media_token: ") && message.contains("already been used") && message.contains("upload the file again"), "\(message)")
+    }
+
+    @Test func aLostAnswerIsFoundByListDetectsAndAdoptedNotSubmittedAgain() async throws {
+        // Every submission is handled (and billed), and its answer cut off.
+        let harness = try await WorkerHarness.start(.init(faults: .init(lostResponseRate: 1, endpoints: ["POST /detect"])))
+        try harness.writeMedia("calls/interview.wav", "RIFF FAKE voice")
+        let url = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-lost.wav", "sync"])
+        let file = try await harness.insert("media_path, wait_mode, visualize", ["calls/interview.wav", "poll", true])
+        let worker = harness.startWorker(try harness.configuration())
+        try await harness.waitUntilFinished([url, file])
+        await worker.stop()
+        let stats = await harness.simulator.state.snapshot()
+        #expect(stats.injectedLostResponses == 2 && stats.submissions == 2, "one billed submission each, no second: \(stats.submissionsByMedia)")
+        #expect(stats.submissionsByMedia["file:detectq-\(file).wav"] == 1, "uploads are named after their request: \(stats.submissionsByMedia)")
+        for id in [url, file] {
+            let row = try await harness.row(id)
+            #expect(try row.decode("state", as: String.self) == "completed" && row.decode("attempt", as: Int.self) == 2)
+            let adopted = try await harness.pool.query("""
+                SELECT detail FROM detectq.request_events WHERE request_id = \(id) AND to_state = 'awaiting_result'
+                """)
+            #expect(try adopted.first?.decode("detail", as: String?.self)?.hasPrefix("adopted via list: detection ") == true)
+            #expect(try row.decode("remote_uuid", as: String?.self).map { uuid in
+                (adopted.first.flatMap { try? $0.decode("detail", as: String?.self) } ?? "")?.contains(uuid) == true
+            } == true, "the history names the adopted uuid")
+        }
+        #expect(try await harness.row(url).decode("is_fake", as: Bool?.self) == true)
+    }
+
+    @Test func aGenuineCallbackThatBeatsTheAnswerIsAdopted() async throws {
+        // The answer is cut off; zero retention keeps List Detects from finding the detection, so only the
+        // callback can; the retry waits long enough that it comes first.
+        let harness = try await WorkerHarness.start(.init(latency: .milliseconds(500), faults: .init(lostResponseRate: 1, endpoints: ["POST /detect"])))
+        let id = try await harness.insert("media_url, wait_mode, zero_retention_mode", ["https://cdn.example.com/fake-early.wav", "callback", true])
+        let worker = harness.startWorker(try harness.configuration(callbacks: true, environment: [
+            "DETECTQ_RETRY_BASE_SECONDS": "60", "DETECTQ_RETRY_MAX_SECONDS": "60",
+        ]))
+        try await harness.waitUntilFinished([id])
+        await worker.stop()
+        let row = try await harness.row(id)
+        #expect(try row.decode("state", as: String.self) == "completed" && row.decode("attempt", as: Int.self) == 1)
+        #expect(await harness.simulator.state.snapshot().submissions == 1, "not submitted again")
+        let detail = try await harness.pool.query("""
+            SELECT detail FROM detectq.request_events WHERE request_id = \(id) AND to_state = 'awaiting_result'
+            """).first?.decode("detail", as: String?.self)
+        #expect(detail?.hasPrefix("adopted via callback: detection ") == true, "\(String(describing: detail))")
+    }
+
+    @Test func whatListDetectsMatchesAndWhatItCannotFind() throws {
+        func request(_ media: DetectionRequest.Media, options: DetectionOptions = .init(), unansweredSince: Date? = Date()) -> DetectionRequest {
+            var request = DetectionRequest(id: 42, media: media, options: options, attempt: 3)
+            request.unansweredSince = unansweredSince
+            return request
+        }
+        func item(url: String? = nil, filename: String? = nil, visualize: Bool = false, zeroRetention: Bool = false) throws -> DetectionItem {
+            let fields = [url.map { #""url": "\#($0)""# }, filename.map { #""filename": "\#($0)""# },
+                          #""visualize": \#(visualize), "zero_retention_mode": \#(zeroRetention)"#].compactMap { $0 }
+            return try DetectionItem(json: #"{"uuid": "u", "status": "processing", \#(fields.joined(separator: ", "))}"#)
+        }
+        let byURL = request(.url("https://cdn.example.com/a.wav"))
+        #expect(LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav"), byURL))
+        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/b.wav"), byURL))
+        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav", visualize: true), byURL), "the options must agree")
+        let byFile = request(.path("calls/a.wav"))
+        #expect(LostAnswerSearch.uploadName(of: byFile, path: "calls/a.wav") == "detectq-42-3.wav")
+        #expect(LostAnswerSearch.matches(try item(filename: "detectq-42-1.wav"), byFile))
+        #expect(!LostAnswerSearch.matches(try item(filename: "detectq-421-1.wav"), byFile))
+        #expect(!LostAnswerSearch.applies(to: request(.token("t"))), "a producer's token names no file of ours")
+        #expect(!LostAnswerSearch.applies(to: request(.url("https://a/b.wav"), options: .init(zeroRetentionMode: true))), "redacted by the API")
+        #expect(!LostAnswerSearch.applies(to: request(.url("https://a/b.wav"), unansweredSince: nil)), "no answer is owed")
     }
 
     private func get(_ url: String) async throws -> (status: UInt, body: String) {

@@ -5,7 +5,7 @@ import Testing
 @Suite("The request state machine, event by event")
 struct RequestStateMachineTests {
     static let events: [RequestEvent] = [
-        .claimed(workerID: "w"), .accepted(remoteUUID: "u"), .completed,
+        .claimed(workerID: "w"), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u"), .completed,
         .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
         .leaseExpired, .released, .cancelled, .retriedByUser,
     ]
@@ -14,7 +14,7 @@ struct RequestStateMachineTests {
     static func expected(_ state: RequestState, _ event: RequestEvent, attemptsLeft: Bool) -> RequestState? {
         switch (state, event) {
         case (.queued, .claimed), (.retrying, .claimed): return .submitting
-        case (.submitting, .accepted): return .awaitingResult
+        case (.submitting, .accepted), (.submitting, .adopted), (.retrying, .adopted): return .awaitingResult
         case (.submitting, .completed), (.awaitingResult, .completed): return .completed
         case (.submitting, .failedRetryably), (.submitting, .leaseExpired): return attemptsLeft ? .retrying : .failed
         case (.submitting, .failedPermanently), (.awaitingResult, .failedPermanently): return .failed

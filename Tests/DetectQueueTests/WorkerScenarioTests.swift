@@ -77,7 +77,10 @@ struct WorkerScenarioTests {
         #expect(stats.injectedServerErrors > 0 && stats.injectedDrops > 0 && stats.injectedRateLimits > 0)
         #expect(stats.callbacksLost > 0 && stats.callbacksDuplicated > 0)
         #expect(stats.submissionsByMedia.count == 150)
-        #expect(Double(stats.peakRequestsPerSecond) <= 40 * 1.1, "peak \(stats.peakRequestsPerSecond) requests in one second")
+        // The budget grants at most the rate plus one in any second of the database's clock; what the simulator
+        // sees is when each request arrived, later by however long a busy machine took to send it, so a few
+        // granted in one second can land in the next. The benchmark measures the peak on a quiet machine (≤ 44).
+        #expect(Double(stats.peakRequestsPerSecond) <= 40 * 1.25, "peak \(stats.peakRequestsPerSecond) requests in one second")
         print("faults: \(stats.injectedServerErrors) 503s, \(stats.injectedRateLimits) 429s, \(stats.injectedDrops) drops, \(stats.callbacksLost) lost and \(stats.callbacksDuplicated) duplicated callbacks; \(retried) requests retried; peak \(stats.peakRequestsPerSecond) req/s; \(stats.submissions) submissions for 150 requests")
         await harness.stop()
     }

@@ -77,21 +77,26 @@ struct ConnectionTests {
         let connection = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
         let observer = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
         let backend = try #require(await connection.backendProcessID())
-        let first = Task { try await connection.query("SELECT pg_sleep(1.5)") }
+        // The first statement waits on a lock the observer holds, so it runs for as long as the test needs.
+        let key = Int.random(in: 1...1_000_000_000)
+        try await observer.query("SELECT pg_advisory_lock(\(key))")
+        let first = Task { try await connection.query("SELECT pg_advisory_xact_lock(\(key))") }
         // Only once the first statement runs on the server is the second one sure to queue behind it.
         try await waitUntil("the first statement runs on the server") {
             try await observer.query("""
                 SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE pid = \(backend) AND state = 'active'
                 """)[0].decode("n", as: Int.self) > 0
         }
-        let started = ContinuousClock.now
         let queued = Task { try await connection.query("SELECT pg_sleep(5)") }
         try await Task.sleep(for: .milliseconds(100))
         queued.cancel()
-        await #expect(throws: CancellationError.self) { try await queued.value }
+        // The connection runs one statement at a time: the cancelled one is dropped when its turn comes.
+        let released = ContinuousClock.now
+        try await observer.query("SELECT pg_advisory_unlock(\(key))")
         _ = try await first.value
-        #expect(ContinuousClock.now - started < .seconds(4), "the queued five-second statement never ran")
+        await #expect(throws: CancellationError.self) { try await queued.value }
         #expect(try await connection.query("SELECT 2 AS two")[0].decode("two", as: Int.self) == 2)
+        #expect(ContinuousClock.now - released < .seconds(4), "the queued five-second statement never ran")
         await connection.close()
         await observer.close()
     }
@@ -100,18 +105,21 @@ struct ConnectionTests {
         let name = "detectq-test-waiters-\(UUID().uuidString.prefix(8))"
         let pool = PostgresConnectionPool(configuration: try TestDatabase.serverConfiguration(applicationName: name), maximumConnections: 1)
         let observer = try await PostgresConnection.connect(try TestDatabase.serverConfiguration())
-        let holder = Task { try await pool.query("SELECT pg_sleep(1)") }
-        // Only once the holder's statement runs does the pool's one connection surely belong to it.
+        // The holder waits on a lock the observer holds, so the pool's one connection stays taken.
+        let key = Int.random(in: 1...1_000_000_000)
+        try await observer.query("SELECT pg_advisory_lock(\(key))")
+        let holder = Task { try await pool.query("SELECT pg_advisory_xact_lock(\(key))") }
         try await waitUntil("the holder's statement runs") {
             try await observer.query("""
                 SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE application_name = \(name) AND state = 'active'
                 """)[0].decode("n", as: Int.self) > 0
         }
-        await observer.close()
         let waiter = Task { try await pool.query("SELECT 1") }
         try await Task.sleep(for: .milliseconds(100))
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
+        try await observer.query("SELECT pg_advisory_unlock(\(key))")
+        await observer.close()
         _ = try await holder.value
         #expect(try await pool.query("SELECT 3 AS three")[0].decode("three", as: Int.self) == 3)
         await pool.close()
