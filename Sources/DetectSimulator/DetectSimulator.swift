@@ -147,7 +147,7 @@ struct SimulatorRoutes: Sendable {
         var upload: StreamedFile?
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             let form = try await MultipartStream.read(
-                request.body, contentType: contentType, storage: storage, keepFileUpTo: MediaFileConstraints.directUploadLimit
+                request.body, contentType: contentType, storage: storage, keepFileUpTo: APIFileRules.directUploadLimit
             )
             fields = form.fields.mapValues(JSONValue.string)
             upload = form.file

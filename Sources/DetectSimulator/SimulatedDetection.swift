@@ -83,7 +83,7 @@ struct SimulatedDetection: Sendable {
     }
 
     private var redactedFileName: String {
-        let ext = MediaFileConstraints.fileExtension(of: fileName).map { ".\($0)" } ?? ""
+        let ext = APIFileRules.fileExtension(of: fileName).map { ".\($0)" } ?? ""
         return "redacted_" + uuid.replacingOccurrences(of: "-", with: "").prefix(32) + ext
     }
 

@@ -96,7 +96,7 @@ enum SubmissionValidation {
         else { throw .badRequest("url must be a public HTTPS URL", field: "url") }
         let ext = url.pathExtension.lowercased()
         if ext.isEmpty { return (text, .audio) }
-        guard let mediaType = mediaType(forExtension: ext) else {
+        guard let mediaType = APIFileRules.mediaType(forExtension: ext) else {
             throw .badRequest("url must point to a supported media file; .\(ext) is not supported", field: "url")
         }
         return (text, mediaType)
@@ -104,17 +104,17 @@ enum SubmissionValidation {
 
     /// Checks an uploaded file against the file constraints.
     static func file(_ upload: StreamedFile, capped: Bool) throws(SimulatorRejection) -> MediaType {
-        guard let ext = MediaFileConstraints.fileExtension(of: upload.fileName), let mediaType = mediaType(forExtension: ext) else {
+        guard let ext = APIFileRules.fileExtension(of: upload.fileName), let mediaType = APIFileRules.mediaType(forExtension: ext) else {
             throw .badRequest(
-                "Unsupported file type. Allowed extensions: " + MediaFileConstraints.allowedExtensions.sorted().map { ".\($0)" }.joined(separator: ", "),
+                "Unsupported file type. Allowed extensions: " + APIFileRules.allowedExtensions.sorted().map { ".\($0)" }.joined(separator: ", "),
                 field: "file"
             )
         }
-        guard MediaFileConstraints.accepts(contentType: upload.contentType, forFileName: upload.fileName) else {
+        guard APIFileRules.accepts(contentType: upload.contentType, forExtension: ext) else {
             throw .badRequest("Content type \(upload.contentType) does not match the .\(ext) extension", field: "file")
         }
         guard upload.size > 0 else { throw .badRequest("The uploaded file is empty", field: "file") }
-        if capped && upload.size > MediaFileConstraints.directUploadLimit {
+        if capped && upload.size > APIFileRules.directUploadLimit {
             throw .badRequest(
                 "File exceeds the 150 MB direct-upload limit. Upload larger files with the Secure Uploads API "
                     + "(POST /api/v2/secure_uploads) and submit the returned token as media_token.",
@@ -124,10 +124,4 @@ enum SubmissionValidation {
         return mediaType
     }
 
-    static func mediaType(forExtension ext: String) -> MediaType? {
-        if MediaFileConstraints.audioExtensions.contains(ext) { return .audio }
-        if MediaFileConstraints.videoExtensions.contains(ext) { return .video }
-        if MediaFileConstraints.imageExtensions.contains(ext) { return .image }
-        return nil
-    }
 }
