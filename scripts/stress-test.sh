@@ -6,6 +6,7 @@
 # a change to the suite done.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/postgres.sh
 runs="${1:-5}"
 case "$runs" in ''|*[!0-9]*|0) echo "usage: scripts/stress-test.sh [N ≥ 1]" >&2; exit 2 ;; esac
 
@@ -25,13 +26,11 @@ echo "==> $runs runs of scripts/test.sh beside ${#burners[@]} CPU-bound processe
 # Processes of ours running: this checkout's detectq, and PostgreSQL servers of throwaway clusters (the
 # ones already running before a run, another checkout's, say, are not counted against it).
 ours() {
-    local build pid exe args
-    build="$(pwd)/.build"
+    local pid args
+    detectq_build_processes
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-        exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
         args=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)
-        case "$exe" in "$build"/*/detectq) echo "$pid $args"; continue ;; esac
-        case "$args" in *postgres*/tmp/detectq-*) echo "$pid $args" ;; esac
+        case "$args" in */postgres" -D /tmp/detectq-"*) echo "$pid $args" ;; esac
     done
 }
 

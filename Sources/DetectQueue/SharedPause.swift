@@ -43,36 +43,23 @@ public struct SharedPause: Sendable {
         self.pool = pool
     }
 
-    /// The pauses in force (an expired rate-limit pause is not), and whether the caller may submit; when an
-    /// out-of-credit pause is due to probe again, exactly one caller across all workers gets `.probe` and
-    /// the next probe is pushed `recheck` ahead.
-    public func gate(recheck: Duration) async throws -> (gate: Gate, pauses: [Entry]) {
-        let rows = try await pool.query("""
+    /// Whether the caller may submit now; when an out-of-credit pause is due to probe again, exactly one
+    /// caller across all workers gets `.probe`, and the next probe is pushed `recheck` ahead.
+    public func gate(recheck: Duration) async throws -> Gate {
+        let row = try await pool.query("""
             WITH probe AS (
                 UPDATE detectq.pauses SET until = clock_timestamp() + make_interval(secs => \(recheck.seconds))
                 WHERE kind = 'out_of_credit' AND until <= clock_timestamp()
                   AND NOT EXISTS (SELECT 1 FROM detectq.pauses WHERE kind = 'operator')
                 RETURNING kind
             )
-            SELECT kind, reason, paused_by, paused_at, until, kind IN (SELECT kind FROM probe) AS probe
-            FROM detectq.pauses
-            WHERE kind <> 'rate_limited' OR until > clock_timestamp()
-            ORDER BY kind
-            """)
-        var probe = false
-        let pauses = try rows.map { row in
-            probe = try probe || row.decode("probe", as: Bool.self)
-            return try Entry(row: row)
-        }
-        let gate: Gate
-        if pauses.contains(where: { $0.kind == .operator }) {
-            gate = .closed
-        } else if pauses.contains(where: { $0.kind == .outOfCredit }) {
-            gate = probe ? .probe : .closed
-        } else {
-            gate = .open
-        }
-        return (gate, pauses)
+            SELECT EXISTS (SELECT 1 FROM detectq.pauses WHERE kind = 'operator') AS operator,
+                   EXISTS (SELECT 1 FROM detectq.pauses WHERE kind = 'out_of_credit') AS out_of_credit,
+                   EXISTS (SELECT 1 FROM probe) AS probe
+            """)[0]
+        if try row.decode("operator", as: Bool.self) { return .closed }
+        guard try row.decode("out_of_credit", as: Bool.self) else { return .open }
+        return try row.decode("probe", as: Bool.self) ? .probe : .closed
     }
 
     /// The pauses in force.
@@ -159,7 +146,7 @@ final class SubmissionGate: Sendable {
 
     func current() async throws -> SharedPause.Gate {
         if let (at, gate) = cached.withLock({ $0 }), gate == .open, ContinuousClock.now - at < freshness { return .open }
-        let gate = try await pause.gate(recheck: recheck).gate
+        let gate = try await pause.gate(recheck: recheck)
         cached.withLock { $0 = (ContinuousClock.now, gate) }
         return gate
     }

@@ -97,15 +97,13 @@ struct MigrationTests {
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
         let plain = try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('http://cdn.example.com/a.wav') RETURNING id")[0]
             .decode("id", as: Int.self)
-        let secure = try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/b.wav') RETURNING id")[0]
-            .decode("id", as: Int.self)
+        try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/b.wav')")
         #expect(try await MigrationRunner(configuration: configuration).migrate().applied.map(\.version).contains(5))
         let rows = try await pool.query("SELECT id, state::text AS state, error_message FROM detectq.requests ORDER BY id")
         #expect(try rows.map { try $0.decode("state", as: String.self) } == ["cancelled", "queued"])
         #expect(try rows[0].decode("error_message", as: String?.self)?.contains("https://") == true)
         let event = try await pool.query("SELECT detail FROM detectq.request_events WHERE request_id = \(plain) AND to_state = 'cancelled'")
         #expect(try event.first?.decode("detail", as: String?.self)?.contains("migration 0005") == true)
-        #expect(secure == plain + 1)
         await #expect(throws: PostgresError.self) {
             try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('http://cdn.example.com/c.wav')")
         }

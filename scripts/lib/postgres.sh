@@ -67,29 +67,34 @@ detectq_start_run_directory() {
     export DETECTQ_RUN_DIR TMPDIR="$DETECTQ_RUN_DIR"
 }
 
+# Prints "PID command line" for each running process of this checkout's detectq build.
+detectq_build_processes() {
+    local build pid exe
+    build="$(pwd)/.build"
+    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+        exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
+        case "$exe" in "$build"/*/detectq) echo "$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" ;; esac
+    done
+}
+
 # Stops whatever the run's tests left running and removes the run directory: PostgreSQL clusters under it,
 # and processes of this checkout's detectq build. A test stops what it starts, pass or fail, so each line
 # printed here is a bug in a test; the count is printed as "leftovers: N".
 detectq_stop_leftovers() {
     [ -n "${DETECTQ_RUN_DIR:-}" ] && [ -d "$DETECTQ_RUN_DIR" ] || return 0
-    local count=0 pidfile pid exe build
+    local count=0 pidfile pid line
     while IFS= read -r pidfile; do
         echo "leftover: a PostgreSQL cluster in $(dirname "$pidfile")"
         count=$((count + 1))
         detectq_as_postgres "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/pg_ctl" \
             -D "$(dirname "$pidfile")" -m immediate -w stop >/dev/null 2>&1 || true
     done < <(find "$DETECTQ_RUN_DIR" -name postmaster.pid 2>/dev/null)
-    build="$(pwd)/.build"
-    for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-        exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
-        case "$exe" in
-            "$build"/*/detectq)
-                echo "leftover: detectq process $pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"
-                count=$((count + 1))
-                kill -9 "$pid" 2>/dev/null || true
-                ;;
-        esac
-    done
+    while IFS= read -r line; do
+        pid=${line%% *}
+        echo "leftover: detectq process $pid: ${line#* }"
+        count=$((count + 1))
+        kill -9 "$pid" 2>/dev/null || true
+    done < <(detectq_build_processes)
     echo "leftovers: $count"
     rm -rf "$DETECTQ_RUN_DIR"
 }
