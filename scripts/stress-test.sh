@@ -29,7 +29,7 @@ ours() {
     local pid args
     detectq_build_processes
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-        args=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)
+        args=$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline")
         case "$args" in */postgres" -D /tmp/detectq-"*) echo "$pid $args" ;; esac
     done
 }

@@ -73,7 +73,7 @@ detectq_build_processes() {
     build="$(pwd)/.build"
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
         exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || continue
-        case "$exe" in "$build"/*/detectq) echo "$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)" ;; esac
+        case "$exe" in "$build"/*/detectq) echo "$pid $(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline")" ;; esac
     done
 }
 
