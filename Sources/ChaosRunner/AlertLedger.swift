@@ -13,6 +13,8 @@ final class AlertLedger: Sendable {
     struct Deliveries: Sendable {
         /// Accepted deliveries of `detection.fake`: request id → the event ids it arrived with.
         var eventIDsByRequest: [Int: [String]] = [:]
+        /// The `fake_tracks` of the last accepted alert of each request.
+        var fakeTracksByRequest: [Int: [String]] = [:]
         /// Deliveries refused on purpose.
         var injectedFailures = 0
         /// Deliveries whose `X-Detectq-Signature` did not verify, or whose body was not an alert.
@@ -33,7 +35,10 @@ final class AlertLedger: Sendable {
             return true
         }
 
-        func accept(requestID: Int, eventID: String) { deliveries.eventIDsByRequest[requestID, default: []].append(eventID) }
+        func accept(_ alert: Alert) {
+            deliveries.eventIDsByRequest[alert.requestID, default: []].append(alert.eventID)
+            deliveries.fakeTracksByRequest[alert.requestID] = alert.fakeTracks
+        }
         func reject() { deliveries.rejected += 1 }
     }
 
@@ -70,7 +75,7 @@ final class AlertLedger: Sendable {
                 await book.reject()
                 return Response(status: .badRequest)
             }
-            if alert.event == "detection.fake" { await book.accept(requestID: alert.requestID, eventID: alert.eventID) }
+            if alert.event == "detection.fake" { await book.accept(alert) }
             return Response(status: .ok)
         }
         let (listening, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -103,9 +108,10 @@ final class AlertLedger: Sendable {
         let event: String
         let eventID: String
         let requestID: Int
+        let fakeTracks: [String]
 
         enum CodingKeys: String, CodingKey {
-            case event, eventID = "event_id", requestID = "request_id"
+            case event, eventID = "event_id", requestID = "request_id", fakeTracks = "fake_tracks"
         }
     }
 

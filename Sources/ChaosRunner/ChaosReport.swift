@@ -10,6 +10,46 @@ public struct ChaosReport: Sendable, Codable {
         public let detail: String
     }
 
+    /// What became of the detections the API created, and billed, whose answer never reached a worker.
+    public struct LostAnswers: Sendable, Codable {
+        /// The detections of one cause.
+        public struct Tally: Sendable, Codable {
+            public var billed = 0
+            public var adoptedByList = 0
+            public var adoptedByCallback = 0
+            public var submittedAgain = 0
+            /// Left unused by a request that ended (cancelled) before it was found or sent again.
+            public var unused = 0
+
+            var line: String {
+                "\(billed) billed; \(adoptedByList + adoptedByCallback) adopted (\(adoptedByList) via list, "
+                    + "\(adoptedByCallback) via callback), \(submittedAgain) submitted again, \(unused) unused"
+            }
+        }
+
+        /// Answers the simulator cut off after creating the detection.
+        public var cutOffAfterBilling = Tally()
+        /// Answers lost otherwise: a worker killed while it waited, a timeout, a database outage.
+        public var otherwiseLost = Tally()
+        /// Zero-retention requests, counted apart: List Detects redacts them, so only a callback finds them.
+        public var zeroRetention = Tally()
+
+        /// The share of the billed detections (zero retention apart) that were submitted again.
+        public var resubmittedShare: Double {
+            let billed = cutOffAfterBilling.billed + otherwiseLost.billed
+            return billed == 0 ? 0 : Double(cutOffAfterBilling.submittedAgain + otherwiseLost.submittedAgain) / Double(billed)
+        }
+    }
+
+    /// How the API's hard cases ended: the result timeout and the out-of-credit windows.
+    public struct HardCaseFigures: Sendable, Codable {
+        public var neverFinishingDealt = 0
+        public var endedByResultTimeout = 0
+        public var creditWindows = 0
+        public var creditRefusals = 0
+        public var failedByCredit = 0
+    }
+
     public var seconds: Double = 0
     public var seed: UInt64 = 0
     public var workers = 0
@@ -23,6 +63,8 @@ public struct ChaosReport: Sendable, Codable {
     /// What the simulator, the sink, the producer and the fleet counted: injected 503s, 429s, drops, lost
     /// callbacks, failed deliveries, retried inserts, cancellations, workers that exited unasked.
     public var injected: [String: Int] = [:]
+    public var lostAnswers = LostAnswers()
+    public var hardCases = HardCaseFigures()
     public var invariants: [Invariant] = []
     /// Where the workers' logs are kept (when an invariant failed).
     public var logDirectory: String?
@@ -39,6 +81,20 @@ public struct ChaosReport: Sendable, Codable {
         for fault in Fault.allCases { lines.append("  \(fault.rawValue): \(faults[fault.rawValue, default: 0])") }
         lines.append("what the simulator, the sink, the producer and the fleet counted:")
         for (name, count) in injected.sorted(by: { $0.key < $1.key }) { lines.append("  \(name): \(count)") }
+        let lost = lostAnswers
+        let again = lost.cutOffAfterBilling.submittedAgain + lost.otherwiseLost.submittedAgain
+        let billed = lost.cutOffAfterBilling.billed + lost.otherwiseLost.billed
+        lines += [
+            "lost answers (detections the API created and billed whose answer never reached a worker):",
+            "  cut off after billing: \(lost.cutOffAfterBilling.line)",
+            "  lost otherwise (a worker killed while it waited, a timeout, an outage): \(lost.otherwiseLost.line)",
+            "  zero-retention requests, apart (List Detects redacts them): \(lost.zeroRetention.line)",
+            String(format: "  submitted again behind a lost answer: %d of %d (%.1f %%; the goal is at most 10 %%)", again, billed, lost.resubmittedShare * 100),
+            "the API's hard cases:",
+            "  ended by DETECTQ_RESULT_TIMEOUT: \(hardCases.endedByResultTimeout) (never-finishing requests dealt: \(hardCases.neverFinishingDealt))",
+            "  out-of-credit windows: \(hardCases.creditWindows), \(hardCases.creditRefusals) submissions answered 402, "
+                + "\(hardCases.failedByCredit) requests failed by them",
+        ]
         lines.append("invariants:")
         for invariant in invariants {
             lines.append("  \(invariant.held ? "held  " : "BROKEN") \(invariant.name): \(invariant.detail)")

@@ -19,10 +19,14 @@ public struct ChaosOptions: Sendable {
     public var leaseSeconds: Int
     /// How long the queue may take to drain once the faults stop.
     public var drainTimeout: Duration
+    /// `DETECTQ_RESULT_TIMEOUT` of the workers: what ends the never-finishing hard cases. Long enough that
+    /// no ordinary request, however the faults delay it, comes near it.
+    public var resultTimeout: Duration
 
     public init(
         duration: Duration, workers: Int = 3, seed: UInt64, faultInterval: Duration = .seconds(4),
-        requestInterval: Duration = .milliseconds(200), leaseSeconds: Int = 6, drainTimeout: Duration = .seconds(300)
+        requestInterval: Duration = .milliseconds(200), leaseSeconds: Int = 6, drainTimeout: Duration = .seconds(300),
+        resultTimeout: Duration = .seconds(60)
     ) {
         self.duration = duration
         self.workers = workers
@@ -31,6 +35,7 @@ public struct ChaosOptions: Sendable {
         self.requestInterval = requestInterval
         self.leaseSeconds = leaseSeconds
         self.drainTimeout = drainTimeout
+        self.resultTimeout = resultTimeout
     }
 }
 
@@ -62,17 +67,20 @@ public struct ChaosRun: Sendable {
         let cluster = try await ThrowawayPostgresCluster.start(durableCommits: true)
         let database = PostgresConfiguration(connectionString: cluster.connectionString, applicationName: "detectq chaos")
         _ = try await MigrationRunner(configuration: database).migrate()
-        let simulator = try await DetectSimulator.start(configuration: .init(
+        var api = SimulatorConfiguration(
             requiredToken: token, latency: Self.baseLatency, intelligenceDelay: .seconds(1), purgeDelay: .seconds(1),
             faults: Fault.simulatorFaults(active: []), seed: options.seed,
             storageDirectory: work.appendingPathComponent("simulator")
-        ))
+        )
+        api.forbiddenProducts = [HardCase.forbiddenProductName]
+        let simulator = try await DetectSimulator.start(configuration: api)
         let ledger = try await AlertLedger.start(secret: webhookSecret)
         let fleet = WorkerFleet(executable: executable, environment: [
             "DATABASE_URL": cluster.connectionString, "RESEMBLE_API_TOKEN": token, "RESEMBLE_BASE_URL": simulator.baseURL,
             "DETECTQ_MEDIA_ROOT": mediaRoot.path, "DETECTQ_CONCURRENCY": "16", "DETECTQ_LEASE_SECONDS": "\(options.leaseSeconds)",
             "DETECTQ_CALLBACK_TIMEOUT": "8", "DETECTQ_POLL_INTERVAL": "1", "DETECTQ_RETRY_BASE_SECONDS": "0.5",
             "DETECTQ_API_RATE_LIMIT": "100", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
+            "DETECTQ_RESULT_TIMEOUT": "\(Int(options.resultTimeout.seconds))", "DETECTQ_CREDIT_RECHECK_SECONDS": "2",
             "DETECTQ_ALERT_WEBHOOK_URL": ledger.url, "DETECTQ_ALERT_WEBHOOK_SECRET": webhookSecret,
         ], logDirectory: logs)
         let pool = PostgresConnectionPool(configuration: database, maximumConnections: 4)
@@ -95,6 +103,7 @@ public struct ChaosRun: Sendable {
             producing.cancel()
             await producing.value
             await simulator.state.setFaults(.none)
+            await simulator.state.setOutOfCredit(false)
             await simulator.state.setLatency(Self.baseLatency)
             await ledger.setFailureRate(0)
             say("chaos: faults stopped at \(Int((ContinuousClock.now - started).seconds)) s; draining")
@@ -117,10 +126,17 @@ public struct ChaosRun: Sendable {
                 "inserts retried by the producer": produced.insertRetries,
                 "cancellations asked": produced.cancellationsAsked, "cancellations applied": produced.cancellationsApplied,
                 "workers that exited on their own": exits.count, "requests uploaded from media_path": produced.mediaFiles,
+                "API submissions answered 402 (out of credit)": stats.creditRefusals,
+                "API submissions answered 403 (a product the key may not use)": stats.productRefusals,
             ]
+            for hardCase in HardCase.allCases {
+                report.injected["hard case dealt: \(hardCase.rawValue)"] = produced.hardCases[hardCase, default: 0]
+            }
             try await InvariantChecks(
                 pool: pool, detectionsByMedia: await simulator.state.detectionsByMedia(), deliveries: deliveries,
                 confirmedInserts: produced.confirmed, leases: await monitor.figures, lease: Double(options.leaseSeconds),
+                behindLostAnswers: await simulator.state.detectionsBehindLostAnswers(),
+                creditWindows: report.faults[Fault.apiOutOfCredit.rawValue, default: 0], creditRefusals: stats.creditRefusals,
                 logs: await fleet.logs(),
                 secrets: [
                     "the API token": [token], "the webhook secret": [webhookSecret],
@@ -181,12 +197,13 @@ public struct ChaosRun: Sendable {
                 try await Task.sleep(for: .milliseconds(Int.random(in: 200...1_500, using: &random)))
                 try await cluster.startServer()
                 say("[\(elapsed) s] restarted PostgreSQL (\(mode.rawValue) shutdown)")
-            case .apiSlow, .apiDroppingConnections, .apiErrors, .callbacksLostAndDuplicated, .sinkFailing:
+            case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing:
                 phases[fault] = tick + options.faultInterval * 2
                 say("[\(elapsed) s] \(fault.rawValue) for \(options.faultInterval * 2)")
             }
             let active = Set(phases.keys)
             await simulator.state.setFaults(Fault.simulatorFaults(active: active))
+            await simulator.state.setOutOfCredit(active.contains(.apiOutOfCredit))
             await simulator.state.setLatency(active.contains(.apiSlow) ? .seconds(4) : Self.baseLatency)
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }

@@ -2,7 +2,9 @@ import DetectSimulator
 import Foundation
 
 /// A fault a chaos run injects. Some are events (a kill, a restart); the others are phases that stay on for
-/// a while and then lift.
+/// a while and then lift. The API's hard cases that belong to a request rather than to a moment (failed and
+/// never-ending detections, fake audio under a real picture, a forbidden product) are the producer's
+/// (`HardCase`).
 public enum Fault: String, CaseIterable, Sendable, Codable {
     case workerKilled = "busiest worker killed with SIGKILL and replaced"
     case postgresFastRestart = "PostgreSQL restarted (fast shutdown)"
@@ -10,6 +12,8 @@ public enum Fault: String, CaseIterable, Sendable, Codable {
     case apiSlow = "API slow (4 s per detection)"
     case apiDroppingConnections = "API dropping connections and losing responses"
     case apiErrors = "API answering 503 and 429"
+    case apiLosingAnswers = "API losing a quarter of its answers after billing"
+    case apiOutOfCredit = "API out of credit (402)"
     case callbacksLostAndDuplicated = "callbacks lost and duplicated"
     case sinkFailing = "alert sink failing"
 
@@ -28,6 +32,9 @@ public enum Fault: String, CaseIterable, Sendable, Codable {
         if active.contains(.apiErrors) {
             faults.serverErrorRate = 0.15
             faults.rateLimitRate = 0.1
+        }
+        if active.contains(.apiLosingAnswers) {
+            faults.lostResponseRate = 0.25
         }
         if active.contains(.callbacksLostAndDuplicated) {
             faults.lostCallbackRate = 0.4

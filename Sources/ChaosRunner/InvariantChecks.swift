@@ -13,6 +13,11 @@ struct InvariantChecks: Sendable {
     /// What the lease monitor saw of killed workers' leases, and the lease time.
     let leases: LeaseMonitor.Figures
     let lease: Double
+    /// The detections the simulator created for a submission whose answer it then cut off.
+    let behindLostAnswers: Set<String>
+    /// How many out-of-credit windows the run dealt, and how many submissions the API answered 402.
+    let creditWindows: Int
+    let creditRefusals: Int
     /// The workers' output, and the secrets (by kind) that must not appear in it.
     let logs: [URL]
     let secrets: [String: [String]]
@@ -20,7 +25,7 @@ struct InvariantChecks: Sendable {
     let unexpectedExits: [String]
 
     /// One request as the checks need it.
-    private struct Row {
+    struct Row {
         let id: Int
         let key: String
         let mediaKey: String
@@ -28,11 +33,17 @@ struct InvariantChecks: Sendable {
         let attempt: Int
         let remoteUUID: String?
         let isFake: Bool
+        let zeroRetention: Bool
+        let hardCase: HardCase?
+        let errorMessage: String?
+        let audioLabel: String?
+        let visualLabel: String?
     }
 
     func run(into report: inout ChaosReport) async throws {
         let rows = try await pool.query("""
-            SELECT id, idempotency_key, media_url, media_path, state, attempt, remote_uuid, coalesce(is_fake, false) AS is_fake
+            SELECT id, idempotency_key, media_url, media_path, state, attempt, remote_uuid, coalesce(is_fake, false) AS is_fake,
+                   zero_retention_mode, metadata->>'case' AS hard_case, error_message, audio_label, visual_label
             FROM detectq.requests WHERE metadata ? 'chaos' ORDER BY id
             """).map { row in
             let id = try row.decode("id", as: Int.self)
@@ -43,7 +54,11 @@ struct InvariantChecks: Sendable {
                 // Workers name each upload after its request and attempt; the simulator counts them per request.
                 mediaKey: url ?? "file:detectq-\(id)" + (ext.isEmpty ? "" : ".\(ext)"),
                 state: try row.decode("state"), attempt: try row.decode("attempt"),
-                remoteUUID: try row.decode("remote_uuid"), isFake: try row.decode("is_fake")
+                remoteUUID: try row.decode("remote_uuid"), isFake: try row.decode("is_fake"),
+                zeroRetention: try row.decode("zero_retention_mode"),
+                hardCase: try row.decode("hard_case", as: String?.self).flatMap(HardCase.init(rawValue:)),
+                errorMessage: try row.decode("error_message"), audioLabel: try row.decode("audio_label"),
+                visualLabel: try row.decode("visual_label")
             )
         }
         report.enqueued = rows.count
@@ -51,6 +66,9 @@ struct InvariantChecks: Sendable {
         report.failed = rows.count { $0.state == .failed }
         report.cancelled = rows.count { $0.state == .cancelled }
         report.fakes = rows.count { $0.state == .completed && $0.isFake }
+        let adoptions = try await adoptions()
+        report.lostAnswers = lostAnswers(rows, adoptions: adoptions)
+        report.hardCases = hardCaseFigures(rows)
         report.invariants += [
             try await everyRequestEnds(rows),
             submittedOnce(rows),
@@ -60,6 +78,9 @@ struct InvariantChecks: Sendable {
             try await historiesAreLegal(rows),
             secretsStayOutOfLogs(),
             workersSurvive(),
+            adoptedDetectionsBelong(rows, adoptions: adoptions),
+            hardCasesEndAsPromised(rows),
+            await creditWindowsCostNothing(rows),
         ]
     }
 

@@ -4,7 +4,7 @@ import Foundation
 import Postgres
 
 /// The stream of work of a chaos run: plain INSERTs at a steady rate, as a producer would write them, that
-/// outlast database restarts, plus the odd cancellation.
+/// outlast database restarts, plus the odd cancellation, and a few of the API's hard cases (`HardCase`).
 ///
 /// Every insert carries `idempotency_key = chaos-<n>`, so one retried after an ambiguous failure (a commit
 /// whose answer was lost in a restart) is inserted at most once, and what was confirmed can be checked later.
@@ -16,6 +16,8 @@ actor Producer {
         var cancellationsAsked = 0
         var cancellationsApplied = 0
         var mediaFiles = 0
+        /// Requests dealt as each of the API's hard cases.
+        var hardCases: [HardCase: Int] = [:]
     }
 
     private let pool: PostgresConnectionPool
@@ -43,10 +45,14 @@ actor Producer {
     private func insertNext() async {
         next += 1
         let key = "chaos-\(next)"
+        let hardCase = HardCase.dealt(toRequest: next)
         let fake = random.chance(0.3)
         let verdict = fake ? "fake" : "real"
         var media: (column: String, value: String)
-        if random.chance(0.15) {
+        if let hardCase {
+            media = ("media_url", hardCase.mediaURL(key: key))
+            figures.hardCases[hardCase, default: 0] += 1
+        } else if random.chance(0.15) {
             let name = "\(key)-\(verdict).wav"
             do {
                 try Data("RIFF chaos \(fake ? "FAKE" : "REAL") \(key)".utf8).write(to: mediaRoot.appendingPathComponent(name))
@@ -61,12 +67,14 @@ actor Producer {
         let waitMode = ["sync", "sync", "callback", "callback", "callback", "poll", "poll", "auto"].randomElement(using: &random)!
         let zeroRetention = random.chance(0.15)
         let intelligence = random.chance(0.15)
+        let sourceTracing = hardCase == .forbiddenProduct
         let cancelLater = random.chance(0.03)
         let statement = PostgresQuery(sql: """
-            INSERT INTO detectq.requests (\(media.column), wait_mode, zero_retention_mode, intelligence, idempotency_key, metadata)
-            VALUES ($1, $2, $3, $4, $5, jsonb_build_object('chaos', $5::text))
+            INSERT INTO detectq.requests (\(media.column), wait_mode, zero_retention_mode, intelligence, audio_source_tracing,
+                                          idempotency_key, metadata)
+            VALUES ($1, $2, $3, $4, $5, $6, jsonb_strip_nulls(jsonb_build_object('chaos', $6::text, 'case', $7::text)))
             ON CONFLICT (idempotency_key) DO NOTHING
-            """, parameters: [media.value, waitMode, zeroRetention, intelligence, key])
+            """, parameters: [media.value, waitMode, zeroRetention, intelligence, sourceTracing, key, hardCase?.rawValue])
         while !Task.isCancelled {
             do {
                 try await pool.query(statement)

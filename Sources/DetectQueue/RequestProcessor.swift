@@ -75,7 +75,9 @@ struct RequestProcessor: Sendable {
         let mode = waitMode(for: request)
         var options = request.options
         var secretHash: String?
-        if mode == .callback, let base = configuration.callbackURL {
+        // A zero-retention detection cannot be found in List Detects (the API redacts its url and file name), so
+        // it carries the callback URL whatever its wait mode: a callback is then how a lost answer is found.
+        if mode == .callback || request.options.zeroRetentionMode == true, let base = configuration.callbackURL {
             let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
             options.callbackURL = "\(base)/callbacks/\(request.id)/\(secret)"
             secretHash = Self.hash(secret)

@@ -104,7 +104,7 @@ struct SimulatorRoutes: Sendable {
         case .drop?:
             return Self.cutConnection
         case .loseResponse?:
-            _ = await handleAuthorized(request, handle)
+            _ = await SimulatorState.$answerWillBeLost.withValue(true) { await handleAuthorized(request, handle) }
             return Self.cutConnection
         case .rateLimit(let seconds)?:
             var response = json(.object(["success": .bool(false), "message": .string("Too many requests")]), status: .tooManyRequests)

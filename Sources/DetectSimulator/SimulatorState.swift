@@ -23,6 +23,8 @@ public actor SimulatorState {
     private var order: [String] = []
     /// The uuid of every detection created, per media key, oldest first (deletions do not remove them).
     private var createdByMedia: [String: [String]] = [:]
+    /// The detections created by a request whose answer the simulator then cut off (billed, never answered).
+    private var createdBehindLostAnswers: Set<String> = []
     private var uploads: [String: SecureUpload] = [:]
     private var stats = SimulatorStats()
     private var recentRequests: [Date] = []
@@ -39,6 +41,13 @@ public actor SimulatorState {
     /// The uuids of the detections created for each media key, oldest first: a key with two uuids was
     /// submitted (and billed) twice.
     public func detectionsByMedia() -> [String: [String]] { createdByMedia }
+
+    /// The uuids of the detections created by a `POST /detect` whose answer was then lost on purpose: each
+    /// was billed, and the client never heard of it.
+    public func detectionsBehindLostAnswers() -> Set<String> { createdBehindLostAnswers }
+
+    /// Whether the request being handled will have its answer cut off (set by the fault, read on creation).
+    @TaskLocal static var answerWillBeLost = false
 
     /// The `callback_url` each detection was submitted with, by uuid (what the API would call back).
     public func callbackURLs() -> [String: String] {
@@ -141,6 +150,7 @@ public actor SimulatorState {
         stats.submissions += 1
         stats.submissionsByMedia[mediaKey, default: 0] += 1
         createdByMedia[mediaKey, default: []].append(detection.uuid)
+        if Self.answerWillBeLost { createdBehindLostAnswers.insert(detection.uuid) }
         scheduleCleanUp(detection)
         if let callbackURL = options.callbackURL { scheduleCallback(detection, to: callbackURL) }
         return detection

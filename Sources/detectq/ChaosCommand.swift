@@ -10,9 +10,12 @@ struct ChaosCommand: AsyncParsableCommand {
         discussion: """
             Starts a throwaway PostgreSQL cluster, the simulator, an alert sink and worker processes of this \
             executable. While requests flow it kills workers with SIGKILL, restarts PostgreSQL (fast and immediate), \
-            makes the API slow, drop connections, answer 503/429 and lose or duplicate callbacks, and makes the \
-            alert sink fail. Then it lets the queue drain and checks that nothing was lost, stuck, submitted \
-            twice after its remote_uuid, left unalerted, or logged that must not be. Exits 1 if an invariant broke.
+            makes the API slow, drop connections, answer 503/429, lose answers after billing, run out of credit \
+            (402) and lose or duplicate callbacks, and makes the alert sink fail; every tenth request plays one of \
+            the API's hard cases (a fake audio track under a real picture, a failed or never-ending detection, a \
+            product the key may not use). Then it lets the queue drain and checks that nothing was lost, stuck, \
+            submitted twice after its remote_uuid, adopted from other media, left unalerted, ended otherwise than \
+            CONTRACT section 6 promises, or logged that must not be. Exits 1 if an invariant broke.
             """
     )
 

@@ -16,14 +16,23 @@ struct ChaosTests {
         for invariant in report.invariants {
             #expect(invariant.held, "\(invariant.name): \(invariant.detail)")
         }
-        #expect(report.invariants.count == 8)
+        #expect(report.invariants.count == 11)
         for fault in Fault.allCases {
             #expect(report.faults[fault.rawValue, default: 0] >= 1, "\(fault.rawValue) was injected")
         }
         for kind in ["API 503s", "API 429s", "API connections dropped", "callbacks lost", "callbacks duplicated", "alert deliveries failed by the sink"] {
             #expect(report.injected[kind, default: 0] > 0, "\(kind) happened")
         }
-        #expect(report.enqueued >= 200 && report.completed > report.enqueued * 9 / 10, "\(report.completed) of \(report.enqueued) completed")
+        for kind in ["API responses lost after handling", "API submissions answered 402 (out of credit)",
+                     "API submissions answered 403 (a product the key may not use)"] {
+            #expect(report.injected[kind, default: 0] > 0, "\(kind) happened")
+        }
+        for hardCase in HardCase.allCases {
+            #expect(report.injected["hard case dealt: \(hardCase.rawValue)", default: 0] > 0, "\(hardCase.rawValue) was dealt")
+        }
+        // Every tenth request is a hard case, and about half of those fail on purpose.
+        #expect(report.enqueued >= 200 && report.completed > report.enqueued * 8 / 10, "\(report.completed) of \(report.enqueued) completed")
         #expect(report.fakes > 0)
+        #expect(report.hardCases.endedByResultTimeout > 0)
     }
 }

@@ -212,11 +212,13 @@ struct APIHardCaseTests {
         #expect(try await harness.row(url).decode("is_fake", as: Bool?.self) == true)
     }
 
-    @Test func aGenuineCallbackThatBeatsTheAnswerIsAdopted() async throws {
-        // The answer is cut off; zero retention keeps List Detects from finding the detection, so only the
-        // callback can; the retry waits long enough that it comes first.
+    /// Zero retention keeps List Detects from finding the detection, so only the callback can, in every wait
+    /// mode: a zero-retention request carries the callback URL even when it waits on `Prefer: wait` or polls.
+    @Test(arguments: ["callback", "sync", "poll"])
+    func aGenuineCallbackThatBeatsTheAnswerIsAdopted(mode: String) async throws {
+        // The answer is cut off; the retry waits long enough that the callback comes first.
         let harness = try await WorkerHarness.start(.init(latency: .milliseconds(500), faults: .init(lostResponseRate: 1, endpoints: ["POST /detect"])))
-        let id = try await harness.insert("media_url, wait_mode, zero_retention_mode", ["https://cdn.example.com/fake-early.wav", "callback", true])
+        let id = try await harness.insert("media_url, wait_mode, zero_retention_mode", ["https://cdn.example.com/fake-early.wav", mode, true])
         let worker = harness.startWorker(try harness.configuration(callbacks: true, environment: [
             "DETECTQ_RETRY_BASE_SECONDS": "60", "DETECTQ_RETRY_MAX_SECONDS": "60",
         ]))
