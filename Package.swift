@@ -218,7 +218,8 @@ let package = Package(
         .testTarget(
             name: "DetectQueueTests",
             dependencies: [
-                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres", "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "SchemaMigrations",
+                "DetectQueue", "Postgres", "DetectqTestSupport", "WorkerTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
+                "FakeAlerts", "SchemaMigrations",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -226,6 +227,36 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "WorkerTestSupport",
+            dependencies: [
+                "DetectQueue", "Postgres", "DetectqTestSupport", "DetectSimulator", "EmbeddedPostgres",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/WorkerTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "FakeAlertsTests",
+            dependencies: ["FakeAlerts", "DetectQueue", "Postgres", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RetentionTrackingTests",
+            dependencies: ["RetentionTracking", "DetectQueue", "Postgres", "FakeAlerts", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "IntelligenceArchiveTests",
+            dependencies: ["IntelligenceArchive", "DetectQueue", "Postgres", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ExternalPluginsTests",
+            dependencies: ["ExternalPlugins", "DetectQueue", "Postgres", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -2,8 +2,9 @@ import Foundation
 import Postgres
 
 /// The claim, heartbeat and rescue SQL of a table of leased work, written once for both queues of
-/// detectq: `detectq.requests` and `detectq.post_tasks`. A table is described by its states and columns;
-/// the names interpolated into the SQL are these fixed descriptions, never values.
+/// detectq: `detectq.requests` and `detectq.post_tasks`. A table is described by its columns and by what its
+/// state machine says a claim and a lost lease do; the names interpolated into the SQL are these fixed
+/// descriptions, never values.
 struct LeaseTable: Sendable {
     /// The table, schema-qualified.
     let table: String
@@ -13,6 +14,9 @@ struct LeaseTable: Sendable {
     let claimableStates: [String]
     /// The state of a claimed row.
     let runningState: String
+    /// What else a claim sets (unqualified assignments, no parameters).
+    let claimAssignments: [String]
+    /// The state a lost lease leaves a running row in, with attempts left and on its last.
     let retryingState: String
     let failedState: String
     /// Other states whose rows may hold a lease (a request being polled); an expired one is just cleared.
@@ -24,17 +28,39 @@ struct LeaseTable: Sendable {
     /// The columns a claim returns.
     let columns: String
 
-    static let requests = LeaseTable(
-        table: "detectq.requests", stateType: "detectq.request_state", claimableStates: ["queued", "retrying"],
-        runningState: "submitting", retryingState: "retrying", failedState: "failed", pollingStates: ["awaiting_result"],
-        errorColumn: "error_message", order: "priority DESC, run_at, id", columns: DetectionRequest.columns
-    )
+    static let requests: LeaseTable = {
+        let claims = RequestStateMachine.claims
+        let claim = claims[0]
+        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        var parameters: [any PostgresEncodable] = []
+        let assignments = claim.changes.assignments(parameters: &parameters)
+        precondition(parameters.isEmpty, "a claim sets no value of its own")
+        let lost = RequestStateMachine.leaseLost
+        precondition(lost.withAttemptsLeft.lease == .release && lost.onLastAttempt.lease == .release)
+        return LeaseTable(
+            table: "detectq.requests", stateType: "detectq.request_state", claimableStates: claims.map(\.from.rawValue),
+            runningState: claim.to.rawValue, claimAssignments: assignments,
+            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
+            pollingStates: [RequestState.awaitingResult.rawValue],
+            errorColumn: "error_message", order: "priority DESC, run_at, id", columns: DetectionRequest.columns
+        )
+    }()
 
-    static let postTasks = LeaseTable(
-        table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimableStates: ["queued", "retrying"],
-        runningState: "running", retryingState: "retrying", failedState: "failed", pollingStates: [],
-        errorColumn: "last_error", order: "run_at, id", columns: PostTask.columns
-    )
+    static let postTasks: LeaseTable = {
+        let claims = PostTaskStateMachine.claims
+        let claim = claims[0]
+        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        var parameters: [any PostgresEncodable] = []
+        let assignments = claim.assignments(parameters: &parameters).filter { !$0.hasPrefix("state =") && !$0.hasPrefix("attempt =") }
+        precondition(parameters.isEmpty, "a claim sets no value of its own")
+        let lost = PostTaskStateMachine.leaseLost
+        return LeaseTable(
+            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimableStates: claims.map(\.from.rawValue),
+            runningState: claim.to.rawValue, claimAssignments: assignments,
+            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, pollingStates: [],
+            errorColumn: "last_error", order: "run_at, id", columns: PostTask.columns
+        )
+    }()
 
     private func list(_ states: [String]) -> String {
         states.map { "'\($0)'" }.joined(separator: ", ")
@@ -44,12 +70,12 @@ struct LeaseTable: Sendable {
     /// carries `claimed_from`, the state it was claimed from.
     /// `prior` names a column whose value before the claim is returned too, as `prior_<column>`.
     func claim(
-        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, resetting: String = "", prior: String? = nil
+        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, prior: String? = nil
     ) async throws -> PostgresRows {
         try await pool.query(PostgresQuery(sql: """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
-                attempt = r.attempt + 1\(resetting)
+                attempt = r.attempt + 1\(claimAssignments.map { ", " + $0 }.joined())
             FROM (
                 SELECT id, state::text AS claimed_from\(prior.map { ", \($0) AS prior_\($0)" } ?? "") FROM \(table)
                 WHERE state IN (\(list(claimableStates))) AND run_at <= now()

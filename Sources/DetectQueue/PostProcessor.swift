@@ -5,10 +5,14 @@ import ResembleDetect
 
 /// What happens to a detection's outcome once it is stored: an alert, a record, an archive. A processor
 /// is one type plus one line of registration; the worker runs it as a post-task with its own claims,
-/// retries and history, so a failing processor never touches the detection itself.
+/// retries and history, so a failing processor never touches the detection itself. It acts on the world
+/// only through the capabilities its context gives it, never through the database.
 public protocol PostProcessor: Sendable {
     /// The processor's name, stored in `detectq.post_tasks.processor`; unique among the registered ones.
     var name: String { get }
+    /// The kind of alert the processor delivers, if it is an alert sink: raising an alert of that kind
+    /// (`PostProcessingContext.raise`) schedules it.
+    var deliveredAlert: AlertKind? { get }
     /// Whether the outcome calls for this processor; asked once, when the request completes.
     func applies(to outcome: DetectionOutcome) -> Bool
     /// Does the work. Throwing retries with backoff until the task's attempts are spent.
@@ -27,14 +31,62 @@ public enum PostProcessingResult: Sendable, Hashable {
     case failed(reason: String)
 }
 
-/// What a post-processor may use besides the outcome.
+extension PostProcessor {
+    public var deliveredAlert: AlertKind? { nil }
+}
+
+/// What an alert is about; an alert sink delivers one kind.
+public enum AlertKind: String, Sendable, Hashable, CaseIterable {
+    /// The detection found a fake.
+    case detectionFake = "detection.fake"
+    /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
+    case retentionOverdue = "retention.overdue"
+}
+
+/// What a post-processor may do besides reading the outcome: each a capability bound to the outcome's
+/// request, none of them the database or the API budget themselves.
 public struct PostProcessingContext: Sendable {
     /// The attempt in progress (1 for the first).
     public let attempt: Int
-    public let pool: PostgresConnectionPool
-    public let client: any DetectAPI
-    public let budget: APIBudget
+    /// The Detect API; every call spends the shared API budget first.
+    public let api: BudgetedDetectAPI
     public let logger: Logger
+    let requestID: Int
+    let effects: PostProcessingEffects
+
+    /// Records when the API purged the request's media (`file_deleted_at`).
+    public func recordFileDeleted(at date: Date) async throws {
+        try await effects.recordFileDeleted(requestID: requestID, at: date)
+    }
+
+    /// Raises an alert of `kind` about the request: every registered sink that delivers that kind runs once
+    /// for it, as a post-task of its own (raising it again adds nothing).
+    public func raise(_ kind: AlertKind) async throws {
+        try await effects.raise(kind, requestID: requestID)
+    }
+
+    /// Keeps the request's intelligence report (`json`, an object) in `detectq.intelligence_archive`.
+    public func archiveIntelligence(_ json: String, remoteUUID: String) async throws {
+        try await effects.archiveIntelligence(json, remoteUUID: remoteUUID, requestID: requestID)
+    }
+
+    /// Sends `payload` to the database's listeners on `channel` (`pg_notify`).
+    public func notify(channel: String, payload: String) async throws {
+        try await effects.notify(channel: channel, payload: payload)
+    }
+}
+
+/// The Detect API as post-processors call it: each call first spends the shared budget that every worker's
+/// submissions and polls spend too.
+public struct BudgetedDetectAPI: Sendable {
+    let client: any DetectAPI
+    let budget: APIBudget
+
+    /// `GET /detect/{uuid}`.
+    public func detection(uuid: String) async throws -> DetectionItem {
+        try await budget.acquire()
+        return try await client.detection(uuid: uuid)
+    }
 }
 
 /// A completed detection as post-processors see it: the request, its parsed result and the producer's

@@ -74,35 +74,37 @@ public struct PostTaskStore: Sendable {
     /// The task ran to its end.
     @discardableResult
     public func complete(_ task: PostTask, workerID: String) async throws -> Bool {
-        try await finish(task, workerID: workerID, set: "state = 'completed', completed_at = now(), last_error = NULL", [])
+        try await apply(.succeeded, to: task, workerID: workerID)
     }
 
     /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
     @discardableResult
     public func fail(_ task: PostTask, workerID: String, reason: String, retryAt: Date?) async throws -> Bool {
-        if task.attemptsLeft, let retryAt {
-            return try await finish(task, workerID: workerID, set: "state = 'retrying', last_error = $3, run_at = $4", [reason, retryAt])
-        }
-        return try await finish(task, workerID: workerID, set: "state = 'failed', last_error = $3", [reason])
+        try await apply(.failed(reason: reason, retryAt: retryAt), to: task, workerID: workerID)
     }
 
     /// The processor asked to run again at `at` without it counting as an attempt (it waits for something
     /// that has not happened yet, such as a purge): the task goes back to `queued` until then.
     @discardableResult
     public func reschedule(_ task: PostTask, workerID: String, at: Date) async throws -> Bool {
-        try await finish(task, workerID: workerID, set: "state = 'queued', attempt = attempt - 1, run_at = $3", [at])
+        try await apply(.rescheduled(at: at), to: task, workerID: workerID)
     }
 
     /// Gives an unrun claim back (a worker shutting down).
     @discardableResult
     public func release(_ task: PostTask, workerID: String) async throws -> Bool {
-        try await finish(task, workerID: workerID, set: "state = 'queued', attempt = attempt - 1", [])
+        try await apply(.released, to: task, workerID: workerID)
     }
 
-    private func finish(_ task: PostTask, workerID: String, set assignments: String, _ values: [any PostgresEncodable]) async throws -> Bool {
-        try await pool.query(PostgresQuery(sql: """
-            UPDATE detectq.post_tasks SET \(assignments), locked_by = NULL, locked_until = NULL
-            WHERE id = $1 AND state = 'running' AND locked_by = $2
-            """, parameters: [task.id, workerID] + values)).affectedRows == 1
+    /// Writes what the state machine decides `event` does to `task`, while `workerID` still holds its lease
+    /// and it is where the worker saw it; returns false, changing nothing, otherwise.
+    private func apply(_ event: PostTaskEvent, to task: PostTask, workerID: String) async throws -> Bool {
+        let transition = try PostTaskStateMachine.transition(of: task, on: event)
+        var parameters: [any PostgresEncodable] = [task.id, transition.from.rawValue, workerID]
+        let assignments = transition.assignments(parameters: &parameters)
+        return try await pool.query(PostgresQuery(sql: """
+            UPDATE detectq.post_tasks SET \(assignments.joined(separator: ", "))
+            WHERE id = $1 AND state = $2::detectq.post_task_state AND locked_by = $3
+            """, parameters: parameters)).affectedRows == 1
     }
 }

@@ -16,6 +16,12 @@ struct PostTaskRunner: Sendable {
     let fakeThreshold: Double?
     let logger: Logger
 
+    /// What the processors' capabilities write, with the sinks of each kind of alert.
+    var effects: PostProcessingEffects {
+        PostProcessingEffects(pool: store.pool, sinks: Dictionary(grouping: processors.values.filter { $0.deliveredAlert != nil }) { $0.deliveredAlert! }
+            .mapValues { $0.map(\.name).sorted() })
+    }
+
     func run(_ task: PostTask) async {
         var logger = logger
         logger[metadataKey: "request_id"] = "\(task.requestID)"
@@ -30,7 +36,10 @@ struct PostTaskRunner: Sendable {
                 return
             }
             logger[metadataKey: "remote_uuid"] = "\(outcome.remoteUUID)"
-            let context = PostProcessingContext(attempt: task.attempt, pool: store.pool, client: client, budget: budget, logger: logger)
+            let context = PostProcessingContext(
+                attempt: task.attempt, api: BudgetedDetectAPI(client: client, budget: budget), logger: logger,
+                requestID: task.requestID, effects: effects
+            )
             let result = try await processor.process(outcome, context: context)
             QueueMetrics.postTask(processor: task.processor, outcome: result.metricName)
             switch result {

@@ -38,7 +38,7 @@ public struct RequestAdministration: Sendable {
                 outcomes.append((id, .refused("there is no request \(id)")))
                 continue
             }
-            guard let next = try? RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft) else {
+            guard let next = try? RequestStateMachine.transition(of: request, on: event).to else {
                 outcomes.append((id, .refused(refusal(request.state))))
                 continue
             }

@@ -1,15 +1,18 @@
 import Foundation
 
-/// Something that happens to a detection request. The state machine turns a state and an event into the
-/// next state, or refuses the event.
+/// Something that happens to a detection request. The state machine (`RequestStateMachine`) turns a state and
+/// an event into a transition, or refuses the event.
 public enum RequestEvent: Sendable, Hashable {
     /// A worker claimed the request under a lease.
-    case claimed(workerID: String)
+    case claimed
+    /// The worker is about to send the request (by `path`: url, multipart or secure upload); the window in
+    /// which an answer may be lost opens. `callbackSecretHash` is stored first, so an early callback is known.
+    case sending(path: String, callbackSecretHash: String?)
     /// The API accepted the request and returned its uuid; the result is still to come.
     case accepted(remoteUUID: String)
     /// A detection an earlier attempt created, whose answer was lost, was found (in List Detects, or by a
     /// genuine callback that came first) and is waited for instead of submitting again.
-    case adopted(remoteUUID: String)
+    case adopted(remoteUUID: String, via: String)
     /// The detection result arrived (in the `Prefer: wait` response, a callback confirmed by a GET, or a poll).
     case completed
     /// An attempt failed in a way worth retrying (a network fault, a 429 or 5xx); retried at `retryAt`
@@ -19,46 +22,13 @@ public enum RequestEvent: Sendable, Hashable {
     case failedPermanently(reason: String)
     /// The worker holding the lease stopped renewing it.
     case leaseExpired
-    /// A worker shutting down gave the claim back before sending anything.
-    case released
+    /// A worker gave the claim back before sending anything (shutting down, paused, out of credit); an answer
+    /// is owed since `answerOwedSince` by an earlier attempt, if any.
+    case released(answerOwedSince: Date?)
     /// A user cancelled the request.
     case cancelled
     /// A user asked for a failed request to be tried again.
     case retriedByUser
-}
-
-/// The pure transition function of a request: no I/O, so it is tested event by event; the caller performs
-/// the UPDATE the result calls for.
-public enum RequestStateMachine {
-    /// Why an event does not apply in a state.
-    public struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
-        public let state: RequestState
-        public let event: RequestEvent
-
-        public var description: String {
-            "a request that is \(state.rawValue) cannot take the event \(event.name)"
-        }
-    }
-
-    /// The state `event` moves a request in `state` to. `attemptsLeft` says whether another attempt is
-    /// allowed (`attempt < max_attempts`); it decides between retrying and failing.
-    public static func transition(
-        from state: RequestState, on event: RequestEvent, attemptsLeft: Bool
-    ) throws(IllegalEvent) -> RequestState {
-        let next: RequestState? = switch (state, event) {
-        case (.queued, .claimed), (.retrying, .claimed): .submitting
-        case (.submitting, .accepted), (.submitting, .adopted), (.retrying, .adopted): .awaitingResult
-        case (.submitting, .completed), (.awaitingResult, .completed): .completed
-        case (.submitting, .failedRetryably), (.submitting, .leaseExpired): attemptsLeft ? .retrying : .failed
-        case (.submitting, .failedPermanently), (.awaitingResult, .failedPermanently): .failed
-        case (.submitting, .released): .queued
-        case (.queued, .cancelled), (.submitting, .cancelled), (.awaitingResult, .cancelled), (.retrying, .cancelled): .cancelled
-        case (.failed, .retriedByUser): .queued
-        default: nil
-        }
-        guard let next, state.canChange(to: next) else { throw IllegalEvent(state: state, event: event) }
-        return next
-    }
 }
 
 extension RequestEvent {
@@ -66,6 +36,7 @@ extension RequestEvent {
     public var name: String {
         switch self {
         case .claimed: "claimed"
+        case .sending: "sending"
         case .accepted: "accepted"
         case .adopted: "adopted"
         case .completed: "completed"
@@ -77,4 +48,14 @@ extension RequestEvent {
         case .retriedByUser: "retried by user"
         }
     }
+}
+
+extension RequestEvent {
+    /// One event of each kind, for walking the whole state machine (its tests, and the start-up check that
+    /// the schema's transition table allows every change it makes).
+    public static let everyKind: [RequestEvent] = [
+        .claimed, .sending(path: "url", callbackSecretHash: nil), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u", via: "list"),
+        .completed, .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
+        .leaseExpired, .released(answerOwedSince: nil), .cancelled, .retriedByUser,
+    ]
 }

@@ -221,7 +221,7 @@ struct RequestProcessor: Sendable {
             }
             // A 429 created nothing: an answer is owed only if an earlier attempt still owes one.
             var changes = RequestChanges()
-            if status == 429 { changes.unansweredSince = .some(request.unansweredSince) }
+            if status == 429 { changes.answerOwed = .since(request.unansweredSince) }
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, changes: changes, logger: logger)
         case .malformedResponse:
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, cause: "malformed_response", logger: logger)
@@ -267,7 +267,7 @@ struct RequestProcessor: Sendable {
 
     private func release(_ request: DetectionRequest, logger: Logger) async -> Ending {
         do {
-            try await store.apply(.released, to: request, workerID: configuration.workerID)
+            try await store.apply(.released(answerOwedSince: request.unansweredSince), to: request, workerID: configuration.workerID)
         } catch {
             logger.error("could not release the request: \(error)")
         }

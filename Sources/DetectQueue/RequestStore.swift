@@ -29,11 +29,7 @@ public struct RequestStore: Sendable {
     /// (for the rate limit, for an upload) is stamped again just before it is sent.
     public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
-        let rows = try await LeaseTable.requests.claim(
-            on: pool, workerID: workerID, limit: limit, lease: lease,
-            resetting: ", error_message = NULL, submit_started_at = now(), unanswered_since = coalesce(r.unanswered_since, now())",
-            prior: "unanswered_since"
-        )
+        let rows = try await LeaseTable.requests.claim(on: pool, workerID: workerID, limit: limit, lease: lease, prior: "unanswered_since")
         for row in rows {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
         }
@@ -67,43 +63,29 @@ public struct RequestStore: Sendable {
         return report
     }
 
-    /// Writes a state change decided by the state machine. `expected` is the state the worker saw;
-    /// `workerID` (for leased states) must still hold the lease. Returns false, changing nothing, when the
-    /// request moved on (cancelled by a user, taken over after a lost lease).
+    /// Writes what the state machine decides `event` does to `request`. `request` is the request as the worker
+    /// saw it; `workerID` (for leased states) must still hold the lease. `detail` goes into the event history.
+    /// Returns false, changing nothing, when the request moved on (cancelled by a user, taken over after a lost
+    /// lease, already holding a uuid).
     @discardableResult
     public func apply(
-        _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init()
+        _ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges = .init(), detail: String? = nil
     ) async throws -> Bool {
-        let next = try RequestStateMachine.transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft)
-        var changes = changes
-        changes.state = next
-        let holdsLease = next == .submitting || (next == .awaitingResult && changes.keepsLease)
-        changes.clearLease = !holdsLease
-        if next == .completed { changes.completedAt = true }
-        switch event {
-        case .failedRetryably(let reason, let retryAt):
-            changes.errorMessage = reason
-            changes.runAt = next == .retrying ? retryAt : nil
-        case .failedPermanently(let reason):
-            changes.errorMessage = reason
-        case .accepted(let remoteUUID), .adopted(let remoteUUID):
-            changes.remoteUUID = remoteUUID
-        case .released:
-            changes.attemptDelta = -1
-            changes.clearsSubmitStarted = true
-            // Nothing was sent in this attempt: an answer is owed since an earlier one, if any.
-            changes.unansweredSince = .some(request.unansweredSince)
-        case .retriedByUser:
-            changes.runAt = Date()
-            changes.errorMessage = nil
-            changes.clearsErrorMessage = true
-            changes.resetsAttempts = true
-        default:
-            break
+        let transition = try RequestStateMachine.transition(of: request, on: event, changes: changes)
+        if transition.createsPostTasks {
+            return try await complete(request, workerID: workerID, result: changes, postProcessors: [])
         }
-        let (sql, parameters) = changes.update(id: request.id, expected: request.state, workerID: workerID)
-        let applied = try await pool.query(PostgresQuery(sql: sql, parameters: parameters)).affectedRows == 1
-        if applied { QueueMetrics.transition(from: request.state, to: next) }
+        let update = transition.update(id: request.id, workerID: workerID)
+        let applied: Bool
+        if let detail {
+            applied = try await pool.transaction { connection in
+                try await connection.query("SELECT set_config('detectq.event_detail', \(detail), true)")
+                return try await connection.query(update).affectedRows == 1
+            }
+        } else {
+            applied = try await pool.query(update).affectedRows == 1
+        }
+        if applied && transition.changesState { QueueMetrics.transition(from: request.state, to: transition.to) }
         return applied
     }
 
@@ -114,7 +96,7 @@ public struct RequestStore: Sendable {
     public func complete(
         _ request: DetectionRequest, workerID: String?, result: RequestChanges, postProcessors: [String]
     ) async throws -> Bool {
-        _ = try RequestStateMachine.transition(from: request.state, on: .completed, attemptsLeft: request.attemptsLeft)
+        _ = try RequestStateMachine.transition(of: request, on: .completed)
         let completed = try await completions.submit(Completion(
             request: request, workerID: workerID, result: result, postProcessors: postProcessors
         ))
@@ -164,6 +146,16 @@ public struct RequestStore: Sendable {
         }
     }
 
+    /// The completion as the state machine has it (from `awaiting_result`; from `submitting` it is the same):
+    /// the batch's SQL writes its state, lease, columns and post-tasks.
+    static let completion: RequestTransition = {
+        let completion = try! RequestStateMachine.transition(from: .awaitingResult, on: .completed, attemptsLeft: true)
+        precondition(completion.lease == .release && completion.attempts == .unchanged && completion.createsPostTasks
+            && completion.changes.stampsCompletedAt && completion.changes.answerOwed == .answered,
+            "the completion batch writes what the state machine's completion does")
+        return completion
+    }()
+
     /// Completes a batch in one statement: the conditional UPDATE of every request still where its worker saw
     /// it, and the post-tasks of those it changed. Returns, per completion, whether its request was changed.
     static func writeCompletions(_ batch: [Completion], on pool: PostgresConnectionPool) async throws -> [Bool] {
@@ -178,7 +170,7 @@ public struct RequestStore: Sendable {
                          file_deleted_at timestamptz, submit_path text, callback_secret_hash text)
             ), done AS (
                 UPDATE detectq.requests AS r SET
-                    state = 'completed', completed_at = now(), locked_by = NULL, locked_until = NULL, result = v.result,
+                    state = \(completion.to.rawValue)::detectq.request_state, completed_at = now(), locked_by = NULL, locked_until = NULL, result = v.result,
                     unanswered_since = NULL,
                     remote_uuid = coalesce(v.remote_uuid, r.remote_uuid), accepted_at = coalesce(r.accepted_at, now()),
                     media_type = v.media_type, label = v.label, audio_label = v.audio_label, visual_label = v.visual_label,
@@ -216,23 +208,10 @@ public struct RequestStore: Sendable {
     /// `workerID` is the lease holder that found it (List Detects); nil for a callback, which may come while
     /// any worker, or none, holds the request.
     public func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
-        _ = try RequestStateMachine.transition(from: request.state, on: .adopted(remoteUUID: uuid), attemptsLeft: request.attemptsLeft)
         let detail = "adopted via \(via): detection \(uuid), created by an earlier attempt whose answer was lost, is waited for instead of submitting again"
         do {
-            let adopted = try await pool.transaction { connection in
-                try await connection.query("SELECT set_config('detectq.event_detail', \(detail), true)")
-                return try await connection.query("""
-                    UPDATE detectq.requests
-                    SET state = 'awaiting_result', remote_uuid = \(uuid), accepted_at = now(), run_at = now(),
-                        locked_by = NULL, locked_until = NULL, unanswered_since = NULL
-                    WHERE id = \(request.id) AND state = \(request.state.rawValue)::detectq.request_state AND remote_uuid IS NULL
-                      AND (\(workerID ?? "") = '' OR locked_by = \(workerID ?? ""))
-                    """).affectedRows == 1
-            }
-            if adopted {
-                QueueMetrics.transition(from: request.state, to: .awaitingResult)
-                QueueMetrics.adopted(via: via)
-            }
+            let adopted = try await apply(.adopted(remoteUUID: uuid, via: via), to: request, workerID: workerID, detail: detail)
+            if adopted { QueueMetrics.adopted(via: via) }
             return adopted
         } catch let error as PostgresError where error.constraint == "requests_remote_uuid_unique" {
             return false
@@ -294,6 +273,15 @@ public struct RequestStore: Sendable {
         var callbackSecretHash: String?
     }
 
+    /// The submission mark as the state machine has it: the request stays where it is, under its lease, and
+    /// its start, path and callback secret are stamped; the batch's SQL writes exactly that.
+    static let sending: RequestTransition = {
+        let sending = try! RequestStateMachine.transition(from: .submitting, on: .sending(path: "", callbackSecretHash: ""), attemptsLeft: true)
+        precondition(!sending.changesState && sending.lease == .keep && sending.attempts == .unchanged && sending.changes.stampsSubmitStarted,
+                      "the submission-mark batch writes what the state machine's mark does")
+        return sending
+    }()
+
     static func writeSubmitStarts(_ batch: [SubmitStart], on pool: PostgresConnectionPool) async throws -> [Bool] {
         let rows = try await pool.query("""
             UPDATE detectq.requests AS r SET submit_started_at = now(), submit_path = v.path,
@@ -301,7 +289,7 @@ public struct RequestStore: Sendable {
             FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path))::text[],
                         \(batch.map { $0.callbackSecretHash ?? "" })::text[])
                  AS u(id, worker, path, secret), LATERAL (SELECT u.id, u.worker, u.path, nullif(u.secret, '') AS secret_hash) AS v
-            WHERE r.id = v.id AND r.state = 'submitting' AND r.locked_by = v.worker
+            WHERE r.id = v.id AND r.state = \(sending.from.rawValue)::detectq.request_state AND r.locked_by = v.worker
             RETURNING r.id
             """)
         let marked = Set(try rows.map { try $0.decode("id", as: Int.self) })
@@ -339,21 +327,28 @@ public struct RescueReport: Sendable, Hashable {
     public init() {}
 }
 
-/// The columns a state change writes besides `state`.
+/// The columns a change writes besides the state, the lease and the attempt count: some set by the state
+/// machine for its transition, the rest by the caller (a result, a path).
 public struct RequestChanges: Sendable {
-    var state: RequestState?
-    var clearLease = false
-    var completedAt = false
-    var attemptDelta = 0
+    /// What a change does to `unanswered_since`, which says since when an answer from the API is owed.
+    public enum AnswerOwed: Sendable, Hashable {
+        /// The API answered: nothing is owed.
+        case answered
+        /// Owed since this time, or not owed (nil): as it was before this attempt.
+        case since(Date?)
+        /// Owed from now, unless already owed since earlier (a claim: the attempt may reach the API).
+        case fromNowUnlessOwed
+    }
+
+    var stampsCompletedAt = false
+    var clearsCompletedAt = false
     var clearsErrorMessage = false
-    var resetsAttempts = false
+    var stampsSubmitStarted = false
     var clearsSubmitStarted = false
     /// Forget the stored secure-upload token (the API refused it), so the next attempt uploads the file again.
     public var clearsSecureUpload = false
-    /// Sets `unanswered_since` (to NULL when the API answered); nil leaves it, but an accepted uuid clears it.
-    public var unansweredSince: Date??
-    /// Keep the worker's lease through the change (polling an accepted request under a poll lease).
-    public var keepsLease = false
+    /// Changes `unanswered_since`; nil leaves it, but a stored uuid means the API answered.
+    public var answerOwed: AnswerOwed?
     public var errorMessage: String?
     public var runAt: Date?
     public var remoteUUID: String?
@@ -370,31 +365,32 @@ public struct RequestChanges: Sendable {
 
     public init() {}
 
-    /// The conditional UPDATE and its parameters.
-    func update(id: Int, expected: RequestState, workerID: String?) -> (String, [any PostgresEncodable]) {
+    /// The SQL assignments of these columns, their values appended to `parameters` (numbered after those
+    /// already there). Columns are referred to unqualified, so the assignments suit any UPDATE of the table.
+    func assignments(parameters: inout [any PostgresEncodable]) -> [String] {
         var assignments: [String] = []
-        var parameters: [any PostgresEncodable] = [id, expected.rawValue]
-        func set(_ column: String, _ value: some PostgresEncodable, cast: String = "") {
+        func set(_ column: String, _ value: some PostgresEncodable) {
             parameters.append(value)
-            assignments.append("\(column) = $\(parameters.count)\(cast)")
+            assignments.append("\(column) = $\(parameters.count)")
         }
-        if let state { set("state", state.rawValue, cast: "::detectq.request_state") }
-        if clearLease { assignments.append("locked_by = NULL, locked_until = NULL") }
-        if completedAt { assignments.append("completed_at = now()") }
-        if attemptDelta != 0 { set("attempt", attemptDelta, cast: " + attempt") }
-        if let errorMessage { set("error_message", errorMessage) }
-        if clearsErrorMessage { assignments.append("error_message = NULL") }
-        if resetsAttempts { assignments.append("attempt = 0, completed_at = NULL") }
+        if stampsCompletedAt { assignments.append("completed_at = now()") }
+        if clearsCompletedAt { assignments.append("completed_at = NULL") }
+        if let errorMessage { set("error_message", errorMessage) } else if clearsErrorMessage { assignments.append("error_message = NULL") }
+        if stampsSubmitStarted { assignments.append("submit_started_at = now()") }
         if clearsSubmitStarted { assignments.append("submit_started_at = NULL") }
-        if let unansweredSince {
-            if let since = unansweredSince { set("unanswered_since", since) } else { assignments.append("unanswered_since = NULL") }
-        } else if remoteUUID != nil {
-            assignments.append("unanswered_since = NULL")
+        switch answerOwed ?? (remoteUUID != nil ? .answered : nil) {
+        case .answered?: assignments.append("unanswered_since = NULL")
+        case .since(let since?)?: set("unanswered_since", since)
+        case .since(nil)?: assignments.append("unanswered_since = NULL")
+        case .fromNowUnlessOwed?: assignments.append("unanswered_since = coalesce(unanswered_since, now())")
+        case nil: break
         }
         if clearsSecureUpload { assignments.append("secure_upload_token = NULL, secure_upload_token_issued_at = NULL") }
         if let runAt { set("run_at", runAt) }
-        if let remoteUUID { set("remote_uuid", remoteUUID) }
-        if remoteUUID != nil { assignments.append("accepted_at = coalesce(accepted_at, now())") }
+        if let remoteUUID {
+            set("remote_uuid", remoteUUID)
+            assignments.append("accepted_at = coalesce(accepted_at, now())")
+        }
         if let submitPath { set("submit_path", submitPath) }
         if let mediaType { set("media_type", mediaType) }
         if let label { set("label", label) }
@@ -405,11 +401,31 @@ public struct RequestChanges: Sendable {
         if let result { set("result", result) }
         if let fileDeletedAt { set("file_deleted_at", fileDeletedAt) }
         if let callbackSecretHash { set("callback_secret_hash", callbackSecretHash) }
+        return assignments
+    }
+}
+
+extension RequestTransition {
+    /// The SQL assignments of the state, the attempt count and the columns (a lease taken is the claim's to
+    /// write, with its worker and duration); values are appended to `parameters`.
+    func assignments(parameters: inout [any PostgresEncodable]) -> [String] {
+        var assignments = changesState ? ["state = '\(to.rawValue)'"] : []
+        if lease == .release { assignments.append("locked_by = NULL, locked_until = NULL") }
+        if let attempt = attempts.assignment { assignments.append(attempt) }
+        return assignments + changes.assignments(parameters: &parameters)
+    }
+
+    /// The conditional UPDATE of one request: made only while it is still in `from` and, for leased states,
+    /// while `workerID` (when given) still holds it (a poll lease may also have lapsed).
+    func update(id: Int, workerID: String?) -> PostgresQuery {
+        var parameters: [any PostgresEncodable] = [id, from.rawValue]
+        let assignments = assignments(parameters: &parameters)
         var condition = "id = $1 AND state = $2::detectq.request_state"
-        if let workerID, [.submitting, .awaitingResult].contains(expected) {
+        if let workerID, [.submitting, .awaitingResult].contains(from) {
             parameters.append(workerID)
-            condition += " AND (locked_by = $\(parameters.count)" + (expected == .awaitingResult ? " OR locked_by IS NULL)" : ")")
+            condition += " AND (locked_by = $\(parameters.count)" + (from == .awaitingResult ? " OR locked_by IS NULL)" : ")")
         }
-        return ("UPDATE detectq.requests SET \(assignments.joined(separator: ", ")) WHERE \(condition)", parameters)
+        if requiresNoRemoteUUID { condition += " AND remote_uuid IS NULL" }
+        return PostgresQuery(sql: "UPDATE detectq.requests SET \(assignments.joined(separator: ", ")) WHERE \(condition)", parameters: parameters)
     }
 }

@@ -110,8 +110,7 @@ struct WorkerCommand: AsyncParsableCommand {
             }
         }
         var processors = sinks
-        let overdueAlerts = sinks.map(\.name).filter { $0.hasSuffix("/" + AlertKind.retentionOverdue.rawValue) }
-        processors.append(RetentionTracker(sla: try retentionSLA(reader("DETECTQ_RETENTION_SLA")), overdueAlertProcessors: overdueAlerts))
+        processors.append(RetentionTracker(sla: try retentionSLA(reader("DETECTQ_RETENTION_SLA"))))
         processors.append(IntelligenceArchiver(directory: reader("DETECTQ_ARCHIVE_DIR").map { URL(fileURLWithPath: $0) }))
         if let directory = reader("DETECTQ_PLUGINS_DIR") {
             var isDirectory: ObjCBool = false
@@ -143,7 +142,8 @@ struct WorkerCommand: AsyncParsableCommand {
         }
     }
 
-    /// Fails with one line when the database cannot be reached or has no detectq schema.
+    /// Fails with one line when the database cannot be reached, has no detectq schema, or has one whose
+    /// transition tables would refuse a change this worker's state machines make (a schema older than the worker).
     static func checkDatabase(_ configuration: PostgresConfiguration) async throws {
         let connection: PostgresConnection
         do {
@@ -153,9 +153,14 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let migrated = try? await connection.query("SELECT to_regclass('detectq.workers') IS NOT NULL AS ready")[0]
             .decode("ready", as: Bool.self)
+        let disallowed = migrated == true ? try? await TransitionTables.disallowedChanges(on: connection) : nil
         await connection.close()
         guard migrated == true else {
             throw ConfigurationError("DATABASE_URL", expected: "a database with the detectq schema: run `detectq migrate` first")
+        }
+        if let disallowed, !disallowed.isEmpty {
+            throw ConfigurationError("DATABASE_URL", expected: "a detectq schema whose transition tables allow every change this worker makes "
+                + "(missing: \(disallowed.joined(separator: ", "))): run `detectq migrate`")
         }
     }
 }

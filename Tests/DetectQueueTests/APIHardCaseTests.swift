@@ -7,6 +7,7 @@ import Postgres
 import ResembleDetect
 @testable import DetectQueue
 import Testing
+import WorkerTestSupport
 
 /// CONTRACT section 6, end to end against the simulator playing each hard case (SimulatedScenario).
 @Suite("When the API misbehaves", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)

@@ -5,6 +5,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
+import WorkerTestSupport
 
 /// Mutated requests thrown at a live worker's HTTP port: callbacks with broken paths, secrets, methods,
 /// headers and bodies. None may get a 5xx, change a request, or take the worker down.

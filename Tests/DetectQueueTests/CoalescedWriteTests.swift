@@ -5,6 +5,7 @@ import Foundation
 import Postgres
 import ResembleDetect
 import Testing
+import WorkerTestSupport
 
 @Suite("Completions, submission marks and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct CoalescedWriteTests {

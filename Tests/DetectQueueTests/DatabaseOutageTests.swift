@@ -5,6 +5,7 @@ import Foundation
 import Postgres
 import SchemaMigrations
 import Testing
+import WorkerTestSupport
 
 /// PostgreSQL going away while the API works on a request: the worker must store the answer once the
 /// database is back, not leave the request to be taken over and submitted (and billed) again.

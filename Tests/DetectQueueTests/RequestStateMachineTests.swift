@@ -1,70 +1,156 @@
-import DetectQueue
+@testable import DetectQueue
 import Foundation
+import Postgres
 import Testing
 
-@Suite("The request state machine, event by event")
+/// Each transition of the production machines with its effects, without I/O: what the specification says
+/// each change does, written out once here, and the SQL the stores derive from it.
+@Suite("The state machines, transition by transition")
 struct RequestStateMachineTests {
-    static let events: [RequestEvent] = [
-        .claimed(workerID: "w"), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u"), .completed,
-        .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
-        .leaseExpired, .released, .cancelled, .retriedByUser,
-    ]
+    static let now = Date(timeIntervalSince1970: 1_000)
 
-    /// What each (state, event) pair must give, with attempts left and without; nil is refused.
-    static func expected(_ state: RequestState, _ event: RequestEvent, attemptsLeft: Bool) -> RequestState? {
-        switch (state, event) {
-        case (.queued, .claimed), (.retrying, .claimed): return .submitting
-        case (.submitting, .accepted), (.submitting, .adopted), (.retrying, .adopted): return .awaitingResult
-        case (.submitting, .completed), (.awaitingResult, .completed): return .completed
-        case (.submitting, .failedRetryably), (.submitting, .leaseExpired): return attemptsLeft ? .retrying : .failed
-        case (.submitting, .failedPermanently), (.awaitingResult, .failedPermanently): return .failed
-        case (.submitting, .released): return .queued
-        case (.completed, .cancelled), (.failed, .cancelled), (.cancelled, .cancelled): return nil
-        case (_, .cancelled): return .cancelled
-        case (.failed, .retriedByUser): return .queued
-        default: return nil
-        }
+    func transition(_ state: RequestState, _ event: RequestEvent, attemptsLeft: Bool = true) throws -> RequestTransition {
+        try RequestStateMachine.transition(from: state, on: event, attemptsLeft: attemptsLeft)
     }
 
-    @Test(arguments: RequestState.allCases, [true, false])
-    func everyEventInEveryState(state: RequestState, attemptsLeft: Bool) {
-        for event in Self.events {
-            let want = Self.expected(state, event, attemptsLeft: attemptsLeft)
-            do {
-                let next = try RequestStateMachine.transition(from: state, on: event, attemptsLeft: attemptsLeft)
-                #expect(next == want, "\(state) on \(event.name)")
-                #expect(state.canChange(to: next), "the result is a legal transition of the table the trigger enforces")
-            } catch {
-                #expect(want == nil, "\(state) on \(event.name) was refused: \(error)")
-                #expect(error.description.contains(state.rawValue))
-            }
-        }
+    @Test(arguments: [RequestState.queued, .retrying])
+    func aClaimTakesTheLeaseSpendsAnAttemptAndOpensTheAnswerWindow(from state: RequestState) throws {
+        let claim = try transition(state, .claimed)
+        #expect(claim.to == .submitting && claim.lease == .take && claim.attempts == .spendOne)
+        #expect(claim.changes.clearsErrorMessage && claim.changes.stampsSubmitStarted)
+        #expect(claim.changes.answerOwed == .fromNowUnlessOwed)
+        #expect(!claim.createsPostTasks)
     }
 
-    @Test func everyLegalTransitionIsReachableByAnEvent() {
-        var reached: Set<String> = []
+    @Test func aSubmissionMarkKeepsStateAndLeaseAndStampsThePath() throws {
+        let mark = try transition(.submitting, .sending(path: "multipart", callbackSecretHash: "abc"))
+        #expect(!mark.changesState && mark.lease == .keep && mark.attempts == .unchanged)
+        #expect(mark.changes.stampsSubmitStarted && mark.changes.submitPath == "multipart" && mark.changes.callbackSecretHash == "abc")
+        #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .sending(path: "url", callbackSecretHash: nil)) }
+    }
+
+    @Test func anAcceptanceStoresTheUUIDAndEndsTheLeaseAndTheOwedAnswer() throws {
+        let accepted = try transition(.submitting, .accepted(remoteUUID: "u-1"))
+        #expect(accepted.to == .awaitingResult && accepted.lease == .release && accepted.changes.remoteUUID == "u-1")
+        var parameters: [any PostgresEncodable] = []
+        let sql = accepted.assignments(parameters: &parameters).joined(separator: ", ")
+        #expect(sql.contains("unanswered_since = NULL") && sql.contains("accepted_at = coalesce(accepted_at, now())"), "\(sql)")
+        #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.retrying, .accepted(remoteUUID: "u")) }
+    }
+
+    @Test(arguments: [RequestState.submitting, .retrying])
+    func anAdoptionNeedsNoUUIDYetAndPollsAtOnce(from state: RequestState) throws {
+        let adopted = try transition(state, .adopted(remoteUUID: "u-2", via: "list"))
+        #expect(adopted.to == .awaitingResult && adopted.requiresNoRemoteUUID && adopted.changes.remoteUUID == "u-2")
+        #expect(adopted.changes.runAt != nil)
+        #expect(adopted.update(id: 7, workerID: nil).sql.hasSuffix("AND remote_uuid IS NULL"))
+    }
+
+    @Test(arguments: [RequestState.submitting, .awaitingResult])
+    func aCompletionCreatesThePostTasks(from state: RequestState) throws {
+        let completed = try transition(state, .completed)
+        #expect(completed.to == .completed && completed.lease == .release && completed.createsPostTasks)
+        #expect(completed.changes.stampsCompletedAt && completed.changes.answerOwed == .answered)
+    }
+
+    @Test func aRetryableFailureRetriesOnlyWithAnAttemptLeft() throws {
+        let at = Self.now
+        let retried = try transition(.submitting, .failedRetryably(reason: "HTTP 503", retryAt: at))
+        #expect(retried.to == .retrying && retried.changes.runAt == at && retried.changes.errorMessage == "HTTP 503")
+        let spent = try transition(.submitting, .failedRetryably(reason: "HTTP 503", retryAt: at), attemptsLeft: false)
+        #expect(spent.to == .failed && spent.changes.runAt == nil && spent.changes.errorMessage == "HTTP 503")
+        #expect(try transition(.submitting, .leaseExpired).to == .retrying)
+        #expect(try transition(.submitting, .leaseExpired, attemptsLeft: false).to == .failed)
+        #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .failedRetryably(reason: "x", retryAt: at)) }
+    }
+
+    @Test(arguments: [RequestState.submitting, .awaitingResult])
+    func aPermanentFailureKeepsItsReason(from state: RequestState) throws {
+        let failed = try transition(state, .failedPermanently(reason: "HTTP 400"), attemptsLeft: false)
+        #expect(failed.to == .failed && failed.lease == .release && failed.changes.errorMessage == "HTTP 400")
+    }
+
+    @Test func aReleaseGivesTheAttemptBackAndRestoresTheOwedAnswer() throws {
+        let released = try transition(.submitting, .released(answerOwedSince: Self.now))
+        #expect(released.to == .queued && released.attempts == .giveBackOne && released.changes.clearsSubmitStarted)
+        #expect(released.changes.answerOwed == .since(Self.now))
+        #expect(try transition(.submitting, .released(answerOwedSince: nil)).changes.answerOwed == .since(nil))
+    }
+
+    @Test func aRetryByAUserStartsOver() throws {
+        let retried = try transition(.failed, .retriedByUser, attemptsLeft: false)
+        #expect(retried.to == .queued && retried.attempts == .reset)
+        #expect(retried.changes.clearsErrorMessage && retried.changes.clearsCompletedAt && retried.changes.runAt != nil)
+    }
+
+    @Test func cancellationEndsEveryUnfinishedStateAndNoEnd() throws {
         for state in RequestState.allCases {
-            for event in Self.events {
-                for attemptsLeft in [true, false] {
-                    if let next = try? RequestStateMachine.transition(from: state, on: event, attemptsLeft: attemptsLeft) {
-                        reached.insert("\(state)->\(next)")
-                    }
-                }
-            }
+            let cancelled = try? transition(state, .cancelled)
+            #expect((cancelled?.to == .cancelled) == [.queued, .submitting, .awaitingResult, .retrying].contains(state), "\(state)")
         }
-        let table = Set(RequestState.allCases.flatMap { from in from.successors.map { "\(from)->\($0)" } })
-        #expect(reached == table, "no transition in the table is dead, none outside it is produced")
     }
 
-    @Test func terminalStatesTakeNoEventButARetryOfAFailure() throws {
-        for event in Self.events {
-            #expect(throws: RequestStateMachine.IllegalEvent.self) {
-                try RequestStateMachine.transition(from: .completed, on: event, attemptsLeft: true)
+    @Test func theEndsTakeNoEventButARetryOfAFailure() {
+        for event in RequestEvent.everyKind {
+            for state in [RequestState.completed, .cancelled] {
+                #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(state, event) }
             }
-            #expect(throws: RequestStateMachine.IllegalEvent.self) {
-                try RequestStateMachine.transition(from: .cancelled, on: event, attemptsLeft: true)
+            if event != .retriedByUser {
+                #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.failed, event) }
             }
         }
-        #expect(try RequestStateMachine.transition(from: .failed, on: .retriedByUser, attemptsLeft: false) == .queued)
+    }
+
+    @Test func theMachineMakesExactlyTheChangesTheMigrationsAllow() {
+        let made = Set(RequestStateMachine.stateChanges.map { [$0.from.rawValue, $0.to.rawValue] })
+        #expect(made == StateMachinePropertyTests.schemaTransitions)
+    }
+
+    @Test func theClaimAndTheRescueAreWrittenFromTheMachine() {
+        let table = LeaseTable.requests
+        #expect(Set(table.claimableStates) == ["queued", "retrying"] && table.runningState == "submitting")
+        #expect(table.claimAssignments.contains("unanswered_since = coalesce(unanswered_since, now())"))
+        #expect(table.claimAssignments.contains("submit_started_at = now()") && table.claimAssignments.contains("error_message = NULL"))
+        #expect(table.retryingState == "retrying" && table.failedState == "failed")
+        #expect(RequestStore.completion.to == .completed && RequestStore.sending.from == .submitting)
+    }
+}
+
+@Suite("The post-task state machine, transition by transition")
+struct PostTaskStateMachineTests {
+    func transition(_ state: PostTask.State, _ event: PostTaskEvent, attemptsLeft: Bool = true) throws -> PostTaskTransition {
+        try PostTaskStateMachine.transition(from: state, on: event, attemptsLeft: attemptsLeft)
+    }
+
+    @Test func aRunEndsInOneOfThreeWays() throws {
+        let at = Date(timeIntervalSince1970: 5)
+        let done = try transition(.running, .succeeded)
+        #expect(done.to == .completed && done.stampsCompletedAt && done.clearsLastError && done.lease == .release)
+        let retry = try transition(.running, .failed(reason: "HTTP 500", retryAt: at))
+        #expect(retry.to == .retrying && retry.runAt == at && retry.lastError == "HTTP 500")
+        #expect(try transition(.running, .failed(reason: "HTTP 500", retryAt: at), attemptsLeft: false).to == .failed)
+        #expect(try transition(.running, .failed(reason: "bad config", retryAt: nil)).to == .failed, "no retry time: failed for good")
+        let later = try transition(.running, .rescheduled(at: at))
+        #expect(later.to == .queued && later.attempts == .giveBackOne && later.runAt == at)
+        #expect(try transition(.running, .released).attempts == .giveBackOne)
+    }
+
+    @Test func claimsAndLostLeases() throws {
+        for state in [PostTask.State.queued, .retrying] {
+            let claim = try transition(state, .claimed)
+            #expect(claim.to == .running && claim.lease == .take && claim.attempts == .spendOne)
+        }
+        #expect(try transition(.running, .leaseExpired).to == .retrying)
+        #expect(try transition(.running, .leaseExpired, attemptsLeft: false).to == .failed)
+        for event in PostTaskEvent.everyKind {
+            #expect(throws: PostTaskStateMachine.IllegalEvent.self) { try transition(.completed, event) }
+        }
+        #expect(LeaseTable.postTasks.runningState == "running" && LeaseTable.postTasks.claimAssignments.isEmpty)
+    }
+
+    /// Migration 0003's table allows one more change, `failed → queued`: an operator's retry by hand in SQL.
+    @Test func theMachineMakesTheChangesOfTheMigrationsTableButTheOperatorsRetry() {
+        let made = Set(PostTaskStateMachine.stateChanges.map { [$0.from.rawValue, $0.to.rawValue] })
+        #expect(made.union([["failed", "queued"]]) == StateMachinePropertyTests.schemaPostTaskTransitions)
     }
 }

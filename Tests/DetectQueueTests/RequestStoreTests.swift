@@ -126,7 +126,7 @@ struct RequestStoreTests {
         #expect(accepted.state == .awaitingResult && accepted.remoteUUID == "uuid-1" && accepted.lockedBy == nil)
         #expect(accepted.acceptedAt != nil)
 
-        #expect(try await store.apply(.released, to: claimed[1], workerID: "w"))
+        #expect(try await store.apply(.released(answerOwedSince: nil), to: claimed[1], workerID: "w"))
         let released = try #require(try await store.request(id: claimed[1].id))
         #expect(released.state == .queued && released.attempt == 0, "a released claim does not spend an attempt")
 

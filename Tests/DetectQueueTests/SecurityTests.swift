@@ -4,6 +4,7 @@ import Foundation
 import Postgres
 import PropertyBased
 import Testing
+import WorkerTestSupport
 @testable import DetectQueue
 
 /// Records the metadata every completed request reaches its post-processors with.

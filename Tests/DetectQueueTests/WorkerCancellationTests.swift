@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Postgres
 import Testing
+import WorkerTestSupport
 
 @Suite("A worker whose task is cancelled", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct WorkerCancellationTests {

@@ -5,6 +5,7 @@ import Foundation
 import Postgres
 import ResembleDetect
 import Testing
+import WorkerTestSupport
 
 @Suite("The worker end to end: real PostgreSQL, the simulator", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct WorkerEndToEndTests {

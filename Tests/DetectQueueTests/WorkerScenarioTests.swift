@@ -7,6 +7,7 @@ import NIOCore
 import Postgres
 import ResembleDetect
 import Testing
+import WorkerTestSupport
 
 @Suite("Worker scenarios: load, faults, forgery, bad tokens, latency", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct WorkerScenarioTests {

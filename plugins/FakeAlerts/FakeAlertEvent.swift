@@ -29,14 +29,8 @@ extension AlertSink {
     public func applies(to outcome: DetectionOutcome) -> Bool {
         policy.applies(kind, to: outcome)
     }
-}
 
-/// What an alert is about.
-public enum AlertKind: String, Sendable, Hashable, CaseIterable {
-    /// The detection found a fake.
-    case detectionFake = "detection.fake"
-    /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
-    case retentionOverdue = "retention.overdue"
+    public var deliveredAlert: AlertKind? { kind }
 }
 
 /// The alert every sink delivers (CONTRACT.md section 4): `event`, a stable `event_id`, the request, the

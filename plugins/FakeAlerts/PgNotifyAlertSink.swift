@@ -1,6 +1,5 @@
 import DetectQueue
 import Foundation
-import Postgres
 
 /// Delivers fake alerts inside the database: `pg_notify('detectq_alerts', <the alert's JSON>)`, for
 /// consumers that `LISTEN detectq_alerts`. NOTIFY payloads are limited to 8000 bytes, so an alert whose
@@ -22,7 +21,7 @@ public struct PgNotifyAlertSink: AlertSink {
         let event = FakeAlertEvent(outcome, kind: kind)
         var payload = try event.json()
         if payload.utf8.count > Self.payloadLimit { payload = try event.withoutMetadata.json() }
-        try await context.pool.query("SELECT pg_notify(\(Self.channel), \(payload))")
+        try await context.notify(channel: Self.channel, payload: payload)
         return .done
     }
 }

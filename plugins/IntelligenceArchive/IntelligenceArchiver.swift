@@ -1,6 +1,5 @@
 import DetectQueue
 import Foundation
-import Postgres
 import ResembleDetect
 
 /// Archives the intelligence report of every request that asked for one: once the report's own status is
@@ -23,8 +22,7 @@ public struct IntelligenceArchiver: PostProcessor {
     public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         var item = outcome.item
         if item.intelligence?.isCompleted != true {
-            try await context.budget.acquire()
-            item = try await context.client.detection(uuid: outcome.remoteUUID)
+            item = try await context.api.detection(uuid: outcome.remoteUUID)
         }
         guard let intelligence = item.intelligence else {
             return .reschedule(at: nextCheck(after: outcome.completedAt))
@@ -35,12 +33,7 @@ public struct IntelligenceArchiver: PostProcessor {
         guard intelligence.isCompleted, let text = try Self.intelligenceJSON(of: item) else {
             return .reschedule(at: nextCheck(after: outcome.completedAt))
         }
-        try await context.pool.query("""
-            INSERT INTO detectq.intelligence_archive (request_id, remote_uuid, intelligence)
-            VALUES (\(outcome.requestID), \(outcome.remoteUUID), \(PostgresJSON(text: text)))
-            ON CONFLICT (request_id) DO UPDATE SET intelligence = EXCLUDED.intelligence, remote_uuid = EXCLUDED.remote_uuid,
-                archived_at = now()
-            """)
+        try await context.archiveIntelligence(text, remoteUUID: outcome.remoteUUID)
         if let directory {
             try AtomicFile.write(Data(text.utf8), to: Self.path(in: directory, for: outcome))
         }

@@ -7,14 +7,23 @@ import Logging
 import Postgres
 import ServiceLifecycle
 
-/// A migrated database, a simulator, a media root, and workers running in this process.
-struct WorkerHarness {
-    let database: PostgresConfiguration
-    let pool: PostgresConnectionPool
-    let simulator: DetectSimulator
-    let mediaRoot: URL
+/// A migrated database, a simulator, a media root, and workers running in this process: what the tests of the
+/// worker and of each post-processor start from.
+public struct WorkerHarness: Sendable {
+    public let database: PostgresConfiguration
+    public let pool: PostgresConnectionPool
+    public let simulator: DetectSimulator
+    public let mediaRoot: URL
 
-    static func start(_ simulatorConfiguration: SimulatorConfiguration = .init(purgeDelay: .milliseconds(200))) async throws -> WorkerHarness {
+    /// A harness over a database of its own (a cluster a test starts and stops, say); the caller stops it.
+    public init(database: PostgresConfiguration, pool: PostgresConnectionPool, simulator: DetectSimulator, mediaRoot: URL) {
+        self.database = database
+        self.pool = pool
+        self.simulator = simulator
+        self.mediaRoot = mediaRoot
+    }
+
+    public static func start(_ simulatorConfiguration: SimulatorConfiguration = .init(purgeDelay: .milliseconds(200))) async throws -> WorkerHarness {
         let database = try await TestDatabase.createMigratedDatabase()
         let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-worker-media-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
@@ -27,7 +36,7 @@ struct WorkerHarness {
     }
 
     /// A worker configuration against this harness; `callbacks` gives it a callback receiver on a free port.
-    func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
+    public func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
         var settings = [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
             "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
@@ -50,7 +59,7 @@ struct WorkerHarness {
 
     /// Runs a worker until `stop` is called on the returned handle; by default with one post-processor,
     /// `test.alert`, that applies to fakes and does nothing.
-    func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
+    public func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
         let worker = Worker(
             configuration: configuration, postProcessors: postProcessors,
             logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -63,14 +72,14 @@ struct WorkerHarness {
 
     /// Writes a media file under the media root.
     @discardableResult
-    func writeMedia(_ relativePath: String, _ contents: String) throws -> URL {
+    public func writeMedia(_ relativePath: String, _ contents: String) throws -> URL {
         let url = mediaRoot.appendingPathComponent(relativePath)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(contents.utf8).write(to: url)
         return url
     }
 
-    func insert(_ columns: String, _ values: [any PostgresEncodable]) async throws -> Int {
+    public func insert(_ columns: String, _ values: [any PostgresEncodable]) async throws -> Int {
         let placeholders = (1...values.count).map { "$\($0)" }.joined(separator: ", ")
         return try await pool.query(PostgresQuery(
             sql: "INSERT INTO detectq.requests (\(columns)) VALUES (\(placeholders)) RETURNING id", parameters: values
@@ -78,7 +87,7 @@ struct WorkerHarness {
     }
 
     /// Waits until none of `ids` is in a state other than the terminal ones.
-    func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+    public func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
         try await waitUntil("requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
             try await pool.query("""
                 SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
@@ -88,7 +97,7 @@ struct WorkerHarness {
 
     /// Waits until the requests `ids` are finished and so is every post-task they made: what a test of
     /// post-processing asserts comes after both.
-    func waitUntilProcessed(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+    public func waitUntilProcessed(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
         try await waitUntilFinished(ids, timeout: timeout)
         try await waitUntil("the post-tasks of requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
             try await pool.query("""
@@ -98,24 +107,24 @@ struct WorkerHarness {
     }
 
     /// Counts what `sql` counts (a query selecting `count(*) AS n`).
-    func count(_ sql: PostgresQuery) async throws -> Int {
+    public func count(_ sql: PostgresQuery) async throws -> Int {
         try await pool.query(sql)[0].decode("n", as: Int.self)
     }
 
-    func row(_ id: Int) async throws -> PostgresRow {
+    public func row(_ id: Int) async throws -> PostgresRow {
         try await pool.query("""
             SELECT state::text, label, is_fake, aggregated_score, remote_uuid, submit_path, error_message, media_type,
                    result, attempt, file_deleted_at FROM detectq.requests WHERE id = \(id)
             """)[0]
     }
 
-    func history(_ id: Int) async throws -> [String] {
+    public func history(_ id: Int) async throws -> [String] {
         try await pool.query("SELECT to_state::text FROM detectq.request_events WHERE request_id = \(id) ORDER BY id")
             .map { try $0.decode("to_state", as: String.self) }
     }
 
     /// Stops the simulator, closes the pool and removes the media root; idempotent.
-    func stop() async {
+    public func stop() async {
         await simulator.stop()
         await pool.close()
         try? FileManager.default.removeItem(at: mediaRoot)
@@ -123,21 +132,23 @@ struct WorkerHarness {
 }
 
 /// A post-processor for tests: applies to fakes and is done at once.
-struct NoteFakes: PostProcessor {
-    let name = "test.alert"
+public struct NoteFakes: PostProcessor {
+    public let name = "test.alert"
 
-    func applies(to outcome: DetectionOutcome) -> Bool { outcome.item.isFake == true }
+    public init() {}
 
-    func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult { .done }
+    public func applies(to outcome: DetectionOutcome) -> Bool { outcome.item.isFake == true }
+
+    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult { .done }
 }
 
 /// A worker running in this process.
-struct RunningWorker {
-    let worker: Worker
+public struct RunningWorker: Sendable {
+    public let worker: Worker
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    func stop() async {
+    public func stop() async {
         await group.triggerGracefulShutdown()
         _ = await task.result
     }

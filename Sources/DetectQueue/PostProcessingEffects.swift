@@ -1,0 +1,36 @@
+import Foundation
+import Postgres
+
+/// The writes post-processors may make, through their context's capabilities: the SQL is here, bound to one
+/// request at a time, so no processor holds the pool or writes against the schema itself.
+struct PostProcessingEffects: Sendable {
+    let pool: PostgresConnectionPool
+    /// The names of the registered processors that deliver each kind of alert.
+    let sinks: [AlertKind: [String]]
+
+    func recordFileDeleted(requestID: Int, at date: Date) async throws {
+        try await pool.query("UPDATE detectq.requests SET file_deleted_at = \(date) WHERE id = \(requestID)")
+    }
+
+    func raise(_ kind: AlertKind, requestID: Int) async throws {
+        guard let names = sinks[kind], !names.isEmpty else { return }
+        try await pool.query("""
+            INSERT INTO detectq.post_tasks (request_id, processor)
+            SELECT \(requestID), unnest(\(names)::text[])
+            ON CONFLICT (request_id, processor) DO NOTHING
+            """)
+    }
+
+    func archiveIntelligence(_ json: String, remoteUUID: String, requestID: Int) async throws {
+        try await pool.query("""
+            INSERT INTO detectq.intelligence_archive (request_id, remote_uuid, intelligence)
+            VALUES (\(requestID), \(remoteUUID), \(PostgresJSON(text: json)))
+            ON CONFLICT (request_id) DO UPDATE SET intelligence = EXCLUDED.intelligence, remote_uuid = EXCLUDED.remote_uuid,
+                archived_at = now()
+            """)
+    }
+
+    func notify(channel: String, payload: String) async throws {
+        try await pool.query("SELECT pg_notify(\(channel), \(payload))")
+    }
+}

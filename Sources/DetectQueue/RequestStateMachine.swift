@@ -1,0 +1,171 @@
+import Foundation
+
+/// What a change of a request or a post-task does to its lease.
+public enum LeaseEffect: Sendable, Hashable {
+    /// The worker takes a lease (a claim).
+    case take
+    /// The lease stays as it is.
+    case keep
+    /// The lease ends.
+    case release
+}
+
+/// What a change of a request or a post-task does to its attempt count.
+public enum AttemptEffect: Sendable, Hashable {
+    case unchanged
+    /// A claim starts an attempt.
+    case spendOne
+    /// A claim given back unsent (or a run put off) did not use its attempt.
+    case giveBackOne
+    /// A retry by hand starts over.
+    case reset
+
+    /// The count after the change.
+    public func applied(to attempt: Int) -> Int {
+        switch self {
+        case .unchanged: attempt
+        case .spendOne: attempt + 1
+        case .giveBackOne: attempt - 1
+        case .reset: 0
+        }
+    }
+
+    /// The SQL assignment of the change (nil when the count stays).
+    var assignment: String? {
+        switch self {
+        case .unchanged: nil
+        case .spendOne: "attempt = attempt + 1"
+        case .giveBackOne: "attempt = attempt - 1"
+        case .reset: "attempt = 0"
+        }
+    }
+}
+
+/// One change of a request, with everything it does to the row: the next state, the lease, the attempt count,
+/// the columns it sets and whether it creates the request's post-tasks.
+///
+/// `RequestStateMachine` decides it and the store writes exactly what it says: the claim, the rescue, the
+/// submission mark, the completion batch, adoption, failure and every other change are built from a
+/// transition, so which columns move with which state is written down once.
+public struct RequestTransition: Sendable {
+    public let from: RequestState
+    public let to: RequestState
+    public let lease: LeaseEffect
+    public let attempts: AttemptEffect
+    /// The columns set besides state, lease and attempt: the machine's own, over the caller's.
+    public let changes: RequestChanges
+    /// Whether the change creates the request's post-tasks (one per processor that applies).
+    public let createsPostTasks: Bool
+    /// Whether the change may only be made while the request has no `remote_uuid` (an adoption: a uuid is
+    /// adopted once, and never over one the API gave).
+    public let requiresNoRemoteUUID: Bool
+
+    /// Whether the state changes (a submission mark keeps it).
+    public var changesState: Bool { from != to }
+}
+
+/// The pure transition function of a request: no I/O, so it is tested event by event, and every write of the
+/// worker is derived from what it returns.
+public enum RequestStateMachine {
+    /// Why an event does not apply in a state.
+    public struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
+        public let state: RequestState
+        public let event: RequestEvent
+
+        public var description: String {
+            "a request that is \(state.rawValue) cannot take the event \(event.name)"
+        }
+    }
+
+    /// What `event` does to a request in `state`. `attemptsLeft` says whether another attempt is allowed
+    /// (`attempt < max_attempts`); it decides between retrying and failing. `changes` are the caller's columns
+    /// (a result, a path), to which the machine adds its own.
+    public static func transition(
+        from state: RequestState, on event: RequestEvent, attemptsLeft: Bool, changes: RequestChanges = .init()
+    ) throws(IllegalEvent) -> RequestTransition {
+        var changes = changes
+        var lease = LeaseEffect.release
+        var attempts = AttemptEffect.unchanged
+        var createsPostTasks = false
+        var requiresNoRemoteUUID = false
+        let next: RequestState
+        switch (state, event) {
+        case (.queued, .claimed), (.retrying, .claimed):
+            next = .submitting
+            (lease, attempts) = (.take, .spendOne)
+            changes.clearsErrorMessage = true
+            changes.stampsSubmitStarted = true
+            // The attempt may reach the API: an answer is owed from now, unless one already is.
+            changes.answerOwed = .fromNowUnlessOwed
+        case (.submitting, .sending(let path, let callbackSecretHash)):
+            next = .submitting
+            lease = .keep
+            changes.stampsSubmitStarted = true
+            changes.submitPath = path
+            changes.callbackSecretHash = callbackSecretHash
+        case (.submitting, .accepted(let uuid)):
+            next = .awaitingResult
+            changes.remoteUUID = uuid
+        case (.submitting, .adopted(let uuid, _)), (.retrying, .adopted(let uuid, _)):
+            next = .awaitingResult
+            changes.remoteUUID = uuid
+            changes.runAt = Date()
+            requiresNoRemoteUUID = true
+        case (.submitting, .completed), (.awaitingResult, .completed):
+            next = .completed
+            changes.stampsCompletedAt = true
+            changes.answerOwed = .answered
+            createsPostTasks = true
+        case (.submitting, .failedRetryably(let reason, let retryAt)):
+            next = attemptsLeft ? .retrying : .failed
+            changes.errorMessage = reason
+            if attemptsLeft { changes.runAt = retryAt }
+        case (.submitting, .leaseExpired):
+            // The rescue writes the reason (naming the worker and the attempt) and the retry time in SQL.
+            next = attemptsLeft ? .retrying : .failed
+        case (.submitting, .failedPermanently(let reason)), (.awaitingResult, .failedPermanently(let reason)):
+            next = .failed
+            changes.errorMessage = reason
+        case (.submitting, .released(let answerOwedSince)):
+            next = .queued
+            attempts = .giveBackOne
+            changes.clearsSubmitStarted = true
+            // Nothing was sent in this attempt: an answer is owed since an earlier one, if any.
+            changes.answerOwed = .since(answerOwedSince)
+        case (.queued, .cancelled), (.submitting, .cancelled), (.awaitingResult, .cancelled), (.retrying, .cancelled):
+            next = .cancelled
+        case (.failed, .retriedByUser):
+            next = .queued
+            attempts = .reset
+            changes.runAt = Date()
+            changes.clearsErrorMessage = true
+            changes.clearsCompletedAt = true
+        default:
+            throw IllegalEvent(state: state, event: event)
+        }
+        guard next == state || state.canChange(to: next) else { throw IllegalEvent(state: state, event: event) }
+        return RequestTransition(
+            from: state, to: next, lease: lease, attempts: attempts, changes: changes,
+            createsPostTasks: createsPostTasks, requiresNoRemoteUUID: requiresNoRemoteUUID
+        )
+    }
+
+    /// What `event` does to `request` as the worker saw it.
+    public static func transition(
+        of request: DetectionRequest, on event: RequestEvent, changes: RequestChanges = .init()
+    ) throws(IllegalEvent) -> RequestTransition {
+        try transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft, changes: changes)
+    }
+
+    /// The claim, as every state that may be claimed takes it; the claim's SQL is built from it.
+    static let claims: [RequestTransition] = RequestState.allCases.compactMap {
+        try? transition(from: $0, on: .claimed, attemptsLeft: true)
+    }
+
+    /// A lost lease of a request being submitted, with an attempt left and without; the rescue's SQL is
+    /// built from them.
+    static let leaseLost = (
+        withAttemptsLeft: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: true),
+        onLastAttempt: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: false)
+    )
+}
