@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.0.0"),
     ],
     targets: [
@@ -37,19 +39,28 @@ let package = Package(
         ),
         .target(
             name: "Postgres",
-            dependencies: ["CLibPQ"],
+            dependencies: ["TextEncodings", "CLibPQ"],
             swiftSettings: strict
         ),
         .target(name: "InputNumbers", swiftSettings: strict),
-        .target(name: "CSpawn"),
+        .target(name: "TextEncodings", swiftSettings: strict),
+        .target(
+            name: "ChildProcesses",
+            dependencies: [
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "EmbeddedPostgres",
-            dependencies: ["CSpawn"],
+            dependencies: ["ChildProcesses"],
             swiftSettings: strict
         ),
         .target(
             name: "SchemaMigrations",
             dependencies: [
+                "TextEncodings",
                 "Postgres",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
@@ -59,6 +70,7 @@ let package = Package(
         .target(
             name: "ResembleDetect",
             dependencies: [
+                "TextEncodings",
                 "InputNumbers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -70,6 +82,7 @@ let package = Package(
         .target(
             name: "DetectSimulator",
             dependencies: [
+                "TextEncodings",
                 "ResembleDetect",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -82,6 +95,7 @@ let package = Package(
         .target(
             name: "DetectQueue",
             dependencies: [
+                "TextEncodings",
                 "Postgres", "ResembleDetect", "InputNumbers",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,6 +109,7 @@ let package = Package(
         .target(
             name: "QueueDashboard",
             dependencies: [
+                "TextEncodings",
                 "DetectQueue", "Postgres", "ResembleDetect",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -108,7 +123,8 @@ let package = Package(
         .target(
             name: "QueueBenchmarks",
             dependencies: [
-                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "ResembleDetect", "SchemaMigrations", "QueueDashboard",
+                "TextEncodings",
+                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "ResembleDetect", "SchemaMigrations", "QueueDashboard", "ChildProcesses",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -119,7 +135,8 @@ let package = Package(
         .target(
             name: "ChaosRunner",
             dependencies: [
-                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "SchemaMigrations",
+                "TextEncodings",
+                "DetectQueue", "DetectSimulator", "EmbeddedPostgres", "Postgres", "SchemaMigrations", "ChildProcesses",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -131,6 +148,7 @@ let package = Package(
         .target(
             name: "FakeAlerts",
             dependencies: [
+                "TextEncodings",
                 "DetectQueue", "ResembleDetect", "Postgres", "InputNumbers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -141,7 +159,7 @@ let package = Package(
         ),
         .target(
             name: "IntelligenceArchive",
-            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            dependencies: ["TextEncodings", "DetectQueue", "ResembleDetect", "Postgres"],
             path: "plugins/IntelligenceArchive",
             swiftSettings: strict
         ),
@@ -153,13 +171,19 @@ let package = Package(
         ),
         .target(
             name: "ExternalPlugins",
-            dependencies: ["DetectQueue", "ResembleDetect", "CSpawn"],
+            dependencies: [
+                "TextEncodings",
+                "DetectQueue", "ResembleDetect",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             path: "plugins/ExternalPlugins",
             swiftSettings: strict
         ),
         .executableTarget(
             name: "detectq",
             dependencies: [
+                "TextEncodings",
                 "Postgres",
                 "SchemaMigrations",
                 "DetectSimulator",
@@ -182,7 +206,9 @@ let package = Package(
         .target(
             name: "DetectqTestSupport",
             dependencies: [
-                "Postgres", "SchemaMigrations", "EmbeddedPostgres", "DetectSimulator", "InputNumbers",
+                "Postgres", "SchemaMigrations", "EmbeddedPostgres", "DetectSimulator", "InputNumbers", "ChildProcesses",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -208,6 +234,7 @@ let package = Package(
         .testTarget(
             name: "ResembleDetectTests",
             dependencies: [
+                "TextEncodings",
                 "ResembleDetect", "DetectSimulator", "DetectqTestSupport", "InputNumbers",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -241,7 +268,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FakeAlertsTests",
-            dependencies: ["FakeAlerts", "DetectQueue", "Postgres", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
+            dependencies: ["TextEncodings", "FakeAlerts", "DetectQueue", "Postgres", "ResembleDetect", "DetectqTestSupport", "WorkerTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

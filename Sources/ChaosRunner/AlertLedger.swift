@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import TextEncodings
 
 /// A webhook that receives detectq's fake alerts during a chaos run and records every one it accepts. While
 /// it is told to fail it answers some deliveries with 500 or cuts the connection, as a flaky sink would.
@@ -124,6 +125,6 @@ final class AlertLedger: Sendable {
         }, uniquingKeysWith: { first, _ in first })
         guard let timestamp = fields["t"], let given = fields["v1"] else { return false }
         let mac = HMAC<SHA256>.authenticationCode(for: Data("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
-        return mac.map { String(format: "%02x", $0) }.joined() == given
+        return Hex.encode(mac) == given
     }
 }

@@ -1,25 +1,25 @@
 import Foundation
 
 /// What a chaos run did and whether every invariant held, printed as figures (and as JSON for tests).
-public struct ChaosReport: Sendable, Codable {
+package struct ChaosReport: Sendable, Codable {
     /// One invariant and how the run measured it.
-    public struct Invariant: Sendable, Codable {
-        public let name: String
-        public let held: Bool
+    package struct Invariant: Sendable, Codable {
+        package let name: String
+        package let held: Bool
         /// The figures behind the verdict.
-        public let detail: String
+        package let detail: String
     }
 
     /// What became of the detections the API created, and billed, whose answer never reached a worker.
-    public struct LostAnswers: Sendable, Codable {
+    package struct LostAnswers: Sendable, Codable {
         /// The detections of one cause.
-        public struct Tally: Sendable, Codable {
-            public var billed = 0
-            public var adoptedByList = 0
-            public var adoptedByCallback = 0
-            public var submittedAgain = 0
+        package struct Tally: Sendable, Codable {
+            package var billed = 0
+            package var adoptedByList = 0
+            package var adoptedByCallback = 0
+            package var submittedAgain = 0
             /// Left unused by a request that ended (cancelled) before it was found or sent again.
-            public var unused = 0
+            package var unused = 0
 
             var line: String {
                 "\(billed) billed; \(adoptedByList + adoptedByCallback) adopted (\(adoptedByList) via list, "
@@ -28,51 +28,51 @@ public struct ChaosReport: Sendable, Codable {
         }
 
         /// Answers the simulator cut off after creating the detection.
-        public var cutOffAfterBilling = Tally()
+        package var cutOffAfterBilling = Tally()
         /// Answers lost otherwise: a worker killed while it waited, a timeout, a database outage.
-        public var otherwiseLost = Tally()
+        package var otherwiseLost = Tally()
         /// Zero-retention requests, counted apart: List Detects redacts them, so only a callback finds them.
-        public var zeroRetention = Tally()
+        package var zeroRetention = Tally()
 
         /// The share of the billed detections (zero retention apart) that were submitted again.
-        public var resubmittedShare: Double {
+        package var resubmittedShare: Double {
             let billed = cutOffAfterBilling.billed + otherwiseLost.billed
             return billed == 0 ? 0 : Double(cutOffAfterBilling.submittedAgain + otherwiseLost.submittedAgain) / Double(billed)
         }
     }
 
     /// How the API's hard cases ended: the result timeout and the out-of-credit windows.
-    public struct HardCaseFigures: Sendable, Codable {
-        public var neverFinishingDealt = 0
-        public var endedByResultTimeout = 0
-        public var creditWindows = 0
-        public var creditRefusals = 0
-        public var failedByCredit = 0
+    package struct HardCaseFigures: Sendable, Codable {
+        package var neverFinishingDealt = 0
+        package var endedByResultTimeout = 0
+        package var creditWindows = 0
+        package var creditRefusals = 0
+        package var failedByCredit = 0
     }
 
-    public var seconds: Double = 0
-    public var seed: UInt64 = 0
-    public var workers = 0
-    public var enqueued = 0
-    public var completed = 0
-    public var failed = 0
-    public var cancelled = 0
-    public var fakes = 0
+    package var seconds: Double = 0
+    package var seed: UInt64 = 0
+    package var workers = 0
+    package var enqueued = 0
+    package var completed = 0
+    package var failed = 0
+    package var cancelled = 0
+    package var fakes = 0
     /// Faults injected by the run, by kind.
-    public var faults: [String: Int] = [:]
+    package var faults: [String: Int] = [:]
     /// What the simulator, the sink, the producer and the fleet counted: injected 503s, 429s, drops, lost
     /// callbacks, failed deliveries, retried inserts, cancellations, workers that exited unasked.
-    public var injected: [String: Int] = [:]
-    public var lostAnswers = LostAnswers()
-    public var hardCases = HardCaseFigures()
-    public var invariants: [Invariant] = []
+    package var injected: [String: Int] = [:]
+    package var lostAnswers = LostAnswers()
+    package var hardCases = HardCaseFigures()
+    package var invariants: [Invariant] = []
     /// Where the workers' logs are kept (when an invariant failed).
-    public var logDirectory: String?
+    package var logDirectory: String?
 
-    public var allHeld: Bool { invariants.allSatisfy(\.held) }
+    package var allHeld: Bool { invariants.allSatisfy(\.held) }
 
     /// The report in lines a person reads.
-    public var text: String {
+    package var text: String {
         var lines = [
             "chaos run: \(Int(seconds)) s, seed \(seed), \(workers) workers",
             "requests: \(enqueued) enqueued = \(completed) completed + \(failed) failed + \(cancelled) cancelled; \(fakes) fakes",

@@ -5,25 +5,25 @@ import Postgres
 import SchemaMigrations
 
 /// How long and how hard a chaos run goes.
-public struct ChaosOptions: Sendable {
+package struct ChaosOptions: Sendable {
     /// How long faults are injected while requests flow; the drain comes after.
-    public var duration: Duration
-    public var workers: Int
+    package var duration: Duration
+    package var workers: Int
     /// Seeds the request mix, the fault order and the simulator's dice.
-    public var seed: UInt64
+    package var seed: UInt64
     /// The time between two faults; a phase fault lasts two of these.
-    public var faultInterval: Duration
+    package var faultInterval: Duration
     /// The time between two inserted requests.
-    public var requestInterval: Duration
+    package var requestInterval: Duration
     /// `DETECTQ_LEASE_SECONDS` of the workers.
-    public var leaseSeconds: Int
+    package var leaseSeconds: Int
     /// How long the queue may take to drain once the faults stop.
-    public var drainTimeout: Duration
+    package var drainTimeout: Duration
     /// `DETECTQ_RESULT_TIMEOUT` of the workers: what ends the never-finishing hard cases. Long enough that
     /// no ordinary request, however the faults delay it, comes near it.
-    public var resultTimeout: Duration
+    package var resultTimeout: Duration
 
-    public init(
+    package init(
         duration: Duration, workers: Int = 3, seed: UInt64, faultInterval: Duration = .seconds(4),
         requestInterval: Duration = .milliseconds(200), leaseSeconds: Int = 6, drainTimeout: Duration = .seconds(300),
         resultTimeout: Duration = .seconds(60)
@@ -42,12 +42,12 @@ public struct ChaosOptions: Sendable {
 /// A chaos run: a throwaway PostgreSQL cluster, the simulator in this process, an alert sink, and worker
 /// processes of the `detectq` executable, with requests flowing while faults are injected one after
 /// another; then the faults stop, the queue drains, and the invariants are checked.
-public struct ChaosRun: Sendable {
+package struct ChaosRun: Sendable {
     let options: ChaosOptions
     let executable: URL
     let say: @Sendable (String) -> Void
 
-    public init(options: ChaosOptions, executable: URL, say: @escaping @Sendable (String) -> Void) {
+    package init(options: ChaosOptions, executable: URL, say: @escaping @Sendable (String) -> Void) {
         self.options = options
         self.executable = executable
         self.say = say
@@ -56,7 +56,7 @@ public struct ChaosRun: Sendable {
     /// The simulator's base latency, outside the slow phases.
     static let baseLatency = Duration.milliseconds(300)
 
-    public func run() async throws -> ChaosReport {
+    package func run() async throws -> ChaosReport {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-chaos-\(UUID().uuidString.prefix(8).lowercased())")
         let mediaRoot = work.appendingPathComponent("media")
         let logs = work.appendingPathComponent("logs")

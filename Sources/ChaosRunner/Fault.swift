@@ -5,7 +5,7 @@ import Foundation
 /// a while and then lift. The API's hard cases that belong to a request rather than to a moment (failed and
 /// never-ending detections, fake audio under a real picture, a forbidden product) are the producer's
 /// (`HardCase`).
-public enum Fault: String, CaseIterable, Sendable, Codable {
+package enum Fault: String, CaseIterable, Sendable, Codable {
     case workerKilled = "busiest worker killed with SIGKILL and replaced"
     case postgresFastRestart = "PostgreSQL restarted (fast shutdown)"
     case postgresImmediateRestart = "PostgreSQL restarted (immediate shutdown, crash recovery)"

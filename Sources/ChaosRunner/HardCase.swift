@@ -1,6 +1,6 @@
 /// A request the chaos producer sends to play one of the API's hard cases (CONTRACT section 6), named in the
 /// request's `metadata.case` so the end-of-run checks know which ending the contract promises for it.
-public enum HardCase: String, CaseIterable, Sendable {
+package enum HardCase: String, CaseIterable, Sendable {
     /// A video whose audio track reads fake under a real picture: a fake, alerted with `fake_tracks ["audio"]`.
     case fakeAudio = "fake-audio"
     /// A video whose picture reads fake over real audio: a fake, alerted with `fake_tracks ["visual"]`.

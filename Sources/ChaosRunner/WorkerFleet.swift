@@ -1,3 +1,4 @@
+import ChildProcesses
 import EmbeddedPostgres
 import Foundation
 
@@ -7,8 +8,7 @@ actor WorkerFleet {
     /// A worker process and what the run needs to know of it.
     private struct Member {
         let id: String
-        let process: Process
-        let log: URL
+        let process: BackgroundProcess
     }
 
     private let executable: URL
@@ -28,63 +28,51 @@ actor WorkerFleet {
     }
 
     /// Starts one more worker.
-    func spawn() throws {
+    func spawn() async throws {
         started += 1
         let id = "chaos-w\(started)"
         let port = try LoopbackPort.free()
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = ["worker"]
-        process.environment = ProcessInfo.processInfo.environment.merging(environment.merging([
+        let process = try await BackgroundProcess.start(executable.path, arguments: ["worker"], environment: environment.merging([
             "DETECTQ_WORKER_ID": id, "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)",
-        ]) { $1 }) { $1 }
-        let log = logDirectory.appendingPathComponent("\(id).log")
-        try Data().write(to: log)
-        let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        members.append(Member(id: id, process: process, log: log))
+        ]) { $1 }, log: logDirectory.appendingPathComponent("\(id).log"))
+        members.append(Member(id: id, process: process))
     }
 
     /// Kills `id` with SIGKILL and starts a new worker in its place; returns false if `id` was not running.
-    func killAndReplace(_ id: String) throws -> Bool {
+    func killAndReplace(_ id: String) async throws -> Bool {
         noteExits()
         guard let index = members.firstIndex(where: { $0.id == id }) else { return false }
         let victim = members.remove(at: index)
-        kill(victim.process.processIdentifier, SIGKILL)
-        victim.process.waitUntilExit()
+        victim.process.signal(SIGKILL)
+        _ = try? await victim.process.waitForExit()
         killed.append(victim.id)
-        try spawn()
+        try await spawn()
         return true
     }
 
     /// Replaces workers that exited on their own, so the run keeps its size; they are reported.
-    func replaceExited() throws {
+    func replaceExited() async throws {
         let before = members.count
         noteExits()
-        for _ in members.count..<before { try spawn() }
+        for _ in members.count..<before { try await spawn() }
     }
 
     private func noteExits() {
-        for member in members where !member.process.isRunning {
-            unexpectedExits.append("\(member.id) exited with \(member.process.terminationStatus)")
+        for member in members {
+            if let status = member.process.exitStatus { unexpectedExits.append("\(member.id) exited with \(status)") }
         }
         members.removeAll { !$0.process.isRunning }
     }
 
     /// Stops every worker with SIGTERM (SIGKILL after `grace`).
     func stopAll(grace: Duration) async {
-        for member in members where member.process.isRunning { kill(member.process.processIdentifier, SIGTERM) }
-        let deadline = ContinuousClock.now + grace
-        while members.contains(where: { $0.process.isRunning }) {
-            if ContinuousClock.now > deadline {
-                for member in members where member.process.isRunning { kill(member.process.processIdentifier, SIGKILL) }
+        await withTaskGroup(of: (String, ExitStatus).self) { group in
+            for member in members where member.process.isRunning {
+                group.addTask { (member.id, await member.process.stop(grace: grace)) }
             }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        for member in members where member.process.terminationStatus != 0 {
-            unexpectedExits.append("\(member.id) exited with \(member.process.terminationStatus) when asked to stop")
+            for await (id, status) in group where status != .exited(0) {
+                unexpectedExits.append("\(id) exited with \(status) when asked to stop")
+            }
         }
     }
 
@@ -97,7 +85,7 @@ actor WorkerFleet {
 }
 
 /// A chaos run that could not be set up or carried out, with the reason.
-public struct ChaosError: Error, CustomStringConvertible {
-    public let description: String
+package struct ChaosError: Error, CustomStringConvertible {
+    package let description: String
     init(_ description: String) { self.description = description }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import ServiceLifecycle
 
 /// The API's request budget, shared by every worker through the database (`detectq.api_budget`, and the
 /// rate-limit pause in `detectq.pauses`).
@@ -12,19 +13,23 @@ import Postgres
 ///
 /// Reservations are coalesced: the callers that ask while one UPDATE is in flight reserve their slots
 /// together in the next, consecutive slots each, exactly as if they had asked one by one.
-public struct APIBudget: Sendable {
-    public let pool: PostgresConnectionPool
-    public let ratePerSecond: Double
+package struct APIBudget: Sendable {
+    package let pool: PostgresConnectionPool
+    package let ratePerSecond: Double
     private let reservations: Coalescer<Bool, (slot: Date, wait: Double)>
     private let pauseChecks: Coalescer<Bool, Bool>
 
     /// How far behind now a reservation may start after an idle spell: one slot (at most a tenth of a second),
     /// so that a burst after idling adds at most one request to any one-second window.
-    public var tolerance: Double { Self.tolerance(ratePerSecond) }
+    package var tolerance: Double { Self.tolerance(ratePerSecond) }
 
     static func tolerance(_ ratePerSecond: Double) -> Double { min(1 / ratePerSecond, 0.1) }
 
-    public init(pool: PostgresConnectionPool, ratePerSecond: Double) {
+    /// The coalesced writers, run as services beside the worker's loops; where they do not run, each
+    /// reservation and pause check goes alone.
+    package var writers: [any Service] { [reservations, pauseChecks] }
+
+    package init(pool: PostgresConnectionPool, ratePerSecond: Double) {
         precondition(ratePerSecond > 0, "the rate limit must be positive")
         self.pool = pool
         self.ratePerSecond = ratePerSecond
@@ -63,7 +68,7 @@ public struct APIBudget: Sendable {
     /// Waits for a slot for one more API request. Returns the slot (on the database's clock, shared by every
     /// worker) and how long this caller waited.
     @discardableResult
-    public func acquire() async throws -> (slot: Date, waited: Duration) {
+    package func acquire() async throws -> (slot: Date, waited: Duration) {
         let started = ContinuousClock.now
         while true {
             let (slot, wait) = try await reservations.submit(true)
@@ -80,7 +85,7 @@ public struct APIBudget: Sendable {
 
     /// Stops every worker's API requests until `duration` from now (a 429's `Retry-After`), through the
     /// shared pause.
-    public func pause(for duration: Duration, by workerID: String?) async throws {
+    package func pause(for duration: Duration, by workerID: String?) async throws {
         QueueMetrics.rateLimitPause()
         try await SharedPause(pool: pool).pauseRateLimited(for: duration, by: workerID)
     }

@@ -3,9 +3,9 @@ import Postgres
 import ResembleDetect
 
 /// A row of `detectq.requests` as a worker sees it: what to submit, how to wait, and where it stands.
-public struct DetectionRequest: Sendable, Hashable {
+package struct DetectionRequest: Sendable, Hashable {
     /// Where the media comes from: exactly one of the three, as the database guarantees.
-    public enum Media: Sendable, Hashable {
+    package enum Media: Sendable, Hashable {
         case url(String)
         /// Relative to the worker's media root; not yet resolved or checked.
         case path(String)
@@ -14,30 +14,30 @@ public struct DetectionRequest: Sendable, Hashable {
     }
 
     /// How the worker waits for the verdict (the `wait_mode` column).
-    public enum WaitMode: String, Sendable, Hashable, CaseIterable {
+    package enum WaitMode: String, Sendable, Hashable, CaseIterable {
         case auto, sync, callback, poll
     }
 
-    public let id: Int
-    public var media: Media
-    public var options: DetectionOptions
-    public var waitMode: WaitMode
-    public var state: RequestState
+    package let id: Int
+    package var media: Media
+    package var options: DetectionOptions
+    package var waitMode: WaitMode
+    package var state: RequestState
     /// The attempt in progress (1 for the first claim).
-    public var attempt: Int
-    public var maxAttempts: Int
-    public var remoteUUID: String?
-    public var secureUpload: SecureUploadToken?
-    public var lockedBy: String?
-    public var pollCount: Int
-    public var acceptedAt: Date?
-    public var metadata: PostgresJSON
+    package var attempt: Int
+    package var maxAttempts: Int
+    package var remoteUUID: String?
+    package var secureUpload: SecureUploadToken?
+    package var lockedBy: String?
+    package var pollCount: Int
+    package var acceptedAt: Date?
+    package var metadata: PostgresJSON
     /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
     /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
-    public var unansweredSince: Date?
+    package var unansweredSince: Date?
 
     /// Whether a failure of the current attempt may be retried.
-    public var attemptsLeft: Bool { attempt < maxAttempts }
+    package var attemptsLeft: Bool { attempt < maxAttempts }
 
     /// The columns `init(row:)` reads.
     static let columns = """

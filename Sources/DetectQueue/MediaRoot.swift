@@ -5,12 +5,12 @@ import ResembleDetect
 /// opened file is what is checked and sent: its real location (read back from the open descriptor) must lie
 /// inside the root, so neither `..`, an absolute path, nor a symlink (even one swapped in between a check
 /// and the open) can reach a file outside it.
-public struct MediaRoot: Sendable, Hashable {
+package struct MediaRoot: Sendable, Hashable {
     /// The root's canonical path, without a trailing slash.
-    public let path: String
+    package let path: String
 
     /// Resolves the root itself; it must be an existing directory.
-    public init(path: String) throws(MediaPathError) {
+    package init(path: String) throws(MediaPathError) {
         guard let resolved = realpath(path, nil) else {
             throw MediaPathError("the media root \(path) does not exist")
         }
@@ -24,7 +24,7 @@ public struct MediaRoot: Sendable, Hashable {
 
     /// Opens `relativePath` inside the root and checks it against the API's file constraints. The upload
     /// carries `uploadName` when given, else the file's own name.
-    public func open(_ relativePath: String, as uploadName: String? = nil) throws(MediaPathError) -> MediaFile {
+    package func open(_ relativePath: String, as uploadName: String? = nil) throws(MediaPathError) -> MediaFile {
         guard !relativePath.hasPrefix("/") else {
             throw MediaPathError("media_path \(relativePath) is absolute; give a path relative to DETECTQ_MEDIA_ROOT")
         }
@@ -57,10 +57,10 @@ public struct MediaRoot: Sendable, Hashable {
 }
 
 /// A `media_path` the worker will not send, with a reason a user can act on.
-public struct MediaPathError: Error, Sendable, Hashable, CustomStringConvertible {
-    public let description: String
+package struct MediaPathError: Error, Sendable, Hashable, CustomStringConvertible {
+    package let description: String
 
-    public init(_ description: String) {
+    package init(_ description: String) {
         self.description = description
     }
 }

@@ -7,7 +7,7 @@ import ResembleDetect
 /// is one type plus one line of registration; the worker runs it as a post-task with its own claims,
 /// retries and history, so a failing processor never touches the detection itself. It acts on the world
 /// only through the capabilities its context gives it, never through the database.
-public protocol PostProcessor: Sendable {
+package protocol PostProcessor: Sendable {
     /// The processor's name, stored in `detectq.post_tasks.processor`; unique among the registered ones.
     var name: String { get }
     /// The kind of alert the processor delivers, if it is an alert sink: raising an alert of that kind
@@ -20,7 +20,7 @@ public protocol PostProcessor: Sendable {
 }
 
 /// How a post-processor's run ended.
-public enum PostProcessingResult: Sendable, Hashable {
+package enum PostProcessingResult: Sendable, Hashable {
     /// Finished.
     case done
     /// Failed in a way worth retrying, after at least `after`; counts as an attempt.
@@ -32,11 +32,11 @@ public enum PostProcessingResult: Sendable, Hashable {
 }
 
 extension PostProcessor {
-    public var deliveredAlert: AlertKind? { nil }
+    package var deliveredAlert: AlertKind? { nil }
 }
 
 /// What an alert is about; an alert sink delivers one kind.
-public enum AlertKind: String, Sendable, Hashable, CaseIterable {
+package enum AlertKind: String, Sendable, Hashable, CaseIterable {
     /// The detection found a fake.
     case detectionFake = "detection.fake"
     /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
@@ -45,45 +45,45 @@ public enum AlertKind: String, Sendable, Hashable, CaseIterable {
 
 /// What a post-processor may do besides reading the outcome: each a capability bound to the outcome's
 /// request, none of them the database or the API budget themselves.
-public struct PostProcessingContext: Sendable {
+package struct PostProcessingContext: Sendable {
     /// The attempt in progress (1 for the first).
-    public let attempt: Int
+    package let attempt: Int
     /// The Detect API; every call spends the shared API budget first.
-    public let api: BudgetedDetectAPI
-    public let logger: Logger
+    package let api: BudgetedDetectAPI
+    package let logger: Logger
     let requestID: Int
     let effects: PostProcessingEffects
 
     /// Records when the API purged the request's media (`file_deleted_at`).
-    public func recordFileDeleted(at date: Date) async throws {
+    package func recordFileDeleted(at date: Date) async throws {
         try await effects.recordFileDeleted(requestID: requestID, at: date)
     }
 
     /// Raises an alert of `kind` about the request: every registered sink that delivers that kind runs once
     /// for it, as a post-task of its own (raising it again adds nothing).
-    public func raise(_ kind: AlertKind) async throws {
+    package func raise(_ kind: AlertKind) async throws {
         try await effects.raise(kind, requestID: requestID)
     }
 
     /// Keeps the request's intelligence report (`json`, an object) in `detectq.intelligence_archive`.
-    public func archiveIntelligence(_ json: String, remoteUUID: String) async throws {
+    package func archiveIntelligence(_ json: String, remoteUUID: String) async throws {
         try await effects.archiveIntelligence(json, remoteUUID: remoteUUID, requestID: requestID)
     }
 
     /// Sends `payload` to the database's listeners on `channel` (`pg_notify`).
-    public func notify(channel: String, payload: String) async throws {
+    package func notify(channel: String, payload: String) async throws {
         try await effects.notify(channel: channel, payload: payload)
     }
 }
 
 /// The Detect API as post-processors call it: each call first spends the shared budget that every worker's
 /// submissions and polls spend too.
-public struct BudgetedDetectAPI: Sendable {
+package struct BudgetedDetectAPI: Sendable {
     let client: any DetectAPI
     let budget: APIBudget
 
     /// `GET /detect/{uuid}`.
-    public func detection(uuid: String) async throws -> DetectionItem {
+    package func detection(uuid: String) async throws -> DetectionItem {
         try await budget.acquire()
         return try await client.detection(uuid: uuid)
     }
@@ -91,19 +91,19 @@ public struct BudgetedDetectAPI: Sendable {
 
 /// A completed detection as post-processors see it: the request, its parsed result and the producer's
 /// metadata.
-public struct DetectionOutcome: Sendable {
-    public let requestID: Int
-    public let remoteUUID: String
-    public let item: DetectionItem
+package struct DetectionOutcome: Sendable {
+    package let requestID: Int
+    package let remoteUUID: String
+    package let item: DetectionItem
     /// The producer's own data (`metadata`), as JSON text.
-    public let metadata: PostgresJSON
-    public let zeroRetentionMode: Bool
-    public let intelligenceRequested: Bool
-    public let completedAt: Date
+    package let metadata: PostgresJSON
+    package let zeroRetentionMode: Bool
+    package let intelligenceRequested: Bool
+    package let completedAt: Date
     /// The verdict over every track, with the worker's `DETECTQ_FAKE_THRESHOLD`: the one that decided `is_fake`.
-    public let verdict: Verdict
+    package let verdict: Verdict
 
-    public init(
+    package init(
         requestID: Int, remoteUUID: String, item: DetectionItem, metadata: PostgresJSON, zeroRetentionMode: Bool,
         intelligenceRequested: Bool, completedAt: Date, fakeThreshold: Double? = nil
     ) {

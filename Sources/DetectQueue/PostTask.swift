@@ -2,13 +2,13 @@ import Foundation
 import Postgres
 
 /// One post-processing task: a processor to run on one completed request (`detectq.post_tasks`).
-public struct PostTask: Sendable, Hashable {
+package struct PostTask: Sendable, Hashable {
     /// Where a post-task is; the PostgreSQL enum `detectq.post_task_state` has the same values.
-    public enum State: String, Sendable, CaseIterable, PostgresEncodable, PostgresDecodable {
+    package enum State: String, Sendable, CaseIterable, PostgresEncodable, PostgresDecodable {
         case queued, running, retrying, completed, failed
 
         /// The states this one may change to; the database's trigger enforces the same table.
-        public var successors: Set<State> {
+        package var successors: Set<State> {
             switch self {
             case .queued: [.running]
             case .running: [.completed, .retrying, .failed, .queued]
@@ -19,16 +19,16 @@ public struct PostTask: Sendable, Hashable {
         }
     }
 
-    public let id: Int
-    public let requestID: Int
-    public let processor: String
-    public var state: State
-    public var attempt: Int
-    public var maxAttempts: Int
-    public var lastError: String?
+    package let id: Int
+    package let requestID: Int
+    package let processor: String
+    package var state: State
+    package var attempt: Int
+    package var maxAttempts: Int
+    package var lastError: String?
 
     /// Whether a failure of the current attempt may be retried.
-    public var attemptsLeft: Bool { attempt < maxAttempts }
+    package var attemptsLeft: Bool { attempt < maxAttempts }
 
     static let columns = "id, request_id, processor, state, attempt, max_attempts, last_error"
 
@@ -45,25 +45,25 @@ public struct PostTask: Sendable, Hashable {
 
 /// The post-tasks' SQL: the same claim, heartbeat and rescue as requests (`LeaseTable`), and the three ways
 /// a run ends, each a conditional UPDATE that re-checks the lease.
-public struct PostTaskStore: Sendable {
-    public let pool: PostgresConnectionPool
+package struct PostTaskStore: Sendable {
+    package let pool: PostgresConnectionPool
 
-    public init(pool: PostgresConnectionPool) {
+    package init(pool: PostgresConnectionPool) {
         self.pool = pool
     }
 
-    public func claim(workerID: String, limit: Int, lease: Duration) async throws -> [PostTask] {
+    package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [PostTask] {
         guard limit > 0 else { return [] }
         return try await LeaseTable.postTasks.claim(on: pool, workerID: workerID, limit: limit, lease: lease)
             .map(PostTask.init(row:)).sorted { $0.id < $1.id }
     }
 
-    public func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
+    package func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
         try await LeaseTable.postTasks.heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
     }
 
     /// Takes back expired leases; returns the tasks now retrying and those that failed for good.
-    public func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> (retrying: [Int], failed: [Int]) {
+    package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> (retrying: [Int], failed: [Int]) {
         let rescued = try await LeaseTable.postTasks.rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay)
         return (
             rescued.filter { $0.state == PostTask.State.retrying.rawValue }.map(\.id),
@@ -73,26 +73,26 @@ public struct PostTaskStore: Sendable {
 
     /// The task ran to its end.
     @discardableResult
-    public func complete(_ task: PostTask, workerID: String) async throws -> Bool {
+    package func complete(_ task: PostTask, workerID: String) async throws -> Bool {
         try await apply(.succeeded, to: task, workerID: workerID)
     }
 
     /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
     @discardableResult
-    public func fail(_ task: PostTask, workerID: String, reason: String, retryAt: Date?) async throws -> Bool {
+    package func fail(_ task: PostTask, workerID: String, reason: String, retryAt: Date?) async throws -> Bool {
         try await apply(.failed(reason: reason, retryAt: retryAt), to: task, workerID: workerID)
     }
 
     /// The processor asked to run again at `at` without it counting as an attempt (it waits for something
     /// that has not happened yet, such as a purge): the task goes back to `queued` until then.
     @discardableResult
-    public func reschedule(_ task: PostTask, workerID: String, at: Date) async throws -> Bool {
+    package func reschedule(_ task: PostTask, workerID: String, at: Date) async throws -> Bool {
         try await apply(.rescheduled(at: at), to: task, workerID: workerID)
     }
 
     /// Gives an unrun claim back (a worker shutting down).
     @discardableResult
-    public func release(_ task: PostTask, workerID: String) async throws -> Bool {
+    package func release(_ task: PostTask, workerID: String) async throws -> Bool {
         try await apply(.released, to: task, workerID: workerID)
     }
 

@@ -2,7 +2,7 @@ import Foundation
 import Postgres
 
 /// Something that happens to a post-task.
-public enum PostTaskEvent: Sendable, Hashable {
+package enum PostTaskEvent: Sendable, Hashable {
     /// A worker claimed the task under a lease.
     case claimed
     /// The processor ran to its end.
@@ -18,7 +18,7 @@ public enum PostTaskEvent: Sendable, Hashable {
     case leaseExpired
 
     /// The event's name, for messages.
-    public var name: String {
+    package var name: String {
         switch self {
         case .claimed: "claimed"
         case .succeeded: "succeeded"
@@ -31,17 +31,17 @@ public enum PostTaskEvent: Sendable, Hashable {
 }
 
 /// One change of a post-task, with everything it does to the row.
-public struct PostTaskTransition: Sendable, Hashable {
-    public let from: PostTask.State
-    public let to: PostTask.State
-    public let lease: LeaseEffect
-    public let attempts: AttemptEffect
+package struct PostTaskTransition: Sendable, Hashable {
+    package let from: PostTask.State
+    package let to: PostTask.State
+    package let lease: LeaseEffect
+    package let attempts: AttemptEffect
     /// The reason kept in `last_error`; nil leaves it, unless `clearsLastError`.
-    public let lastError: String?
-    public let clearsLastError: Bool
+    package let lastError: String?
+    package let clearsLastError: Bool
     /// When the task is due again, if the change says.
-    public let runAt: Date?
-    public let stampsCompletedAt: Bool
+    package let runAt: Date?
+    package let stampsCompletedAt: Bool
 
     /// The SQL assignments of the change (a lease taken is the claim's to write); values are appended to
     /// `parameters`.
@@ -66,19 +66,19 @@ public struct PostTaskTransition: Sendable, Hashable {
 
 /// The pure transition function of a post-task, as `RequestStateMachine` is for requests: the claim, the
 /// rescue and the three ways a run ends are all written from what it returns.
-public enum PostTaskStateMachine {
+package enum PostTaskStateMachine {
     /// Why an event does not apply in a state.
-    public struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
-        public let state: PostTask.State
-        public let event: PostTaskEvent
+    package struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
+        package let state: PostTask.State
+        package let event: PostTaskEvent
 
-        public var description: String {
+        package var description: String {
             "a post-task that is \(state.rawValue) cannot take the event \(event.name)"
         }
     }
 
     /// What `event` does to a task in `state`; `attemptsLeft` decides between retrying and failing.
-    public static func transition(
+    package static func transition(
         from state: PostTask.State, on event: PostTaskEvent, attemptsLeft: Bool
     ) throws(IllegalEvent) -> PostTaskTransition {
         var lease = LeaseEffect.release
@@ -125,7 +125,7 @@ public enum PostTaskStateMachine {
     }
 
     /// What `event` does to `task` as the worker saw it.
-    public static func transition(of task: PostTask, on event: PostTaskEvent) throws(IllegalEvent) -> PostTaskTransition {
+    package static func transition(of task: PostTask, on event: PostTaskEvent) throws(IllegalEvent) -> PostTaskTransition {
         try transition(from: task.state, on: event, attemptsLeft: task.attemptsLeft)
     }
 
@@ -143,7 +143,7 @@ public enum PostTaskStateMachine {
 
 extension PostTaskEvent {
     /// One event of each kind, for walking the whole state machine.
-    public static let everyKind: [PostTaskEvent] = [
+    package static let everyKind: [PostTaskEvent] = [
         .claimed, .succeeded, .failed(reason: "500", retryAt: Date(timeIntervalSince1970: 0)), .failed(reason: "400", retryAt: nil),
         .rescheduled(at: Date(timeIntervalSince1970: 0)), .released, .leaseExpired,
     ]

@@ -3,33 +3,33 @@ import Postgres
 
 /// Where the queue's work stands beyond its counts: failures grouped by reason, who holds leases, and each
 /// post-processor's backlog. `detectq status` prints it and the dashboard shows it, from the same reads.
-public enum QueueBreakdown {
+package enum QueueBreakdown {
     /// Requests that failed, or are retrying, with the same `error_message`.
-    public struct FailureGroup: Sendable, Hashable {
-        public var reason: String
-        public var failed: Int
-        public var retrying: Int
-        public var lastSeen: Date
+    package struct FailureGroup: Sendable, Hashable {
+        package var reason: String
+        package var failed: Int
+        package var retrying: Int
+        package var lastSeen: Date
     }
 
     /// What one worker holds: request and post-task leases, and when the first of them expires.
-    public struct LeaseHolder: Sendable, Hashable {
-        public var workerID: String
-        public var requests: Int
-        public var postTasks: Int
+    package struct LeaseHolder: Sendable, Hashable {
+        package var workerID: String
+        package var requests: Int
+        package var postTasks: Int
         /// Seconds from now until its earliest lease expires (negative once one has).
-        public var nextExpiry: Double
+        package var nextExpiry: Double
     }
 
     /// One post-processor's unfinished tasks by state, and how long the oldest due one has waited.
-    public struct Backlog: Sendable, Hashable {
-        public var processor: String
-        public var counts: [PostTask.State: Int]
-        public var oldestDueAge: Double?
+    package struct Backlog: Sendable, Hashable {
+        package var processor: String
+        package var counts: [PostTask.State: Int]
+        package var oldestDueAge: Double?
     }
 
     /// The `limit` largest failure groups, a message missing being `(no reason)`.
-    public static func failureGroups(_ pool: PostgresConnectionPool, limit: Int) async throws -> [FailureGroup] {
+    package static func failureGroups(_ pool: PostgresConnectionPool, limit: Int) async throws -> [FailureGroup] {
         try await pool.query("""
             SELECT coalesce(error_message, '(no reason)') AS reason,
                    count(*) FILTER (WHERE state = 'failed')::int8 AS failed,
@@ -46,7 +46,7 @@ public enum QueueBreakdown {
     }
 
     /// Every worker holding a lease on a request or a post-task, by worker id.
-    public static func leaseHolders(_ pool: PostgresConnectionPool) async throws -> [LeaseHolder] {
+    package static func leaseHolders(_ pool: PostgresConnectionPool) async throws -> [LeaseHolder] {
         try await pool.query("""
             SELECT locked_by, sum(requests)::int8 AS requests, sum(post_tasks)::int8 AS post_tasks,
                    EXTRACT(EPOCH FROM min(expiry) - now())::float8 AS next_expiry
@@ -67,7 +67,7 @@ public enum QueueBreakdown {
     }
 
     /// Every processor with unfinished post-tasks, by name.
-    public static func postTaskBacklogs(_ pool: PostgresConnectionPool) async throws -> [Backlog] {
+    package static func postTaskBacklogs(_ pool: PostgresConnectionPool) async throws -> [Backlog] {
         var backlogs: [String: Backlog] = [:]
         for row in try await pool.query("""
             SELECT processor, state::text AS state, count(*)::int8 AS n,

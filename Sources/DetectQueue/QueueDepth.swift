@@ -3,14 +3,14 @@ import Postgres
 
 /// The queue as the database holds it now: requests and post-tasks by state (every state, zeros included)
 /// and how long the oldest claimable request has waited. `detectq status` prints it; `/metrics` exports it.
-public struct QueueDepth: Sendable, Hashable {
-    public var requests: [RequestState: Int]
-    public var postTasks: [PostTask.State: Int]
+package struct QueueDepth: Sendable, Hashable {
+    package var requests: [RequestState: Int]
+    package var postTasks: [PostTask.State: Int]
     /// Seconds since the oldest request that is claimable now became due; nil when none is.
-    public var oldestClaimableAge: Double?
+    package var oldestClaimableAge: Double?
 
     /// Reads it in one statement.
-    public static func read(_ pool: PostgresConnectionPool) async throws -> QueueDepth {
+    package static func read(_ pool: PostgresConnectionPool) async throws -> QueueDepth {
         var depth = QueueDepth(
             requests: Dictionary(uniqueKeysWithValues: RequestState.allCases.map { ($0, 0) }),
             postTasks: Dictionary(uniqueKeysWithValues: PostTask.State.allCases.map { ($0, 0) }),

@@ -5,41 +5,41 @@ import Postgres
 /// The worker's metrics, reported through swift-metrics: whatever backend the process bootstraps (the
 /// `detectq` executable exports them at `/metrics` in Prometheus text format) receives them, and without one
 /// they cost nothing. Every name is listed here, so the README and the dashboards have one place to look.
-public enum QueueMetrics {
+package enum QueueMetrics {
     /// State changes made by this worker, by `from` and `to` state.
-    public static let transitions = "detectq_request_transitions_total"
+    package static let transitions = "detectq_request_transitions_total"
     /// Requests this worker holds (submitting, or being polled).
-    public static let requestsInFlight = "detectq_requests_in_flight"
+    package static let requestsInFlight = "detectq_requests_in_flight"
     /// Post-tasks this worker is running.
-    public static let postTasksInFlight = "detectq_post_tasks_in_flight"
+    package static let postTasksInFlight = "detectq_post_tasks_in_flight"
     /// How many rows each claim returned, by `kind` (`requests` or `post_tasks`).
-    public static let claimBatchSize = "detectq_claim_batch_size"
+    package static let claimBatchSize = "detectq_claim_batch_size"
     /// Attempts that ended in a retry, by `cause`.
-    public static let retries = "detectq_request_retries_total"
+    package static let retries = "detectq_request_retries_total"
     /// Callbacks received, by `outcome`.
-    public static let callbacks = "detectq_callbacks_received_total"
+    package static let callbacks = "detectq_callbacks_received_total"
     /// API requests that waited for the shared rate limit, and how long they waited.
-    public static let rateLimitWaits = "detectq_rate_limit_waits_total"
-    public static let rateLimitWaitSeconds = "detectq_rate_limit_wait_seconds"
+    package static let rateLimitWaits = "detectq_rate_limit_waits_total"
+    package static let rateLimitWaitSeconds = "detectq_rate_limit_wait_seconds"
     /// 429 responses that paused every worker.
-    public static let rateLimitPauses = "detectq_rate_limit_pauses_total"
+    package static let rateLimitPauses = "detectq_rate_limit_pauses_total"
     /// Post-tasks that ended an attempt, by `processor` and `outcome`.
-    public static let postTasks = "detectq_post_tasks_total"
+    package static let postTasks = "detectq_post_tasks_total"
     /// Completed requests the API called fake.
-    public static let fakesFound = "detectq_fakes_found_total"
+    package static let fakesFound = "detectq_fakes_found_total"
     /// Detections found for requests whose answer was lost, and adopted instead of submitting again, by `via`
     /// (`list`: List Detects; `callback`: a callback that came before the answer).
-    public static let adoptions = "detectq_submissions_adopted_total"
+    package static let adoptions = "detectq_submissions_adopted_total"
     /// Requests failed because their result did not come within `DETECTQ_RESULT_TIMEOUT`.
-    public static let resultTimeouts = "detectq_result_timeouts_total"
+    package static let resultTimeouts = "detectq_result_timeouts_total"
     /// Requests by `state` and post-tasks by `state`, sampled from the database when `/metrics` is read.
-    public static let queueDepth = "detectq_queue_depth"
-    public static let postTaskDepth = "detectq_post_task_depth"
+    package static let queueDepth = "detectq_queue_depth"
+    package static let postTaskDepth = "detectq_post_task_depth"
     /// Age in seconds of the oldest request that is claimable now (0 when none is).
-    public static let oldestClaimableAge = "detectq_oldest_claimable_age_seconds"
+    package static let oldestClaimableAge = "detectq_oldest_claimable_age_seconds"
 
     /// The buckets of the claim batch histogram.
-    public static let claimBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100]
+    package static let claimBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100]
 
     /// One counter per legal transition, made once: a transition is counted several times per request, so
     /// the hot path must not look its handler up each time. Like every handle here it binds to the metrics

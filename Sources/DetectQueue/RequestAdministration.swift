@@ -3,29 +3,29 @@ import Postgres
 
 /// What people do to requests by hand (`detectq retry`, `detectq cancel`), through the same state machine
 /// as the workers, so a command can never move a request where a worker could not.
-public struct RequestAdministration: Sendable {
-    public let store: RequestStore
+package struct RequestAdministration: Sendable {
+    package let store: RequestStore
 
-    public init(store: RequestStore) {
+    package init(store: RequestStore) {
         self.store = store
     }
 
     /// What happened to one request.
-    public enum Outcome: Sendable, Hashable {
+    package enum Outcome: Sendable, Hashable {
         case changed(from: RequestState, to: RequestState)
         /// Refused, with the reason in words.
         case refused(String)
     }
 
     /// Turns failed requests back into claimable ones, with their attempts given back.
-    public func retry(_ ids: [Int]) async throws -> [(Int, Outcome)] {
+    package func retry(_ ids: [Int]) async throws -> [(Int, Outcome)] {
         try await apply(.retriedByUser, to: ids) { state in
             "it is \(state.rawValue); only a failed request can be retried"
         }
     }
 
     /// Cancels unfinished requests.
-    public func cancel(_ ids: [Int]) async throws -> [(Int, Outcome)] {
+    package func cancel(_ ids: [Int]) async throws -> [(Int, Outcome)] {
         try await apply(.cancelled, to: ids) { state in
             "it is already \(state.rawValue); only an unfinished request can be cancelled"
         }

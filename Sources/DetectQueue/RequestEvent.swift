@@ -2,7 +2,7 @@ import Foundation
 
 /// Something that happens to a detection request. The state machine (`RequestStateMachine`) turns a state and
 /// an event into a transition, or refuses the event.
-public enum RequestEvent: Sendable, Hashable {
+package enum RequestEvent: Sendable, Hashable {
     /// A worker claimed the request under a lease.
     case claimed
     /// The worker is about to send the request (by `path`: url, multipart or secure upload); the window in
@@ -33,7 +33,7 @@ public enum RequestEvent: Sendable, Hashable {
 
 extension RequestEvent {
     /// The event's name, for messages and the event history.
-    public var name: String {
+    package var name: String {
         switch self {
         case .claimed: "claimed"
         case .sending: "sending"
@@ -53,7 +53,7 @@ extension RequestEvent {
 extension RequestEvent {
     /// One event of each kind, for walking the whole state machine (its tests, and the start-up check that
     /// the schema's transition table allows every change it makes).
-    public static let everyKind: [RequestEvent] = [
+    package static let everyKind: [RequestEvent] = [
         .claimed, .sending(path: "url", callbackSecretHash: nil), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u", via: "list"),
         .completed, .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
         .leaseExpired, .released(answerOwedSince: nil), .cancelled, .retriedByUser,

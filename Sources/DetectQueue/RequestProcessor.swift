@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Postgres
 import ResembleDetect
+import TextEncodings
 
 /// Carries one claimed request through one attempt: chooses the submit path, spends the shared API
 /// budget before every call, submits, and records what happened through the state machine.
@@ -78,7 +79,7 @@ struct RequestProcessor: Sendable {
         // A zero-retention detection cannot be found in List Detects (the API redacts its url and file name), so
         // it carries the callback URL whatever its wait mode: a callback is then how a lost answer is found.
         if mode == .callback || request.options.zeroRetentionMode == true, let base = configuration.callbackURL {
-            let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max)) }.joined()
+            let secret = Hex.encode((0..<32).map { _ in UInt8.random(in: .min ... .max) })
             options.callbackURL = "\(base)/callbacks/\(request.id)/\(secret)"
             secretHash = Self.hash(secret)
         }
@@ -280,7 +281,7 @@ struct RequestProcessor: Sendable {
 
     /// The stored form of a callback secret: SHA-256, hex.
     static func hash(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SHA256.hash(data: Data(secret.utf8)))
     }
 }
 

@@ -4,7 +4,7 @@ import Postgres
 ///
 /// `successors` is the one table of legal transitions. The database enforces the same table with a trigger
 /// (from `detectq.request_state_transitions`), and the test suite checks the two against each other.
-public enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, PostgresDecodable {
+package enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, PostgresDecodable {
     /// Waiting to be claimed, at or after `run_at`.
     case queued
     /// Claimed by a worker under a lease: uploading and submitting (in `sync` mode also waiting).
@@ -21,7 +21,7 @@ public enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Pos
     case cancelled
 
     /// The states this one may change to.
-    public var successors: Set<RequestState> {
+    package var successors: Set<RequestState> {
         switch self {
         case .queued: [.submitting, .cancelled]
         case .submitting: [.awaitingResult, .completed, .retrying, .failed, .cancelled, .queued]
@@ -33,10 +33,10 @@ public enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Pos
     }
 
     /// Whether changing from this state to `next` is legal.
-    public func canChange(to next: RequestState) -> Bool {
+    package func canChange(to next: RequestState) -> Bool {
         successors.contains(next)
     }
 
     /// True for states a worker may claim.
-    public var isClaimable: Bool { self == .queued || self == .retrying }
+    package var isClaimable: Bool { self == .queued || self == .retrying }
 }

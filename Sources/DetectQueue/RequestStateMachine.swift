@@ -1,7 +1,7 @@
 import Foundation
 
 /// What a change of a request or a post-task does to its lease.
-public enum LeaseEffect: Sendable, Hashable {
+package enum LeaseEffect: Sendable, Hashable {
     /// The worker takes a lease (a claim).
     case take
     /// The lease stays as it is.
@@ -11,7 +11,7 @@ public enum LeaseEffect: Sendable, Hashable {
 }
 
 /// What a change of a request or a post-task does to its attempt count.
-public enum AttemptEffect: Sendable, Hashable {
+package enum AttemptEffect: Sendable, Hashable {
     case unchanged
     /// A claim starts an attempt.
     case spendOne
@@ -21,7 +21,7 @@ public enum AttemptEffect: Sendable, Hashable {
     case reset
 
     /// The count after the change.
-    public func applied(to attempt: Int) -> Int {
+    package func applied(to attempt: Int) -> Int {
         switch self {
         case .unchanged: attempt
         case .spendOne: attempt + 1
@@ -47,32 +47,32 @@ public enum AttemptEffect: Sendable, Hashable {
 /// `RequestStateMachine` decides it and the store writes exactly what it says: the claim, the rescue, the
 /// submission mark, the completion batch, adoption, failure and every other change are built from a
 /// transition, so which columns move with which state is written down once.
-public struct RequestTransition: Sendable {
-    public let from: RequestState
-    public let to: RequestState
-    public let lease: LeaseEffect
-    public let attempts: AttemptEffect
+package struct RequestTransition: Sendable {
+    package let from: RequestState
+    package let to: RequestState
+    package let lease: LeaseEffect
+    package let attempts: AttemptEffect
     /// The columns set besides state, lease and attempt: the machine's own, over the caller's.
-    public let changes: RequestChanges
+    package let changes: RequestChanges
     /// Whether the change creates the request's post-tasks (one per processor that applies).
-    public let createsPostTasks: Bool
+    package let createsPostTasks: Bool
     /// Whether the change may only be made while the request has no `remote_uuid` (an adoption: a uuid is
     /// adopted once, and never over one the API gave).
-    public let requiresNoRemoteUUID: Bool
+    package let requiresNoRemoteUUID: Bool
 
     /// Whether the state changes (a submission mark keeps it).
-    public var changesState: Bool { from != to }
+    package var changesState: Bool { from != to }
 }
 
 /// The pure transition function of a request: no I/O, so it is tested event by event, and every write of the
 /// worker is derived from what it returns.
-public enum RequestStateMachine {
+package enum RequestStateMachine {
     /// Why an event does not apply in a state.
-    public struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
-        public let state: RequestState
-        public let event: RequestEvent
+    package struct IllegalEvent: Error, Sendable, Hashable, CustomStringConvertible {
+        package let state: RequestState
+        package let event: RequestEvent
 
-        public var description: String {
+        package var description: String {
             "a request that is \(state.rawValue) cannot take the event \(event.name)"
         }
     }
@@ -80,7 +80,7 @@ public enum RequestStateMachine {
     /// What `event` does to a request in `state`. `attemptsLeft` says whether another attempt is allowed
     /// (`attempt < max_attempts`); it decides between retrying and failing. `changes` are the caller's columns
     /// (a result, a path), to which the machine adds its own.
-    public static func transition(
+    package static func transition(
         from state: RequestState, on event: RequestEvent, attemptsLeft: Bool, changes: RequestChanges = .init()
     ) throws(IllegalEvent) -> RequestTransition {
         var changes = changes
@@ -151,7 +151,7 @@ public enum RequestStateMachine {
     }
 
     /// What `event` does to `request` as the worker saw it.
-    public static func transition(
+    package static func transition(
         of request: DetectionRequest, on event: RequestEvent, changes: RequestChanges = .init()
     ) throws(IllegalEvent) -> RequestTransition {
         try transition(from: request.state, on: event, attemptsLeft: request.attemptsLeft, changes: changes)

@@ -8,17 +8,17 @@ import ResembleDetect
 /// successive attempts never overlap; the cap is applied after the jitter, which keeps that order. So the
 /// delay never shrinks from one attempt to the next, whatever the dice say: it grows until it reaches the cap
 /// and stays there.
-public struct RetryPolicy: Sendable, Hashable {
+package struct RetryPolicy: Sendable, Hashable {
     /// The delay after the first failed attempt.
-    public var base: Duration
+    package var base: Duration
     /// The factor from one attempt's delay to the next.
-    public var multiplier: Double
+    package var multiplier: Double
     /// The longest backoff (a `Retry-After` may ask for longer, and is honoured).
-    public var cap: Duration
+    package var cap: Duration
     /// The spread of the jitter, as a fraction of the delay (0 to 1/3).
-    public var jitter: Double
+    package var jitter: Double
 
-    public init(base: Duration = .seconds(2), multiplier: Double = 2, cap: Duration = .seconds(600), jitter: Double = 0.2) {
+    package init(base: Duration = .seconds(2), multiplier: Double = 2, cap: Duration = .seconds(600), jitter: Double = 0.2) {
         precondition(multiplier >= 2 || jitter == 0, "overlapping jitter would make the backoff non-monotone")
         precondition((0...(1.0 / 3)).contains(jitter), "jitter is a fraction from 0 to 1/3")
         self.base = base
@@ -28,7 +28,7 @@ public struct RetryPolicy: Sendable, Hashable {
     }
 
     /// The delay after attempt `attempt` (1 for the first) failed.
-    public func delay(
+    package func delay(
         afterAttempt attempt: Int, retryAfter: Duration? = nil, using random: inout some RandomNumberGenerator
     ) -> Duration {
         let exponent = Double(max(0, attempt - 1))
@@ -48,7 +48,7 @@ public struct RetryPolicy: Sendable, Hashable {
     }
 
     /// The delay after attempt `attempt`, with the system's random numbers.
-    public func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil) -> Duration {
+    package func delay(afterAttempt attempt: Int, retryAfter: Duration? = nil) -> Duration {
         var random = SystemRandomNumberGenerator()
         return delay(afterAttempt: attempt, retryAfter: retryAfter, using: &random)
     }

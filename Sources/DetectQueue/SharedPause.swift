@@ -7,9 +7,9 @@ import Synchronization
 /// (a 402: submitting waits, and one submission probes again every `DETECTQ_CREDIT_RECHECK_SECONDS`), and an
 /// operator's `detectq pause` (submitting waits until `detectq resume`). Callbacks, polls and
 /// post-processing go on under the last two. Each pause keeps who set it, when and why.
-public struct SharedPause: Sendable {
+package struct SharedPause: Sendable {
     /// Why the API's use is paused.
-    public enum Kind: String, Sendable, CaseIterable, PostgresDecodable {
+    package enum Kind: String, Sendable, CaseIterable, PostgresDecodable {
         /// The API answered 429: every call waits for its `Retry-After`.
         case rateLimited = "rate_limited"
         /// The API answered 402: submitting waits; a probe goes at `until`.
@@ -19,17 +19,17 @@ public struct SharedPause: Sendable {
     }
 
     /// One pause in force.
-    public struct Entry: Sendable, Hashable {
-        public var kind: Kind
-        public var reason: String
-        public var pausedBy: String?
-        public var pausedAt: Date
+    package struct Entry: Sendable, Hashable {
+        package var kind: Kind
+        package var reason: String
+        package var pausedBy: String?
+        package var pausedAt: Date
         /// When a rate-limit pause ends, or when an out-of-credit pause probes again; nil for an operator's.
-        public var until: Date?
+        package var until: Date?
     }
 
     /// What a worker may submit now.
-    public enum Gate: Sendable, Equatable {
+    package enum Gate: Sendable, Equatable {
         case open
         /// Submitting is paused (out of credit, or by an operator).
         case closed
@@ -37,15 +37,15 @@ public struct SharedPause: Sendable {
         case probe
     }
 
-    public let pool: PostgresConnectionPool
+    package let pool: PostgresConnectionPool
 
-    public init(pool: PostgresConnectionPool) {
+    package init(pool: PostgresConnectionPool) {
         self.pool = pool
     }
 
     /// Whether the caller may submit now; when an out-of-credit pause is due to probe again, exactly one
     /// caller across all workers gets `.probe`, and the next probe is pushed `recheck` ahead.
-    public func gate(recheck: Duration) async throws -> Gate {
+    package func gate(recheck: Duration) async throws -> Gate {
         let row = try await pool.query("""
             WITH probe AS (
                 UPDATE detectq.pauses SET until = clock_timestamp() + make_interval(secs => \(recheck.seconds))
@@ -63,7 +63,7 @@ public struct SharedPause: Sendable {
     }
 
     /// The pauses in force.
-    public func current() async throws -> [Entry] {
+    package func current() async throws -> [Entry] {
         try await pool.query("""
             SELECT kind, reason, paused_by, paused_at, until FROM detectq.pauses
             WHERE kind <> 'rate_limited' OR until > clock_timestamp()
@@ -72,7 +72,7 @@ public struct SharedPause: Sendable {
     }
 
     /// Pauses every API call until `duration` from now (a 429's `Retry-After`), or longer if already paused.
-    public func pauseRateLimited(for duration: Duration, by workerID: String?) async throws {
+    package func pauseRateLimited(for duration: Duration, by workerID: String?) async throws {
         let reason = "the API answered 429 Too Many Requests (Retry-After \(Int(duration.seconds.rounded(.up))) s)"
         try await pool.query(PostgresQuery(sql: """
             INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until)
@@ -86,7 +86,7 @@ public struct SharedPause: Sendable {
     /// Pauses submitting for every worker because the account is out of credit, the next probe `recheck`
     /// from now. Returns true when this call started the pause (it was not already in force).
     @discardableResult
-    public func pauseOutOfCredit(reason: String, by workerID: String?, recheck: Duration) async throws -> Bool {
+    package func pauseOutOfCredit(reason: String, by workerID: String?, recheck: Duration) async throws -> Bool {
         try await pool.query(PostgresQuery(sql: """
             INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until)
             VALUES ('out_of_credit', $1, $2, clock_timestamp() + make_interval(secs => $3))
@@ -97,7 +97,7 @@ public struct SharedPause: Sendable {
 
     /// Ends an out-of-credit pause (a probe was accepted). Returns true when one was in force.
     @discardableResult
-    public func endOutOfCredit() async throws -> Bool {
+    package func endOutOfCredit() async throws -> Bool {
         try await pool.query("DELETE FROM detectq.pauses WHERE kind = 'out_of_credit'").affectedRows > 0
     }
 
@@ -105,7 +105,7 @@ public struct SharedPause: Sendable {
     /// session's actor (`detectq.worker_id`, as the event history does). Returns false (changing nothing)
     /// when an operator's pause is already in force.
     @discardableResult
-    public func pause(reason: String, by operatorName: String?) async throws -> Bool {
+    package func pause(reason: String, by operatorName: String?) async throws -> Bool {
         try await pool.query(PostgresQuery(sql: """
             INSERT INTO detectq.pauses (kind, reason, paused_by)
             VALUES ('operator', $1, coalesce($2, nullif(current_setting('detectq.worker_id', true), '')))
@@ -115,7 +115,7 @@ public struct SharedPause: Sendable {
 
     /// Ends an operator's pause. Returns false when there was none.
     @discardableResult
-    public func resume() async throws -> Bool {
+    package func resume() async throws -> Bool {
         try await pool.query("DELETE FROM detectq.pauses WHERE kind = 'operator'").affectedRows > 0
     }
 }

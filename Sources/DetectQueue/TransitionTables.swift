@@ -2,22 +2,22 @@ import Postgres
 
 /// A change from one state to another, as the state machines make them and the schema's transition tables
 /// list them.
-public struct StateChange<State: RawRepresentable & Hashable & Sendable>: Hashable, Sendable, CustomStringConvertible
+package struct StateChange<State: RawRepresentable & Hashable & Sendable>: Hashable, Sendable, CustomStringConvertible
 where State.RawValue == String {
-    public let from: State
-    public let to: State
+    package let from: State
+    package let to: State
 
-    public init(_ from: State, _ to: State) {
+    package init(_ from: State, _ to: State) {
         self.from = from
         self.to = to
     }
 
-    public var description: String { "\(from.rawValue) → \(to.rawValue)" }
+    package var description: String { "\(from.rawValue) → \(to.rawValue)" }
 }
 
 extension RequestStateMachine {
     /// Every change of state the machine can make.
-    public static let stateChanges: Set<StateChange<RequestState>> = Set(RequestState.allCases.flatMap { state in
+    package static let stateChanges: Set<StateChange<RequestState>> = Set(RequestState.allCases.flatMap { state in
         RequestEvent.everyKind.flatMap { event in
             [true, false].compactMap { attemptsLeft in
                 (try? transition(from: state, on: event, attemptsLeft: attemptsLeft)).flatMap { $0.changesState ? StateChange($0.from, $0.to) : nil }
@@ -28,7 +28,7 @@ extension RequestStateMachine {
 
 extension PostTaskStateMachine {
     /// Every change of state the machine can make, as `from → to` pairs.
-    public static let stateChanges: Set<StateChange<PostTask.State>> = Set(PostTask.State.allCases.flatMap { state in
+    package static let stateChanges: Set<StateChange<PostTask.State>> = Set(PostTask.State.allCases.flatMap { state in
         PostTaskEvent.everyKind.flatMap { event in
             [true, false].compactMap { attemptsLeft in
                 (try? transition(from: state, on: event, attemptsLeft: attemptsLeft)).flatMap { $0.from == $0.to ? nil : StateChange($0.from, $0.to) }
@@ -40,9 +40,9 @@ extension PostTaskStateMachine {
 /// The start-up check that the database's transition tables (`detectq.request_state_transitions`,
 /// `detectq.post_task_state_transitions`), which its triggers enforce, allow every change the worker's state
 /// machines make: a schema older than the worker would otherwise refuse a change mid-run.
-public enum TransitionTables {
+package enum TransitionTables {
     /// The changes the machines make that the database's tables do not allow, described; empty when they agree.
-    public static func disallowedChanges(on connection: PostgresConnection) async throws -> [String] {
+    package static func disallowedChanges(on connection: PostgresConnection) async throws -> [String] {
         let requests = Set(try await connection.query("SELECT from_state::text AS f, to_state::text AS t FROM detectq.request_state_transitions")
             .map { "\(try $0.decode("f", as: String.self)) → \(try $0.decode("t", as: String.self))" })
         let postTasks = Set(try await connection.query("SELECT from_state::text AS f, to_state::text AS t FROM detectq.post_task_state_transitions")

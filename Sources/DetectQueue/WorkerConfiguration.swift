@@ -5,39 +5,39 @@ import ResembleDetect
 
 /// A worker's settings, read from the environment (CONTRACT.md section 5). A missing or malformed setting
 /// stops the worker at start with one line naming the variable and what it expected.
-public struct WorkerConfiguration: Sendable {
-    public var database: PostgresConfiguration
-    public var api: DetectClientConfiguration
+package struct WorkerConfiguration: Sendable {
+    package var database: PostgresConfiguration
+    package var api: DetectClientConfiguration
     /// `DETECTQ_MEDIA_ROOT`; nil refuses every `media_path` request with a reason.
-    public var mediaRoot: MediaRoot?
+    package var mediaRoot: MediaRoot?
     /// `DETECTQ_CALLBACK_URL`: the public base URL of this worker's callback receiver.
-    public var callbackURL: String?
-    public var httpPort: Int
-    public var concurrency: Int
-    public var workerID: String
-    public var apiRateLimit: Double
-    public var lease: Duration
-    public var callbackTimeout: Duration
+    package var callbackURL: String?
+    package var httpPort: Int
+    package var concurrency: Int
+    package var workerID: String
+    package var apiRateLimit: Double
+    package var lease: Duration
+    package var callbackTimeout: Duration
     /// `DETECTQ_POLL_INTERVAL`: the first wait before polling an accepted request; later polls wait longer,
     /// up to `maximumPollInterval` (the vendor's own clients start at 2 s and grow to 10 s).
-    public var pollInterval: Duration
-    public var maximumPollInterval: Duration
+    package var pollInterval: Duration
+    package var maximumPollInterval: Duration
     /// How long a worker asked to stop waits for its requests in flight before leaving them to their leases.
-    public var shutdownGracePeriod: Duration
-    public var retryPolicy: RetryPolicy
+    package var shutdownGracePeriod: Duration
+    package var retryPolicy: RetryPolicy
     /// `DETECTQ_RESULT_TIMEOUT`: how long after the API accepted a request its result may take; a request
     /// still unfinished then (processing, or a status the worker does not know) fails, naming its uuid.
-    public var resultTimeout: Duration
+    package var resultTimeout: Duration
     /// `DETECTQ_CREDIT_RECHECK_SECONDS`: while the account is out of credit, how often one submission probes.
-    public var creditRecheck: Duration
+    package var creditRecheck: Duration
     /// `DETECTQ_FAKE_THRESHOLD`: a track whose score is at or above it reads fake, whatever its label.
-    public var fakeThreshold: Double?
+    package var fakeThreshold: Double?
 
     private static let day = Duration.seconds(86_400)
     private static let week = Duration.seconds(604_800)
 
     /// Reads the settings from `environment`.
-    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
+    package static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
         let reader = EnvironmentReader(environment)
         let token = reader.text("RESEMBLE_API_TOKEN")
         let baseURL = try reader.url("RESEMBLE_BASE_URL", default: DetectClientConfiguration.defaultBaseURL)
@@ -85,34 +85,34 @@ public struct WorkerConfiguration: Sendable {
 
 /// A setting that is missing or malformed: one line naming the variable and what it expected. It never
 /// repeats a value, which may be a secret.
-public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
-    public let variable: String
-    public let expected: String
+package struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    package let variable: String
+    package let expected: String
 
-    public init(_ variable: String, expected: String) {
+    package init(_ variable: String, expected: String) {
         self.variable = variable
         self.expected = expected
     }
 
     /// The setting named by a number that could not be read.
-    public init(_ error: InputNumberError) {
+    package init(_ error: InputNumberError) {
         self.init(error.source, expected: error.expected)
     }
 
-    public var description: String { "\(variable) must be \(expected)" }
+    package var description: String { "\(variable) must be \(expected)" }
 }
 
 /// Reads typed settings from an environment, treating empty values as unset; a value it cannot read is a
 /// `ConfigurationError` naming the variable.
-public struct EnvironmentReader: Sendable {
+package struct EnvironmentReader: Sendable {
     let environment: [String: String]
 
-    public init(_ environment: [String: String]) {
+    package init(_ environment: [String: String]) {
         self.environment = environment
     }
 
     /// The value of `name`, or nil when it is unset or blank.
-    public func text(_ name: String) -> String? {
+    package func text(_ name: String) -> String? {
         environment[name].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
     }
 
@@ -135,7 +135,7 @@ public struct EnvironmentReader: Sendable {
     }
 
     /// A setting in seconds, as a duration in `range`.
-    public func seconds(_ name: String, default value: Duration, in range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
+    package func seconds(_ name: String, default value: Duration, in range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
         guard let raw = text(name) else { return value }
         do {
             return try InputNumbers.seconds(raw, from: name, in: range)
@@ -154,7 +154,7 @@ public struct EnvironmentReader: Sendable {
     }
 
     /// An http or https URL with a host, and a port from 1 to 65535 if it names one, as given.
-    public func httpURL(_ name: String) throws(ConfigurationError) -> String? {
+    package func httpURL(_ name: String) throws(ConfigurationError) -> String? {
         guard let raw = text(name) else { return nil }
         guard let url = URL(string: raw), ["http", "https"].contains(url.scheme?.lowercased()), url.host != nil,
               (1...65_535).contains(url.port ?? 443)

@@ -4,20 +4,21 @@ import Hummingbird
 import Logging
 import NIOCore
 import ResembleDetect
+import TextEncodings
 
 /// A local stand-in for the Resemble Detect API, served at `http://127.0.0.1:<port>/api/v2`: the endpoints,
 /// validation and response shapes of the API's pages, deterministic verdicts (media whose URL contains
 /// `fake` or whose bytes contain `FAKE` is fake), callbacks, zero-retention purges, and injected faults.
-public final class DetectSimulator: Sendable {
+package final class DetectSimulator: Sendable {
     /// The simulator's detections, uploads and counters.
-    public let state: SimulatorState
+    package let state: SimulatorState
     /// The port it listens on.
-    public let port: Int
+    package let port: Int
     private let server: InProcessServer
     private let storage: URL
 
     /// The base URL to give a `DetectClient`.
-    public var baseURL: String { "http://127.0.0.1:\(port)/api/v2" }
+    package var baseURL: String { "http://127.0.0.1:\(port)/api/v2" }
 
     private init(state: SimulatorState, port: Int, server: InProcessServer, storage: URL) {
         self.state = state
@@ -28,7 +29,7 @@ public final class DetectSimulator: Sendable {
 
     /// Starts a simulator in this process on `port` (0 picks a free one) and returns once it listens.
     /// Uploads go to a directory of its own under `configuration.storageDirectory`, removed by `stop()`.
-    public static func start(port: Int = 0, configuration: SimulatorConfiguration = .init()) async throws -> DetectSimulator {
+    package static func start(port: Int = 0, configuration: SimulatorConfiguration = .init()) async throws -> DetectSimulator {
         let state = SimulatorState(configuration: configuration)
         let storage = configuration.storageDirectory.appendingPathComponent(UUID().uuidString)
         let (listening, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -46,7 +47,7 @@ public final class DetectSimulator: Sendable {
     }
 
     /// Runs a simulator until SIGINT or SIGTERM (for `detectq simulate`); `onListening` gets the port.
-    public static func run(
+    package static func run(
         port: Int, configuration: SimulatorConfiguration, onListening: @escaping @Sendable (Int) -> Void
     ) async throws {
         let state = SimulatorState(configuration: configuration)
@@ -57,7 +58,7 @@ public final class DetectSimulator: Sendable {
     }
 
     /// Stops the server and removes its uploads.
-    public func stop() async {
+    package func stop() async {
         await server.stop()
         try? FileManager.default.removeItem(at: storage)
     }
@@ -89,8 +90,8 @@ public final class DetectSimulator: Sendable {
 }
 
 /// The simulator could not start listening.
-public struct SimulatorStartError: Error, CustomStringConvertible {
-    public var description: String { "the simulator could not start listening" }
+package struct SimulatorStartError: Error, CustomStringConvertible {
+    package var description: String { "the simulator could not start listening" }
 }
 
 /// The handlers of the simulated API.
@@ -277,8 +278,7 @@ struct SimulatorRoutes: Sendable {
     }
 
     func json(_ value: JSONValue, status: HTTPResponse.Status) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         let body = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }

@@ -6,12 +6,12 @@ import ServiceLifecycle
 /// run's alert sink), stopped the graceful way: the listener closes, requests in progress finish, idle
 /// connections close. Cancelling such a task instead makes Hummingbird log errors on the way down
 /// ("Waiting on child channel: CancellationError()"), which a clean run must not show.
-public struct InProcessServer: Sendable {
+package struct InProcessServer: Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
     /// Starts `application` in a task of its own.
-    public init(_ application: some ApplicationProtocol) {
+    package init(_ application: some ApplicationProtocol) {
         let group = ServiceGroup(configuration: .init(
             services: [application], logger: Logger(label: "detectq.in-process-server", factory: { _ in SwiftLogNoOpLogHandler() })
         ))
@@ -21,7 +21,7 @@ public struct InProcessServer: Sendable {
 
     /// Shuts the server down gracefully and waits for it; after `limit` (a request that will not finish),
     /// the server's task is cancelled.
-    public func stop(within limit: Duration = .seconds(10)) async {
+    package func stop(within limit: Duration = .seconds(10)) async {
         await group.triggerGracefulShutdown()
         let task = task
         await withTaskGroup(of: Bool.self) { waits in

@@ -1,5 +1,6 @@
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// One detection the simulator is processing or has processed.
 struct SimulatedDetection: Sendable {

@@ -7,30 +7,30 @@
 /// - `detection-fails`: the detection ends `failed`, with an `error_message`;
 /// - `never-finishes`: it stays `processing` for ever;
 /// - `status-unknown`: it reports a status the pages do not name (`queued_for_review`) for ever.
-public struct SimulatedScenario: Sendable, Hashable {
+package struct SimulatedScenario: Sendable, Hashable {
     /// How the detection ends.
-    public enum Ending: Sendable, Hashable {
+    package enum Ending: Sendable, Hashable {
         case completes
         case fails(message: String)
         case neverFinishes
         case unknownStatus(String)
     }
 
-    public var fakeAudio: Bool
-    public var fakePicture: Bool
-    public var ending: Ending
+    package var fakeAudio: Bool
+    package var fakePicture: Bool
+    package var ending: Ending
 
-    public init(fakeAudio: Bool = false, fakePicture: Bool = false, ending: Ending = .completes) {
+    package init(fakeAudio: Bool = false, fakePicture: Bool = false, ending: Ending = .completes) {
         self.fakeAudio = fakeAudio
         self.fakePicture = fakePicture
         self.ending = ending
     }
 
     /// The message a `detection-fails` detection carries.
-    public static let failureMessage = "The media could not be analysed: no decodable audio or video stream"
+    package static let failureMessage = "The media could not be analysed: no decodable audio or video stream"
 
     /// The scenario a URL's (or a file name's) markers ask for.
-    public init(markers text: String) {
+    package init(markers text: String) {
         let text = text.lowercased()
         if text.contains("fake-audio") {
             self.init(fakeAudio: true)

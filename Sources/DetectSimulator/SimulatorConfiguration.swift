@@ -1,29 +1,29 @@
 import Foundation
 
 /// How the simulator behaves: authentication, timing, and the faults it injects.
-public struct SimulatorConfiguration: Sendable {
+package struct SimulatorConfiguration: Sendable {
     /// The bearer token every request must carry; nil accepts any request.
-    public var requiredToken: String?
+    package var requiredToken: String?
     /// How long a detection takes to process.
-    public var latency: Duration
+    package var latency: Duration
     /// How long after the detection an intelligence report completes.
-    public var intelligenceDelay: Duration
+    package var intelligenceDelay: Duration
     /// How long after completion a zero-retention file is purged (`file_deleted_at` set); nil never purges.
-    public var purgeDelay: Duration?
+    package var purgeDelay: Duration?
     /// Lifetime of a secure-upload token.
-    public var uploadTokenLifetime: Duration
-    public var faults: FaultInjection
+    package var uploadTokenLifetime: Duration
+    package var faults: FaultInjection
     /// Seeds the fault dice, so a run can be repeated; nil seeds from the system.
-    public var seed: UInt64?
+    package var seed: UInt64?
     /// Where uploads are streamed to.
-    public var storageDirectory: URL
+    package var storageDirectory: URL
     /// Whether the account is out of credit: every submission is answered 402 until it is turned off.
-    public var outOfCredit = false
+    package var outOfCredit = false
     /// Optional products the key may not use (`intelligence`, `audio_source_tracing`, `use_reverse_search`,
     /// `use_ood_detector`): a submission that asks for one is answered 403.
-    public var forbiddenProducts: Set<String> = []
+    package var forbiddenProducts: Set<String> = []
 
-    public init(
+    package init(
         requiredToken: String? = nil, latency: Duration = .zero, intelligenceDelay: Duration = .zero,
         purgeDelay: Duration? = .seconds(1), uploadTokenLifetime: Duration = .seconds(3600),
         faults: FaultInjection = .none, seed: UInt64? = nil,
@@ -41,26 +41,26 @@ public struct SimulatorConfiguration: Sendable {
 }
 
 /// Faults the simulator injects, each a probability from 0 to 1 per request (or per callback).
-public struct FaultInjection: Sendable, Hashable {
+package struct FaultInjection: Sendable, Hashable {
     /// A 503 with the API's error body.
-    public var serverErrorRate: Double
+    package var serverErrorRate: Double
     /// A 429 with `Retry-After`.
-    public var rateLimitRate: Double
+    package var rateLimitRate: Double
     /// The `Retry-After` seconds sent with an injected 429.
-    public var retryAfterSeconds: Int
+    package var retryAfterSeconds: Int
     /// The connection is cut before the request is handled (nothing is created).
-    public var dropRate: Double
+    package var dropRate: Double
     /// The request is handled (a detection may be created and billed) but the connection is cut before the
     /// response: the client cannot tell this from a drop.
-    public var lostResponseRate: Double
+    package var lostResponseRate: Double
     /// A callback that is never sent.
-    public var lostCallbackRate: Double
+    package var lostCallbackRate: Double
     /// A callback sent twice.
-    public var duplicateCallbackRate: Double
+    package var duplicateCallbackRate: Double
     /// The endpoints the request faults apply to (such as `POST /detect`); nil means every endpoint.
-    public var endpoints: Set<String>?
+    package var endpoints: Set<String>?
 
-    public init(
+    package init(
         serverErrorRate: Double = 0, rateLimitRate: Double = 0, retryAfterSeconds: Int = 1, dropRate: Double = 0,
         lostResponseRate: Double = 0, lostCallbackRate: Double = 0, duplicateCallbackRate: Double = 0,
         endpoints: Set<String>? = nil
@@ -75,33 +75,33 @@ public struct FaultInjection: Sendable, Hashable {
         self.endpoints = endpoints
     }
 
-    public static let none = FaultInjection()
+    package static let none = FaultInjection()
 }
 
 /// What the simulator has seen and done, for tests and benchmarks to check against.
-public struct SimulatorStats: Sendable, Codable {
+package struct SimulatorStats: Sendable, Codable {
     /// Detections created (accepted `POST /detect`).
-    public var submissions = 0
+    package var submissions = 0
     /// Submissions per media key (the URL, the token's upload, or the uploaded file's name): a key seen twice
     /// was submitted (and billed) twice.
-    public var submissionsByMedia: [String: Int] = [:]
-    public var secureUploads = 0
+    package var submissionsByMedia: [String: Int] = [:]
+    package var secureUploads = 0
     /// Every API request received, faults included.
-    public var requests = 0
-    public var requestsByEndpoint: [String: Int] = [:]
-    public var injectedServerErrors = 0
-    public var injectedRateLimits = 0
-    public var injectedDrops = 0
-    public var injectedLostResponses = 0
-    public var callbacksSent = 0
-    public var callbacksLost = 0
-    public var callbacksDuplicated = 0
-    public var callbackFailures = 0
+    package var requests = 0
+    package var requestsByEndpoint: [String: Int] = [:]
+    package var injectedServerErrors = 0
+    package var injectedRateLimits = 0
+    package var injectedDrops = 0
+    package var injectedLostResponses = 0
+    package var callbacksSent = 0
+    package var callbacksLost = 0
+    package var callbacksDuplicated = 0
+    package var callbackFailures = 0
     /// Submissions answered 402 (out of credit) and 403 (a product the key may not use).
-    public var creditRefusals = 0
-    public var productRefusals = 0
+    package var creditRefusals = 0
+    package var productRefusals = 0
     /// The most requests received within any one-second window.
-    public var peakRequestsPerSecond = 0
+    package var peakRequestsPerSecond = 0
     /// Largest request body streamed, in bytes.
-    public var largestUpload: Int64 = 0
+    package var largestUpload: Int64 = 0
 }

@@ -4,7 +4,7 @@ import NIOCore
 import ResembleDetect
 
 /// The simulated API's memory: detections, secure uploads, counters, and the fault dice.
-public actor SimulatorState {
+package actor SimulatorState {
     /// A fault chosen for one request.
     enum Fault {
         case drop, loseResponse, serverError, rateLimit(retryAfter: Int)
@@ -36,32 +36,32 @@ public actor SimulatorState {
     }
 
     /// What the simulator has seen so far.
-    public func snapshot() -> SimulatorStats { stats }
+    package func snapshot() -> SimulatorStats { stats }
 
     /// The uuids of the detections created for each media key, oldest first: a key with two uuids was
     /// submitted (and billed) twice.
-    public func detectionsByMedia() -> [String: [String]] { createdByMedia }
+    package func detectionsByMedia() -> [String: [String]] { createdByMedia }
 
     /// The uuids of the detections created by a `POST /detect` whose answer was then lost on purpose: each
     /// was billed, and the client never heard of it.
-    public func detectionsBehindLostAnswers() -> Set<String> { createdBehindLostAnswers }
+    package func detectionsBehindLostAnswers() -> Set<String> { createdBehindLostAnswers }
 
     /// Whether the request being handled will have its answer cut off (set by the fault, read on creation).
     @TaskLocal static var answerWillBeLost = false
 
     /// The `callback_url` each detection was submitted with, by uuid (what the API would call back).
-    public func callbackURLs() -> [String: String] {
+    package func callbackURLs() -> [String: String] {
         detections.compactMapValues(\.options.callbackURL)
     }
 
     /// Changes the injected faults while running.
-    public func setFaults(_ faults: FaultInjection) { configuration.faults = faults }
+    package func setFaults(_ faults: FaultInjection) { configuration.faults = faults }
 
     /// Changes the processing latency while running (for detections submitted from now on).
-    public func setLatency(_ latency: Duration) { configuration.latency = latency }
+    package func setLatency(_ latency: Duration) { configuration.latency = latency }
 
     /// Starts or ends a spell without credit: while it lasts every submission is answered 402.
-    public func setOutOfCredit(_ outOfCredit: Bool) { configuration.outOfCredit = outOfCredit }
+    package func setOutOfCredit(_ outOfCredit: Bool) { configuration.outOfCredit = outOfCredit }
 
     /// Refuses (403) a submission that asks for an optional product the key may not use, as the API does; a
     /// submission that fails the account's checks creates (and bills) nothing.
@@ -80,7 +80,7 @@ public actor SimulatorState {
 
     /// Finishes every detection still processing, as if its time had passed (their intelligence too);
     /// a zero-retention purge keeps its delay after the new completion time.
-    public func fastForward() {
+    package func fastForward() {
         let now = Date()
         for (uuid, detection) in detections where detection.completesAt > now || (detection.intelligenceCompletesAt ?? now) > now {
             var finished = detection
@@ -263,12 +263,12 @@ enum SimulatedToken {
 }
 
 /// A small deterministic generator (SplitMix64), so a seeded run injects the same faults again.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
+package struct SeededRandom: RandomNumberGenerator, Sendable {
     private var state: UInt64
 
-    public init(seed: UInt64) { state = seed }
+    package init(seed: UInt64) { state = seed }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -277,7 +277,7 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
     }
 
     /// True with probability `probability`.
-    public mutating func chance(_ probability: Double) -> Bool {
+    package mutating func chance(_ probability: Double) -> Bool {
         guard probability > 0 else { return false }
         return Double(next() >> 11) / Double(1 << 53) < probability
     }

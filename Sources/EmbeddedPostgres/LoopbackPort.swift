@@ -1,9 +1,9 @@
 import Foundation
 
 /// Free TCP ports on the loopback interface, for servers a test, the demo or a benchmark starts.
-public enum LoopbackPort {
+package enum LoopbackPort {
     /// A port on 127.0.0.1 that nothing listens on right now (the kernel's choice for port 0).
-    public static func free() throws -> Int {
+    package static func free() throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw ClusterError("could not open a socket to find a free port") }
         defer { close(descriptor) }

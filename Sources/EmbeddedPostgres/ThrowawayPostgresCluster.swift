@@ -1,3 +1,4 @@
+import ChildProcesses
 import Foundation
 
 /// A throwaway PostgreSQL cluster in a temporary directory, for the demo, the benchmarks and tests that must
@@ -5,9 +6,9 @@ import Foundation
 ///
 /// PostgreSQL refuses to run as root, so when this process is root the server's commands run as the
 /// unprivileged `postgres` user (through `runuser`), which owns the cluster's directory.
-public final class ThrowawayPostgresCluster: Sendable {
+package final class ThrowawayPostgresCluster: Sendable {
     /// How `stop` shuts the server down (`pg_ctl -m`).
-    public enum ShutdownMode: String, Sendable {
+    package enum ShutdownMode: String, Sendable {
         /// Disconnects clients and shuts down cleanly.
         case fast
         /// Kills the server processes at once; the next start runs crash recovery.
@@ -15,15 +16,15 @@ public final class ThrowawayPostgresCluster: Sendable {
     }
 
     /// The cluster's directory: `data/`, the server log and the Unix socket.
-    public let directory: URL
+    package let directory: URL
     /// The loopback TCP port the server listens on.
-    public let port: Int
+    package let port: Int
     private let binaries: URL
     private let runsAsPostgresUser: Bool
     private let durableCommits: Bool
 
     /// A libpq URI for the cluster's `postgres` database as the `postgres` superuser (trust authentication).
-    public var connectionString: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
+    package var connectionString: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
 
     private var dataDirectory: String { directory.appendingPathComponent("data").path }
     private var logFile: String { directory.appendingPathComponent("server.log").path }
@@ -42,7 +43,7 @@ public final class ThrowawayPostgresCluster: Sendable {
     /// commits when the server is killed. With `durableCommits` a commit is written before it is confirmed,
     /// so a server stopped in `immediate` mode keeps every transaction it confirmed, as a production server
     /// does (only `fsync` stays off: the operating system is not what these clusters crash).
-    public static func start(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
+    package static func start(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
         let binaries = try findBinaries()
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("detectq-pg-\(UUID().uuidString.prefix(8).lowercased())")
@@ -69,7 +70,7 @@ public final class ThrowawayPostgresCluster: Sendable {
     }
 
     /// Starts the server again after `stop`.
-    public func startServer() async throws {
+    package func startServer() async throws {
         let options = [
             "-p \(port)", "-k '\(directory.path)'", "-c listen_addresses=127.0.0.1", "-c fsync=off",
             "-c synchronous_commit=\(durableCommits ? "on" : "off")", "-c full_page_writes=off", "-c max_connections=300",
@@ -78,12 +79,12 @@ public final class ThrowawayPostgresCluster: Sendable {
     }
 
     /// Stops the server; the cluster's data stays for a later `startServer`.
-    public func stopServer(_ mode: ShutdownMode = .fast) async throws {
+    package func stopServer(_ mode: ShutdownMode = .fast) async throws {
         try await run("pg_ctl", ["-D", dataDirectory, "-m", mode.rawValue, "-w", "-t", "60", "stop"])
     }
 
     /// Stops the server (immediately) and deletes the cluster's directory.
-    public func destroy() async {
+    package func destroy() async {
         try? await stopServer(.immediate)
         try? FileManager.default.removeItem(at: directory)
     }
@@ -92,9 +93,9 @@ public final class ThrowawayPostgresCluster: Sendable {
         let executable = binaries.appendingPathComponent(tool).path
         let output = directory.appendingPathComponent("\(tool).log").path
         let status = runsAsPostgresUser
-            ? try await ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", executable] + arguments, outputFile: output)
-            : try await ChildProcess.run(executable, arguments, outputFile: output)
-        guard status == 0 else {
+            ? try await BackgroundProcess.run("/usr/sbin/runuser", arguments: ["-u", "postgres", "--", executable] + arguments, log: URL(fileURLWithPath: output))
+            : try await BackgroundProcess.run(executable, arguments: arguments, log: URL(fileURLWithPath: output))
+        guard status == .exited(0) else {
             let printed = (try? String(contentsOfFile: output, encoding: .utf8))?.suffix(2_000) ?? ""
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8))?.suffix(2_000) ?? ""
             throw ClusterError("\(tool) exited with \(status): \(printed)\(log)")
@@ -114,7 +115,7 @@ public final class ThrowawayPostgresCluster: Sendable {
 }
 
 /// Why a throwaway cluster could not be created, started or stopped.
-public struct ClusterError: Error, CustomStringConvertible {
-    public let description: String
+package struct ClusterError: Error, CustomStringConvertible {
+    package let description: String
     init(_ description: String) { self.description = description }
 }

@@ -6,9 +6,9 @@ import Foundation
 /// Whatever the text (`1e300`, `inf`, `nan`, `-0`, forty digits, a hex float), the answer is a value inside
 /// the range the caller gave, or an ``InputNumberError`` that names the source and what it expected. Nothing
 /// here can trap, so no input from outside can stop the process.
-public enum InputNumbers {
+package enum InputNumbers {
     /// What a well-formed number outside the range becomes.
-    public enum OutOfRange: Sendable {
+    package enum OutOfRange: Sendable {
         /// It is an error, like text that is not a number.
         case refuse
         /// It is the nearest end of the range (an `Infinity` is the upper end).
@@ -16,7 +16,7 @@ public enum InputNumbers {
     }
 
     /// A whole number such as `100` or `-3`, in `range`.
-    public static func count(
+    package static func count(
         _ text: String, from source: String, in range: ClosedRange<Int>, outOfRange: OutOfRange = .refuse
     ) throws(InputNumberError) -> Int {
         let refusal = InputNumberError(source: source, expected: "a whole number from \(range.lowerBound) to \(range.upperBound)")
@@ -28,7 +28,7 @@ public enum InputNumbers {
     }
 
     /// A decimal number such as `0.2` or `40`, in `range`.
-    public static func amount(
+    package static func amount(
         _ text: String, from source: String, in range: ClosedRange<Double>, outOfRange: OutOfRange = .refuse
     ) throws(InputNumberError) -> Double {
         let refusal = InputNumberError(source: source, expected: "a number from \(describe(range.lowerBound)) to \(describe(range.upperBound))")
@@ -37,7 +37,7 @@ public enum InputNumbers {
     }
 
     /// A number of seconds such as `30` or `0.25`, as a duration in `range`.
-    public static func seconds(
+    package static func seconds(
         _ text: String, from source: String, in range: ClosedRange<Duration>, outOfRange: OutOfRange = .refuse
     ) throws(InputNumberError) -> Duration {
         guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
@@ -48,7 +48,7 @@ public enum InputNumbers {
 
     /// A duration as people write it: seconds, or a number followed by `s`, `m`, `h` or `d` (`90m`, `24h`,
     /// `30d`), in `range`.
-    public static func duration(
+    package static func duration(
         _ text: String, from source: String, in range: ClosedRange<Duration>, outOfRange: OutOfRange = .refuse
     ) throws(InputNumberError) -> Duration {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3_600, "d": 86_400]
@@ -61,7 +61,7 @@ public enum InputNumbers {
     }
 
     /// `value` seconds as a duration in `range`: the one place a `Double` from outside becomes a `Duration`.
-    public static func duration(
+    package static func duration(
         seconds value: Double, from source: String, in range: ClosedRange<Duration>, outOfRange: OutOfRange = .refuse
     ) throws(InputNumberError) -> Duration {
         let refusal = InputNumberError(source: source, expected: "a number of seconds from \(describe(range))")
@@ -82,7 +82,7 @@ public enum InputNumbers {
 
     /// An HTTP `Retry-After` value (RFC 9110: whole seconds, or an HTTP date) as a wait from `now`, at most
     /// `longest`; nil when the value is neither. A date in the past is no wait; an absurd number is `longest`.
-    public static func retryAfter(_ value: String, now: Date = Date(), longest: Duration) -> Duration? {
+    package static func retryAfter(_ value: String, now: Date = Date(), longest: Duration) -> Duration? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
         if !trimmed.isEmpty, trimmed.allSatisfy({ $0.isASCII && $0.isNumber }) {
             return try? duration(seconds: Double(trimmed) ?? .infinity, from: "Retry-After", in: .zero...longest, outOfRange: .clamp)

@@ -2,18 +2,18 @@ import Foundation
 
 /// Where and how to reach PostgreSQL: a libpq connection string or URI (as in `DATABASE_URL`), with the
 /// standard `PG*` environment variables and service files filling in whatever it leaves out.
-public struct PostgresConfiguration: Sendable {
+package struct PostgresConfiguration: Sendable {
     /// A libpq connection string (`host=… dbname=…`) or URI (`postgresql://…`); empty means `PG*` variables only.
-    public var connectionString: String
+    package var connectionString: String
     /// Overrides the database named in the connection string, when set.
-    public var database: String?
+    package var database: String?
     /// `application_name` for the server's views (`pg_stat_activity`); overrides the connection string's.
-    public var applicationName: String?
+    package var applicationName: String?
     /// Run-time settings applied to every session as it opens (and again after a reconnection), such as
     /// `detectq.worker_id`, which the event history records. Values are sent as parameters.
-    public var sessionSettings: [String: String]
+    package var sessionSettings: [String: String]
 
-    public init(
+    package init(
         connectionString: String = "", database: String? = nil, applicationName: String? = nil,
         sessionSettings: [String: String] = [:]
     ) {
@@ -24,7 +24,7 @@ public struct PostgresConfiguration: Sendable {
     }
 
     /// The configuration named by `DATABASE_URL` (or by the `PG*` variables alone when it is unset).
-    public static func fromEnvironment(
+    package static func fromEnvironment(
         _ environment: [String: String] = ProcessInfo.processInfo.environment,
         applicationName: String? = nil
     ) -> PostgresConfiguration {

@@ -9,12 +9,12 @@ import Synchronization
 /// hands its result back through a continuation: Swift's cooperative thread pool never waits on the network.
 /// A connection that was lost (a server restart, a terminated backend) is re-established before the next
 /// statement; the statement that found it lost fails once with a `.connection` error.
-public final class PostgresConnection: @unchecked Sendable {
+package final class PostgresConnection: @unchecked Sendable {
     // `connection` is read and written only on `queue`; `cancelHandle` is guarded by its mutex.
     private var connection: OpaquePointer?
     private let queue: DispatchQueue
     private let cancelHandle = Mutex<CancelHandle?>(nil)
-    public let configuration: PostgresConfiguration
+    package let configuration: PostgresConfiguration
 
     private init(configuration: PostgresConfiguration) {
         self.configuration = configuration
@@ -26,7 +26,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Opens a connection; throws a `.connection` error naming what libpq reported.
-    public static func connect(_ configuration: PostgresConfiguration) async throws -> PostgresConnection {
+    package static func connect(_ configuration: PostgresConfiguration) async throws -> PostgresConnection {
         let connection = PostgresConnection(configuration: configuration)
         try await connection.onQueue { try connection.open() }
         return connection
@@ -34,7 +34,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Runs one parameterised statement and returns its rows.
     @discardableResult
-    public func query(_ query: PostgresQuery) async throws -> PostgresRows {
+    package func query(_ query: PostgresQuery) async throws -> PostgresRows {
         let statement = StatementCancellation()
         return try await withTaskCancellationHandler {
             // Ended however this returns (even cancelled before it was queued), so no cancel is sent for it later.
@@ -52,7 +52,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Runs a script of several statements with no parameters, for trusted, static SQL only (migrations):
     /// values always go through `query(_:)`.
-    public func executeScript(_ script: String) async throws {
+    package func executeScript(_ script: String) async throws {
         try await onQueue {
             let connection = try self.readyConnection()
             _ = try self.check(PQexec(connection, script), on: connection)
@@ -61,7 +61,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Runs `body` inside a transaction: commits when it returns, rolls back when it throws.
     /// `COMMIT` and `ROLLBACK` run even when the task has been cancelled, so no transaction is left open.
-    public func transaction<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    package func transaction<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         try await query("BEGIN")
         let result: Result
         do {
@@ -79,7 +79,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Closes the connection; later statements fail with a `.closed` error.
-    public func close() async {
+    package func close() async {
         await onQueue {
             self.cancelHandle.withLock { $0 = nil }
             if let connection = self.connection { PQfinish(connection) }
@@ -96,7 +96,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// The server process serving this connection (`pg_backend_pid()`), or nil when not connected.
-    public func backendProcessID() async -> Int32? {
+    package func backendProcessID() async -> Int32? {
         await onQueue {
             guard let connection = self.connection, PQstatus(connection) == CONNECTION_OK else { return nil }
             return PQbackendPID(connection)

@@ -3,9 +3,9 @@
 /// At most `maximumConnections` connections are ever open; a task that finds them all busy waits its turn
 /// (in arrival order, and gives up its place if it is cancelled). Connections are opened lazily, and one
 /// that comes back broken or inside a transaction is closed rather than handed to someone else.
-public actor PostgresConnectionPool {
-    public nonisolated let configuration: PostgresConfiguration
-    public nonisolated let maximumConnections: Int
+package actor PostgresConnectionPool {
+    package nonisolated let configuration: PostgresConfiguration
+    package nonisolated let maximumConnections: Int
 
     private var idle: [PostgresConnection] = []
     /// Connections open or being opened, idle or leased.
@@ -20,14 +20,14 @@ public actor PostgresConnectionPool {
         case permitToConnect
     }
 
-    public init(configuration: PostgresConfiguration, maximumConnections: Int) {
+    package init(configuration: PostgresConfiguration, maximumConnections: Int) {
         precondition(maximumConnections > 0, "a pool needs room for at least one connection")
         self.configuration = configuration
         self.maximumConnections = maximumConnections
     }
 
     /// Lends a connection to `body` for its duration.
-    public nonisolated func withConnection<Result>(
+    package nonisolated func withConnection<Result>(
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         let connection = try await lease()
@@ -43,19 +43,19 @@ public actor PostgresConnectionPool {
 
     /// Runs one statement on any connection of the pool.
     @discardableResult
-    public nonisolated func query(_ query: PostgresQuery) async throws -> PostgresRows {
+    package nonisolated func query(_ query: PostgresQuery) async throws -> PostgresRows {
         try await withConnection { try await $0.query(query) }
     }
 
     /// Runs `body` in a transaction on one connection: committed when it returns, rolled back when it throws.
-    public nonisolated func transaction<Result>(
+    package nonisolated func transaction<Result>(
         _ body: (PostgresConnection) async throws -> Result
     ) async throws -> Result {
         try await withConnection { try await $0.transaction(body) }
     }
 
     /// Closes idle connections now and leased ones as they come back; waiting and later leases fail.
-    public func close() async {
+    package func close() async {
         isClosed = true
         let waiting = waiters
         waiters.removeAll()

@@ -2,22 +2,22 @@ import Foundation
 
 /// A Swift type that a column's value can be decoded as. Each type accepts only the PostgreSQL types that
 /// map onto it, so reading a `text` column as an `Int` is an error that names the column, not a silent guess.
-public protocol PostgresDecodable {
+package protocol PostgresDecodable {
     static func decode(from cell: PostgresCell) throws -> Self
 }
 
 /// One value of a result: its text form (nil for SQL NULL) and the column it came from.
-public struct PostgresCell: Sendable {
-    public let text: String?
-    public let column: PostgresColumn
+package struct PostgresCell: Sendable {
+    package let text: String?
+    package let column: PostgresColumn
 
-    public init(text: String?, column: PostgresColumn) {
+    package init(text: String?, column: PostgresColumn) {
         self.text = text
         self.column = column
     }
 
     /// The text, or a decoding error when the value is NULL.
-    public func requireText() throws -> String {
+    package func requireText() throws -> String {
         guard let text else {
             throw PostgresError.decoding("column \"\(column.name)\" is NULL; decode it as an Optional")
         }
@@ -25,7 +25,7 @@ public struct PostgresCell: Sendable {
     }
 
     /// The error for a column whose PostgreSQL type cannot be decoded as `swiftType`.
-    public func typeMismatch(_ swiftType: Any.Type) -> PostgresError {
+    package func typeMismatch(_ swiftType: Any.Type) -> PostgresError {
         PostgresError.decoding("column \"\(column.name)\" has type \(column.type), which cannot be decoded as \(swiftType)")
     }
 
@@ -35,25 +35,25 @@ public struct PostgresCell: Sendable {
 }
 
 /// A result column's name and type.
-public struct PostgresColumn: Sendable, Hashable {
-    public let name: String
-    public let type: PostgresDataType
+package struct PostgresColumn: Sendable, Hashable {
+    package let name: String
+    package let type: PostgresDataType
 
-    public init(name: String, type: PostgresDataType) {
+    package init(name: String, type: PostgresDataType) {
         self.name = name
         self.type = type
     }
 }
 
 extension String: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> String {
+    package static func decode(from cell: PostgresCell) throws -> String {
         guard cell.column.type.isTextual else { throw cell.typeMismatch(String.self) }
         return try cell.requireText()
     }
 }
 
 extension FixedWidthInteger where Self: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Self {
+    package static func decode(from cell: PostgresCell) throws -> Self {
         switch cell.column.type {
         case .int2, .int4, .int8, .oid: break
         default: throw cell.typeMismatch(Self.self)
@@ -69,7 +69,7 @@ extension Int32: PostgresDecodable {}
 extension Int16: PostgresDecodable {}
 
 extension Bool: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Bool {
+    package static func decode(from cell: PostgresCell) throws -> Bool {
         guard cell.column.type == .bool else { throw cell.typeMismatch(Bool.self) }
         switch try cell.requireText() {
         case "t": return true
@@ -80,7 +80,7 @@ extension Bool: PostgresDecodable {
 }
 
 extension Double: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Double {
+    package static func decode(from cell: PostgresCell) throws -> Double {
         switch cell.column.type {
         case .float4, .float8, .numeric, .int2, .int4, .int8: break
         default: throw cell.typeMismatch(Double.self)
@@ -91,7 +91,7 @@ extension Double: PostgresDecodable {
 }
 
 extension Decimal: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Decimal {
+    package static func decode(from cell: PostgresCell) throws -> Decimal {
         switch cell.column.type {
         case .numeric, .int2, .int4, .int8: break
         default: throw cell.typeMismatch(Decimal.self)
@@ -106,7 +106,7 @@ extension Decimal: PostgresDecodable {
 }
 
 extension Date: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Date {
+    package static func decode(from cell: PostgresCell) throws -> Date {
         switch cell.column.type {
         case .timestamptz, .timestamp, .date: break
         default: throw cell.typeMismatch(Date.self)
@@ -117,14 +117,14 @@ extension Date: PostgresDecodable {
 }
 
 extension Optional: PostgresDecodable where Wrapped: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Wrapped? {
+    package static func decode(from cell: PostgresCell) throws -> Wrapped? {
         guard cell.text != nil else { return nil }
         return try Wrapped.decode(from: cell)
     }
 }
 
 extension Array: PostgresDecodable where Element: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> [Element] {
+    package static func decode(from cell: PostgresCell) throws -> [Element] {
         guard let elementType = cell.column.type.arrayElementType else { throw cell.typeMismatch([Element].self) }
         guard let elements = PostgresArrayText.parse(try cell.requireText()) else { throw cell.invalid([Element].self) }
         let elementColumn = PostgresColumn(name: cell.column.name, type: elementType)
@@ -133,7 +133,7 @@ extension Array: PostgresDecodable where Element: PostgresDecodable {
 }
 
 extension PostgresDecodable where Self: RawRepresentable, RawValue: PostgresDecodable {
-    public static func decode(from cell: PostgresCell) throws -> Self {
+    package static func decode(from cell: PostgresCell) throws -> Self {
         guard let value = Self(rawValue: try RawValue.decode(from: cell)) else { throw cell.invalid(Self.self) }
         return value
     }

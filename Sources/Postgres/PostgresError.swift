@@ -4,9 +4,9 @@
 /// Its `description` is safe to log: it never contains parameter values. The server's `detail`
 /// (which may quote a row's values, as in "Failing row contains …") is kept in its own property and
 /// left out of the description, and quoted values in the server's message are masked.
-public struct PostgresError: Error, Sendable, CustomStringConvertible {
+package struct PostgresError: Error, Sendable, CustomStringConvertible {
     /// What kind of failure this is.
-    public enum Kind: Sendable, Equatable {
+    package enum Kind: Sendable, Equatable {
         /// The server refused or failed the statement; `sqlState` says why.
         case server
         /// The connection could not be opened, or was lost; the statement may or may not have run.
@@ -17,23 +17,23 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case closed
     }
 
-    public var kind: Kind
+    package var kind: Kind
     /// The five-character SQLSTATE code, for server errors.
-    public var sqlState: SQLState?
-    public var severity: String?
+    package var sqlState: SQLState?
+    package var severity: String?
     /// The primary message, as the server or libpq gave it.
-    public var message: String
+    package var message: String
     /// The server's detail line. It may contain values from the row, so it is not in `description`.
-    public var detail: String?
-    public var hint: String?
-    public var schema: String?
-    public var table: String?
-    public var column: String?
-    public var dataType: String?
+    package var detail: String?
+    package var hint: String?
+    package var schema: String?
+    package var table: String?
+    package var column: String?
+    package var dataType: String?
     /// The name of the violated constraint, when a constraint was violated.
-    public var constraint: String?
+    package var constraint: String?
 
-    public init(
+    package init(
         kind: Kind, message: String, sqlState: SQLState? = nil, severity: String? = nil, detail: String? = nil,
         hint: String? = nil, schema: String? = nil, table: String? = nil, column: String? = nil,
         dataType: String? = nil, constraint: String? = nil
@@ -54,7 +54,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     /// True when the same statement may well succeed if sent again shortly: the connection was lost or
     /// refused, the server is shutting down or starting up (SQLSTATE classes 08 and 57P), or the transaction
     /// lost a serialization or deadlock race.
-    public var isTransient: Bool {
+    package var isTransient: Bool {
         switch kind {
         case .connection, .closed:
             return true
@@ -67,7 +67,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         var parts: [String] = []
         switch kind {
         case .server: parts.append("PostgreSQL error")
@@ -111,24 +111,24 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A SQLSTATE code, with names for the ones callers test for.
-public struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: String
-    public init(rawValue: String) { self.rawValue = rawValue }
+package struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    package let rawValue: String
+    package init(rawValue: String) { self.rawValue = rawValue }
 
-    public var code: String { rawValue }
-    public var description: String { rawValue }
+    package var code: String { rawValue }
+    package var description: String { rawValue }
     /// The two-character class, such as `23` for integrity constraint violations.
-    public var errorClass: Substring { rawValue.prefix(2) }
+    package var errorClass: Substring { rawValue.prefix(2) }
 
-    public static let uniqueViolation = SQLState(rawValue: "23505")
-    public static let checkViolation = SQLState(rawValue: "23514")
-    public static let notNullViolation = SQLState(rawValue: "23502")
-    public static let foreignKeyViolation = SQLState(rawValue: "23503")
-    public static let invalidTextRepresentation = SQLState(rawValue: "22P02")
-    public static let numericValueOutOfRange = SQLState(rawValue: "22003")
-    public static let queryCanceled = SQLState(rawValue: "57014")
-    public static let adminShutdown = SQLState(rawValue: "57P01")
-    public static let serializationFailure = SQLState(rawValue: "40001")
-    public static let deadlockDetected = SQLState(rawValue: "40P01")
-    public static let undefinedTable = SQLState(rawValue: "42P01")
+    package static let uniqueViolation = SQLState(rawValue: "23505")
+    package static let checkViolation = SQLState(rawValue: "23514")
+    package static let notNullViolation = SQLState(rawValue: "23502")
+    package static let foreignKeyViolation = SQLState(rawValue: "23503")
+    package static let invalidTextRepresentation = SQLState(rawValue: "22P02")
+    package static let numericValueOutOfRange = SQLState(rawValue: "22003")
+    package static let queryCanceled = SQLState(rawValue: "57014")
+    package static let adminShutdown = SQLState(rawValue: "57P01")
+    package static let serializationFailure = SQLState(rawValue: "40001")
+    package static let deadlockDetected = SQLState(rawValue: "40P01")
+    package static let undefinedTable = SQLState(rawValue: "42P01")
 }

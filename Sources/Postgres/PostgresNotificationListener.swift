@@ -3,15 +3,15 @@ import Foundation
 import Synchronization
 
 /// A notification sent with `NOTIFY channel, 'payload'` or `pg_notify(channel, payload)`.
-public struct PostgresNotification: Sendable, Hashable {
-    public let channel: String
-    public let payload: String
+package struct PostgresNotification: Sendable, Hashable {
+    package let channel: String
+    package let payload: String
     /// The server process that sent it.
-    public let senderProcessID: Int32
+    package let senderProcessID: Int32
 }
 
 /// What a listener reports.
-public enum PostgresListenerEvent: Sendable, Hashable {
+package enum PostgresListenerEvent: Sendable, Hashable {
     /// The listener is connected and its `LISTEN`s are in place: at the start and after every reconnection.
     /// Notifications sent while it was disconnected are lost, so a consumer re-checks its tables on this.
     case listening
@@ -20,9 +20,9 @@ public enum PostgresListenerEvent: Sendable, Hashable {
 
 /// Receives `NOTIFY`s on a dedicated connection, driven by a thread of its own that waits in `poll(2)` on the
 /// connection's socket. A lost connection is re-established with backoff and its `LISTEN`s re-issued.
-public enum PostgresNotificationListener {
+package enum PostgresNotificationListener {
     /// Starts listening on `channels`. The listener runs until the consumer stops iterating (or drops the stream).
-    public static func listen(
+    package static func listen(
         _ configuration: PostgresConfiguration, channels: [String]
     ) -> AsyncStream<PostgresListenerEvent> {
         let (stream, continuation) = AsyncStream.makeStream(

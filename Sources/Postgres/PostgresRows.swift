@@ -2,12 +2,12 @@ import CLibPQ
 
 /// The rows a statement returned, read straight from libpq's result (which is immutable once made, and so
 /// safe to read from any thread) and decoded column by column on demand.
-public struct PostgresRows: Sendable, RandomAccessCollection {
+package struct PostgresRows: Sendable, RandomAccessCollection {
     let result: ResultHandle
     /// The result's columns, in order.
-    public let columns: [PostgresColumn]
+    package let columns: [PostgresColumn]
     /// How many rows the statement inserted, updated or deleted (or returned, for a SELECT).
-    public let affectedRows: Int
+    package let affectedRows: Int
 
     init(result: ResultHandle) {
         self.result = result
@@ -22,10 +22,10 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
         endIndex = Int(PQntuples(pointer))
     }
 
-    public var startIndex: Int { 0 }
-    public let endIndex: Int
+    package var startIndex: Int { 0 }
+    package let endIndex: Int
 
-    public subscript(position: Int) -> PostgresRow {
+    package subscript(position: Int) -> PostgresRow {
         PostgresRow(rows: self, index: position)
     }
 
@@ -38,17 +38,17 @@ public struct PostgresRows: Sendable, RandomAccessCollection {
 }
 
 /// One row of a result.
-public struct PostgresRow: Sendable {
+package struct PostgresRow: Sendable {
     let rows: PostgresRows
     let index: Int
 
     /// Decodes the named column as `type`.
-    public func decode<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T {
+    package func decode<T: PostgresDecodable>(_ column: String, as type: T.Type = T.self) throws -> T {
         try decode(at: try rows.columnIndex(named: column), as: type)
     }
 
     /// Decodes the column at a zero-based position as `type`.
-    public func decode<T: PostgresDecodable>(at column: Int, as type: T.Type = T.self) throws -> T {
+    package func decode<T: PostgresDecodable>(at column: Int, as type: T.Type = T.self) throws -> T {
         guard rows.columns.indices.contains(column) else {
             throw PostgresError.decoding("the result has no column at position \(column)")
         }

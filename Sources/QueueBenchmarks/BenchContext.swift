@@ -1,18 +1,19 @@
+import ChildProcesses
 import Foundation
 import Postgres
 import SchemaMigrations
 
 /// What every scenario needs: a PostgreSQL server to make fresh databases on, the `detectq` executable to
 /// start workers from, and a place for their logs.
-public struct BenchContext: Sendable {
+package struct BenchContext: Sendable {
     /// A libpq URI of the server (its `postgres` database, or whichever the URI names).
-    public let serverURI: String
+    package let serverURI: String
     /// The `detectq` executable, started as worker processes.
-    public let executable: URL
+    package let executable: URL
     /// Where worker processes write their output.
-    public let logDirectory: URL
+    package let logDirectory: URL
 
-    public init(serverURI: String, executable: URL, logDirectory: URL) {
+    package init(serverURI: String, executable: URL, logDirectory: URL) {
         self.serverURI = serverURI
         self.executable = executable
         self.logDirectory = logDirectory
@@ -52,18 +53,10 @@ public struct BenchContext: Sendable {
     }
 
     /// Starts `detectq` with `arguments` and `environment` (over this process's own), its output to a log file.
-    func start(_ arguments: [String], environment: [String: String], name: String) throws -> ChildProcess {
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    func start(_ arguments: [String], environment: [String: String], name: String) async throws -> ChildProcess {
         let log = logDirectory.appendingPathComponent("\(name).log")
         try Data().write(to: log)
-        let handle = try FileHandle(forWritingTo: log)
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        return ChildProcess(process: process, log: log)
+        return ChildProcess(process: try await BackgroundProcess.start(executable.path, arguments: arguments, environment: environment, log: log))
     }
 }
 
@@ -124,15 +117,14 @@ struct BenchDatabase: Sendable {
 
 /// A `detectq` process the benchmark started.
 final class ChildProcess: Sendable {
-    private let process: Process
-    let log: URL
+    private let process: BackgroundProcess
 
-    init(process: Process, log: URL) {
+    init(process: BackgroundProcess) {
         self.process = process
-        self.log = log
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
+    var log: URL { process.log }
 
     /// Its resident set now and at its peak, in bytes, from `/proc`.
     var memory: (resident: Int64, peak: Int64) {
@@ -151,21 +143,15 @@ final class ChildProcess: Sendable {
 
     /// Asks it to stop (SIGTERM) and waits; SIGKILL after `grace`.
     func stop(grace: Duration = .seconds(30)) async {
-        guard process.isRunning else { return }
-        kill(pid, SIGTERM)
-        let deadline = ContinuousClock.now + grace
-        while process.isRunning {
-            if ContinuousClock.now > deadline { kill(pid, SIGKILL) }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        await process.stop(grace: grace)
     }
 }
 
 /// A benchmark that could not run, with the reason.
-public struct BenchError: Error, CustomStringConvertible {
-    public let description: String
+package struct BenchError: Error, CustomStringConvertible {
+    package let description: String
 
-    public init(_ description: String) {
+    package init(_ description: String) {
         self.description = description
     }
 }

@@ -1,34 +1,34 @@
 import Foundation
 
 /// One line of the results table: a figure, its reference measured in the same run, and its target.
-public struct BenchmarkRow: Sendable {
-    public var scenario: String
-    public var figure: String
-    public var reference: String
+package struct BenchmarkRow: Sendable {
+    package var scenario: String
+    package var figure: String
+    package var reference: String
     /// The figure over its reference, when they share a unit.
-    public var ratio: Double?
-    public var target: String
+    package var ratio: Double?
+    package var target: String
     /// Whether the target was met; nil when there is none.
-    public var met: Bool?
+    package var met: Bool?
 }
 
 /// Runs the chosen scenarios in order and collects the table, printing each row as it is measured.
-public struct BenchmarkRun: Sendable {
+package struct BenchmarkRun: Sendable {
     /// The scenarios, by the names `--only` takes.
-    public static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard"]
+    package static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard"]
 
     let scenarios: Scenarios
     let only: Set<String>
     let pgQueuerScript: URL?
 
-    public init(scenarios: Scenarios, only: Set<String>, pgQueuerScript: URL?) {
+    package init(scenarios: Scenarios, only: Set<String>, pgQueuerScript: URL?) {
         self.scenarios = scenarios
         self.only = only
         self.pgQueuerScript = pgQueuerScript
     }
 
     /// Measures every chosen scenario; `report` receives each row as soon as it is known.
-    public func run(report: (BenchmarkRow) -> Void) async throws -> [BenchmarkRow] {
+    package func run(report: (BenchmarkRow) -> Void) async throws -> [BenchmarkRow] {
         var rows: [BenchmarkRow] = []
         func add(_ row: BenchmarkRow) {
             rows.append(row)
@@ -141,20 +141,20 @@ public struct BenchmarkRun: Sendable {
     static func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 
     /// The table as Markdown, for the terminal and the README alike.
-    public static func table(_ rows: [BenchmarkRow]) -> String {
+    package static func table(_ rows: [BenchmarkRow]) -> String {
         var lines = ["| scenario | figure | reference | ratio | target | met |", "| --- | --- | --- | --- | --- | --- |"]
         for row in rows { lines.append(line(row)) }
         return lines.joined(separator: "\n")
     }
 
-    public static func line(_ row: BenchmarkRow) -> String {
+    package static func line(_ row: BenchmarkRow) -> String {
         let ratio = row.ratio.map { $0 >= 10 ? String(format: "%.0f×", $0) : String(format: "%.2f", $0) } ?? ""
         let met = row.met.map { $0 ? "yes" : "no" } ?? ""
         return "| \(row.scenario) | \(row.figure) | \(row.reference) | \(ratio) | \(row.target) | \(met) |"
     }
 
     /// The closing line: every ratio, in order.
-    public static func ratios(_ rows: [BenchmarkRow]) -> String {
+    package static func ratios(_ rows: [BenchmarkRow]) -> String {
         "ratios: " + rows.compactMap { row in row.ratio.map { "\(row.scenario) \(String(format: "%.2f", $0))" } }.joined(separator: "; ")
     }
 }

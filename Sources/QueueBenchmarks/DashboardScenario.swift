@@ -6,28 +6,29 @@ import Logging
 import NIOCore
 import Postgres
 import QueueDashboard
+import TextEncodings
 
 /// Scenario 8: the dashboard's request list on a large table, over HTTP, under each filter; and the deep page
 /// by keyset against the same page by `OFFSET`, the usual way, measured in the same database.
 extension Scenarios {
     /// One filter's answer times over HTTP, in milliseconds.
-    public struct ListTiming: Sendable {
-        public var name: String
-        public var p50: Double
-        public var p95: Double
+    package struct ListTiming: Sendable {
+        package var name: String
+        package var p50: Double
+        package var p95: Double
     }
 
     /// What scenario 8 measured.
-    public struct DashboardListResult: Sendable {
-        public var rows: Int
-        public var loadSeconds: Double
-        public var timings: [ListTiming]
+    package struct DashboardListResult: Sendable {
+        package var rows: Int
+        package var loadSeconds: Double
+        package var timings: [ListTiming]
         /// The SQL of the page half-way down the newest-first list, by `OFFSET` and by keyset (median ms).
-        public var offsetMilliseconds: Double
-        public var keysetMilliseconds: Double
+        package var offsetMilliseconds: Double
+        package var keysetMilliseconds: Double
     }
 
-    public func dashboardList(rows: Int, samples: Int = 25) async throws -> DashboardListResult {
+    package func dashboardList(rows: Int, samples: Int = 25) async throws -> DashboardListResult {
         let database = try await context.freshDatabase("dashboard")
         do {
             let loadStarted = ContinuousClock.now
@@ -39,8 +40,8 @@ extension Scenarios {
             let middle: Int = try middleRow.decode("id")
             let middleAt: String = try middleRow.decode("at")
             let day = Date().addingTimeInterval(-20 * 86_400)
-            let dayText = ISO8601DateFormatter().string(from: day)
-            let nextDayText = ISO8601DateFormatter().string(from: day.addingTimeInterval(86_400))
+            let dayText = ISO8601Timestamp.format(day)
+            let nextDayText = ISO8601Timestamp.format(day.addingTimeInterval(86_400))
             let cases: [(String, String)] = [
                 ("newest page, no filter", ""),
                 ("page \(BenchmarkRun.count(rows / 2)) rows deep (keyset)", "before=" + "\(middle)@\(middleAt)".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!),

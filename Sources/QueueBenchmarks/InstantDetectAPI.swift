@@ -3,25 +3,25 @@ import ResembleDetect
 
 /// A Detect API that answers at once, in process, with a finished detection: the queue measured alone, with
 /// no HTTP and no waiting. Media whose URL contains "fake" is judged fake, as the simulator does.
-public struct InstantDetectAPI: DetectAPI {
-    public init() {}
+package struct InstantDetectAPI: DetectAPI {
+    package init() {}
 
-    public func submit(_ source: MediaSource, options: DetectionOptions, wait: Bool) async throws(DetectAPIError) -> DetectionItem {
+    package func submit(_ source: MediaSource, options: DetectionOptions, wait: Bool) async throws(DetectAPIError) -> DetectionItem {
         var fake = false
         if case .url(let url) = source { fake = url.contains("fake") }
         return try Self.item(uuid: UUID().uuidString.lowercased(), fake: fake)
     }
 
-    public func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken {
+    package func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken {
         SecureUploadToken(token: "instant-" + UUID().uuidString, issuedAt: Date())
     }
 
     /// The benchmarks lose no answer, so nothing is ever looked for.
-    public func detections(page: Int, pageSize: Int) async throws(DetectAPIError) -> DetectionPage {
+    package func detections(page: Int, pageSize: Int) async throws(DetectAPIError) -> DetectionPage {
         DetectionPage(page: page, pageCount: 1, pageSize: pageSize, totalCount: 0, items: [])
     }
 
-    public func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
+    package func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
         try Self.item(uuid: uuid, fake: false)
     }
 

@@ -5,12 +5,12 @@ import Foundation
 import Postgres
 
 /// The benchmark's scenarios, each measured against its reference in the same run.
-public struct Scenarios: Sendable {
+package struct Scenarios: Sendable {
     let context: BenchContext
     /// Scales every scenario's size (1 is the full size; smaller for a quick look).
     let scale: Double
 
-    public init(context: BenchContext, scale: Double = 1) {
+    package init(context: BenchContext, scale: Double = 1) {
         self.context = context
         self.scale = scale
     }
@@ -29,10 +29,13 @@ public struct Scenarios: Sendable {
     // MARK: - 1. Queue core
 
     /// Drains `jobs` requests through `workers` processes answering with the instant in-process API; jobs/s.
-    public func queueCore(jobs: Int, workers: Int) async throws -> Double {
+    package func queueCore(jobs: Int, workers: Int) async throws -> Double {
         let database = try await context.freshDatabase("core_\(workers)")
-        let children = try (1...workers).map { number in
-            try context.start(["bench-worker"], environment: try workerEnvironment(database, id: "core\(workers)-\(number)"), name: "core\(workers)-\(number)")
+        var children: [ChildProcess] = []
+        for number in 1...workers {
+            children.append(try await context.start(
+                ["bench-worker"], environment: try workerEnvironment(database, id: "core\(workers)-\(number)"), name: "core\(workers)-\(number)"
+            ))
         }
         try await database.waitForWorkers("core\(workers)-", count: workers)
         let start = try await database.insertURLRequests(jobs)
@@ -45,7 +48,7 @@ public struct Scenarios: Sendable {
 
     /// The ceiling: the claim and complete statements alone, with no worker around them. `connections` loops
     /// each claim 100 requests (the worker's own claim statement) and complete them one UPDATE each.
-    public func bareSQL(jobs: Int, connections: Int) async throws -> Double {
+    package func bareSQL(jobs: Int, connections: Int) async throws -> Double {
         let database = try await context.freshDatabase("bare")
         let pool = PostgresConnectionPool(
             configuration: PostgresConfiguration(connectionString: database.uri, applicationName: "detectq bench bare"),
@@ -82,10 +85,10 @@ public struct Scenarios: Sendable {
     // MARK: - 2. End to end
 
     /// Drains `jobs` requests through one worker process and the simulator over loopback HTTP, zero latency.
-    public func endToEnd(jobs: Int) async throws -> Double {
+    package func endToEnd(jobs: Int) async throws -> Double {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("e2e")
-        let worker = try context.start(["worker"], environment: try workerEnvironment(database, id: "e2e-1", extra: [
+        let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "e2e-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL,
         ]), name: "e2e-1")
         try await database.waitForWorkers("e2e-", count: 1)
@@ -101,21 +104,21 @@ public struct Scenarios: Sendable {
     // MARK: - 3 and 4. Many in flight
 
     /// What a long-latency run showed.
-    public struct InFlightResult: Sendable {
-        public var throughput: Double
-        public var ideal: Double
-        public var peakResidentBytes: Int64
+    package struct InFlightResult: Sendable {
+        package var throughput: Double
+        package var ideal: Double
+        package var peakResidentBytes: Int64
         /// The most claims the worker held at once (callback mode frees them while waiting).
-        public var peakHeldSlots: Int
+        package var peakHeldSlots: Int
     }
 
     /// `concurrency` requests in flight at a time in one worker process against a simulator taking `latency`
     /// per detection, in `waitMode` (`sync` or `callback`); `waves` rounds of them.
-    public func inFlight(concurrency: Int, latency: Duration, waitMode: String, waves: Int = 2) async throws -> InFlightResult {
+    package func inFlight(concurrency: Int, latency: Duration, waitMode: String, waves: Int = 2) async throws -> InFlightResult {
         let simulator = try await DetectSimulator.start(configuration: .init(latency: latency, purgeDelay: nil))
         let database = try await context.freshDatabase("inflight_\(waitMode)")
         let port = try freePort()
-        let worker = try context.start(["worker"], environment: try workerEnvironment(database, id: "inflight-1", extra: [
+        let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "inflight-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_CONCURRENCY": "\(concurrency)", "DETECTQ_HTTP_PORT": "\(port)",
             "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_CALLBACK_TIMEOUT": "600",
         ]), name: "inflight-\(waitMode)")
@@ -145,14 +148,15 @@ public struct Scenarios: Sendable {
 
     /// Three workers sharing `rate` requests/s for `duration`: the rate achieved and the busiest one-second
     /// window the simulator saw.
-    public func rateLimit(rate: Double, duration: Duration, workers: Int = 3) async throws -> (achieved: Double, peakWindow: Int) {
+    package func rateLimit(rate: Double, duration: Duration, workers: Int = 3) async throws -> (achieved: Double, peakWindow: Int) {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("rate")
         _ = try await database.insertURLRequests(Int(rate * duration.seconds * 1.5) + 100)
-        let children = try (1...workers).map { number in
-            try context.start(["worker"], environment: try workerEnvironment(database, id: "rate-\(number)", extra: [
+        var children: [ChildProcess] = []
+        for number in 1...workers {
+            children.append(try await context.start(["worker"], environment: try workerEnvironment(database, id: "rate-\(number)", extra: [
                 "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_API_RATE_LIMIT": "\(rate)", "DETECTQ_CONCURRENCY": "50",
-            ]), name: "rate-\(number)")
+            ]), name: "rate-\(number)"))
         }
         try await database.waitForWorkers("rate-", count: workers)
         let before = await simulator.state.snapshot().requests
@@ -169,15 +173,15 @@ public struct Scenarios: Sendable {
     // MARK: - 6. Upload
 
     /// What an upload run showed.
-    public struct UploadResult: Sendable {
-        public var megabytesPerSecond: Double
-        public var peakGrowthBytes: Int64
+    package struct UploadResult: Sendable {
+        package var megabytesPerSecond: Double
+        package var peakGrowthBytes: Int64
     }
 
     /// One file of `bytes` through one worker process (multipart up to 150 MB, a secure upload above): MB/s from
     /// insert to completion, and how much the worker's peak resident set grew. A 1 MB upload goes first, so
     /// that what the HTTP client and its threads set up once is not counted against the file.
-    public func upload(bytes: Int64, name: String) async throws -> UploadResult {
+    package func upload(bytes: Int64, name: String) async throws -> UploadResult {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("upload")
         let media = context.logDirectory.appendingPathComponent("media-\(name)")
@@ -190,7 +194,7 @@ public struct Scenarios: Sendable {
             try handle.truncate(atOffset: UInt64(size))
             try handle.close()
         }
-        let worker = try context.start(["worker"], environment: try workerEnvironment(database, id: "upload-1", extra: [
+        let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "upload-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_MEDIA_ROOT": media.path,
         ]), name: "upload-\(name)")
         try await database.waitForWorkers("upload-", count: 1)
@@ -215,10 +219,10 @@ public struct Scenarios: Sendable {
 
     /// Enqueue-to-claim latency over `inserts` single inserts with an idle worker: p50, p95 and p99 in
     /// milliseconds, on the database's clock (insert time to the claim's event).
-    public func enqueueToClaim(inserts: Int) async throws -> (p50: Double, p95: Double, p99: Double) {
+    package func enqueueToClaim(inserts: Int) async throws -> (p50: Double, p95: Double, p99: Double) {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("latency")
-        let worker = try context.start(["worker"], environment: try workerEnvironment(database, id: "latency-1", extra: [
+        let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "latency-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL,
         ]), name: "latency")
         try await database.waitForWorkers("latency-", count: 1)
@@ -241,7 +245,7 @@ public struct Scenarios: Sendable {
     // MARK: - PgQueuer
 
     /// PgQueuer's own drain benchmark on the same server: jobs/s, or nil when Python or PyPI is not at hand.
-    public func pgQueuer(jobs: Int, script: URL) async throws -> Double? {
+    package func pgQueuer(jobs: Int, script: URL) async throws -> Double? {
         let database = try await context.freshDatabase("pgqueuer")
         let process = Process()
         process.executableURL = script

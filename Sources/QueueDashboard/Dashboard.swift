@@ -12,7 +12,7 @@ import Postgres
 /// Every page needs the token (a bearer header, or the login form's session cookie); every action is a POST
 /// with a CSRF token, goes through the same state machine as `detectq retry` and `detectq cancel`, and is
 /// refused in read-only mode. All text is escaped by the templates, and no secret is read for a page.
-public struct Dashboard: Sendable {
+package struct Dashboard: Sendable {
     let configuration: DashboardConfiguration
     let queries: DashboardQueries
     let administration: RequestAdministration
@@ -26,7 +26,7 @@ public struct Dashboard: Sendable {
     static let failedLoginDelay: Duration = .milliseconds(300)
 
     /// A dashboard reading and changing the queue through `pool`.
-    public init(configuration: DashboardConfiguration, pool: PostgresConnectionPool, logger: Logger = Logger(label: "detectq.dashboard")) throws {
+    package init(configuration: DashboardConfiguration, pool: PostgresConnectionPool, logger: Logger = Logger(label: "detectq.dashboard")) throws {
         self.configuration = configuration
         queries = DashboardQueries(pool: pool)
         administration = RequestAdministration(store: RequestStore(pool: pool))
@@ -36,7 +36,7 @@ public struct Dashboard: Sendable {
     }
 
     /// Adds the dashboard's routes, all under `/dashboard`.
-    public func routes(into router: Router<BasicRequestContext>) {
+    package func routes(into router: Router<BasicRequestContext>) {
         router.get("/dashboard/assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
         router.get("/dashboard/assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
         router.get("/dashboard/assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }

@@ -1,6 +1,7 @@
 import Crypto
 import DetectQueue
 import Foundation
+import TextEncodings
 
 /// Who may see the dashboard, and proof that a form was sent from it.
 ///
@@ -70,7 +71,7 @@ struct DashboardAuthenticator: Sendable {
     }
 
     private func mac(_ message: String) -> String {
-        HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: key).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: key))
     }
 
     /// A cookie's value from a `Cookie` header.

@@ -1,23 +1,23 @@
 import DetectQueue
 
 /// How the dashboard is served: the token every page asks for, and whether its actions are allowed.
-public struct DashboardConfiguration: Sendable, Hashable {
+package struct DashboardConfiguration: Sendable, Hashable {
     /// `DETECTQ_DASHBOARD_TOKEN`: a bearer token, or what the login form takes. A secret: never logged or
     /// rendered.
-    public var token: String
+    package var token: String
     /// `DETECTQ_DASHBOARD_READONLY=1`: pages only; retry and cancel are hidden and refused.
-    public var readOnly: Bool
+    package var readOnly: Bool
 
     /// Tokens shorter than this are refused: the dashboard can retry and cancel work.
-    public static let minimumTokenLength = 16
+    package static let minimumTokenLength = 16
 
-    public init(token: String, readOnly: Bool) {
+    package init(token: String, readOnly: Bool) {
         self.token = token
         self.readOnly = readOnly
     }
 
     /// The dashboard `detectq dashboard` serves: it needs a token.
-    public static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> DashboardConfiguration {
+    package static func fromEnvironment(_ environment: [String: String]) throws(ConfigurationError) -> DashboardConfiguration {
         let reader = EnvironmentReader(environment)
         guard let token = reader.text("DETECTQ_DASHBOARD_TOKEN"), token.count >= minimumTokenLength else {
             throw ConfigurationError("DETECTQ_DASHBOARD_TOKEN", expected: "a secret of at least \(minimumTokenLength) characters (the dashboard's login)")
@@ -26,7 +26,7 @@ public struct DashboardConfiguration: Sendable, Hashable {
     }
 
     /// The dashboard a worker serves on its HTTP port: nil unless `DETECTQ_DASHBOARD=1`.
-    public static func forWorker(_ environment: [String: String]) throws(ConfigurationError) -> DashboardConfiguration? {
+    package static func forWorker(_ environment: [String: String]) throws(ConfigurationError) -> DashboardConfiguration? {
         guard try flag(EnvironmentReader(environment), "DETECTQ_DASHBOARD") else { return nil }
         return try fromEnvironment(environment)
     }

@@ -1,5 +1,6 @@
 import DetectQueue
 import Foundation
+import TextEncodings
 
 /// The request list's filters and page, read from its query string. Every value is checked here; a value
 /// that cannot be read is an error naming the field, never a guess.
@@ -111,7 +112,7 @@ struct RequestListFilter: Sendable, Hashable {
         for format in ["yyyy-MM-dd'T'HH:mm", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd"] {
             if let date = Formatting.utc(format).date(from: text) { return date }
         }
-        if let date = try? Date(text, strategy: .iso8601) { return date }
+        if let date = ISO8601Timestamp.parse(text) { return date }
         throw Invalid(description: "\(field) must be a time such as 2026-11-22T14:30 (UTC)")
     }
 

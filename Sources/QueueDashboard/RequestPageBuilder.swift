@@ -1,6 +1,7 @@
 import DetectQueue
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// Turns a request's row, history and result into the request page: the submission, the timeline, the
 /// verdict with its charts and trees, the intelligence report, retention and every post-task's attempts.
@@ -210,14 +211,13 @@ enum RequestPageBuilder {
     /// A JSON value as a person reads it: strings bare, everything else as compact JSON.
     private static func display(_ value: JSONValue) -> String {
         if let string = value.stringValue { return string }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? ""
     }
 
     private static func prettyJSON(_ text: String) -> String {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
-              let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+              let data = try? JSONText.serialize(object, pretty: true)
         else { return text }
         return String(decoding: data, as: UTF8.self)
     }

@@ -1,6 +1,6 @@
 /// What a queue needs of the Detect API: submit, upload, and read one detection. `DetectClient` is the
 /// real thing; a benchmark that measures the queue alone plugs in an instant stand-in.
-public protocol DetectAPI: Sendable {
+package protocol DetectAPI: Sendable {
     /// Submits media; with `wait`, sends `Prefer: wait` and returns what the API returned when it stopped waiting.
     func submit(_ source: MediaSource, options: DetectionOptions, wait: Bool) async throws(DetectAPIError) -> DetectionItem
     /// Uploads a file through `POST /secure_uploads` and returns its token.

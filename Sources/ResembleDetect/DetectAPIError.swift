@@ -3,7 +3,7 @@ import InputNumbers
 
 /// Everything that can go wrong talking to the Detect API, sorted by what the caller should do about it.
 /// Descriptions never contain the API token, media tokens or callback URLs.
-public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Worth trying again later: a network failure, a timeout, 408, 429 or a 5xx. `retryAfter` is the
     /// server's `Retry-After`, when it sent one.
     case retryable(String, status: Int?, retryAfter: Duration?)
@@ -19,7 +19,7 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
     /// The media breaks the API's file constraints, found before any byte was sent.
     case invalidMedia(String)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .retryable(let reason, let status, let retryAfter):
             var text = status.map { "HTTP \($0): \(reason)" } ?? reason
@@ -76,7 +76,7 @@ public enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 
     /// The longest `Retry-After` honoured; a longer one (or an absurd one such as `99999999999999999999`) is read as this.
-    public static let longestRetryAfter = Duration.seconds(86_400)
+    package static let longestRetryAfter = Duration.seconds(86_400)
 
     /// `Retry-After` as whole seconds or as an HTTP date, at most `longestRetryAfter`.
     static func parseRetryAfter(_ value: String) -> Duration? {

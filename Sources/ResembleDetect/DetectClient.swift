@@ -4,26 +4,26 @@ import NIOCore
 import NIOHTTP1
 
 /// How to reach the Detect API.
-public struct DetectClientConfiguration: Sendable {
+package struct DetectClientConfiguration: Sendable {
     /// The API's base URL, such as `https://app.resemble.ai/api/v2`.
-    public var baseURL: String
+    package var baseURL: String
     /// The bearer token; nil sends no `Authorization` header (for a simulator that requires none).
-    public var token: String?
+    package var token: String?
     /// Longest wait to open a connection.
-    public var connectTimeout: Duration
+    package var connectTimeout: Duration
     /// Longest pause while sending a request body (an upload that stalls this long fails).
-    public var uploadIdleTimeout: Duration
+    package var uploadIdleTimeout: Duration
     /// Longest wait for the response once the request is sent; `Prefer: wait` may hold it for minutes.
-    public var responseTimeout: Duration
+    package var responseTimeout: Duration
     /// Responses larger than this are refused as malformed.
-    public var maximumResponseBytes: Int
+    package var maximumResponseBytes: Int
     /// Connections the client may hold open to the API at once. A `Prefer: wait` request holds one for as
     /// long as the API takes, so this must cover every request meant to be in flight together.
-    public var maximumConnections: Int
+    package var maximumConnections: Int
 
-    public static let defaultBaseURL = "https://app.resemble.ai/api/v2"
+    package static let defaultBaseURL = "https://app.resemble.ai/api/v2"
 
-    public init(
+    package init(
         baseURL: String = DetectClientConfiguration.defaultBaseURL, token: String?,
         connectTimeout: Duration = .seconds(10), uploadIdleTimeout: Duration = .seconds(60),
         responseTimeout: Duration = .seconds(600), maximumResponseBytes: Int = 32 << 20, maximumConnections: Int = 64
@@ -40,11 +40,11 @@ public struct DetectClientConfiguration: Sendable {
 
 /// A client of the Resemble Detect API: submits media by each of its three paths, waits with `Prefer: wait`,
 /// reads and lists detections, and sorts every failure into a `DetectAPIError`. It knows nothing of queues.
-public final class DetectClient: Sendable {
-    public let configuration: DetectClientConfiguration
+package final class DetectClient: Sendable {
+    package let configuration: DetectClientConfiguration
     private let http: HTTPClient
 
-    public init(configuration: DetectClientConfiguration) {
+    package init(configuration: DetectClientConfiguration) {
         self.configuration = configuration
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
@@ -60,7 +60,7 @@ public final class DetectClient: Sendable {
     }
 
     /// Closes the client's connections; call it once, when done.
-    public func shutdown() async throws {
+    package func shutdown() async throws {
         try await http.shutdown()
     }
 
@@ -68,7 +68,7 @@ public final class DetectClient: Sendable {
 
     /// Submits media for detection. With `wait`, sends `Prefer: wait` and returns the finished item (or
     /// whatever the API returned when it stopped waiting); without, returns the accepted item at once.
-    public func submit(_ source: MediaSource, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> DetectionItem {
+    package func submit(_ source: MediaSource, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> DetectionItem {
         var request = makeRequest("/detect", method: .POST)
         if wait { request.headers.add(name: "Prefer", value: "wait") }
         var secrets = [options.callbackURL].compactMap { $0 }
@@ -90,7 +90,7 @@ public final class DetectClient: Sendable {
     }
 
     /// Uploads a file with `POST /secure_uploads` and returns its token (valid one hour, single use).
-    public func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken {
+    package func secureUpload(_ file: MediaFile) async throws(DetectAPIError) -> SecureUploadToken {
         var request = makeRequest("/secure_uploads", method: .POST)
         let body = MultipartUploadBody(fields: [], fileField: "file", file: file)
         request.headers.add(name: "Content-Type", value: body.contentType)
@@ -108,7 +108,7 @@ public final class DetectClient: Sendable {
 
     /// Uploads a file by the path its size calls for and submits it: multipart up to 150 MB, else a
     /// secure upload and then the token. Returns the item and the path taken.
-    public func submit(file: MediaFile, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> (DetectionItem, UploadPath) {
+    package func submit(file: MediaFile, options: DetectionOptions = .init(), wait: Bool) async throws(DetectAPIError) -> (DetectionItem, UploadPath) {
         switch file.uploadPath {
         case .multipart:
             return (try await submit(.file(file), options: options, wait: wait), .multipart)
@@ -119,7 +119,7 @@ public final class DetectClient: Sendable {
     }
 
     /// `GET /detect/{uuid}`: the detection as it stands.
-    public func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
+    package func detection(uuid: String) async throws(DetectAPIError) -> DetectionItem {
         guard let escaped = uuid.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) else {
             throw .permanent(status: 404, message: "not a detection uuid")
         }
@@ -127,13 +127,13 @@ public final class DetectClient: Sendable {
     }
 
     /// `GET /detect?page=&page_size=`: one page of the team's detections.
-    public func detections(page: Int, pageSize: Int = 100) async throws(DetectAPIError) -> DetectionPage {
+    package func detections(page: Int, pageSize: Int = 100) async throws(DetectAPIError) -> DetectionPage {
         let request = makeRequest("/detect?page=\(max(1, page))&page_size=\(min(max(pageSize, 10), 1000))", method: .GET)
         return try DetectResponses.page(from: try await send(request, endpoint: "GET /detect", secrets: []))
     }
 
     /// Every detection of the team, page after page, as an asynchronous sequence.
-    public func allDetections(pageSize: Int = 100) -> DetectionList {
+    package func allDetections(pageSize: Int = 100) -> DetectionList {
         DetectionList(client: self, pageSize: pageSize)
     }
 
@@ -209,44 +209,44 @@ public final class DetectClient: Sendable {
 }
 
 /// A secure-upload token and when it was issued: it expires one hour after issue.
-public struct SecureUploadToken: Sendable, Hashable {
+package struct SecureUploadToken: Sendable, Hashable {
     /// The JWT to send as `media_token`; a secret.
-    public var token: String
-    public var issuedAt: Date
+    package var token: String
+    package var issuedAt: Date
 
-    public init(token: String, issuedAt: Date) {
+    package init(token: String, issuedAt: Date) {
         self.token = token
         self.issuedAt = issuedAt
     }
 
     /// The API's one-hour lifetime.
-    public static let lifetime: TimeInterval = 3600
+    package static let lifetime: TimeInterval = 3600
 
     /// True while the token can still be used, allowing `margin` seconds for the submission itself.
-    public func isUsable(at date: Date = Date(), margin: TimeInterval = 120) -> Bool {
+    package func isUsable(at date: Date = Date(), margin: TimeInterval = 120) -> Bool {
         date.timeIntervalSince(issuedAt) < Self.lifetime - margin
     }
 }
 
 /// Every detection of the team, fetched one page at a time as the sequence is consumed.
-public struct DetectionList: AsyncSequence, Sendable {
-    public typealias Element = DetectionItem
+package struct DetectionList: AsyncSequence, Sendable {
+    package typealias Element = DetectionItem
     let client: DetectClient
     let pageSize: Int
 
-    public func makeAsyncIterator() -> AsyncIterator {
+    package func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(client: client, pageSize: pageSize)
     }
 
     /// Walks the pages, yielding their items in order.
-    public struct AsyncIterator: AsyncIteratorProtocol {
+    package struct AsyncIterator: AsyncIteratorProtocol {
         let client: DetectClient
         let pageSize: Int
         var nextPage = 1
         var pageCount = Int.max
         var buffered: [DetectionItem] = []
 
-        public mutating func next() async throws(DetectAPIError) -> DetectionItem? {
+        package mutating func next() async throws(DetectAPIError) -> DetectionItem? {
             while buffered.isEmpty {
                 guard nextPage <= pageCount else { return nil }
                 let page = try await client.detections(page: nextPage, pageSize: pageSize)
@@ -262,7 +262,7 @@ public struct DetectionList: AsyncSequence, Sendable {
 
 extension Duration {
     /// The duration in seconds, as a `Double` (for `Date` arithmetic and SQL intervals).
-    public var seconds: Double {
+    package var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

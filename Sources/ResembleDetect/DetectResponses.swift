@@ -1,9 +1,9 @@
 import Foundation
 
 /// The API's envelopes around items: `{"success": true, "item": …}` and the paginated list.
-public enum DetectResponses {
+package enum DetectResponses {
     /// The item of a `{success, item}` response (submit, get, callback), with its exact text kept.
-    public static func item(from body: [UInt8]) throws(DetectAPIError) -> DetectionItem {
+    package static func item(from body: [UInt8]) throws(DetectAPIError) -> DetectionItem {
         guard let span = JSONSpan.topLevelValue(forKey: "item", in: body) else {
             throw .malformedResponse("the response has no item")
         }
@@ -41,14 +41,14 @@ public enum DetectResponses {
 }
 
 /// One page of the detection list.
-public struct DetectionPage: Sendable {
-    public var page: Int
-    public var pageCount: Int
-    public var pageSize: Int
-    public var totalCount: Int
-    public var items: [DetectionItem]
+package struct DetectionPage: Sendable {
+    package var page: Int
+    package var pageCount: Int
+    package var pageSize: Int
+    package var totalCount: Int
+    package var items: [DetectionItem]
 
-    public init(page: Int, pageCount: Int, pageSize: Int, totalCount: Int, items: [DetectionItem]) {
+    package init(page: Int, pageCount: Int, pageSize: Int, totalCount: Int, items: [DetectionItem]) {
         self.page = page
         self.pageCount = pageCount
         self.pageSize = pageSize

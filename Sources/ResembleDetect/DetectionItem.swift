@@ -2,62 +2,62 @@ import Foundation
 
 /// A detection as the API reports it (`item` in its responses and callbacks): a typed view of the fields
 /// the pages document, and the item's exact JSON text, so that nothing the API sends is lost.
-public struct DetectionItem: Sendable, Hashable {
-    public var uuid: String
-    public var mediaType: MediaType?
+package struct DetectionItem: Sendable, Hashable {
+    package var uuid: String
+    package var mediaType: MediaType?
     /// Absent in the shortest responses (the asynchronous acknowledgement).
-    public var status: DetectionStatus?
-    public var metrics: AudioMetrics?
-    public var imageMetrics: ImageMetrics?
-    public var videoMetrics: VideoMetrics?
-    public var audioSourceTracing: AudioSourceTracing?
+    package var status: DetectionStatus?
+    package var metrics: AudioMetrics?
+    package var imageMetrics: ImageMetrics?
+    package var videoMetrics: VideoMetrics?
+    package var audioSourceTracing: AudioSourceTracing?
     /// The report, or (with `?experts=true`) the first of the experts' reports.
-    public var intelligence: Intelligence?
+    package var intelligence: Intelligence?
     /// Every expert's report, when `?experts=true` made `intelligence` an array.
-    public var expertIntelligence: [Intelligence]
-    public var retention: RetentionStatus
-    public var duration: Double?
-    public var errorMessage: String?
-    public var visualize: Bool?
-    public var audioSourceTracingEnabled: Bool?
-    public var useOODDetector: Bool?
+    package var expertIntelligence: [Intelligence]
+    package var retention: RetentionStatus
+    package var duration: Double?
+    package var errorMessage: String?
+    package var visualize: Bool?
+    package var audioSourceTracingEnabled: Bool?
+    package var useOODDetector: Bool?
     /// Deprecated by the API, still sent by older responses.
-    public var pipeline: String?
-    public var extraParams: JSONValue?
-    public var createdAt: Date?
-    public var updatedAt: Date?
+    package var pipeline: String?
+    package var extraParams: JSONValue?
+    package var createdAt: Date?
+    package var updatedAt: Date?
     /// The item exactly as the API sent it.
-    public var rawJSON: String
+    package var rawJSON: String
 
     /// Decodes an item from its JSON text.
-    public init(json: String) throws {
+    package init(json: String) throws {
         self = try JSONDecoder().decode(Decoded.self, from: Data(json.utf8)).item
         rawJSON = json
     }
 
     /// The request's label (see `Verdict`): the label of a track that reads fake, else the primary track's.
-    public var label: String? { verdict().label }
+    package var label: String? { verdict().label }
 
     /// The score that goes with `label`.
-    public var aggregatedScore: Double? { verdict().score }
+    package var aggregatedScore: Double? { verdict().score }
 
     /// True when any track's label reads fake in any case (`fake`, `Fake`, `Likely Fake`); nil without a label.
-    public var isFake: Bool? { verdict().isFake }
+    package var isFake: Bool? { verdict().isFake }
 
     /// The audio track's own label (`metrics`).
-    public var audioLabel: String? { metrics?.label }
+    package var audioLabel: String? { metrics?.label }
 
     /// The picture's own label (`video_metrics` or `image_metrics`).
-    public var visualLabel: String? { verdict().label(of: .visual) }
+    package var visualLabel: String? { verdict().label(of: .visual) }
 
     /// Whether a label names a fake: one of its words is "fake", in any case.
-    public static func labelReadsFake(_ label: String) -> Bool {
+    package static func labelReadsFake(_ label: String) -> Bool {
         label.lowercased().split(whereSeparator: { !$0.isLetter }).contains("fake")
     }
 
     /// True once the detection has finished, well or badly. The pages' own `Prefer: wait` answers carry no
     /// `status`: one that carries a verdict is final.
-    public var isFinished: Bool {
+    package var isFinished: Bool {
         switch status {
         case .completed?, .failed?: true
         case nil: trackVerdicts.contains { $0.label != nil }
@@ -108,12 +108,12 @@ public struct DetectionItem: Sendable, Hashable {
 }
 
 /// The kind of media a detection analysed.
-public enum MediaType: Sendable, Hashable, CustomStringConvertible {
+package enum MediaType: Sendable, Hashable, CustomStringConvertible {
     case audio, video, image
     /// A kind the pages do not name yet, kept as sent.
     case other(String)
 
-    public init(_ text: String) {
+    package init(_ text: String) {
         switch text.lowercased() {
         case "audio": self = .audio
         case "video": self = .video
@@ -122,7 +122,7 @@ public enum MediaType: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .audio: "audio"
         case .video: "video"
@@ -133,12 +133,12 @@ public enum MediaType: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// Where a detection (or an intelligence report) is in its processing.
-public enum DetectionStatus: Sendable, Hashable, CustomStringConvertible {
+package enum DetectionStatus: Sendable, Hashable, CustomStringConvertible {
     case processing, completed, failed
     /// A status the pages do not name, kept as sent.
     case other(String)
 
-    public init(_ text: String) {
+    package init(_ text: String) {
         switch text.lowercased() {
         case "processing": self = .processing
         case "completed": self = .completed
@@ -147,7 +147,7 @@ public enum DetectionStatus: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .processing: "processing"
         case .completed: "completed"
@@ -159,19 +159,19 @@ public enum DetectionStatus: Sendable, Hashable, CustomStringConvertible {
 
 /// The zero-retention (older: privacy mode) fields of an item: whether the media is to be purged, and when
 /// it was. A non-null `file_deleted_at` is the purge signal.
-public struct RetentionStatus: Sendable, Hashable, Decodable {
+package struct RetentionStatus: Sendable, Hashable, Decodable {
     /// `zero_retention_mode`, or the older `privacy_mode` when only that is sent.
-    public var zeroRetentionMode: Bool?
-    public var mediaRedacted: Bool?
-    public var mediaDeleted: Bool?
-    public var fileDeletedAt: Date?
+    package var zeroRetentionMode: Bool?
+    package var mediaRedacted: Bool?
+    package var mediaDeleted: Bool?
+    package var fileDeletedAt: Date?
     /// Null in zero-retention mode.
-    public var url: String?
-    public var audioURL: String?
+    package var url: String?
+    package var audioURL: String?
     /// Tokenized (`redacted_<token>.<ext>`) in zero-retention mode.
-    public var filename: String?
+    package var filename: String?
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         zeroRetentionMode = container.lenientBool(AnyCodingKey("zero_retention_mode"))
             ?? container.lenientBool(AnyCodingKey("privacy_mode"))
@@ -184,10 +184,10 @@ public struct RetentionStatus: Sendable, Hashable, Decodable {
     }
 
     /// Decodes the retention fields from a JSON object's text (an item, or the pages' purge example).
-    public init(json: String) throws {
+    package init(json: String) throws {
         self = try JSONDecoder().decode(RetentionStatus.self, from: Data(json.utf8))
     }
 
     /// True once the API says the media file has been purged.
-    public var isPurged: Bool { fileDeletedAt != nil || mediaDeleted == true }
+    package var isPurged: Bool { fileDeletedAt != nil || mediaDeleted == true }
 }

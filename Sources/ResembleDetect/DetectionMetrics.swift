@@ -1,15 +1,15 @@
 /// The audio verdict (`item.metrics`): per-window scores and their aggregate. For a video it is the
 /// verdict on its sound track. Empty (`{}`) until the detection completes, and for images.
-public struct AudioMetrics: Sendable, Hashable, Decodable {
-    public var label: String?
+package struct AudioMetrics: Sendable, Hashable, Decodable {
+    package var label: String?
     /// One score per analysed window (`frame_length` seconds each).
-    public var score: [Double]?
-    public var consistency: Double?
-    public var aggregatedScore: Double?
+    package var score: [Double]?
+    package var consistency: Double?
+    package var aggregatedScore: Double?
     /// A visualisation image's URL, when `visualize` was asked for ("" otherwise).
-    public var image: String?
+    package var image: String?
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         label = container.lenientString(AnyCodingKey("label"))
         score = container.lenientDoubles(AnyCodingKey("score"))
@@ -20,13 +20,13 @@ public struct AudioMetrics: Sendable, Hashable, Decodable {
 }
 
 /// The image verdict (`item.image_metrics`).
-public struct ImageMetrics: Sendable, Hashable, Decodable {
+package struct ImageMetrics: Sendable, Hashable, Decodable {
     /// Image forgery localisation: a score and a heatmap's URL.
-    public struct ForgeryLocalization: Sendable, Hashable, Decodable {
-        public var score: Double?
-        public var heatmap: String?
+    package struct ForgeryLocalization: Sendable, Hashable, Decodable {
+        package var score: Double?
+        package var heatmap: String?
 
-        public init(from decoder: any Decoder) throws {
+        package init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: AnyCodingKey.self)
             score = container.lenientDouble(AnyCodingKey("score"))
             heatmap = container.lenientString(AnyCodingKey("heatmap"))
@@ -34,15 +34,15 @@ public struct ImageMetrics: Sendable, Hashable, Decodable {
     }
 
     /// A web page holding a matching image, found by reverse image search.
-    public struct ReverseSearchSource: Sendable, Hashable, Decodable {
-        public var url: String?
-        public var title: String?
-        public var reason: String?
+    package struct ReverseSearchSource: Sendable, Hashable, Decodable {
+        package var url: String?
+        package var title: String?
+        package var reason: String?
         /// Such as `known_fake`.
-        public var verdict: String?
-        public var similarity: Double?
+        package var verdict: String?
+        package var similarity: Double?
 
-        public init(from decoder: any Decoder) throws {
+        package init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: AnyCodingKey.self)
             url = container.lenientString(AnyCodingKey("url"))
             title = container.lenientString(AnyCodingKey("title"))
@@ -52,16 +52,16 @@ public struct ImageMetrics: Sendable, Hashable, Decodable {
         }
     }
 
-    public var type: String?
-    public var label: String?
-    public var score: Double?
-    public var image: String?
-    public var ifl: ForgeryLocalization?
+    package var type: String?
+    package var label: String?
+    package var score: Double?
+    package var image: String?
+    package var ifl: ForgeryLocalization?
     /// Per-detector results; their shape is not documented, so they are kept as JSON.
-    public var children: [JSONValue]?
-    public var reverseImageSearchSources: [ReverseSearchSource]?
+    package var children: [JSONValue]?
+    package var reverseImageSearchSources: [ReverseSearchSource]?
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         type = container.lenientString(AnyCodingKey("type"))
         label = container.lenientString(AnyCodingKey("label"))
@@ -75,20 +75,20 @@ public struct ImageMetrics: Sendable, Hashable, Decodable {
 
 /// The video verdict (`item.video_metrics`): an overall label and a tree of results per video, frame and
 /// segment.
-public struct VideoMetrics: Sendable, Hashable, Decodable {
+package struct VideoMetrics: Sendable, Hashable, Decodable {
     /// One node of the result tree (`VideoResult`, `ImageResult`, `Segment`, …).
-    public struct Node: Sendable, Hashable, Decodable {
-        public var type: String?
-        public var conclusion: String?
-        public var score: Double?
-        public var certainty: Double?
+    package struct Node: Sendable, Hashable, Decodable {
+        package var type: String?
+        package var conclusion: String?
+        package var score: Double?
+        package var certainty: Double?
         /// `"certainty (%)"`, sent as text such as `"90.0"`.
-        public var certaintyPercent: Double?
+        package var certaintyPercent: Double?
         /// Seconds into the video, for frame results.
-        public var timestamp: Double?
-        public var children: [Node]
+        package var timestamp: Double?
+        package var children: [Node]
 
-        public init(from decoder: any Decoder) throws {
+        package init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: AnyCodingKey.self)
             type = container.lenientString(AnyCodingKey("type"))
             conclusion = container.lenientString(AnyCodingKey("conclusion"))
@@ -100,13 +100,13 @@ public struct VideoMetrics: Sendable, Hashable, Decodable {
         }
     }
 
-    public var label: String?
-    public var score: Double?
-    public var certainty: Double?
-    public var treeview: String?
-    public var children: [Node]
+    package var label: String?
+    package var score: Double?
+    package var certainty: Double?
+    package var treeview: String?
+    package var children: [Node]
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         label = container.lenientString(AnyCodingKey("label"))
         score = container.lenientDouble(AnyCodingKey("score"))
@@ -118,12 +118,12 @@ public struct VideoMetrics: Sendable, Hashable, Decodable {
 
 /// Where synthetic audio came from (`item.audio_source_tracing`), present when audio is labelled fake and
 /// tracing was asked for.
-public struct AudioSourceTracing: Sendable, Hashable, Decodable {
+package struct AudioSourceTracing: Sendable, Hashable, Decodable {
     /// Such as `resemble_ai`, `elevenlabs` or `real`.
-    public var label: String?
-    public var errorMessage: String?
+    package var label: String?
+    package var errorMessage: String?
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: AnyCodingKey.self)
         label = container.lenientString(AnyCodingKey("label"))
         errorMessage = container.lenientString(AnyCodingKey("error_message"))

@@ -1,26 +1,26 @@
 /// The optional parameters of `POST /detect` (`submit-detection-job.md`, "Optional Parameters"), plus the
 /// older pages' `pipeline` and `max_video_fps`. Nil means "not sent": the API applies its default.
-public struct DetectionOptions: Sendable, Hashable, Codable, CustomStringConvertible {
+package struct DetectionOptions: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Where the API posts the result. It carries a secret, so `description` never shows it.
-    public var callbackURL: String?
-    public var visualize: Bool?
+    package var callbackURL: String?
+    package var visualize: Bool?
     /// Window size in seconds, 1–4.
-    public var frameLength: Int?
-    public var startRegion: Double?
-    public var endRegion: Double?
-    public var maxVideoSecs: Double?
-    public var maxVideoFPS: Double?
+    package var frameLength: Int?
+    package var startRegion: Double?
+    package var endRegion: Double?
+    package var maxVideoSecs: Double?
+    package var maxVideoFPS: Double?
     /// `image` or `talking_head`.
-    public var modelTypes: String?
+    package var modelTypes: String?
     /// Such as `general->facial->object`.
-    public var pipeline: String?
-    public var intelligence: Bool?
-    public var audioSourceTracing: Bool?
-    public var useReverseSearch: Bool?
-    public var useOODDetector: Bool?
-    public var zeroRetentionMode: Bool?
+    package var pipeline: String?
+    package var intelligence: Bool?
+    package var audioSourceTracing: Bool?
+    package var useReverseSearch: Bool?
+    package var useOODDetector: Bool?
+    package var zeroRetentionMode: Bool?
 
-    public init(
+    package init(
         callbackURL: String? = nil, visualize: Bool? = nil, frameLength: Int? = nil, startRegion: Double? = nil,
         endRegion: Double? = nil, maxVideoSecs: Double? = nil, maxVideoFPS: Double? = nil, modelTypes: String? = nil,
         pipeline: String? = nil, intelligence: Bool? = nil, audioSourceTracing: Bool? = nil,
@@ -60,7 +60,7 @@ public struct DetectionOptions: Sendable, Hashable, Codable, CustomStringConvert
     }
 
     /// The options as multipart form fields, in a fixed order: booleans as `true`/`false`, numbers as text.
-    public var formFields: [(name: String, value: String)] {
+    package var formFields: [(name: String, value: String)] {
         var fields: [(String, String)] = []
         func add(_ key: CodingKeys, _ value: String?) {
             if let value { fields.append((key.rawValue, value)) }
@@ -86,19 +86,19 @@ public struct DetectionOptions: Sendable, Hashable, Codable, CustomStringConvert
     }
 
     /// The optional products this request asks for, by their API names: a key may lack access to any of them.
-    public var optionalProducts: [String] {
+    package var optionalProducts: [String] {
         [("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing), ("use_reverse_search", useReverseSearch),
          ("use_ood_detector", useOODDetector)].compactMap { $0.1 == true ? $0.0 : nil }
     }
 
-    public var description: String {
+    package var description: String {
         formFields.map { $0.name == CodingKeys.callbackURL.rawValue ? "\($0.name)=[redacted]" : "\($0.name)=\($0.value)" }
             .joined(separator: " ")
     }
 }
 
 /// What `POST /detect` analyses: exactly one of a public URL, a secure-upload token, or a local file.
-public enum MediaSource: Sendable {
+package enum MediaSource: Sendable {
     case url(String)
     /// A token from `POST /secure_uploads`; a secret, never logged.
     case mediaToken(String)

@@ -1,6 +1,6 @@
 /// Any JSON value, for the parts of the API's responses whose shape is open (extra parameters, intelligence
 /// fields that are sometimes text and sometimes objects).
-public enum JSONValue: Sendable, Hashable, Codable {
+package enum JSONValue: Sendable, Hashable, Codable {
     case null
     case bool(Bool)
     case number(Double)
@@ -8,7 +8,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if container.decodeNil() {
             self = .null
@@ -25,7 +25,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
         case .null: try container.encodeNil()
@@ -38,7 +38,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// The text of a string value, or the number written as text; nil for other values.
-    public var stringValue: String? {
+    package var stringValue: String? {
         switch self {
         case .string(let value): value
         case .number(let value): value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value)
@@ -47,7 +47,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// A number, or a string holding one (the API sends scores both ways).
-    public var doubleValue: Double? {
+    package var doubleValue: Double? {
         switch self {
         case .number(let value): value
         case .string(let value): Double(value.trimmingCharacters(in: .whitespaces))
@@ -56,7 +56,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
     }
 
     /// The value at `key` of an object, or nil.
-    public subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         if case .object(let object) = self { return object[key] }
         return nil
     }

@@ -1,4 +1,5 @@
 import Foundation
+import TextEncodings
 
 /// Decoding that never lets a surprising field fail a whole response: the typed view is a convenience, and
 /// the raw JSON beside it keeps what the types could not read.
@@ -41,18 +42,6 @@ extension KeyedDecodingContainer {
     /// A nested value decoded as `T`, or nil when absent, null or of another shape.
     func lenient<T: Decodable>(_ type: T.Type, _ key: Key) -> T? {
         (try? decodeIfPresent(T.self, forKey: key)) ?? nil
-    }
-}
-
-/// ISO 8601 timestamps as the API writes them (`2024-01-15T10:30:00Z`, `2025-12-10T15:30:00.000Z`).
-public enum ISO8601Timestamp {
-    public static func parse(_ text: String) -> Date? {
-        if let date = try? Date(text, strategy: .iso8601) { return date }
-        return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
-
-    public static func format(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }
 

@@ -2,17 +2,17 @@ import Foundation
 
 /// A local media file opened for upload. It holds the open descriptor, so what is checked (a regular,
 /// non-empty file with an allowed extension) is exactly what gets sent, however the path changes meanwhile.
-public final class MediaFile: Sendable {
+package final class MediaFile: Sendable {
     /// The open, read-only descriptor; closed when the `MediaFile` is released.
-    public let descriptor: Int32
+    package let descriptor: Int32
     /// The name sent to the API (the last path component).
-    public let fileName: String
-    public let size: Int64
+    package let fileName: String
+    package let size: Int64
     /// The content type the API expects for the extension.
-    public let contentType: String
+    package let contentType: String
 
     /// Opens the file at `path` and checks it against the API's file constraints.
-    public convenience init(path: String) throws(DetectAPIError) {
+    package convenience init(path: String) throws(DetectAPIError) {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
             throw .invalidMedia("cannot open the media file: \(String(cString: strerror(errno)))")
@@ -21,7 +21,7 @@ public final class MediaFile: Sendable {
     }
 
     /// Takes ownership of an open descriptor (closing it if the checks fail) and checks the file it refers to.
-    public init(adopting descriptor: Int32, fileName: String) throws(DetectAPIError) {
+    package init(adopting descriptor: Int32, fileName: String) throws(DetectAPIError) {
         var info = stat()
         guard fstat(descriptor, &info) == 0 else {
             close(descriptor)
@@ -50,11 +50,11 @@ public final class MediaFile: Sendable {
     }
 
     /// How this file must reach the API: directly up to the cap, through a secure upload above it.
-    public var uploadPath: UploadPath { MediaFileConstraints.uploadPath(forSize: size) }
+    package var uploadPath: UploadPath { MediaFileConstraints.uploadPath(forSize: size) }
 }
 
 /// How a local file reaches the API.
-public enum UploadPath: String, Sendable {
+package enum UploadPath: String, Sendable {
     /// `multipart/form-data` to `POST /detect`, for files up to the direct-upload cap.
     case multipart
     /// `POST /secure_uploads`, then `POST /detect` with the token, for larger files.
@@ -62,15 +62,15 @@ public enum UploadPath: String, Sendable {
 }
 
 /// The API's file constraints (`submit-detection-job.md`, "File constraints").
-public enum MediaFileConstraints {
+package enum MediaFileConstraints {
     /// The direct-upload cap: 150 MB, read as decimal megabytes so no file the API could call too large
     /// is sent directly.
-    public static let directUploadLimit: Int64 = 150_000_000
+    package static let directUploadLimit: Int64 = 150_000_000
 
-    public static let audioExtensions: Set<String> = ["wav", "mp3", "m4a", "ogg", "aac", "flac", "amr"]
-    public static let videoExtensions: Set<String> = ["3gp", "3gpp", "mp4", "mov", "avi", "mkv", "webm"]
-    public static let imageExtensions: Set<String> = ["jpg", "jpeg", "png", "gif", "webp"]
-    public static var allowedExtensions: Set<String> { audioExtensions.union(videoExtensions).union(imageExtensions) }
+    package static let audioExtensions: Set<String> = ["wav", "mp3", "m4a", "ogg", "aac", "flac", "amr"]
+    package static let videoExtensions: Set<String> = ["3gp", "3gpp", "mp4", "mov", "avi", "mkv", "webm"]
+    package static let imageExtensions: Set<String> = ["jpg", "jpeg", "png", "gif", "webp"]
+    package static var allowedExtensions: Set<String> { audioExtensions.union(videoExtensions).union(imageExtensions) }
 
     private static let contentTypes: [String: String] = [
         "wav": "audio/wav", "mp3": "audio/mpeg", "m4a": "audio/mp4", "ogg": "audio/ogg", "aac": "audio/aac",
@@ -80,19 +80,19 @@ public enum MediaFileConstraints {
     ]
 
     /// The extension of a file name, lowercased, or nil when it has none.
-    public static func fileExtension(of fileName: String) -> String? {
+    package static func fileExtension(of fileName: String) -> String? {
         let ext = (fileName as NSString).pathExtension.lowercased()
         return ext.isEmpty ? nil : ext
     }
 
     /// The content type for an allowed extension, or nil when the API does not take the extension.
-    public static func contentType(forFileName fileName: String) -> String? {
+    package static func contentType(forFileName fileName: String) -> String? {
         fileExtension(of: fileName).flatMap { contentTypes[$0] }
     }
 
     /// Whether a content type is one the API accepts for the file's extension: the family of the extension
     /// (`audio/*` for audio), or `application/octet-stream`.
-    public static func accepts(contentType: String, forFileName fileName: String) -> Bool {
+    package static func accepts(contentType: String, forFileName fileName: String) -> Bool {
         guard let ext = fileExtension(of: fileName), allowedExtensions.contains(ext) else { return false }
         let type = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         if type == "application/octet-stream" { return true }
@@ -100,7 +100,7 @@ public enum MediaFileConstraints {
         return type.hasPrefix(family)
     }
 
-    public static func uploadPath(forSize size: Int64) -> UploadPath {
+    package static func uploadPath(forSize size: Int64) -> UploadPath {
         size <= directUploadLimit ? .multipart : .secureUpload
     }
 

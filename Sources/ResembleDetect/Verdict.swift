@@ -4,21 +4,21 @@
 ///
 /// This is the one place `is_fake` is decided, so the stored row, the alerts, the dashboard and
 /// `detectq status` cannot disagree.
-public struct Verdict: Sendable, Hashable {
+package struct Verdict: Sendable, Hashable {
     /// A track of a detection.
-    public enum Track: String, Sendable, Hashable, CaseIterable {
+    package enum Track: String, Sendable, Hashable, CaseIterable {
         case audio
         case visual
     }
 
     /// One track's own verdict, as the API gave it.
-    public struct TrackVerdict: Sendable, Hashable {
-        public var track: Track
-        public var label: String?
-        public var score: Double?
+    package struct TrackVerdict: Sendable, Hashable {
+        package var track: Track
+        package var label: String?
+        package var score: Double?
 
         /// Whether this track reads fake: its label says so, or its score is at or above `threshold`.
-        public func readsFake(threshold: Double?) -> Bool {
+        package func readsFake(threshold: Double?) -> Bool {
             if let label, DetectionItem.labelReadsFake(label) { return true }
             if let threshold, let score, score.isFinite { return score >= threshold }
             return false
@@ -27,11 +27,11 @@ public struct Verdict: Sendable, Hashable {
 
     /// Every track with a label or a score, the primary one first (the picture's for a video or an image,
     /// else the audio's).
-    public let tracks: [TrackVerdict]
+    package let tracks: [TrackVerdict]
     /// The tracks that read fake, in the same order.
-    public let fakeTracks: [Track]
+    package let fakeTracks: [Track]
 
-    public init(tracks: [TrackVerdict], threshold: Double?) {
+    package init(tracks: [TrackVerdict], threshold: Double?) {
         self.tracks = tracks
         let fake = tracks.filter { $0.readsFake(threshold: threshold) }
         fakeTracks = fake.map(\.track)
@@ -45,18 +45,18 @@ public struct Verdict: Sendable, Hashable {
     private let decided: Bool
 
     /// Fake when any track reads fake; nil when no track carries a verdict.
-    public var isFake: Bool? { decided ? !fakeTracks.isEmpty : nil }
+    package var isFake: Bool? { decided ? !fakeTracks.isEmpty : nil }
     /// The label of the verdict that made the request fake, else the primary track's.
-    public var label: String? { decisive?.label }
+    package var label: String? { decisive?.label }
     /// The score that goes with `label`.
-    public var score: Double? { decisive?.score }
+    package var score: Double? { decisive?.score }
     /// Each track's own label.
-    public func label(of track: Track) -> String? { tracks.first { $0.track == track }?.label }
+    package func label(of track: Track) -> String? { tracks.first { $0.track == track }?.label }
 }
 
 extension DetectionItem {
     /// Each track's own verdict, the primary track first.
-    public var trackVerdicts: [Verdict.TrackVerdict] {
+    package var trackVerdicts: [Verdict.TrackVerdict] {
         let audio = metrics.map { Verdict.TrackVerdict(track: .audio, label: $0.label, score: $0.aggregatedScore) }
         let visual: Verdict.TrackVerdict? = switch mediaType {
         case .video: videoMetrics.map { .init(track: .visual, label: $0.label, score: $0.score) }
@@ -70,7 +70,7 @@ extension DetectionItem {
     }
 
     /// The verdict over every track; `threshold` is `DETECTQ_FAKE_THRESHOLD` when one is set.
-    public func verdict(threshold: Double? = nil) -> Verdict {
+    package func verdict(threshold: Double? = nil) -> Verdict {
         Verdict(tracks: trackVerdicts, threshold: threshold)
     }
 }

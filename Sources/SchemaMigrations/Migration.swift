@@ -1,32 +1,33 @@
 import Crypto
 import Foundation
+import TextEncodings
 
 /// One numbered SQL file of the schema: its version (the file name's leading number), name, text and checksum.
-public struct Migration: Sendable, Hashable {
-    public let version: Int
+package struct Migration: Sendable, Hashable {
+    package let version: Int
     /// The file name, such as `0001_create_schema.sql`.
-    public let name: String
-    public let sql: String
+    package let name: String
+    package let sql: String
     /// SHA-256 of the file's bytes, in hex: an applied migration whose file changed is caught by it.
-    public let checksum: String
+    package let checksum: String
 
     /// A migration from a file named `<number>_<words>.sql` and its bytes.
-    public init(fileName: String, bytes: [UInt8]) {
+    package init(fileName: String, bytes: [UInt8]) {
         guard let version = Int(fileName.prefix(while: \.isNumber)), fileName.hasSuffix(".sql") else {
             preconditionFailure("a migration file is named <number>_<words>.sql, not \(fileName)")
         }
         self.version = version
         self.name = fileName
         self.sql = String(decoding: bytes, as: UTF8.self)
-        self.checksum = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        self.checksum = Hex.encode(SHA256.hash(data: bytes))
     }
 }
 
 /// detectq's own migrations, embedded in the binary at build time from the package's `migrations/` folder, so
 /// `detectq migrate` needs no files beside it. Adding a migration is a new file there and one line here
 /// (a test checks that the two lists agree).
-public enum DetectqMigrations {
-    public static let all: [Migration] = [
+package enum DetectqMigrations {
+    package static let all: [Migration] = [
         Migration(fileName: "0001_create_schema.sql", bytes: PackageResources._001_create_schema_sql),
         Migration(fileName: "0002_worker.sql", bytes: PackageResources._002_worker_sql),
         Migration(fileName: "0003_post_task_history.sql", bytes: PackageResources._003_post_task_history_sql),

@@ -3,20 +3,20 @@ import Postgres
 /// Applies pending migrations in order, each in its own transaction, and records each one with its checksum
 /// in `detectq.schema_migrations`. A session-level advisory lock makes concurrent runs from many hosts safe:
 /// they queue on the lock, and each later run finds the work done.
-public struct MigrationRunner: Sendable {
-    public let configuration: PostgresConfiguration
-    public let migrations: [Migration]
+package struct MigrationRunner: Sendable {
+    package let configuration: PostgresConfiguration
+    package let migrations: [Migration]
 
     /// The advisory lock key: "detectq" in ASCII.
     static let lockKey = 0x64_65_74_65_63_74_71
 
-    public init(configuration: PostgresConfiguration, migrations: [Migration] = DetectqMigrations.all) {
+    package init(configuration: PostgresConfiguration, migrations: [Migration] = DetectqMigrations.all) {
         self.configuration = configuration
         self.migrations = migrations.sorted { $0.version < $1.version }
     }
 
     /// Applies what is pending and reports what was applied.
-    public func migrate() async throws -> MigrationReport {
+    package func migrate() async throws -> MigrationReport {
         try validateVersions()
         let connection = try await PostgresConnection.connect(configuration)
         do {
@@ -79,22 +79,22 @@ public struct MigrationRunner: Sendable {
 }
 
 /// What a migration run did.
-public struct MigrationReport: Sendable {
+package struct MigrationReport: Sendable {
     /// Migrations applied by this run, in order.
-    public var applied: [Migration]
+    package var applied: [Migration]
     /// How many of this build's migrations were applied before.
-    public var alreadyApplied: Int
+    package var alreadyApplied: Int
     /// Migrations recorded in the database that this build does not have (applied by a newer detectq).
-    public var unknownToThisBuild: [String]
+    package var unknownToThisBuild: [String]
 }
 
 /// Why migrations could not be applied; each description is one line a person can act on.
-public enum MigrationError: Error, CustomStringConvertible {
+package enum MigrationError: Error, CustomStringConvertible {
     case duplicateVersion(Int)
     case changedAfterApplying(String, recorded: String, current: String)
     case failed(String, PostgresError)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .duplicateVersion(let version):
             return "two migrations share version \(version); give each file its own number"

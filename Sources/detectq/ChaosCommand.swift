@@ -1,6 +1,7 @@
 import ArgumentParser
 import ChaosRunner
 import Foundation
+import TextEncodings
 
 /// `detectq chaos`: kills, restarts and starves every part while requests flow, then checks the invariants.
 struct ChaosCommand: AsyncParsableCommand {
@@ -44,9 +45,7 @@ struct ChaosCommand: AsyncParsableCommand {
         }
         let report = try await run.run()
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            FileHandle.standardOutput.write(try encoder.encode(report) + Data("\n".utf8))
+            FileHandle.standardOutput.write(try JSONText.encoder(pretty: true).encode(report) + Data("\n".utf8))
         } else {
             print(report.text)
         }

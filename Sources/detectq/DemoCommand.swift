@@ -20,7 +20,7 @@ struct DemoCommand: AsyncParsableCommand {
         discussion: """
             With DATABASE_URL set, the demo uses that database (its rows stay, tagged metadata.demo); with \
             RESEMBLE_API_TOKEN set, it calls the real API at RESEMBLE_BASE_URL (files only, unless --url names \
-            public media).
+            package media).
             """
     )
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Postgres
+import TextEncodings
 
 /// `detectq enqueue`: inserts one request from the command line (programs use SQL) and prints its id.
 struct EnqueueCommand: AsyncParsableCommand {
@@ -35,7 +36,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         guard [url, path, token].compactMap({ $0 }).count == 1 else {
             throw ValidationError("give exactly one of --url, --path and --token")
         }
-        if let runAt, (try? Date(runAt, strategy: .iso8601)) == nil {
+        if let runAt, ISO8601Timestamp.parse(runAt) == nil {
             throw ValidationError("--run-at must be an ISO 8601 time such as 2026-11-22T18:00:00Z")
         }
     }
@@ -53,7 +54,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         add("max_attempts", maxAttempts)
         add("idempotency_key", idempotencyKey)
         add("metadata", metadata.map { PostgresJSON(text: $0) })
-        add("run_at", runAt.flatMap { try? Date($0, strategy: .iso8601) })
+        add("run_at", runAt.flatMap(ISO8601Timestamp.parse))
         add("frame_length", frameLength)
         add("start_region", startRegion)
         add("end_region", endRegion)

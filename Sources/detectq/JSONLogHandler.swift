@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import TextEncodings
 
 /// Writes each log record as one JSON object per line on standard error (`DETECTQ_LOG_FORMAT=json`):
 /// `ts`, `level`, `logger`, `message`, and the record's metadata (`request_id`, `remote_uuid`, …) as fields.
@@ -25,11 +26,11 @@ struct JSONLogHandler: LogHandler {
             .merging(metadataProvider?.get() ?? [:]) { $1 }
             .merging(event.metadata ?? [:]) { $1 }
         for (key, value) in merged { fields[key] = Self.plain(value) }
-        fields["ts"] = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        fields["ts"] = ISO8601Timestamp.format(Date())
         fields["level"] = event.level.rawValue
         fields["logger"] = label
         fields["message"] = event.message.description
-        guard var line = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        guard var line = try? JSONText.serialize(fields) else { return }
         line.append(0x0A)
         FileHandle.standardError.write(line)
     }

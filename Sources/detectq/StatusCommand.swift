@@ -3,6 +3,7 @@ import DetectQueue
 import Foundation
 import Postgres
 import ResembleDetect
+import TextEncodings
 
 /// `detectq status`: counts by state, the oldest claimable request's age, claims per worker, failures
 /// grouped by reason, and the post-task backlog per processor.
@@ -68,8 +69,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     /// Prints the report once, or again every `interval` with `--watch`.
     private func show(_ pool: PostgresConnectionPool) async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = watch ? [.sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder(pretty: !watch)
         let clearsScreen = watch && !json && isatty(STDOUT_FILENO) == 1
         repeat {
             let report: Report

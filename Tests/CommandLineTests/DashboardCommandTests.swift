@@ -38,7 +38,7 @@ struct DashboardCommandTests {
         let database = try await TestDatabase.createMigratedDatabase()
         let uri = try TestDatabase.connectionURI(database: database.database!)
         let port = try LoopbackPort.free()
-        let dashboard = try DetectqProcess.start(["dashboard", "--port", "\(port)"], environment: [
+        let dashboard = try await DetectqProcess.start(["dashboard", "--port", "\(port)"], environment: [
             "DATABASE_URL": uri, "DETECTQ_DASHBOARD_TOKEN": Self.token,
         ])
         _ = try? await dashboard.waitForLine(containing: "dashboard listening")
@@ -61,7 +61,7 @@ struct DashboardCommandTests {
         let environment = ["DATABASE_URL": uri, "RESEMBLE_BASE_URL": "http://127.0.0.1:9/api/v2", "DETECTQ_DASHBOARD_TOKEN": Self.token]
 
         let plainPort = try LoopbackPort.free()
-        let plain = try DetectqProcess.start(["worker"], environment: environment.merging([
+        let plain = try await DetectqProcess.start(["worker"], environment: environment.merging([
             "DETECTQ_HTTP_PORT": "\(plainPort)", "DETECTQ_WORKER_ID": "plain-worker",
         ]) { $1 })
         _ = try? await plain.waitForLine(containing: "worker started")
@@ -70,7 +70,7 @@ struct DashboardCommandTests {
         #expect(off?.status == 404, "off unless DETECTQ_DASHBOARD=1")
 
         let port = try LoopbackPort.free()
-        let worker = try DetectqProcess.start(["worker"], environment: environment.merging([
+        let worker = try await DetectqProcess.start(["worker"], environment: environment.merging([
             "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_WORKER_ID": "dashboard-worker", "DETECTQ_DASHBOARD": "1",
             "DETECTQ_DASHBOARD_READONLY": "1",
         ]) { $1 })

@@ -88,7 +88,7 @@ struct MetricsTests {
                    (ARRAY['callback', 'poll', 'sync', 'callback'])[n % 4 + 1], 20
             FROM generate_series(1, 20) AS n
             """)
-        let worker = try DetectqProcess.start(["worker"], environment: [
+        let worker = try await DetectqProcess.start(["worker"], environment: [
             "DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!),
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_HTTP_PORT": "\(port)",
             "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_CALLBACK_TIMEOUT": "2", "DETECTQ_API_RATE_LIMIT": "10",

@@ -85,14 +85,14 @@ struct StatusWatchTests {
         let pool = PostgresConnectionPool(configuration: database, maximumConnections: 1)
         try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/a.wav')")
 
-        let text = try DetectqProcess.start(["status", "--watch", "--interval", "0.2"], environment: environment)
+        let text = try await DetectqProcess.start(["status", "--watch", "--interval", "0.2"], environment: environment)
         try await waitUntil("status --watch refreshes") { text.output.components(separatedBy: "detectq status at").count - 1 >= 2 }
         let output = text.output
         await text.stop(signal: SIGINT)
         #expect(output.components(separatedBy: "detectq status at").count - 1 >= 2, "it refreshed: \(output)")
         #expect(output.contains("queued           1"))
 
-        let json = try DetectqProcess.start(["status", "--watch", "--json", "--interval", "0.2"], environment: environment)
+        let json = try await DetectqProcess.start(["status", "--watch", "--json", "--interval", "0.2"], environment: environment)
         _ = try await json.waitForLine(containing: "\"states\"")
         try await pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/b.wav')")
         try await waitUntil("a report counts the new request") { json.output.contains(#""queued":2"#) }

@@ -33,7 +33,7 @@ struct SecuritySurfaceTests {
         let environment = ["DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_POLL_INTERVAL": "0.2",
                            "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_RETRY_MAX_SECONDS": "1"]
 
-        let refused = try DetectqProcess.start(["worker"], environment: environment.merging([
+        let refused = try await DetectqProcess.start(["worker"], environment: environment.merging([
             "RESEMBLE_API_TOKEN": Self.wrongToken, "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())",
         ]) { $1 })
         let refusal = try? await refused.waitForLine(containing: "RESEMBLE_API_TOKEN")
@@ -43,7 +43,7 @@ struct SecuritySurfaceTests {
         #expect(!refusedOutput.contains(Self.wrongToken), "a refused token is not printed: \(refusedOutput)")
 
         let port = try LoopbackPort.free()
-        let worker = try DetectqProcess.start(["worker"], environment: environment.merging([
+        let worker = try await DetectqProcess.start(["worker"], environment: environment.merging([
             "RESEMBLE_API_TOKEN": Self.token, "DETECTQ_HTTP_PORT": "\(port)",
         ]) { $1 })
         try await waitUntil("every request is finished") {

@@ -6,7 +6,7 @@ import Testing
 @Suite("detectq simulate as a process", .stopsWhatItStarts)
 struct SimulateCommandTests {
     @Test func theStandaloneSimulatorAnswersAndRequiresTheToken() async throws {
-        let simulator = try DetectqProcess.start(["simulate", "--port", "0"], environment: ["RESEMBLE_API_TOKEN": "readme-token"])
+        let simulator = try await DetectqProcess.start(["simulate", "--port", "0"], environment: ["RESEMBLE_API_TOKEN": "readme-token"])
         let line = try await simulator.waitForLine(containing: "listening on")
         let baseURL = try #require(line.split(separator: " ").first { $0.hasPrefix("http://") }.map(String.init))
         #expect(line.contains("bearer token required"))

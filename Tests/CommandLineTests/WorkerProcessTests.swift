@@ -24,9 +24,9 @@ struct WorkerProcessTests {
             )
         }
 
-        func worker(_ id: String, extra: [String: String] = [:]) throws -> DetectqProcess {
+        func worker(_ id: String, extra: [String: String] = [:]) async throws -> DetectqProcess {
             let port = try LoopbackPort.free()
-            return try DetectqProcess.start(["worker"], environment: [
+            return try await DetectqProcess.start(["worker"], environment: [
                 "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": id,
                 "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_LEASE_SECONDS": "2", "DETECTQ_POLL_INTERVAL": "0.3",
                 "DETECTQ_RETRY_BASE_SECONDS": "0.2", "DETECTQ_RETRY_MAX_SECONDS": "1", "DETECTQ_SHUTDOWN_GRACE_SECONDS": "10",
@@ -50,7 +50,7 @@ struct WorkerProcessTests {
             SELECT 'https://cdn.example.com/' || mode || '-' || n || '.wav', mode
             FROM generate_series(1, 8) AS n, unnest(ARRAY['sync', 'poll']) AS mode
             """)
-        let first = try setup.worker("doomed")
+        let first = try await setup.worker("doomed")
         do {
             try await setup.waitFor("wait_mode = 'poll' AND remote_uuid IS NOT NULL", count: 8)
             try await setup.waitFor("wait_mode = 'sync' AND submit_started_at IS NOT NULL", count: 8)
@@ -66,7 +66,7 @@ struct WorkerProcessTests {
         await setup.simulator.state.setLatency(.milliseconds(300))
         await setup.simulator.state.fastForward()
 
-        let second = try setup.worker("survivor")
+        let second = try await setup.worker("survivor")
         try await setup.waitFor("state = 'completed'", count: 16)
         #expect(await second.stop() == 0)
 
@@ -90,12 +90,12 @@ struct WorkerProcessTests {
         let sink = try await HTTPRecorder.start(stallFirst: 1, stall: .seconds(60))
         let alerts = ["DETECTQ_ALERT_WEBHOOK_URL": sink.baseURL + "/hook"]
         try await setup.pool.query("INSERT INTO detectq.requests (media_url) VALUES ('https://cdn.example.com/fake-alert.wav')")
-        let first = try setup.worker("doomed-alerter", extra: alerts)
+        let first = try await setup.worker("doomed-alerter", extra: alerts)
         let stalled = await sink.deliveries(count: 1)
         #expect(stalled.count == 1, "the first delivery reached the sink and hangs there")
         await first.stop(signal: SIGKILL)
 
-        let second = try setup.worker("rescuer", extra: alerts)
+        let second = try await setup.worker("rescuer", extra: alerts)
         try await waitUntil("the rescued alert is delivered") {
             try await setup.pool.query("""
                 SELECT count(*) AS n FROM detectq.post_tasks WHERE processor = 'alert.webhook' AND state = 'completed'
@@ -120,7 +120,7 @@ struct WorkerProcessTests {
             INSERT INTO detectq.requests (media_url, wait_mode) SELECT 'https://cdn.example.com/t' || n || '.wav', 'sync'
             FROM generate_series(1, 30) AS n
             """)
-        let worker = try setup.worker("graceful", extra: ["DETECTQ_CONCURRENCY": "10"])
+        let worker = try await setup.worker("graceful", extra: ["DETECTQ_CONCURRENCY": "10"])
         try await setup.waitFor("state = 'submitting' AND submit_started_at IS NOT NULL", count: 5)
         let stopping = ContinuousClock.now
         let status = await worker.stop(signal: SIGTERM)
@@ -130,7 +130,7 @@ struct WorkerProcessTests {
         #expect(try await setup.count("state = 'submitting'") == 0, "nothing is left holding a lease")
         #expect(try await setup.count("state = 'queued' AND attempt > 0") == 0, "released requests did not spend an attempt")
 
-        let next = try setup.worker("successor")
+        let next = try await setup.worker("successor")
         try await setup.waitFor("state = 'completed'", count: 30)
         #expect(await next.stop() == 0)
         let stats = await setup.simulator.state.snapshot()
@@ -155,6 +155,25 @@ struct WorkerConfigurationProcessTests {
         #expect(lines.count == 1, "\(outcome.standardError)")
         #expect(lines.first?.hasPrefix("detectq worker: \(variable) must be") == true, "\(outcome.standardError)")
         #expect(!outcome.standardError.contains("secret"))
+    }
+
+    /// A schema older than the worker (its transition table lacks a change the worker's state machine makes)
+    /// would refuse that change mid-run: the worker refuses to start instead, naming the change and the fix.
+    @Test(.enabled(if: TestDatabase.isEnabled))
+    func aSchemaThatWouldRefuseAChangeStopsTheWorkerAtStart() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        try await pool.query("DELETE FROM detectq.request_state_transitions WHERE from_state = 'retrying' AND to_state = 'awaiting_result'")
+        await pool.close()
+        let outcome = try await DetectqExecutable.run(["worker"], environment: [
+            "DATABASE_URL": try TestDatabase.connectionURI(database: configuration.database!), "RESEMBLE_API_TOKEN": "tok-secret-2",
+            "RESEMBLE_BASE_URL": "http://127.0.0.1:9/api/v2", "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())",
+        ])
+        #expect(outcome.status != 0)
+        let lines = outcome.standardError.split(separator: "\n")
+        #expect(lines.count == 1, "\(outcome.standardError)")
+        #expect(lines.first?.hasPrefix("detectq worker: DATABASE_URL must be") == true, "\(outcome.standardError)")
+        #expect(outcome.standardError.contains("request retrying → awaiting_result") && outcome.standardError.contains("detectq migrate"))
     }
 
     /// Numbers that became durations by multiplying and converting, and trapped the process: each is now
@@ -207,7 +226,7 @@ struct JSONLogTests {
             """)
         try await pool.query("INSERT INTO detectq.requests (media_token, max_attempts) VALUES (\(mediaToken), 30)")
         let port = try LoopbackPort.free()
-        let worker = try DetectqProcess.start(["worker"], environment: [
+        let worker = try await DetectqProcess.start(["worker"], environment: [
             "DATABASE_URL": uri, "RESEMBLE_BASE_URL": simulator.baseURL, "RESEMBLE_API_TOKEN": apiToken,
             "DETECTQ_LOG_FORMAT": "json", "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)",
             "DETECTQ_CALLBACK_TIMEOUT": "1", "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.1",

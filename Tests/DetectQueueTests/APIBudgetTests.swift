@@ -3,6 +3,7 @@ import DetectqTestSupport
 import Foundation
 import Postgres
 import Testing
+import WorkerTestSupport
 
 @Suite("The API budget is shared by every worker", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct APIBudgetTests {
@@ -15,6 +16,7 @@ struct APIBudgetTests {
                 group.addTask {
                     // One worker with four requests in flight, as a worker with concurrency has.
                     let budget = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2), ratePerSecond: rate)
+                    RunningServices.start(budget.writers)
                     return try await withThrowingTaskGroup(of: [Double].self) { callers in
                         for _ in 0..<4 {
                             callers.addTask {

@@ -25,6 +25,7 @@ struct CoalescedWriteTests {
         let fixture = try await StoreFixture.make()
         try await fixture.insert(200)
         let store = fixture.store(worker: "w1")
+        RunningServices.start(store.writers)
         let claimed = try await store.claim(workerID: "w1", limit: 100, lease: .seconds(60))
             + store.claim(workerID: "w1", limit: 100, lease: .seconds(60))
         #expect(claimed.count == 200)
@@ -70,6 +71,7 @@ struct CoalescedWriteTests {
         let fixture = try await StoreFixture.make()
         try await fixture.insert(20)
         let store = fixture.store(worker: "w1")
+        RunningServices.start(store.writers)
         let claimed = try await store.claim(workerID: "w1", limit: 20, lease: .seconds(60))
         let poisoned = claimed[7].id
         let outcomes = try await withThrowingTaskGroup(of: (Int, Bool?).self) { group in
@@ -92,6 +94,7 @@ struct CoalescedWriteTests {
         let fixture = try await StoreFixture.make()
         try await fixture.insert(2)
         let store = fixture.store(worker: "w1")
+        RunningServices.start(store.writers)
         let claimed = try await store.claim(workerID: "w1", limit: 2, lease: .seconds(60))
         try await fixture.admin.query("UPDATE detectq.requests SET state = 'cancelled', locked_by = NULL, locked_until = NULL WHERE id = \(claimed[0].id)")
         async let first = store.complete(claimed[0], workerID: "w1", result: try result("a"), postProcessors: ["p"])
@@ -104,6 +107,7 @@ struct CoalescedWriteTests {
     @Test func concurrentCallersGetDistinctSlotsOneIntervalApart() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
         let budget = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2), ratePerSecond: 100)
+        RunningServices.start(budget.writers)
         let slots = try await withThrowingTaskGroup(of: Date.self) { group in
             for _ in 0..<40 { group.addTask { try await budget.acquire().slot } }
             return try await group.reduce(into: [Date]()) { $0.append($1) }

@@ -8,25 +8,25 @@ import Synchronization
 
 /// A local HTTP endpoint that records every POST it receives (path, headers, body), standing in for a
 /// callback receiver or an alert sink. It can refuse deliveries on purpose: every other one with 503.
-public final class HTTPRecorder: Sendable {
+package final class HTTPRecorder: Sendable {
     /// One request received.
-    public struct Delivery: Sendable {
-        public let path: String
-        public let headers: [String: String]
-        public let body: [UInt8]
+    package struct Delivery: Sendable {
+        package let path: String
+        package let headers: [String: String]
+        package let body: [UInt8]
         /// Whether the recorder refused it (with 503).
-        public let refused: Bool
+        package let refused: Bool
 
-        public var text: String { String(decoding: body, as: UTF8.self) }
+        package var text: String { String(decoding: body, as: UTF8.self) }
 
         /// A header's value, whatever the case of its name.
-        public func header(_ name: String) -> String? { headers[name.lowercased()] }
+        package func header(_ name: String) -> String? { headers[name.lowercased()] }
     }
 
     private let store: DeliveryStore
     private let server: InProcessServer
     /// The recorder's base URL, `http://127.0.0.1:<port>`.
-    public let baseURL: String
+    package let baseURL: String
 
     private init(store: DeliveryStore, server: InProcessServer, baseURL: String) {
         self.store = store
@@ -36,7 +36,7 @@ public final class HTTPRecorder: Sendable {
 
     /// Starts a recorder; with `refuseEveryOther`, the 1st, 3rd, 5th… deliveries get 503; the first
     /// `stallFirst` deliveries are recorded at once but answered only after `stall` (a sink that hangs).
-    public static func start(refuseEveryOther: Bool = false, stallFirst: Int = 0, stall: Duration = .seconds(30)) async throws -> HTTPRecorder {
+    package static func start(refuseEveryOther: Bool = false, stallFirst: Int = 0, stall: Duration = .seconds(30)) async throws -> HTTPRecorder {
         let store = DeliveryStore()
         let (ports, portContinuation) = AsyncStream.makeStream(of: Int.self)
         let router = Router()
@@ -67,15 +67,15 @@ public final class HTTPRecorder: Sendable {
     }
 
     /// Everything received so far.
-    public var deliveries: [Delivery] { store.all }
+    package var deliveries: [Delivery] { store.all }
 
     /// Waits up to `timeout` until `count` deliveries have arrived, and returns all received by then.
-    public func deliveries(count: Int, within timeout: Duration = generousDeadline) async -> [Delivery] {
+    package func deliveries(count: Int, within timeout: Duration = generousDeadline) async -> [Delivery] {
         (try? await waitFor("\(count) deliveries arrive", timeout: timeout) { store.count >= count ? store.all : nil }) ?? store.all
     }
 
     /// Stops serving; a stalled delivery is cut after a few seconds.
-    public func stop() async {
+    package func stop() async {
         await server.stop(within: .seconds(5))
     }
 }

@@ -9,14 +9,14 @@ import InputNumbers
 /// A run is bounded in time (`DETECTQ_FUZZ_SECONDS`, default `defaultSeconds`) and repeatable: it prints its
 /// seed, and `DETECTQ_FUZZ_SEED` replays it. A crash found this way is kept as a file in the test's
 /// regression corpus, which every run replays first.
-public struct Mutator: RandomNumberGenerator {
+package struct Mutator: RandomNumberGenerator {
     private var random: SeededRandom
-    public let seed: UInt64
+    package let seed: UInt64
     private let corpus: [[UInt8]]
     /// Byte strings worth dropping into a document: JSON syntax, edge numbers, escapes, and the caller's own.
     private let tokens: [[UInt8]]
 
-    public init(corpus: [[UInt8]], tokens extra: [String] = [], seed: UInt64? = nil) {
+    package init(corpus: [[UInt8]], tokens extra: [String] = [], seed: UInt64? = nil) {
         let chosen = seed ?? ProcessInfo.processInfo.environment["DETECTQ_FUZZ_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1 ... .max)
         self.seed = chosen
         random = SeededRandom(seed: chosen)
@@ -31,17 +31,17 @@ public struct Mutator: RandomNumberGenerator {
         ] + extra).map { Array($0.utf8) }
     }
 
-    public mutating func next() -> UInt64 { random.next() }
+    package mutating func next() -> UInt64 { random.next() }
 
     /// A new input: a corpus entry with one to eight mutations stacked.
-    public mutating func input() -> [UInt8] {
+    package mutating func input() -> [UInt8] {
         var bytes = corpus.randomElement(using: &self)!
         for _ in 0..<Int.random(in: 1...8, using: &self) { mutate(&bytes) }
         return bytes
     }
 
     /// A short string of the same kind, for header values and path segments.
-    public mutating func shortString(from examples: [String]) -> String {
+    package mutating func shortString(from examples: [String]) -> String {
         var bytes = Array((examples.randomElement(using: &self) ?? "").utf8)
         for _ in 0..<Int.random(in: 0...3, using: &self) { mutate(&bytes) }
         return String(decoding: bytes.prefix(300), as: UTF8.self)
@@ -80,7 +80,7 @@ public struct Mutator: RandomNumberGenerator {
 }
 
 /// How long one fuzz target runs: `DETECTQ_FUZZ_SECONDS`, or the caller's default.
-public func fuzzBudget(defaultSeconds: Double) -> Duration {
+package func fuzzBudget(defaultSeconds: Double) -> Duration {
     let fallback = Duration.milliseconds(Int64(defaultSeconds * 1000))
     guard let text = ProcessInfo.processInfo.environment["DETECTQ_FUZZ_SECONDS"] else { return fallback }
     return (try? InputNumbers.seconds(text, from: "DETECTQ_FUZZ_SECONDS", in: .zero...(.seconds(86_400)), outOfRange: .clamp)) ?? fallback

@@ -3,7 +3,7 @@ import EmbeddedPostgres
 
 extension DetectSimulator {
     /// Starts a simulator in this process that is stopped when the test ends (`.stopsWhatItStarts`).
-    public static func startForTest(configuration: SimulatorConfiguration = .init()) async throws -> DetectSimulator {
+    package static func startForTest(configuration: SimulatorConfiguration = .init()) async throws -> DetectSimulator {
         let simulator = try await start(configuration: configuration)
         TestResources.stopAtEnd { await simulator.stop() }
         return simulator
@@ -12,7 +12,7 @@ extension DetectSimulator {
 
 extension ThrowawayPostgresCluster {
     /// Starts a throwaway cluster that is destroyed when the test ends (`.stopsWhatItStarts`).
-    public static func startForTest(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
+    package static func startForTest(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
         let cluster = try await start(durableCommits: durableCommits)
         TestResources.stopAtEnd { await cluster.destroy() }
         return cluster

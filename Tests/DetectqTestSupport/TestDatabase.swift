@@ -4,16 +4,16 @@ import SchemaMigrations
 
 /// The PostgreSQL server the tests run against: `scripts/test.sh` starts a throwaway cluster and sets
 /// `DATABASE_URL`. Each suite makes databases of its own on it, so suites never see each other's rows.
-public enum TestDatabase {
+package enum TestDatabase {
     /// The server's connection string, when one is configured.
-    public static let connectionString = ProcessInfo.processInfo.environment["DATABASE_URL"]
+    package static let connectionString = ProcessInfo.processInfo.environment["DATABASE_URL"]
 
     /// True when tests that need the database should run: a server is configured, or this is CI, where a
     /// missing server must fail those tests rather than skip them.
-    public static let isEnabled = connectionString != nil || ProcessInfo.processInfo.environment["CI"] != nil
+    package static let isEnabled = connectionString != nil || ProcessInfo.processInfo.environment["CI"] != nil
 
     /// The configuration of the server's default database.
-    public static func serverConfiguration(applicationName: String? = nil) throws -> PostgresConfiguration {
+    package static func serverConfiguration(applicationName: String? = nil) throws -> PostgresConfiguration {
         guard let connectionString else {
             throw TestSetupError("DATABASE_URL is not set: run the tests with scripts/test.sh")
         }
@@ -21,7 +21,7 @@ public enum TestDatabase {
     }
 
     /// A new, empty database on the test server.
-    public static func createDatabase() async throws -> PostgresConfiguration {
+    package static func createDatabase() async throws -> PostgresConfiguration {
         let server = try serverConfiguration()
         let name = "detectq_test_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
         let admin = try await PostgresConnection.connect(server)
@@ -36,7 +36,7 @@ public enum TestDatabase {
     }
 
     /// A connection URI for another database on the test server (for child processes, which read `DATABASE_URL`).
-    public static func connectionURI(database: String) throws -> String {
+    package static func connectionURI(database: String) throws -> String {
         guard let connectionString, var components = URLComponents(string: connectionString) else {
             throw TestSetupError("DATABASE_URL must be a postgresql:// URI for tests that start processes")
         }
@@ -45,7 +45,7 @@ public enum TestDatabase {
     }
 
     /// A new database with detectq's schema migrated in.
-    public static func createMigratedDatabase() async throws -> PostgresConfiguration {
+    package static func createMigratedDatabase() async throws -> PostgresConfiguration {
         let configuration = try await createDatabase()
         _ = try await MigrationRunner(configuration: configuration).migrate()
         return configuration
@@ -53,7 +53,7 @@ public enum TestDatabase {
 }
 
 /// The test environment is not what the tests need; the message says how to fix it.
-public struct TestSetupError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+package struct TestSetupError: Error, CustomStringConvertible {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }

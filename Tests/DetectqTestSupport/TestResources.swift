@@ -4,14 +4,14 @@ import Testing
 /// What one test started (worker processes, servers, workers in this process, clusters), so that all of it is
 /// stopped when the test ends, whether it passed, failed or threw. The helpers that start things register
 /// their stops here; the `.stopsWhatItStarts` trait gives every test of a suite a registry of its own.
-public final class TestResources: Sendable {
+package final class TestResources: Sendable {
     @TaskLocal static var current: TestResources?
 
     private let stops = Mutex<[@Sendable () async -> Void]>([])
 
     /// Has `stop` run when the current test ends (in reverse order of registration). Outside a test with the
     /// trait, the caller's own stop is all there is.
-    public static func stopAtEnd(_ stop: @escaping @Sendable () async -> Void) {
+    package static func stopAtEnd(_ stop: @escaping @Sendable () async -> Void) {
         current?.stops.withLock { $0.append(stop) }
     }
 
@@ -25,14 +25,14 @@ public final class TestResources: Sendable {
 }
 
 /// Stops what each test starts when the test ends, pass or fail: see `TestResources`.
-public struct StopsWhatItStarts: TestTrait, SuiteTrait, TestScoping {
-    public var isRecursive: Bool { true }
+package struct StopsWhatItStarts: TestTrait, SuiteTrait, TestScoping {
+    package var isRecursive: Bool { true }
 
-    public func scopeProvider(for test: Test, testCase: Test.Case?) -> StopsWhatItStarts? {
+    package func scopeProvider(for test: Test, testCase: Test.Case?) -> StopsWhatItStarts? {
         test.isSuite ? nil : self
     }
 
-    public func provideScope(
+    package func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
         let resources = TestResources()
@@ -48,5 +48,5 @@ public struct StopsWhatItStarts: TestTrait, SuiteTrait, TestScoping {
 
 extension Trait where Self == StopsWhatItStarts {
     /// Every test this applies to stops the processes, servers and workers it started when it ends, pass or fail.
-    public static var stopsWhatItStarts: Self { Self() }
+    package static var stopsWhatItStarts: Self { Self() }
 }

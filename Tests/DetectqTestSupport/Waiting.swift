@@ -1,11 +1,11 @@
 /// How long a test waits for a condition before it fails: long enough for a machine busy with other work (the
 /// stress run competes with one CPU-bound process per core), and a test that waits for what it asserts
 /// never waits longer than the condition takes to come true.
-public let generousDeadline: Duration = .seconds(120)
+package let generousDeadline: Duration = .seconds(120)
 
 /// Waits until `condition` holds, checking every `interval`; throws a `TestSetupError` naming `what` if it
 /// has not held by `timeout`. Tests wait for the condition they assert, never for a guessed duration.
-public func waitUntil(
+package func waitUntil(
     _ what: String, timeout: Duration = generousDeadline, interval: Duration = .milliseconds(50),
     _ condition: () async throws -> Bool
 ) async throws {
@@ -14,7 +14,7 @@ public func waitUntil(
 
 /// Waits until `value` returns something, checking every `interval`, and returns it; throws a
 /// `TestSetupError` naming `what` if nothing came by `timeout`.
-public func waitFor<Value>(
+package func waitFor<Value>(
     _ what: String, timeout: Duration = generousDeadline, interval: Duration = .milliseconds(50),
     _ value: () async throws -> Value?
 ) async throws -> Value {

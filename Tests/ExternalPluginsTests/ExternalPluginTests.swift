@@ -68,4 +68,32 @@ struct ExternalPluginTests {
         try? FileManager.default.removeItem(at: plugins)
         await harness.stop()
     }
+
+    /// A worker that stops while a plugin runs gives it the grace period, then cancels its task: the plugin
+    /// and the children it started are killed with it, not left behind.
+    @Test func aCancelledPluginIsKilledWithItsChildren() async throws {
+        let harness = try await WorkerHarness.start()
+        let plugins = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-plugins-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: plugins, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: plugins) }
+        let pids = plugins.appendingPathComponent(".pids")
+        let url = plugins.appendingPathComponent("lingers.sh")
+        try Data("#!/bin/sh\ncat > /dev/null\nsleep 300 &\necho $$ $! > '\(pids.path)'\nwait\n".utf8).write(to: url)
+        chmod(url.path, 0o755)
+        let id = try await harness.insert("media_url", ["https://cdn.example.com/plugin-cancelled.wav"])
+        let worker = harness.startWorker(
+            try harness.configuration(environment: ["DETECTQ_SHUTDOWN_GRACE_SECONDS": "1"]),
+            postProcessors: [ExecutablePlugin(executable: url, timeLimit: .seconds(600))]
+        )
+        let running = try await waitFor("the plugin and its child are running") { () -> [pid_t]? in
+            guard let text = try? String(contentsOf: pids, encoding: .utf8) else { return nil }
+            let numbers = text.split(whereSeparator: \.isWhitespace).compactMap { pid_t($0) }
+            return numbers.count == 2 ? numbers : nil
+        }
+        #expect(running.allSatisfy { kill($0, 0) == 0 }, "both alive before the worker stops")
+        await worker.stop()
+        try await waitUntil("the plugin and its child are gone") { running.allSatisfy { kill($0, 0) != 0 } }
+        let task = try await harness.pool.query("SELECT state::text AS state FROM detectq.post_tasks WHERE request_id = \(id)")[0]
+        #expect(try task.decode("state", as: String.self) == "running", "left to its lease for another worker, not failed")
+    }
 }

@@ -6,6 +6,7 @@ import Postgres
 import ResembleDetect
 import Testing
 import WorkerTestSupport
+import TextEncodings
 
 @Suite("Alert sinks", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct AlertSinkTests {

@@ -1,6 +1,7 @@
 import Foundation
 @testable import ResembleDetect
 import Testing
+import TextEncodings
 
 /// Every JSON example of the API's pages, copied byte for byte by scripts/extract-api-fixtures.py.
 enum Fixtures {

@@ -9,21 +9,21 @@ import ServiceLifecycle
 
 /// A migrated database, a simulator, a media root, and workers running in this process: what the tests of the
 /// worker and of each post-processor start from.
-public struct WorkerHarness: Sendable {
-    public let database: PostgresConfiguration
-    public let pool: PostgresConnectionPool
-    public let simulator: DetectSimulator
-    public let mediaRoot: URL
+package struct WorkerHarness: Sendable {
+    package let database: PostgresConfiguration
+    package let pool: PostgresConnectionPool
+    package let simulator: DetectSimulator
+    package let mediaRoot: URL
 
     /// A harness over a database of its own (a cluster a test starts and stops, say); the caller stops it.
-    public init(database: PostgresConfiguration, pool: PostgresConnectionPool, simulator: DetectSimulator, mediaRoot: URL) {
+    package init(database: PostgresConfiguration, pool: PostgresConnectionPool, simulator: DetectSimulator, mediaRoot: URL) {
         self.database = database
         self.pool = pool
         self.simulator = simulator
         self.mediaRoot = mediaRoot
     }
 
-    public static func start(_ simulatorConfiguration: SimulatorConfiguration = .init(purgeDelay: .milliseconds(200))) async throws -> WorkerHarness {
+    package static func start(_ simulatorConfiguration: SimulatorConfiguration = .init(purgeDelay: .milliseconds(200))) async throws -> WorkerHarness {
         let database = try await TestDatabase.createMigratedDatabase()
         let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-worker-media-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
@@ -36,7 +36,7 @@ public struct WorkerHarness: Sendable {
     }
 
     /// A worker configuration against this harness; `callbacks` gives it a callback receiver on a free port.
-    public func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
+    package func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
         var settings = [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
             "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
@@ -59,7 +59,7 @@ public struct WorkerHarness: Sendable {
 
     /// Runs a worker until `stop` is called on the returned handle; by default with one post-processor,
     /// `test.alert`, that applies to fakes and does nothing.
-    public func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
+    package func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
         let worker = Worker(
             configuration: configuration, postProcessors: postProcessors,
             logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -72,14 +72,14 @@ public struct WorkerHarness: Sendable {
 
     /// Writes a media file under the media root.
     @discardableResult
-    public func writeMedia(_ relativePath: String, _ contents: String) throws -> URL {
+    package func writeMedia(_ relativePath: String, _ contents: String) throws -> URL {
         let url = mediaRoot.appendingPathComponent(relativePath)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         try Data(contents.utf8).write(to: url)
         return url
     }
 
-    public func insert(_ columns: String, _ values: [any PostgresEncodable]) async throws -> Int {
+    package func insert(_ columns: String, _ values: [any PostgresEncodable]) async throws -> Int {
         let placeholders = (1...values.count).map { "$\($0)" }.joined(separator: ", ")
         return try await pool.query(PostgresQuery(
             sql: "INSERT INTO detectq.requests (\(columns)) VALUES (\(placeholders)) RETURNING id", parameters: values
@@ -87,7 +87,7 @@ public struct WorkerHarness: Sendable {
     }
 
     /// Waits until none of `ids` is in a state other than the terminal ones.
-    public func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+    package func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
         try await waitUntil("requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
             try await pool.query("""
                 SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
@@ -97,7 +97,7 @@ public struct WorkerHarness: Sendable {
 
     /// Waits until the requests `ids` are finished and so is every post-task they made: what a test of
     /// post-processing asserts comes after both.
-    public func waitUntilProcessed(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
+    package func waitUntilProcessed(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
         try await waitUntilFinished(ids, timeout: timeout)
         try await waitUntil("the post-tasks of requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
             try await pool.query("""
@@ -107,24 +107,24 @@ public struct WorkerHarness: Sendable {
     }
 
     /// Counts what `sql` counts (a query selecting `count(*) AS n`).
-    public func count(_ sql: PostgresQuery) async throws -> Int {
+    package func count(_ sql: PostgresQuery) async throws -> Int {
         try await pool.query(sql)[0].decode("n", as: Int.self)
     }
 
-    public func row(_ id: Int) async throws -> PostgresRow {
+    package func row(_ id: Int) async throws -> PostgresRow {
         try await pool.query("""
             SELECT state::text, label, is_fake, aggregated_score, remote_uuid, submit_path, error_message, media_type,
                    result, attempt, file_deleted_at FROM detectq.requests WHERE id = \(id)
             """)[0]
     }
 
-    public func history(_ id: Int) async throws -> [String] {
+    package func history(_ id: Int) async throws -> [String] {
         try await pool.query("SELECT to_state::text FROM detectq.request_events WHERE request_id = \(id) ORDER BY id")
             .map { try $0.decode("to_state", as: String.self) }
     }
 
     /// Stops the simulator, closes the pool and removes the media root; idempotent.
-    public func stop() async {
+    package func stop() async {
         await simulator.stop()
         await pool.close()
         try? FileManager.default.removeItem(at: mediaRoot)
@@ -132,23 +132,46 @@ public struct WorkerHarness: Sendable {
 }
 
 /// A post-processor for tests: applies to fakes and is done at once.
-public struct NoteFakes: PostProcessor {
-    public let name = "test.alert"
+package struct NoteFakes: PostProcessor {
+    package let name = "test.alert"
 
-    public init() {}
+    package init() {}
 
-    public func applies(to outcome: DetectionOutcome) -> Bool { outcome.item.isFake == true }
+    package func applies(to outcome: DetectionOutcome) -> Bool { outcome.item.isFake == true }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult { .done }
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult { .done }
 }
 
 /// A worker running in this process.
-public struct RunningWorker: Sendable {
-    public let worker: Worker
+package struct RunningWorker: Sendable {
+    package let worker: Worker
     let group: ServiceGroup
     let task: Task<Void, any Error>
 
-    public func stop() async {
+    package func stop() async {
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+}
+
+/// Services running in this process for one test (a store's coalesced writers, say), stopped gracefully by
+/// `stop` or at the end of the test.
+package struct RunningServices: Sendable {
+    let group: ServiceGroup
+    let task: Task<Void, any Error>
+
+    /// Runs `services` in one group until `stop`.
+    @discardableResult
+    package static func start(_ services: [any Service]) -> RunningServices {
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        ))
+        let running = RunningServices(group: group, task: Task { try await group.run() })
+        TestResources.stopAtEnd { await running.stop() }
+        return running
+    }
+
+    package func stop() async {
         await group.triggerGracefulShutdown()
         _ = await task.result
     }

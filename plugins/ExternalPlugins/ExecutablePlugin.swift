@@ -1,26 +1,28 @@
-import CSpawn
 import DetectQueue
 import Foundation
 import ResembleDetect
+import Subprocess
 import Synchronization
+import SystemPackage
+import TextEncodings
 
 /// An executable in the plugins directory (`DETECTQ_PLUGINS_DIR`), run as a post-processor for every
 /// completed request: it gets the outcome as JSON on standard input and a time limit. Exit 0 is done, 75
 /// (EX_TEMPFAIL) is "retry later", anything else fails the task with its standard error as the reason; one
 /// that outlives its time limit is killed (with its children) and retried.
-public struct ExecutablePlugin: PostProcessor {
-    public let name: String
-    public let executable: URL
-    public let timeLimit: Duration
+package struct ExecutablePlugin: PostProcessor {
+    package let name: String
+    package let executable: URL
+    package let timeLimit: Duration
 
-    public init(executable: URL, timeLimit: Duration) {
+    package init(executable: URL, timeLimit: Duration) {
         self.executable = executable
         self.timeLimit = timeLimit
         name = "exec." + executable.lastPathComponent
     }
 
     /// Every executable regular file directly in `directory`, in name order.
-    public static func discover(in directory: URL, timeLimit: Duration) -> [ExecutablePlugin] {
+    package static func discover(in directory: URL, timeLimit: Duration) -> [ExecutablePlugin] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.sorted().compactMap { name in
             let url = directory.appendingPathComponent(name)
@@ -32,55 +34,106 @@ public struct ExecutablePlugin: PostProcessor {
         }
     }
 
-    public func applies(to outcome: DetectionOutcome) -> Bool { true }
+    package func applies(to outcome: DetectionOutcome) -> Bool { true }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-plugin-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
         let inputFile = scratch.appendingPathComponent("outcome.json")
         try PluginInput(outcome).json().write(to: inputFile)
         let errorFile = scratch.appendingPathComponent("stderr")
+        let input = try FileDescriptor.open(FilePath(inputFile.path), .readOnly, options: .closeOnExec)
+        let error = try FileDescriptor.open(
+            FilePath(errorFile.path), .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite
+        )
 
-        let input = open(inputFile.path, O_RDONLY | O_CLOEXEC)
-        let output = open("/dev/null", O_WRONLY | O_CLOEXEC)
-        let error = open(errorFile.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        defer { [input, output, error].forEach { if $0 >= 0 { close($0) } } }
-        guard input >= 0, output >= 0, error >= 0 else { throw PluginError("cannot prepare the plugin's input and output") }
-
-        let argv = [strdup(executable.path)]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = detectq_spawn_with_descriptors(&pid, executable.path, argv + [nil], input, output, error)
-        guard spawned == 0 else {
-            return .failed(reason: "\(name) could not be started: \(String(cString: strerror(spawned)))")
-        }
-        let child = pid
-        let killed = Mutex(false)
-        let killer = Task {
-            try await Task.sleep(for: timeLimit)
-            killed.withLock { $0 = true }
-            kill(-child, SIGKILL)
-        }
-        let status: Int32 = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                var status: Int32 = 0
-                while waitpid(child, &status, 0) < 0 && errno == EINTR {}
-                continuation.resume(returning: status)
+        // The plugin leads a process group of its own, so that the limit (or a cancelled task) kills its
+        // children with it. Its standard error goes to a file, not a pipe: a child it leaves behind cannot
+        // hold its end up.
+        let options = {
+            var options = PlatformOptions()
+            options.processGroupID = 0
+            return options
+        }()
+        let group = ProcessGroup()
+        let ending: Ending
+        do {
+            ending = try await withTaskCancellationHandler {
+                try await withThrowingTaskGroup(of: Ending?.self) { tasks in
+                    tasks.addTask {
+                        let result = try await Subprocess.run(
+                            .path(FilePath(executable.path)), platformOptions: options,
+                            input: .fileDescriptor(input, closeAfterSpawningProcess: true), output: .discarded,
+                            error: .fileDescriptor(error, closeAfterSpawningProcess: true)
+                        ) { execution in
+                            group.leader.withLock { $0 = execution.processIdentifier.value }
+                        }
+                        return .exited(ExitStatus(result.terminationStatus))
+                    }
+                    tasks.addTask {
+                        try await Task.sleep(for: timeLimit)
+                        group.kill()
+                        return nil
+                    }
+                    var killedAtLimit = false
+                    while let next = try await tasks.next() {
+                        guard let next else {
+                            killedAtLimit = true
+                            continue
+                        }
+                        tasks.cancelAll()
+                        return killedAtLimit ? .killedAtLimit : next
+                    }
+                    return .killedAtLimit
+                }
+            } onCancel: {
+                group.kill()
             }
+        } catch let failure as SubprocessError {
+            return .failed(reason: "\(name) could not be started: \(failure)")
         }
-        killer.cancel()
         let stderr = ((try? String(contentsOf: errorFile, encoding: .utf8)) ?? "")
             .trimmingCharacters(in: .whitespacesAndNewlines).suffix(2_000)
-        if killed.withLock({ $0 }) {
+        switch ending {
+        case .killedAtLimit:
             return .retry(after: .zero, reason: "\(name) was killed after its time limit of \(timeLimit)")
+        case .exited(.signaled(let signal)):
+            return .retry(after: .zero, reason: "\(name) was killed by signal \(signal)")
+        case .exited(.exited(0)):
+            return .done
+        case .exited(.exited(75)):
+            return .retry(after: .zero, reason: stderr.isEmpty ? "\(name) asked to be retried later (exit 75)" : String(stderr))
+        case .exited(.exited(let code)):
+            return .failed(reason: stderr.isEmpty ? "\(name) exited with status \(code)" : String(stderr))
         }
-        let signal = status & 0x7f
-        if signal != 0 { return .retry(after: .zero, reason: "\(name) was killed by signal \(signal)") }
-        switch (status >> 8) & 0xff {
-        case 0: return .done
-        case 75: return .retry(after: .zero, reason: stderr.isEmpty ? "\(name) asked to be retried later (exit 75)" : String(stderr))
-        case let code: return .failed(reason: stderr.isEmpty ? "\(name) exited with status \(code)" : String(stderr))
+    }
+
+    /// The plugin's process group, once it has started: killed whole at the limit or on cancellation.
+    private final class ProcessGroup: Sendable {
+        let leader = Mutex<pid_t?>(nil)
+
+        func kill() {
+            if let leader = leader.withLock({ $0 }) { Glibc.kill(-leader, SIGKILL) }
+        }
+    }
+
+    /// How a plugin's run ended.
+    private enum Ending: Sendable {
+        case exited(ExitStatus)
+        case killedAtLimit
+    }
+
+    /// How the plugin's process ended.
+    private enum ExitStatus: Sendable {
+        case exited(Int32)
+        case signaled(Int32)
+
+        init(_ status: TerminationStatus) {
+            switch status {
+            case .exited(let code): self = .exited(code)
+            case .signaled(let signal): self = .signaled(signal)
+            }
         }
     }
 }
@@ -115,8 +168,7 @@ struct PluginInput: Encodable {
     }
 
     func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         return try encoder.encode(self)
     }
 }

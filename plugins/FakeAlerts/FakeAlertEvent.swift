@@ -1,56 +1,57 @@
 import DetectQueue
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// Which outcomes are alerted on: the fakes, as the outcome's verdict says (any track that reads fake, or
 /// whose score passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`).
-public struct FakeAlertPolicy: Sendable, Hashable {
-    public init() {}
+package struct FakeAlertPolicy: Sendable, Hashable {
+    package init() {}
 
     /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`; an
     /// overdue purge is never decided at completion (the retention tracker raises it).
-    public func applies(_ kind: AlertKind, to outcome: DetectionOutcome) -> Bool {
+    package func applies(_ kind: AlertKind, to outcome: DetectionOutcome) -> Bool {
         kind == .detectionFake && isFake(outcome)
     }
 
-    public func isFake(_ outcome: DetectionOutcome) -> Bool {
+    package func isFake(_ outcome: DetectionOutcome) -> Bool {
         outcome.verdict.isFake == true
     }
 }
 
 /// A post-processor that delivers alerts of one kind to one sink; it applies on its own only to fakes
 /// (overdue-purge alerts are raised by the retention tracker).
-public protocol AlertSink: PostProcessor {
+package protocol AlertSink: PostProcessor {
     var policy: FakeAlertPolicy { get }
     var kind: AlertKind { get }
 }
 
 extension AlertSink {
-    public func applies(to outcome: DetectionOutcome) -> Bool {
+    package func applies(to outcome: DetectionOutcome) -> Bool {
         policy.applies(kind, to: outcome)
     }
 
-    public var deliveredAlert: AlertKind? { kind }
+    package var deliveredAlert: AlertKind? { kind }
 }
 
 /// The alert every sink delivers (CONTRACT.md section 4): `event`, a stable `event_id`, the request, the
 /// verdict, the producer's metadata and when the detection completed.
-public struct FakeAlertEvent: Sendable, Encodable {
-    public let event: String
+package struct FakeAlertEvent: Sendable, Encodable {
+    package let event: String
     /// Stable across retries and sinks: the event's kind and the API's uuid for the detection.
-    public let eventID: String
-    public let requestID: Int
-    public let remoteUUID: String
-    public let mediaType: String?
-    public let label: String?
-    public let score: Double?
+    package let eventID: String
+    package let requestID: Int
+    package let remoteUUID: String
+    package let mediaType: String?
+    package let label: String?
+    package let score: Double?
     /// The tracks that read fake (`audio`, `visual`): a cloned voice over real footage names `audio` only.
-    public let fakeTracks: [String]
-    public let metadata: JSONValue?
-    public let metadataTruncated: Bool?
-    public let detectedAt: String
+    package let fakeTracks: [String]
+    package let metadata: JSONValue?
+    package let metadataTruncated: Bool?
+    package let detectedAt: String
 
-    public init(_ outcome: DetectionOutcome, kind: AlertKind = .detectionFake) {
+    package init(_ outcome: DetectionOutcome, kind: AlertKind = .detectionFake) {
         event = kind.rawValue
         eventID = "\(kind.rawValue):\(outcome.remoteUUID)"
         requestID = outcome.requestID
@@ -79,10 +80,10 @@ public struct FakeAlertEvent: Sendable, Encodable {
     }
 
     /// The same event without its metadata, for channels with a size limit.
-    public var withoutMetadata: FakeAlertEvent { FakeAlertEvent(copying: self) }
+    package var withoutMetadata: FakeAlertEvent { FakeAlertEvent(copying: self) }
 
     /// The processor name of a sink for an alert kind: the sink's own name for fakes, `<sink>/<kind>` else.
-    public static func processorName(sink: String, kind: AlertKind) -> String {
+    package static func processorName(sink: String, kind: AlertKind) -> String {
         kind == .detectionFake ? sink : "\(sink)/\(kind.rawValue)"
     }
 
@@ -99,9 +100,8 @@ public struct FakeAlertEvent: Sendable, Encodable {
     }
 
     /// The event as JSON (keys sorted, so that a retry sends the same bytes).
-    public func json() throws -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    package func json() throws -> String {
+        let encoder = JSONText.encoder()
         return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 }

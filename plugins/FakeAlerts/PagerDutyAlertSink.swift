@@ -1,20 +1,21 @@
 import DetectQueue
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// Delivers fake alerts to PagerDuty's Events API v2 (`DETECTQ_PAGERDUTY_ROUTING_KEY`; endpoint
 /// `DETECTQ_PAGERDUTY_URL`): a `trigger` event whose `dedup_key` is the alert's event id, so a retried
 /// delivery never opens a second incident.
-public struct PagerDutyAlertSink: AlertSink {
-    public let name: String
+package struct PagerDutyAlertSink: AlertSink {
+    package let name: String
     let routingKey: String
-    public let url: String
-    public let policy: FakeAlertPolicy
-    public let kind: AlertKind
+    package let url: String
+    package let policy: FakeAlertPolicy
+    package let kind: AlertKind
 
-    public static let defaultURL = "https://events.pagerduty.com/v2/enqueue"
+    package static let defaultURL = "https://events.pagerduty.com/v2/enqueue"
 
-    public init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.routingKey = routingKey
         self.url = url
         self.policy = policy
@@ -22,7 +23,7 @@ public struct PagerDutyAlertSink: AlertSink {
         name = FakeAlertEvent.processorName(sink: "alert.pagerduty", kind: kind)
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         await AlertDelivery.post(try event(FakeAlertEvent(outcome, kind: kind)), to: url)
     }
 
@@ -49,8 +50,7 @@ public struct PagerDutyAlertSink: AlertSink {
                 "custom_details": .object(details),
             ]),
         ])
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         return String(decoding: try encoder.encode(body), as: UTF8.self)
     }
 }

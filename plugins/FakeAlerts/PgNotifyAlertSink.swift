@@ -4,20 +4,20 @@ import Foundation
 /// Delivers fake alerts inside the database: `pg_notify('detectq_alerts', <the alert's JSON>)`, for
 /// consumers that `LISTEN detectq_alerts`. NOTIFY payloads are limited to 8000 bytes, so an alert whose
 /// metadata would pass that is sent without it (`"metadata_truncated": true`).
-public struct PgNotifyAlertSink: AlertSink {
-    public let name: String
-    public let policy: FakeAlertPolicy
-    public let kind: AlertKind
+package struct PgNotifyAlertSink: AlertSink {
+    package let name: String
+    package let policy: FakeAlertPolicy
+    package let kind: AlertKind
     static let channel = "detectq_alerts"
     static let payloadLimit = 7_900
 
-    public init(policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.pg_notify", kind: kind)
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         let event = FakeAlertEvent(outcome, kind: kind)
         var payload = try event.json()
         if payload.utf8.count > Self.payloadLimit { payload = try event.withoutMetadata.json() }

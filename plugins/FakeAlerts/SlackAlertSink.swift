@@ -1,23 +1,24 @@
 import DetectQueue
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// Delivers fake alerts to a Slack incoming webhook (`DETECTQ_SLACK_WEBHOOK_URL`) as a readable message in
 /// Slack's block format: the verdict, score, media type, request and the producer's metadata.
-public struct SlackAlertSink: AlertSink {
-    public let name: String
-    public let url: String
-    public let policy: FakeAlertPolicy
-    public let kind: AlertKind
+package struct SlackAlertSink: AlertSink {
+    package let name: String
+    package let url: String
+    package let policy: FakeAlertPolicy
+    package let kind: AlertKind
 
-    public init(url: String, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(url: String, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.url = url
         self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.slack", kind: kind)
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         await AlertDelivery.post(try Self.message(FakeAlertEvent(outcome, kind: kind)), to: url)
     }
 
@@ -38,14 +39,12 @@ public struct SlackAlertSink: AlertSink {
             ])]),
         ]
         if let metadata = event.metadata, metadata != .object([:]) {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let encoder = JSONText.encoder()
             let text = String(decoding: try encoder.encode(metadata), as: UTF8.self)
             blocks.append(.object(["type": .string("section"), "text": .object(["type": .string("mrkdwn"), "text": .string("*Metadata*\n```\(text.prefix(2_800))```")])]))
         }
         blocks.append(.object(["type": .string("context"), "elements": .array([.object(["type": .string("mrkdwn"), "text": .string("event `\(event.eventID)` · detectq")])])]))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         return String(decoding: try encoder.encode(JSONValue.object(["text": .string(summary), "blocks": .array(blocks)])), as: UTF8.self)
     }
 }

@@ -1,18 +1,19 @@
 import Crypto
 import DetectQueue
 import Foundation
+import TextEncodings
 
 /// Delivers fake alerts to a generic webhook (`DETECTQ_ALERT_WEBHOOK_URL`): the alert's JSON, the header
 /// `X-Detectq-Event-Id`, and, when `DETECTQ_ALERT_WEBHOOK_SECRET` is set,
 /// `X-Detectq-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">`.
-public struct WebhookAlertSink: AlertSink {
-    public let name: String
-    public let url: String
+package struct WebhookAlertSink: AlertSink {
+    package let name: String
+    package let url: String
     let secret: String?
-    public let policy: FakeAlertPolicy
-    public let kind: AlertKind
+    package let policy: FakeAlertPolicy
+    package let kind: AlertKind
 
-    public init(url: String, secret: String?, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(url: String, secret: String?, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
         self.url = url
         self.secret = secret
         self.policy = policy
@@ -20,7 +21,7 @@ public struct WebhookAlertSink: AlertSink {
         name = FakeAlertEvent.processorName(sink: "alert.webhook", kind: kind)
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         let event = FakeAlertEvent(outcome, kind: kind)
         let body = try event.json()
         var headers = [("X-Detectq-Event-Id", event.eventID)]
@@ -31,9 +32,9 @@ public struct WebhookAlertSink: AlertSink {
     }
 
     /// `t=<unix seconds>,v1=<hex HMAC-SHA256 with the secret over "<t>.<body>">`.
-    public static func signature(body: String, secret: String, at date: Date) -> String {
+    package static func signature(body: String, secret: String, at date: Date) -> String {
         let timestamp = Int(date.timeIntervalSince1970)
         let mac = HMAC<SHA256>.authenticationCode(for: Data("\(timestamp).\(body)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
-        return "t=\(timestamp),v1=" + mac.map { String(format: "%02x", $0) }.joined()
+        return "t=\(timestamp),v1=" + Hex.encode(mac)
     }
 }

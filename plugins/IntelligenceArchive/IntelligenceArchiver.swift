@@ -1,25 +1,26 @@
 import DetectQueue
 import Foundation
 import ResembleDetect
+import TextEncodings
 
 /// Archives the intelligence report of every request that asked for one: once the report's own status is
 /// completed (it may finish after the detection; then the API is polled for it, on a growing interval),
 /// it is upserted into `detectq.intelligence_archive` and, when an archive directory is set, written to
 /// `<dir>/<yyyy>/<mm>/<dd>/<remote_uuid>.json` atomically (temporary file, fsync, rename).
-public struct IntelligenceArchiver: PostProcessor {
-    public let name = "archive.intelligence"
+package struct IntelligenceArchiver: PostProcessor {
+    package let name = "archive.intelligence"
     /// `DETECTQ_ARCHIVE_DIR`, when set.
-    public let directory: URL?
+    package let directory: URL?
 
-    public init(directory: URL?) {
+    package init(directory: URL?) {
         self.directory = directory
     }
 
-    public func applies(to outcome: DetectionOutcome) -> Bool {
+    package func applies(to outcome: DetectionOutcome) -> Bool {
         outcome.intelligenceRequested
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         var item = outcome.item
         if item.intelligence?.isCompleted != true {
             item = try await context.api.detection(uuid: outcome.remoteUUID)
@@ -66,8 +67,7 @@ public struct IntelligenceArchiver: PostProcessor {
         default: nil
         }
         guard let value else { return nil }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let encoder = JSONText.encoder()
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 }

@@ -6,20 +6,20 @@ import ResembleDetect
 /// reports it (at once when the result already has it, else by polling `GET /detect/{uuid}` on a growing
 /// interval). When no purge has happened within the SLA (`DETECTQ_RETENTION_SLA`), it raises a
 /// `retention.overdue` alert through every alert sink, once, and keeps watching.
-public struct RetentionTracker: PostProcessor {
-    public let name = "retention.tracking"
+package struct RetentionTracker: PostProcessor {
+    package let name = "retention.tracking"
     /// How long after completion a purge may take.
-    public let sla: Duration
+    package let sla: Duration
 
-    public init(sla: Duration) {
+    package init(sla: Duration) {
         self.sla = sla
     }
 
-    public func applies(to outcome: DetectionOutcome) -> Bool {
+    package func applies(to outcome: DetectionOutcome) -> Bool {
         outcome.zeroRetentionMode
     }
 
-    public func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+    package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
         var deletedAt = outcome.item.retention.fileDeletedAt
         if deletedAt == nil {
             deletedAt = try await context.api.detection(uuid: outcome.remoteUUID).retention.fileDeletedAt

@@ -1,0 +1,171 @@
+import Foundation
+import Hummingbird
+import Logging
+import Postgres
+import ServiceLifecycle
+import Synchronization
+
+/// The services a worker runs, in the order its `ServiceGroup` starts them; the group stops them in the
+/// reverse order, each once the one after it has finished: the request claims first (they drain for the
+/// grace period), then the post-task claims, the poller, the listener, the rescue and the lease heartbeat
+/// (which keeps the in-flight leases alive until then), the HTTP server (callbacks still arrive while claims
+/// drain), the registry row, the coalesced writers, and the connection pool last. Cancellation ends each at
+/// once.
+
+/// Claims work while there are free slots and runs each claim in a task of its own. On graceful shutdown
+/// it stops claiming and waits up to the grace period for what is in flight; cancelled outright, it returns
+/// at once, cancelling what is in flight (those claims are given back or left to their leases).
+final class ClaimLoop: Service {
+    /// One claim: its id and the work that carries it through.
+    typealias Claimed = (id: Int, work: @Sendable () async -> Void)
+
+    let slots: Slots
+    /// Labels the claim metrics (`requests`, `post_tasks`).
+    let kind: String
+    let concurrency: Int
+    let gracePeriod: Duration
+    let logger: Logger
+    private let claim: @Sendable (Int) async throws -> [Claimed]
+    private let onStop: @Sendable () -> Void
+    private let stopping = Atomic<Bool>(false)
+
+    /// `onStop` is called when the loop is told to stop claiming, so that work in flight can give back what
+    /// it has not sent.
+    init(
+        slots: Slots, kind: String, concurrency: Int, gracePeriod: Duration, logger: Logger, onStop: @escaping @Sendable () -> Void,
+        claim: @escaping @Sendable (Int) async throws -> [Claimed]
+    ) {
+        self.slots = slots
+        self.kind = kind
+        self.concurrency = concurrency
+        self.gracePeriod = gracePeriod
+        self.logger = logger
+        self.onStop = onStop
+        self.claim = claim
+    }
+
+    private var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    func run() async {
+        await withGracefulShutdownHandler {
+            await claimUntilStopped()
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .relaxed)
+            self.onStop()
+            self.slots.wake.signal()
+        }
+    }
+
+    private func claimUntilStopped() async {
+        await withDiscardingTaskGroup { tasks in
+            while !isStopping && !Task.isCancelled {
+                let free = concurrency - slots.count
+                if free > 0 {
+                    let batch = min(free, 100)
+                    do {
+                        let claimed = try await claim(batch)
+                        if !claimed.isEmpty { QueueMetrics.claimed(claimed.count, kind: kind) }
+                        for (id, work) in claimed {
+                            slots.take(id)
+                            tasks.addTask {
+                                await work()
+                                self.slots.free(id)
+                            }
+                        }
+                        if claimed.count == batch { continue }
+                    } catch {
+                        if !Task.isCancelled { logger.error("claiming failed: \(error)") }
+                    }
+                }
+                await slots.wake.wait(timeout: .seconds(1))
+            }
+            let deadline = ContinuousClock.now + gracePeriod
+            while slots.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+                await slots.wake.wait(timeout: .milliseconds(100))
+            }
+            if slots.count > 0 && !Task.isCancelled {
+                logger.warning("\(slots.count) claims still in flight at the end of the grace period; their leases will expire and another worker will take them over")
+                tasks.cancelAll()
+            }
+        }
+    }
+}
+
+/// A loop that does one round of work every `interval` (plus up to `jitterMilliseconds`, so that workers started together
+/// drift apart), or at once after a round that found more to do, until it is told to stop: the poller, the
+/// lease heartbeat and the rescue.
+struct PeriodicLoop: Service {
+    let name: String
+    let interval: Duration
+    /// Up to this many milliseconds more, drawn each round.
+    var jitterMilliseconds = 0
+    let logger: Logger
+    /// One round; returns true when there is more to do at once.
+    let round: @Sendable () async throws -> Bool
+
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    if try await round() { continue }
+                } catch {
+                    if !Task.isCancelled { logger.error("\(name) failed: \(error)") }
+                }
+                try? await Task.sleep(for: interval + .milliseconds(Int.random(in: 0...jitterMilliseconds)))
+            }
+        }
+    }
+}
+
+/// Wakes the claim loops when work becomes claimable (and after every reconnection), until it is told to stop.
+struct WakeListener: Service {
+    let database: PostgresConfiguration
+    let requests: Slots
+    let postTasks: Slots
+
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            for await event in PostgresNotificationListener.listen(database, channels: ["detectq_requests", "detectq_post_tasks"]) {
+                switch event {
+                case .notification(let notification) where notification.channel == "detectq_post_tasks":
+                    postTasks.wake.signal()
+                case .notification:
+                    requests.wake.signal()
+                case .listening:
+                    requests.wake.signal()
+                    postTasks.wake.signal()
+                }
+            }
+        }
+    }
+}
+
+/// The worker's row in `detectq.workers`: written when the worker starts, marked stopped when it has drained.
+struct RegistryService: Service {
+    let registry: WorkerRegistry
+    let logger: Logger
+
+    func run() async {
+        do {
+            try await registry.announce()
+        } catch {
+            logger.error("could not record this worker in detectq.workers: \(error)")
+        }
+        try? await gracefulShutdown()
+        do {
+            try await registry.stopped()
+        } catch {
+            logger.warning("could not mark this worker stopped in detectq.workers: \(error)")
+        }
+    }
+}
+
+/// Holds the connection pool open while the other services run and closes it when they have finished.
+struct ConnectionPoolService: Service {
+    let pool: PostgresConnectionPool
+
+    func run() async {
+        try? await gracefulShutdown()
+        await pool.close()
+    }
+}

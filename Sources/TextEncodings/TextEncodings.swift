@@ -1,0 +1,45 @@
+import Foundation
+
+/// ISO 8601 timestamps, the one way detectq writes and reads them: as the API writes them
+/// (`2024-01-15T10:30:00Z`, `2025-12-10T15:30:00.000Z`), in alerts, plugin input, logs and command output.
+package enum ISO8601Timestamp {
+    /// A timestamp with or without fractional seconds; nil when the text is not one.
+    package static func parse(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601) { return date }
+        return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+
+    /// The timestamp in UTC with milliseconds.
+    package static func format(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}
+
+/// Lower-case hexadecimal, the one way detectq writes bytes as text: digests, signatures, secrets.
+package enum Hex {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var text: [UInt8] = []
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+}
+
+/// The one JSON text configuration: keys sorted and slashes left alone, so the same value always gives the
+/// same bytes (signatures, event ids and stored results depend on it); pretty-printed for people to read.
+package enum JSONText {
+    /// An encoder with the configuration.
+    package static func encoder(pretty: Bool = false) -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    /// `object` (from `JSONSerialization`) as text with the same configuration.
+    package static func serialize(_ object: Any, pretty: Bool = false) throws -> Data {
+        try JSONSerialization.data(withJSONObject: object, options: pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes])
+    }
+}
