@@ -291,6 +291,7 @@ let package = Package(
             dependencies: [
                 "QueueDashboard", "DetectQueue", "Postgres", "DetectqTestSupport", "EmbeddedPostgres", "DetectSimulator",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -37,33 +37,34 @@ package struct Dashboard: Sendable {
 
     /// Adds the dashboard's routes, all under `/dashboard`.
     package func routes(into router: Router<BasicRequestContext>) {
-        router.get("/dashboard/assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
-        router.get("/dashboard/assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
-        router.get("/dashboard/assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }
-        router.get("/dashboard/login") { request, _ in
-            login(next: FormFields(query: request.uri.query)["next"], error: nil, status: .ok)
+        let router = router.group("dashboard").add(middleware: DashboardSecurityHeaders())
+        router.get("assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
+        router.get("assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
+        router.get("assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }
+        router.get("login") { request, _ in
+            login(next: FormFields(request.uri.query)["next"], error: nil, status: .ok)
         }
-        router.post("/dashboard/login") { request, _ in await logIn(request) }
-        router.post("/dashboard/logout") { request, _ in
+        router.post("login") { request, _ in await logIn(request) }
+        router.post("logout") { request, _ in
             await action(request, evenWhenReadOnly: true) { _ in
                 var response = redirect(to: "/dashboard/login")
                 response.setCookie(Cookie(name: DashboardAuthenticator.cookieName, value: "", maxAge: 0, path: "/dashboard", httpOnly: true, sameSite: .strict))
                 return response
             }
         }
-        router.get("/dashboard") { request, _ in await page(request) { try await overview(request, $0) } }
-        router.get("/dashboard/requests") { request, _ in await page(request) { try await requestList(request, $0) } }
-        router.get("/dashboard/requests/:id") { request, context in
+        router.get("") { request, _ in await page(request) { try await overview(request, $0) } }
+        router.get("requests") { request, _ in await page(request) { try await requestList(request, $0) } }
+        router.get("requests/:id") { request, context in
             await page(request) { try await requestPage(context.parameters.get("id").flatMap(Int.init), request, $0) }
         }
-        router.get("/dashboard/failures") { request, _ in await page(request) { try await failures(request, $0) } }
-        router.post("/dashboard/requests/:id/retry") { request, context in
+        router.get("failures") { request, _ in await page(request) { try await failures(request, $0) } }
+        router.post("requests/:id/retry") { request, context in
             await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "retried") { try await administration.retry([$0]) }
         }
-        router.post("/dashboard/requests/:id/cancel") { request, context in
+        router.post("requests/:id/cancel") { request, context in
             await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "cancelled") { try await administration.cancel([$0]) }
         }
-        router.post("/dashboard/pause") { request, _ in
+        router.post("pause") { request, _ in
             await action(request) { fields in
                 let reason = fields["reason"].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
                 let paused = try await SharedPause(pool: queries.pool).pause(reason: reason ?? "paused from the dashboard", by: nil)
@@ -71,15 +72,15 @@ package struct Dashboard: Sendable {
                 return redirect(to: "/dashboard?" + Formatting.query([("notice", paused ? "paused" : "already-paused")]))
             }
         }
-        router.post("/dashboard/resume") { request, _ in
+        router.post("resume") { request, _ in
             await action(request) { _ in
                 let resumed = try await SharedPause(pool: queries.pool).resume()
                 logger.info("dashboard: submitting \(resumed ? "resumed" : "was not paused")")
                 return redirect(to: "/dashboard?" + Formatting.query([("notice", resumed ? "resumed" : "not-paused")]))
             }
         }
-        router.post("/dashboard/failures/retry") { request, _ in await changeGroup(request, state: .failed, verb: "retried") }
-        router.post("/dashboard/failures/cancel") { request, _ in await changeGroup(request, state: .retrying, verb: "cancelled") }
+        router.post("failures/retry") { request, _ in await changeGroup(request, state: .failed, verb: "retried") }
+        router.post("failures/cancel") { request, _ in await changeGroup(request, state: .retrying, verb: "cancelled") }
     }
 
     // MARK: - Pages
@@ -89,7 +90,7 @@ package struct Dashboard: Sendable {
         chrome.title = "Overview"
         chrome.onOverview = true
         chrome.refreshes = true
-        chrome.notice = Self.notice(FormFields(query: request.uri.query))
+        chrome.notice = Self.notice(FormFields(request.uri.query))
         let overview = try await queries.overview()
         return html(renderer.render(OverviewPageBuilder.page(overview, chrome: chrome), template: "overview"))
     }
@@ -100,7 +101,7 @@ package struct Dashboard: Sendable {
         chrome.onRequests = true
         let filter: RequestListFilter
         do {
-            filter = try RequestListFilter(query: FormFields(query: request.uri.query).values)
+            filter = try RequestListFilter(query: FormFields(request.uri.query).values)
         } catch {
             return message(chrome, heading: "That filter cannot be read", text: error.description, status: .badRequest)
         }
@@ -118,7 +119,7 @@ package struct Dashboard: Sendable {
         chrome.title = "Request \(id)"
         chrome.onRequests = true
         chrome.refreshes = !detail.state.successors.isEmpty
-        chrome.notice = Self.notice(FormFields(query: request.uri.query))
+        chrome.notice = Self.notice(FormFields(request.uri.query))
         return html(renderer.render(RequestPageBuilder.page(detail, chrome: chrome), template: "request"))
     }
 
@@ -127,7 +128,7 @@ package struct Dashboard: Sendable {
         chrome.title = "Failures"
         chrome.onFailures = true
         chrome.refreshes = true
-        chrome.notice = Self.notice(FormFields(query: request.uri.query))
+        chrome.notice = Self.notice(FormFields(request.uri.query))
         let groups = try await QueueBreakdown.failureGroups(queries.pool, limit: 100)
         return html(renderer.render(FailuresPageBuilder.page(groups, chrome: chrome), template: "failures"))
     }
@@ -187,7 +188,7 @@ package struct Dashboard: Sendable {
         guard let credential = credential(request) else { return unauthorized() }
         let fields: FormFields
         do {
-            fields = FormFields(body: String(buffer: try await request.body.collect(upTo: 64 * 1024)))
+            fields = FormFields(String(buffer: try await request.body.collect(upTo: 64 * 1024)))
         } catch {
             return plain("the form is too large\n", status: .contentTooLarge)
         }
@@ -206,7 +207,7 @@ package struct Dashboard: Sendable {
     }
 
     private func logIn(_ request: Request) async -> Response {
-        let fields = FormFields(body: (try? await request.body.collect(upTo: 16 * 1024)).map { String(buffer: $0) } ?? "")
+        let fields = FormFields((try? await request.body.collect(upTo: 16 * 1024)).map { String(buffer: $0) })
         guard let token = fields["token"], authenticator.acceptsLogin(token) else {
             try? await Task.sleep(for: Self.failedLoginDelay)
             return login(next: fields["next"], error: "That token is not the dashboard's.", status: .unauthorized)
@@ -220,7 +221,7 @@ package struct Dashboard: Sendable {
     }
 
     private func credential(_ request: Request) -> DashboardAuthenticator.Credential? {
-        authenticator.credential(authorization: request.headers[.authorization], cookies: request.headers[.cookie])
+        authenticator.credential(authorization: request.headers[.authorization], session: request.cookies[DashboardAuthenticator.cookieName]?.value)
     }
 
     /// Where a login may send the browser: a dashboard path on this host, never another site.
@@ -284,17 +285,23 @@ package struct Dashboard: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: .init(string: text)))
     }
 
-    /// Headers on every answer: no framing, no sniffing, no referrer, nothing cached, and only this
-    /// dashboard's own stylesheet and script.
+    /// An answer's content type; the rest of its headers come from `DashboardSecurityHeaders`.
     static func headers(type: String) -> HTTPFields {
-        var headers = HTTPFields()
-        headers[.contentType] = type
-        headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-        headers[.xContentTypeOptions] = "nosniff"
-        headers[.xFrameOptions] = "DENY"
-        headers[.referrerPolicy] = "no-referrer"
-        headers[.cacheControl] = "no-store"
-        return headers
+        [.contentType: type]
+    }
+}
+
+/// The headers on every answer under `/dashboard`: no framing, no sniffing, no referrer, nothing cached
+/// (unless the route says otherwise, as the assets do), and only the dashboard's own stylesheet and script.
+struct DashboardSecurityHeaders<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.contentSecurityPolicy] = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        response.headers[.xContentTypeOptions] = "nosniff"
+        response.headers[.xFrameOptions] = "DENY"
+        response.headers[.referrerPolicy] = "no-referrer"
+        if response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "no-store" }
+        return response
     }
 }
 

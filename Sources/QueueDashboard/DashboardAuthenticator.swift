@@ -29,14 +29,14 @@ struct DashboardAuthenticator: Sendable {
     }
 
     /// The credential an incoming request carries, if it is valid: an `Authorization: Bearer` header, or
-    /// else the session cookie among `cookies`.
-    func credential(authorization: String?, cookies: String?, now: Date = Date()) -> Credential? {
+    /// else the session cookie's value, `session`.
+    func credential(authorization: String?, session: String?, now: Date = Date()) -> Credential? {
         if let authorization {
             let parts = authorization.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
             return SecretComparison.equal(String(parts[1]), token) ? .bearer : nil
         }
-        guard let session = Self.cookie(named: Self.cookieName, in: cookies), isValidSession(session, now: now) else { return nil }
+        guard let session, isValidSession(session, now: now) else { return nil }
         return .session(session)
     }
 
@@ -72,17 +72,5 @@ struct DashboardAuthenticator: Sendable {
 
     private func mac(_ message: String) -> String {
         Hex.encode(HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: key))
-    }
-
-    /// A cookie's value from a `Cookie` header.
-    static func cookie(named name: String, in header: String?) -> String? {
-        guard let header else { return nil }
-        for pair in header.split(separator: ";") {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name {
-                return parts[1].trimmingCharacters(in: .whitespaces)
-            }
-        }
-        return nil
     }
 }

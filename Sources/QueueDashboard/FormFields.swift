@@ -1,27 +1,15 @@
-import Foundation
+import Hummingbird
 
-/// The fields of a URL query or an `application/x-www-form-urlencoded` body: `+` is a space, `%XX` a byte.
-/// A name given twice keeps its first value; fields that cannot be decoded are dropped.
+/// The fields of a URL query or an `application/x-www-form-urlencoded` body, read by Hummingbird's
+/// `URLEncodedFormDecoder` (`+` is a space, `%XX` a byte). A form that cannot be read (a name given twice, a
+/// nested key, a broken escape) has no fields, so it is refused by whatever it lacks.
 struct FormFields: Sendable {
     let values: [String: String]
 
-    init(body: String) {
-        var values: [String: String] = [:]
-        for pair in body.split(separator: "&", omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let name = Self.decode(parts[0]), let value = Self.decode(parts.count > 1 ? parts[1] : "") else { continue }
-            if values[name] == nil { values[name] = value }
-        }
-        self.values = values
-    }
-
-    init(query: String?) {
-        self.init(body: query ?? "")
+    /// The fields of `text` (none when it cannot be read).
+    init(_ text: String?) {
+        values = (try? URLEncodedFormDecoder().decode([String: String].self, from: text ?? "")) ?? [:]
     }
 
     subscript(name: String) -> String? { values[name] }
-
-    private static func decode(_ text: Substring) -> String? {
-        text.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-    }
 }

@@ -1,22 +1,22 @@
-import AsyncHTTPClient
 import DetectqTestSupport
-import EmbeddedPostgres
 import Foundation
-import DetectSimulator
+import HTTPTypes
 import Hummingbird
+import HummingbirdTesting
 import Logging
 import NIOCore
 import Postgres
 import QueueDashboard
 
-/// A dashboard served on a loopback port over a migrated database of its own, and an HTTP client that does
-/// not follow redirects, so every status code is seen as the browser would first see it.
+/// A dashboard over a migrated database of its own, driven through HummingbirdTesting's router mode (no
+/// socket: the requests go straight to the router), and answers seen as the browser would first see them,
+/// redirects unfollowed. The browser check (`scripts/dashboard-browser-check.sh`) serves it for real.
 struct DashboardFixture {
     static let token = "test-dashboard-token-0123456789"
 
     let configuration: PostgresConfiguration
     let admin: PostgresConnectionPool
-    let baseURL: String
+    let client: any TestClientProtocol
 
     /// How a request proves itself.
     enum Auth {
@@ -42,9 +42,9 @@ struct DashboardFixture {
         }
     }
 
-    /// Runs `body` with a dashboard serving on a free port, then stops it.
+    /// Runs `body` against a dashboard on its router, then closes its pools.
     static func serve<Result: Sendable>(
-        readOnly: Bool = false, _ body: (DashboardFixture) async throws -> Result
+        readOnly: Bool = false, _ body: @escaping @Sendable (DashboardFixture) async throws -> Result
     ) async throws -> Result {
         var configuration = try await TestDatabase.createMigratedDatabase()
         let admin = PostgresConnectionPool(configuration: configuration, maximumConnections: 4)
@@ -53,65 +53,48 @@ struct DashboardFixture {
         let dashboard = try Dashboard(configuration: .init(token: token, readOnly: readOnly), pool: pool)
         let router = Router()
         dashboard.routes(into: router)
-        let port = try LoopbackPort.free()
-        let server = InProcessServer(Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
-            logger: Logger(label: "dashboard-test", factory: { _ in SwiftLogNoOpLogHandler() })
-        ))
-        let fixture = DashboardFixture(configuration: configuration, admin: admin, baseURL: "http://127.0.0.1:\(port)")
+        let application = Application(router: router, logger: Logger(label: "dashboard-test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let served = configuration
         do {
-            try await fixture.waitUntilServing()
-            let result = try await body(fixture)
-            await server.stop()
+            let result = try await application.test(.router) { client in
+                try await body(DashboardFixture(configuration: served, admin: admin, client: client))
+            }
             await pool.close()
             await admin.close()
             return result
         } catch {
-            await server.stop()
             await pool.close()
             await admin.close()
             throw error
         }
     }
 
-    private func waitUntilServing() async throws {
-        try await waitUntil("the dashboard serves its stylesheet") {
-            (try? await get("/dashboard/assets/dashboard.css"))?.status == 200
-        }
-    }
-
-    static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
-
     func get(_ path: String, auth: Auth = .bearer(Self.token)) async throws -> Answer {
-        try await send("GET", path, auth: auth, form: nil)
+        try await send(.get, path, auth: auth, form: nil)
     }
 
     func post(_ path: String, form: [(String, String)], auth: Auth = .bearer(Self.token)) async throws -> Answer {
-        try await send("POST", path, auth: auth, form: form)
+        try await send(.post, path, auth: auth, form: form)
     }
 
-    private func send(_ method: String, _ path: String, auth: Auth, form: [(String, String)]?) async throws -> Answer {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = .init(rawValue: method)
+    private func send(_ method: HTTPRequest.Method, _ path: String, auth: Auth, form: [(String, String)]?) async throws -> Answer {
+        var headers = HTTPFields()
         switch auth {
         case .none: break
-        case .bearer(let token): request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        case .cookie(let value): request.headers.add(name: "Cookie", value: "detectq_dashboard=\(value)")
+        case .bearer(let token): headers[.authorization] = "Bearer \(token)"
+        case .cookie(let value): headers[.cookie] = "detectq_dashboard=\(value)"
         }
+        var body: ByteBuffer?
         if let form {
             var components = URLComponents()
             components.queryItems = form.map { URLQueryItem(name: $0.0, value: $0.1) }
-            let body = (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B")
-            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
-            request.body = .bytes(ByteBuffer(string: body))
+            headers[.contentType] = "application/x-www-form-urlencoded"
+            body = ByteBuffer(string: (components.percentEncodedQuery ?? "").replacingOccurrences(of: "+", with: "%2B"))
         }
-        let response = try await Self.client.execute(request, timeout: .seconds(30))
-        let body = try await response.body.collect(upTo: 8 << 20)
-        return Answer(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: String(buffer: body))
+        let response = try await client.execute(uri: path, method: method, headers: headers, body: body)
+        return Answer(
+            status: Int(response.status.code), headers: response.headers.map { ($0.name.rawName, $0.value) }, body: String(buffer: response.body)
+        )
     }
 
     // MARK: - Rows

@@ -147,6 +147,41 @@ struct DashboardHTTPTests {
         }
     }
 
+    @Test("every answer under /dashboard carries the security headers, whatever route made it")
+    func securityHeadersOnEveryAnswer() async throws {
+        try await DashboardFixture.serve { dashboard in
+            let id = try await dashboard.request(state: "failed")
+            let answers = [
+                ("a page", try await dashboard.get("/dashboard")),
+                ("a refusal", try await dashboard.get("/dashboard/failures", auth: .none)),
+                ("a redirect", try await dashboard.post("/dashboard/login", form: [("token", DashboardFixture.token)], auth: .none)),
+                ("a bad filter", try await dashboard.get("/dashboard/requests?state=nonsense")),
+                ("a missing request", try await dashboard.get("/dashboard/requests/\(id + 1000)")),
+                ("an asset", try await dashboard.get("/dashboard/assets/dashboard.css", auth: .none)),
+            ]
+            for (what, answer) in answers {
+                #expect(answer.header("Content-Security-Policy")?.hasPrefix("default-src 'none'") == true, "\(what): \(answer.status)")
+                #expect(answer.header("X-Content-Type-Options") == "nosniff" && answer.header("X-Frame-Options") == "DENY", "\(what)")
+                #expect(answer.header("Referrer-Policy") == "no-referrer", "\(what)")
+                #expect(answer.header("Cache-Control") == (what == "an asset" ? "max-age=300" : "no-store"), "\(what)")
+            }
+        }
+    }
+
+    @Test("a form that cannot be read (a field given twice, a nested key) is refused and changes nothing")
+    func unreadableFormsAreRefused() async throws {
+        try await DashboardFixture.serve { dashboard in
+            let id = try await dashboard.request(state: "failed")
+            let csrf = try #require(try await dashboard.get("/dashboard/requests/\(id)").formValue("csrf"))
+            for form in [[("csrf", csrf), ("csrf", csrf)], [("csrf[]", csrf)]] {
+                #expect(try await dashboard.post("/dashboard/requests/\(id)/retry", form: form).status == 403, "\(form.map(\.0))")
+            }
+            #expect(try await dashboard.state(of: id) == "failed")
+            #expect(try await dashboard.post("/dashboard/requests/\(id)/retry", form: [("csrf", csrf)]).status == 303, "the same form, read")
+            #expect(try await dashboard.state(of: id) == "queued")
+        }
+    }
+
     @Test("actions without the page's CSRF token are refused and change nothing")
     func csrf() async throws {
         try await DashboardFixture.serve { dashboard in
