@@ -217,6 +217,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "TextEncodingsTests",
+            dependencies: ["TextEncodings"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "InputNumbersTests",
             dependencies: ["InputNumbers", "DetectqTestSupport"],
             swiftSettings: strict

@@ -70,7 +70,7 @@ final class AlertLedger: Sendable {
             let body = try await request.body.collect(upTo: 1 << 20)
             let text = String(buffer: body)
             guard verify(request.headers[HTTPField.Name("X-Detectq-Signature")!], body: text, secret: secret),
-                  let alert = try? JSONDecoder().decode(Alert.self, from: Data(text.utf8)),
+                  let alert = try? JSONText.decode(Alert.self, from: Data(text.utf8)),
                   alert.eventID == request.headers[HTTPField.Name("X-Detectq-Event-Id")!]
             else {
                 await book.reject()

@@ -50,4 +50,41 @@ package struct RequestAdministration: Sendable {
         }
         return outcomes
     }
+
+    /// Deletes finished requests (completed, failed, cancelled) last updated more than `age` ago, with their
+    /// events and post-tasks, `batchSize` per statement so no lock is held for long; rows a worker holds are
+    /// skipped. Returns how many were deleted.
+    package func prune(olderThan age: Duration, batchSize: Int) async throws -> Int {
+        var deleted = 0
+        while true {
+            let batch = try await store.pool.query("""
+                DELETE FROM detectq.requests WHERE id IN (
+                    SELECT id FROM detectq.requests
+                    WHERE state IN ('completed', 'failed', 'cancelled') AND updated_at < now() - make_interval(secs => \(age.seconds))
+                    LIMIT \(batchSize)
+                    FOR UPDATE SKIP LOCKED
+                )
+                """).affectedRows
+            deleted += batch
+            if batch < batchSize { return deleted }
+        }
+    }
+
+    /// One request as `detectq show` prints it, each field as PostgreSQL writes it, and its history; nil when
+    /// there is no such request.
+    package func describe(id: Int) async throws -> (fields: PostgresRow, history: PostgresRows)? {
+        guard let row = try await store.pool.query("""
+            SELECT id, state::text AS state, coalesce(media_url, media_path, '(media token)') AS media, wait_mode, priority, attempt,
+                   max_attempts, remote_uuid, submit_path, media_type, label, is_fake, aggregated_score, error_message,
+                   file_deleted_at::text AS file_deleted_at, created_at::text AS created_at, completed_at::text AS completed_at,
+                   metadata::text AS metadata
+            FROM detectq.requests WHERE id = \(id)
+            """).first else { return nil }
+        let history = try await store.pool.query("""
+            SELECT at::text AS at, coalesce(from_state::text, '-') AS from_state, to_state::text AS to_state,
+                   coalesce(worker_id, '-') AS worker_id, detail
+            FROM detectq.request_events WHERE request_id = \(id) ORDER BY id
+            """)
+        return (row, history)
+    }
 }

@@ -154,7 +154,7 @@ struct SimulatorRoutes: Sendable {
             upload = form.file
         } else {
             let body = try await request.body.collect(upTo: 1 << 20)
-            guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(body.readableBytesView)) else {
+            guard case .object(let object)? = try? JSONText.decode(JSONValue.self, from: Data(body.readableBytesView)) else {
                 throw SimulatorRejection.badRequest("The request body must be a JSON object or multipart/form-data")
             }
             fields = object

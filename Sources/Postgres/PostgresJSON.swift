@@ -18,7 +18,7 @@ package struct PostgresJSON: Sendable, Hashable, PostgresEncodable, PostgresDeco
 
     /// Decodes the JSON text as `type`.
     package func decode<T: Decodable>(_ type: T.Type = T.self) throws -> T {
-        try JSONDecoder().decode(T.self, from: Data(text.utf8))
+        try JSONText.decode(T.self, from: Data(text.utf8))
     }
 
     package static var postgresType: PostgresDataType { .jsonb }

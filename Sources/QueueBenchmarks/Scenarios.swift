@@ -3,6 +3,7 @@ import DetectSimulator
 import EmbeddedPostgres
 import Foundation
 import Postgres
+import TextEncodings
 
 /// The benchmark's scenarios, each measured against its reference in the same run.
 package struct Scenarios: Sendable {
@@ -261,7 +262,7 @@ package struct Scenarios: Sendable {
         await context.drop(database)
         guard process.terminationStatus == 0,
               let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let object = try JSONText.object(from: Data(line.utf8)) as? [String: Any],
               let rate = object["rate"] as? Double
         else { return nil }
         return rate

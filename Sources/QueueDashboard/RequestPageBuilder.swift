@@ -216,7 +216,7 @@ enum RequestPageBuilder {
     }
 
     private static func prettyJSON(_ text: String) -> String {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]),
+        guard let object = try? JSONText.object(from: Data(text.utf8)),
               let data = try? JSONText.serialize(object, pretty: true)
         else { return text }
         return String(decoding: data, as: UTF8.self)

@@ -1,5 +1,6 @@
 import Foundation
 import InputNumbers
+import TextEncodings
 
 /// Everything that can go wrong talking to the Detect API, sorted by what the caller should do about it.
 /// Descriptions never contain the API token, media tokens or callback URLs.
@@ -55,7 +56,7 @@ package enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible
 
     /// The API's error text: `message`, `error` and the field errors of `{success: false, …}`, secrets masked.
     static func apiMessage(in body: [UInt8], secrets: [String]) -> String? {
-        guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(body)) else {
+        guard case .object(let object)? = try? JSONText.decode(JSONValue.self, from: Data(body)) else {
             return nil
         }
         var parts: [String] = []

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import TextEncodings
 
 /// How to reach the Detect API.
 package struct DetectClientConfiguration: Sendable {
@@ -100,7 +101,7 @@ package final class DetectClient: Sendable {
         struct Envelope: Decodable {
             var token: String?
         }
-        guard let token = (try? JSONDecoder().decode(Envelope.self, from: Data(response)))?.token, !token.isEmpty else {
+        guard let token = (try? JSONText.decode(Envelope.self, from: Data(response)))?.token, !token.isEmpty else {
             throw .malformedResponse("the secure upload response has no token")
         }
         return SecureUploadToken(token: token, issuedAt: issuedAt)

@@ -1,4 +1,5 @@
 import Foundation
+import TextEncodings
 
 /// The API's envelopes around items: `{"success": true, "item": …}` and the paginated list.
 package enum DetectResponses {
@@ -22,7 +23,7 @@ package enum DetectResponses {
             var page_size: Int?
             var total_count: Int?
         }
-        guard let header = try? JSONDecoder().decode(Header.self, from: Data(body)),
+        guard let header = try? JSONText.decode(Header.self, from: Data(body)),
               let itemsSpan = JSONSpan.topLevelValue(forKey: "items", in: body)
         else { throw .malformedResponse("the list response has no items") }
         var items: [DetectionItem] = []

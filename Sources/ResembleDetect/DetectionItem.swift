@@ -1,4 +1,5 @@
 import Foundation
+import TextEncodings
 
 /// A detection as the API reports it (`item` in its responses and callbacks): a typed view of the fields
 /// the pages document, and the item's exact JSON text, so that nothing the API sends is lost.
@@ -31,7 +32,7 @@ package struct DetectionItem: Sendable, Hashable {
 
     /// Decodes an item from its JSON text.
     package init(json: String) throws {
-        self = try JSONDecoder().decode(Decoded.self, from: Data(json.utf8)).item
+        self = try JSONText.decode(Decoded.self, from: Data(json.utf8)).item
         rawJSON = json
     }
 
@@ -185,7 +186,7 @@ package struct RetentionStatus: Sendable, Hashable, Decodable {
 
     /// Decodes the retention fields from a JSON object's text (an item, or the pages' purge example).
     package init(json: String) throws {
-        self = try JSONDecoder().decode(RetentionStatus.self, from: Data(json.utf8))
+        self = try JSONText.decode(RetentionStatus.self, from: Data(json.utf8))
     }
 
     /// True once the API says the media file has been purged.

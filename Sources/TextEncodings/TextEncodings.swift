@@ -38,6 +38,56 @@ package enum JSONText {
         return encoder
     }
 
+    /// The deepest nesting of arrays and objects detectq reads. Nothing it reads comes near it (the API's items
+    /// nest a few levels), and Foundation's decoder traps on one malformed input just past its own limit of
+    /// 512 (a body of exactly 513 `[`), so every JSON from outside is measured against this first.
+    package static let deepestNesting = 256
+
+    /// Decodes `T` from JSON `bytes`, refusing (as a `DecodingError`) JSON nested deeper than `deepestNesting`.
+    package static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>) throws -> T {
+        try refuseDeepNesting(bytes)
+        return try JSONDecoder().decode(T.self, from: Data(bytes))
+    }
+
+    /// The `JSONSerialization` object of `bytes` (fragments allowed), with the same refusal.
+    package static func object(from bytes: some Collection<UInt8>) throws -> Any {
+        try refuseDeepNesting(bytes)
+        return try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
+    }
+
+    /// Whether `bytes` open more than `limit` arrays or objects at once, strings aside.
+    package static func nesting(of bytes: some Sequence<UInt8>, exceeds limit: Int) -> Bool {
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return true }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth -= 1
+            default: break
+            }
+        }
+        return false
+    }
+
+    private static func refuseDeepNesting(_ bytes: some Collection<UInt8>) throws {
+        guard nesting(of: bytes, exceeds: deepestNesting) else { return }
+        throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "JSON nested deeper than \(deepestNesting) levels"))
+    }
+
     /// `object` (from `JSONSerialization`) as text with the same configuration.
     package static func serialize(_ object: Any, pretty: Bool = false) throws -> Data {
         try JSONSerialization.data(withJSONObject: object, options: pretty ? [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted] : [.sortedKeys, .withoutEscapingSlashes])

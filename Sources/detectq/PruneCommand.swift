@@ -1,4 +1,5 @@
 import ArgumentParser
+import DetectQueue
 import Foundation
 import InputNumbers
 import Postgres
@@ -28,22 +29,15 @@ struct PruneCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let seconds = try age().seconds
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq prune"), maximumConnections: 1)
-        var deleted = 0
-        while true {
-            let batch = try await pool.query("""
-                DELETE FROM detectq.requests WHERE id IN (
-                    SELECT id FROM detectq.requests
-                    WHERE state IN ('completed', 'failed', 'cancelled') AND updated_at < now() - make_interval(secs => \(seconds))
-                    LIMIT \(batchSize)
-                    FOR UPDATE SKIP LOCKED
-                )
-                """).affectedRows
-            deleted += batch
-            if batch < batchSize { break }
+        let deleted: Int
+        do {
+            deleted = try await RequestAdministration(store: RequestStore(pool: pool)).prune(olderThan: try age(), batchSize: batchSize)
+            await pool.close()
+        } catch {
+            await pool.close()
+            throw error
         }
-        await pool.close()
         print("pruned \(deleted) finished requests older than \(olderThan)")
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DetectQueue
 import Foundation
 import Postgres
 
@@ -27,14 +28,7 @@ struct ShowCommand: AsyncParsableCommand {
 
     /// The request's lines, or nil when there is no such request.
     private func render(_ pool: PostgresConnectionPool) async throws -> [String]? {
-        let rows = try await pool.query("""
-            SELECT id, state::text AS state, coalesce(media_url, media_path, '(media token)') AS media, wait_mode, priority, attempt,
-                   max_attempts, remote_uuid, submit_path, media_type, label, is_fake, aggregated_score, error_message,
-                   file_deleted_at::text AS file_deleted_at, created_at::text AS created_at, completed_at::text AS completed_at,
-                   metadata::text AS metadata
-            FROM detectq.requests WHERE id = \(id)
-            """)
-        guard let row = rows.first else { return nil }
+        guard let (row, history) = try await RequestAdministration(store: RequestStore(pool: pool)).describe(id: id) else { return nil }
         func text(_ column: String) throws -> String { try row.decode(column, as: String?.self) ?? "-" }
         var lines = [
             "request \(id): \(try text("state")) (attempt \(try row.decode("attempt", as: Int.self)) of \(try row.decode("max_attempts", as: Int.self)))",
@@ -49,11 +43,7 @@ struct ShowCommand: AsyncParsableCommand {
         ]
         if let reason = try row.decode("error_message", as: String?.self) { lines.append("  error:        \(reason)") }
         lines.append("history:")
-        for event in try await pool.query("""
-            SELECT at::text AS at, coalesce(from_state::text, '-') AS from_state, to_state::text AS to_state,
-                   coalesce(worker_id, '-') AS worker_id, detail
-            FROM detectq.request_events WHERE request_id = \(id) ORDER BY id
-            """) {
+        for event in history {
             let detail = try event.decode("detail", as: String?.self).map { ": \($0)" } ?? ""
             lines.append("  \(try event.decode("at", as: String.self))  \(try event.decode("from_state", as: String.self)) -> "
                 + "\(try event.decode("to_state", as: String.self))  [\(try event.decode("worker_id", as: String.self))]\(detail)")

@@ -24,6 +24,8 @@ struct CallbackFuzzTests {
         let callbackPath = try #require(await harness.simulator.state.callbackURLs().values.first).replacingOccurrences(of: base, with: "")
         let body = #"{"success": true, "item": {"uuid": "forged", "status": "completed", "metrics": {"label": "fake", "score": ["0.9"], "aggregated_score": "0.9"}}}"#
         var mutator = Mutator(corpus: [Array(body.utf8), Array("{}".utf8), []], tokens: ["\(waiting)"])
+        // Said first, so that a crash (which ends the process before the summary) still names its seed.
+        print("fuzzing the callback receiver (DETECTQ_FUZZ_SEED=\(mutator.seed))")
         let paths = [
             callbackPath, callbackPath, callbackPath, callbackPath + "x", "/callbacks/\(waiting)/0123456789abcdef", "/callbacks/\(waiting)/", "/callbacks/-1/x", "/callbacks/99999999999999999999999/x",
             "/callbacks/\(waiting)/x/extra", "/callbacks/%2e%2e/%2e%2e/metrics", "//callbacks/\(waiting)/x", "/callbacks/\(waiting)/x?y=1#z",

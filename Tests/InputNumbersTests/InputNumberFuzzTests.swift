@@ -12,6 +12,8 @@ struct InputNumberFuzzTests {
 
     @Test func mutatedNumbersNeverTrapAndStayInRange() {
         var mutator = Mutator(corpus: Self.corpus.map { Array($0.utf8) })
+        // Said first, so that a crash (which ends the process before the summary) still names its seed.
+        print("fuzzing the number readers (DETECTQ_FUZZ_SEED=\(mutator.seed))")
         let range = Duration.milliseconds(1)...Duration.seconds(86_400)
         let budget = fuzzBudget(defaultSeconds: 4)
         let deadline = ContinuousClock.now + budget

@@ -43,6 +43,8 @@ struct ResponseFuzzTests {
 
     @Test func mutatedResponsesNeverCrashTheDecoders() throws {
         var mutator = Mutator(corpus: try Self.corpus(), tokens: [Self.secret, "\\u0073k-live-"])
+        // Said first, so that a crash (which ends the process before the summary) still names its seed.
+        print("fuzzing the response decoders (DETECTQ_FUZZ_SEED=\(mutator.seed))")
         let budget = fuzzBudget(defaultSeconds: 10)
         let deadline = ContinuousClock.now + budget
         var executions = 0

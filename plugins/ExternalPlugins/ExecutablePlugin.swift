@@ -163,8 +163,8 @@ struct PluginInput: Encodable {
         zero_retention_mode = outcome.zeroRetentionMode
         intelligence_requested = outcome.intelligenceRequested
         completed_at = ISO8601Timestamp.format(outcome.completedAt)
-        metadata = try? JSONDecoder().decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
-        result = try? JSONDecoder().decode(JSONValue.self, from: Data(outcome.item.rawJSON.utf8))
+        metadata = try? JSONText.decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
+        result = try? JSONText.decode(JSONValue.self, from: Data(outcome.item.rawJSON.utf8))
     }
 
     func json() throws -> Data {

@@ -60,7 +60,7 @@ package struct FakeAlertEvent: Sendable, Encodable {
         label = outcome.verdict.label
         score = outcome.verdict.score
         fakeTracks = outcome.verdict.fakeTracks.map(\.rawValue)
-        metadata = try? JSONDecoder().decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
+        metadata = try? JSONText.decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
         metadataTruncated = nil
         detectedAt = ISO8601Timestamp.format(outcome.completedAt)
     }

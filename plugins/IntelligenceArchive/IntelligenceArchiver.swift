@@ -60,7 +60,7 @@ package struct IntelligenceArchiver: PostProcessor {
 
     /// The item's intelligence object as JSON text (keys sorted): the same bytes go to the table and the file.
     static func intelligenceJSON(of item: DetectionItem) throws -> String? {
-        let object = try JSONDecoder().decode([String: JSONValue].self, from: Data(item.rawJSON.utf8))
+        let object = try JSONText.decode([String: JSONValue].self, from: Data(item.rawJSON.utf8))
         let value: JSONValue? = switch object["intelligence"] {
         case .array(let experts)?: experts.first
         case .object?: object["intelligence"]
