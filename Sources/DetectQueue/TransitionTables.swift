@@ -51,3 +51,21 @@ package enum TransitionTables {
             + PostTaskStateMachine.stateChanges.map(\.description).filter { !postTasks.contains($0) }.sorted().map { "post-task \($0)" }
     }
 }
+
+/// What a worker finds in the database it is given, checked once at start.
+package enum SchemaReadiness: Sendable, Equatable {
+    /// The schema is there and allows every change the worker makes.
+    case ready
+    /// There is no detectq schema: `detectq migrate` has not run.
+    case notMigrated
+    /// The schema is older than the worker: its transition tables refuse these changes.
+    case refuses([String])
+
+    /// The readiness of the database behind `connection`.
+    package static func check(on connection: PostgresConnection) async throws -> SchemaReadiness {
+        let migrated = try await connection.query("SELECT to_regclass('detectq.workers') IS NOT NULL AS ready")[0].decode("ready", as: Bool.self)
+        guard migrated else { return .notMigrated }
+        let refused = try await TransitionTables.disallowedChanges(on: connection)
+        return refused.isEmpty ? .ready : .refuses(refused)
+    }
+}

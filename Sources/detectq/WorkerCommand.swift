@@ -151,16 +151,16 @@ struct WorkerCommand: AsyncParsableCommand {
         } catch {
             throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(error))")
         }
-        let migrated = try? await connection.query("SELECT to_regclass('detectq.workers') IS NOT NULL AS ready")[0]
-            .decode("ready", as: Bool.self)
-        let disallowed = migrated == true ? try? await TransitionTables.disallowedChanges(on: connection) : nil
+        let readiness = try? await SchemaReadiness.check(on: connection)
         await connection.close()
-        guard migrated == true else {
-            throw ConfigurationError("DATABASE_URL", expected: "a database with the detectq schema: run `detectq migrate` first")
-        }
-        if let disallowed, !disallowed.isEmpty {
+        switch readiness {
+        case .ready?:
+            return
+        case .refuses(let changes)?:
             throw ConfigurationError("DATABASE_URL", expected: "a detectq schema whose transition tables allow every change this worker makes "
-                + "(missing: \(disallowed.joined(separator: ", "))): run `detectq migrate`")
+                + "(missing: \(changes.joined(separator: ", "))): run `detectq migrate`")
+        case .notMigrated?, nil:
+            throw ConfigurationError("DATABASE_URL", expected: "a database with the detectq schema: run `detectq migrate` first")
         }
     }
 }
