@@ -72,7 +72,7 @@ package final class BackgroundProcess: Sendable {
             defer { reporting.finish() }
             let result = try await Subprocess.run(
                 .path(FilePath(executable)), arguments: Arguments(arguments),
-                environment: .inherit.updating(Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), $0.value) })),
+                environment: .inherit(overriding: environment),
                 platformOptions: options, input: .none,
                 output: .fileDescriptor(descriptor, closeAfterSpawningProcess: true), error: .combinedWithOutput
             ) { execution in
@@ -130,4 +130,11 @@ package final class BackgroundProcess: Sendable {
 package struct ChildProcessError: Error, CustomStringConvertible {
     package let description: String
     package init(_ description: String) { self.description = description }
+}
+
+extension Environment {
+    /// This process's environment with `values` over it.
+    package static func inherit(overriding values: [String: String]) -> Environment {
+        .inherit.updating(Dictionary(uniqueKeysWithValues: values.map { (Key(stringLiteral: $0.key), $0.value) }))
+    }
 }

@@ -51,7 +51,7 @@ struct LeaseTable: Sendable {
         let claim = claims[0]
         precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
         var parameters: [any PostgresEncodable] = []
-        let assignments = claim.assignments(parameters: &parameters).filter { !$0.hasPrefix("state =") && !$0.hasPrefix("attempt =") }
+        let assignments = claim.columns(parameters: &parameters)
         precondition(parameters.isEmpty, "a claim sets no value of its own")
         let lost = PostTaskStateMachine.leaseLost
         return LeaseTable(

@@ -8,6 +8,12 @@ struct PostProcessingEffects: Sendable {
     /// The names of the registered processors that deliver each kind of alert.
     let sinks: [AlertKind: [String]]
 
+    init(pool: PostgresConnectionPool, processors: [any PostProcessor]) {
+        self.pool = pool
+        sinks = Dictionary(grouping: processors.compactMap { processor in processor.deliveredAlert.map { ($0, processor.name) } }) { $0.0 }
+            .mapValues { $0.map(\.1).sorted() }
+    }
+
     func recordFileDeleted(requestID: Int, at date: Date) async throws {
         try await pool.query("UPDATE detectq.requests SET file_deleted_at = \(date) WHERE id = \(requestID)")
     }

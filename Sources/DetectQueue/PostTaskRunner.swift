@@ -16,11 +16,8 @@ struct PostTaskRunner: Sendable {
     let fakeThreshold: Double?
     let logger: Logger
 
-    /// What the processors' capabilities write, with the sinks of each kind of alert.
-    var effects: PostProcessingEffects {
-        PostProcessingEffects(pool: store.pool, sinks: Dictionary(grouping: processors.values.filter { $0.deliveredAlert != nil }) { $0.deliveredAlert! }
-            .mapValues { $0.map(\.name).sorted() })
-    }
+    /// What the processors' capabilities write.
+    let effects: PostProcessingEffects
 
     func run(_ task: PostTask) async {
         var logger = logger

@@ -49,6 +49,12 @@ package struct PostTaskTransition: Sendable, Hashable {
         var assignments = from == to ? [] : ["state = '\(to.rawValue)'"]
         if lease == .release { assignments.append("locked_by = NULL, locked_until = NULL") }
         if let attempt = attempts.assignment { assignments.append(attempt) }
+        return assignments + columns(parameters: &parameters)
+    }
+
+    /// The assignments of the columns alone, besides state, lease and attempt.
+    func columns(parameters: inout [any PostgresEncodable]) -> [String] {
+        var assignments: [String] = []
         if stampsCompletedAt { assignments.append("completed_at = now()") }
         if let lastError {
             parameters.append(lastError)

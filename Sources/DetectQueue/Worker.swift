@@ -77,7 +77,8 @@ package final class Worker: Service {
         let runner = PostTaskRunner(
             store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
             client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy,
-            fakeThreshold: configuration.fakeThreshold, logger: logger
+            fakeThreshold: configuration.fakeThreshold, logger: logger,
+            effects: PostProcessingEffects(pool: pool, processors: postProcessors)
         )
         let poller = ResultPoller(processor: processor)
         let router = Router()

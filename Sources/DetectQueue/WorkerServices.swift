@@ -5,12 +5,12 @@ import Postgres
 import ServiceLifecycle
 import Synchronization
 
-/// The services a worker runs, in the order its `ServiceGroup` starts them; the group stops them in the
-/// reverse order, each once the one after it has finished: the request claims first (they drain for the
-/// grace period), then the post-task claims, the poller, the listener, the rescue and the lease heartbeat
-/// (which keeps the in-flight leases alive until then), the HTTP server (callbacks still arrive while claims
-/// drain), the registry row, the coalesced writers, and the connection pool last. Cancellation ends each at
-/// once.
+// The services a worker runs (`Worker.run` lists them in the order its `ServiceGroup` starts them). The group
+// stops them in the reverse order, each once the one after it has finished: the poller first, then the
+// request claims (they drain for the grace period), the post-task claims, the listener, the rescue and the
+// lease heartbeat (which keeps the in-flight leases alive until then), the HTTP server (callbacks still arrive
+// while claims drain), the registry row, the coalesced writers, and the connection pool last. Cancellation
+// ends each at once.
 
 /// Claims work while there are free slots and runs each claim in a task of its own. On graceful shutdown
 /// it stops claiming and waits up to the grace period for what is in flight; cancelled outright, it returns

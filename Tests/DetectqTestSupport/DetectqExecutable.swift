@@ -40,7 +40,7 @@ package enum DetectqExecutable {
         }
         let result = try await Subprocess.run(
             .path(FilePath(url.path)), arguments: Arguments(arguments),
-            environment: .inherit.updating(Dictionary(uniqueKeysWithValues: environment.map { (Environment.Key(stringLiteral: $0.key), $0.value) })),
+            environment: .inherit(overriding: environment),
             output: .fileDescriptor(try FileDescriptor.open(FilePath(outputFile.path), .writeOnly, options: .closeOnExec), closeAfterSpawningProcess: true),
             error: .fileDescriptor(try FileDescriptor.open(FilePath(errorFile.path), .writeOnly, options: .closeOnExec), closeAfterSpawningProcess: true)
         )
