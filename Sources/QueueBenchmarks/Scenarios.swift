@@ -22,7 +22,7 @@ package struct Scenarios: Sendable {
     func workerEnvironment(_ database: BenchDatabase, id: String, extra: [String: String] = [:]) throws -> [String: String] {
         [
             "DATABASE_URL": database.uri, "DETECTQ_WORKER_ID": id, "DETECTQ_HTTP_PORT": "\(try freePort())",
-            "DETECTQ_API_RATE_LIMIT": "1000000", "RESEMBLE_API_TOKEN": "",
+            "DETECTQ_API_RATE_LIMIT": "100000", "RESEMBLE_API_TOKEN": "",
             "RESEMBLE_BASE_URL": "http://127.0.0.1:9/api/v2", "DETECTQ_CONCURRENCY": "200", "DETECTQ_POLL_INTERVAL": "0.5",
         ].merging(extra) { $1 }
     }
