@@ -93,9 +93,7 @@ struct CallbackReceiver: Sendable {
         do {
             try await processor.budget.acquire()
             let confirmed = try await processor.client.detection(uuid: uuid)
-            guard confirmed.uuid == uuid,
-                  try await processor.store.adopt(uuid, for: waiting, workerID: nil, via: "callback")
-            else {
+            guard confirmed.uuid == uuid, try await adopt(uuid, for: waiting) else {
                 QueueMetrics.callback("duplicate")
                 return text("already recorded\n", status: .conflict)
             }
@@ -110,6 +108,22 @@ struct CallbackReceiver: Sendable {
             processor.logger.warning("could not confirm an early callback: \(error)", metadata: ["request_id": "\(waiting.id)"])
             return text("not confirmed; try again\n", status: .serviceUnavailable)
         }
+    }
+
+    /// Adopts `uuid` for the request, in whichever of the two states it is in now: a `Prefer: wait` answer cut
+    /// off when the detection finishes arrives with its callback, so the worker may move the request from
+    /// `submitting` to `retrying` while the callback is being confirmed. Returns false when the request moved
+    /// on otherwise (it has a uuid, or it ended).
+    private func adopt(_ uuid: String, for waiting: DetectionRequest) async throws -> Bool {
+        var request = waiting
+        for _ in 0..<3 {
+            if try await processor.store.adopt(uuid, for: request, workerID: nil, via: "callback") { return true }
+            guard let now = try await processor.store.request(id: request.id), now.remoteUUID == nil,
+                  now.state == .submitting || now.state == .retrying, now.state != request.state || now.attempt != request.attempt
+            else { return false }
+            request = now
+        }
+        return false
     }
 
     private func text(_ body: String, status: HTTPResponse.Status) -> Response {
