@@ -173,7 +173,7 @@ let package = Package(
             name: "ExternalPlugins",
             dependencies: [
                 "TextEncodings",
-                "DetectQueue", "ResembleDetect",
+                "DetectQueue", "ResembleDetect", "ChildProcesses",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -94,6 +94,7 @@ struct ExternalPluginTests {
         await worker.stop()
         try await waitUntil("the plugin and its child are gone") { running.allSatisfy { kill($0, 0) != 0 } }
         let task = try await harness.pool.query("SELECT state::text AS state FROM detectq.post_tasks WHERE request_id = \(id)")[0]
-        #expect(try task.decode("state", as: String.self) == "running", "left to its lease for another worker, not failed")
+        // The cancelled run either records a retry before the pool closes, or leaves the task to its lease.
+        #expect(["running", "retrying"].contains(try task.decode("state", as: String.self)), "retried or left to its lease, never failed")
     }
 }

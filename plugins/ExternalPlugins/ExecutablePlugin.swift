@@ -1,3 +1,4 @@
+import ChildProcesses
 import DetectQueue
 import Foundation
 import ResembleDetect
@@ -122,19 +123,6 @@ package struct ExecutablePlugin: PostProcessor {
     private enum Ending: Sendable {
         case exited(ExitStatus)
         case killedAtLimit
-    }
-
-    /// How the plugin's process ended.
-    private enum ExitStatus: Sendable {
-        case exited(Int32)
-        case signaled(Int32)
-
-        init(_ status: TerminationStatus) {
-            switch status {
-            case .exited(let code): self = .exited(code)
-            case .signaled(let signal): self = .signaled(signal)
-            }
-        }
     }
 }
 
