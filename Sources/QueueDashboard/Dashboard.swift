@@ -35,52 +35,59 @@ package struct Dashboard: Sendable {
         self.logger = logger
     }
 
-    /// Adds the dashboard's routes, all under `/dashboard`.
+    /// Adds the dashboard's routes, all under `/dashboard`: the assets and the login form open to anyone,
+    /// every page and action behind `DashboardAuthentication`.
     package func routes(into router: Router<BasicRequestContext>) {
-        let router = router.group("dashboard").add(middleware: DashboardSecurityHeaders())
-        router.get("assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
-        router.get("assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
-        router.get("assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }
-        router.get("login") { request, _ in
+        let open = router.group("dashboard").add(middleware: DashboardSecurityHeaders())
+        open.get("assets/dashboard.css") { _, _ in asset(DashboardRenderer.stylesheet, type: "text/css; charset=utf-8") }
+        open.get("assets/dashboard.js") { _, _ in asset(DashboardRenderer.script, type: "text/javascript; charset=utf-8") }
+        open.get("assets/favicon.svg") { _, _ in asset(DashboardRenderer.icon, type: "image/svg+xml") }
+        open.get("login") { request, _ in
             login(next: FormFields(request.uri.query)["next"], error: nil, status: .ok)
         }
-        router.post("login") { request, _ in await logIn(request) }
-        router.post("logout") { request, _ in
-            await action(request, evenWhenReadOnly: true) { _ in
+        open.post("login") { request, _ in await logIn(request) }
+
+        let signedIn = router.group("dashboard", context: DashboardRequestContext.self)
+            .add(middleware: DashboardSecurityHeaders())
+            .add(middleware: DashboardAuthentication(authenticator: authenticator) { next in
+                login(next: next, error: nil, status: .unauthorized)
+            })
+        signedIn.post("logout") { request, context in
+            await action(request, context, evenWhenReadOnly: true) { _ in
                 var response = redirect(to: "/dashboard/login")
                 response.setCookie(Cookie(name: DashboardAuthenticator.cookieName, value: "", maxAge: 0, path: "/dashboard", httpOnly: true, sameSite: .strict))
                 return response
             }
         }
-        router.get("") { request, _ in await page(request) { try await overview(request, $0) } }
-        router.get("requests") { request, _ in await page(request) { try await requestList(request, $0) } }
-        router.get("requests/:id") { request, context in
-            await page(request) { try await requestPage(context.parameters.get("id").flatMap(Int.init), request, $0) }
+        signedIn.get("") { request, context in await page(request, context) { try await overview(request, $0) } }
+        signedIn.get("requests") { request, context in await page(request, context) { try await requestList(request, $0) } }
+        signedIn.get("requests/:id") { request, context in
+            await page(request, context) { try await requestPage(context.parameters.get("id").flatMap(Int.init), request, $0) }
         }
-        router.get("failures") { request, _ in await page(request) { try await failures(request, $0) } }
-        router.post("requests/:id/retry") { request, context in
-            await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "retried") { try await administration.retry([$0]) }
+        signedIn.get("failures") { request, context in await page(request, context) { try await failures(request, $0) } }
+        signedIn.post("requests/:id/retry") { request, context in
+            await change(request, context, verb: "retried") { try await administration.retry([$0]) }
         }
-        router.post("requests/:id/cancel") { request, context in
-            await change(request, id: context.parameters.get("id").flatMap(Int.init), verb: "cancelled") { try await administration.cancel([$0]) }
+        signedIn.post("requests/:id/cancel") { request, context in
+            await change(request, context, verb: "cancelled") { try await administration.cancel([$0]) }
         }
-        router.post("pause") { request, _ in
-            await action(request) { fields in
+        signedIn.post("pause") { request, context in
+            await action(request, context) { fields in
                 let reason = fields["reason"].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
                 let paused = try await SharedPause(pool: queries.pool).pause(reason: reason ?? "paused from the dashboard", by: nil)
                 logger.info("dashboard: submitting \(paused ? "paused" : "was already paused") on every worker")
                 return redirect(to: "/dashboard?" + Formatting.query([("notice", paused ? "paused" : "already-paused")]))
             }
         }
-        router.post("resume") { request, _ in
-            await action(request) { _ in
+        signedIn.post("resume") { request, context in
+            await action(request, context) { _ in
                 let resumed = try await SharedPause(pool: queries.pool).resume()
                 logger.info("dashboard: submitting \(resumed ? "resumed" : "was not paused")")
                 return redirect(to: "/dashboard?" + Formatting.query([("notice", resumed ? "resumed" : "not-paused")]))
             }
         }
-        router.post("failures/retry") { request, _ in await changeGroup(request, state: .failed, verb: "retried") }
-        router.post("failures/cancel") { request, _ in await changeGroup(request, state: .retrying, verb: "cancelled") }
+        signedIn.post("failures/retry") { request, context in await changeGroup(request, context, state: .failed, verb: "retried") }
+        signedIn.post("failures/cancel") { request, context in await changeGroup(request, context, state: .retrying, verb: "cancelled") }
     }
 
     // MARK: - Pages
@@ -135,8 +142,12 @@ package struct Dashboard: Sendable {
 
     // MARK: - Actions
 
-    private func change(_ request: Request, id: Int?, verb: String, _ apply: @escaping @Sendable (Int) async throws -> [(Int, RequestAdministration.Outcome)]) async -> Response {
-        await action(request) { _ in
+    private func change(
+        _ request: Request, _ context: DashboardRequestContext, verb: String,
+        _ apply: @escaping @Sendable (Int) async throws -> [(Int, RequestAdministration.Outcome)]
+    ) async -> Response {
+        let id = context.parameters.get("id").flatMap(Int.init)
+        return await action(request, context) { _ in
             guard let id else { return plain("not found\n", status: .notFound) }
             let notice: String
             switch try await apply(id).first?.1 {
@@ -153,8 +164,8 @@ package struct Dashboard: Sendable {
         }
     }
 
-    private func changeGroup(_ request: Request, state: RequestState, verb: String) async -> Response {
-        await action(request) { fields in
+    private func changeGroup(_ request: Request, _ context: DashboardRequestContext, state: RequestState, verb: String) async -> Response {
+        await action(request, context) { fields in
             guard let reason = fields["reason"] else { return plain("the form names no failure reason\n", status: .badRequest) }
             let ids = try await queries.failureGroupMembers(reason: reason, state: state, limit: Self.groupActionLimit)
             let outcomes = state == .failed ? try await administration.retry(ids) : try await administration.cancel(ids)
@@ -164,13 +175,9 @@ package struct Dashboard: Sendable {
         }
     }
 
-    /// Runs a page's body for an authenticated caller; anyone else gets the login form (401).
-    private func page(_ request: Request, _ body: (Chrome) async throws -> Response) async -> Response {
-        guard let credential = credential(request) else {
-            if request.headers[.authorization] != nil { return unauthorized() }
-            let target = request.uri.path + (request.uri.query.map { "?" + $0 } ?? "")
-            return login(next: target, error: nil, status: .unauthorized)
-        }
+    /// Runs a page's body for the caller `DashboardAuthentication` let through.
+    private func page(_ request: Request, _ context: DashboardRequestContext, _ body: (Chrome) async throws -> Response) async -> Response {
+        guard let credential = context.credential else { return DashboardAuthentication.unauthorized() }
         let chrome = Chrome(title: "", csrf: authenticator.csrfToken(for: credential), readOnly: configuration.readOnly)
         do {
             return try await body(chrome)
@@ -180,12 +187,13 @@ package struct Dashboard: Sendable {
         }
     }
 
-    /// Runs an action for an authenticated caller whose form carries the right CSRF token, unless the
-    /// dashboard is read-only and the action changes the queue.
+    /// Runs an action for the caller `DashboardAuthentication` let through, when its form carries the right
+    /// CSRF token, unless the dashboard is read-only and the action changes the queue.
     private func action(
-        _ request: Request, evenWhenReadOnly: Bool = false, _ body: @Sendable (FormFields) async throws -> Response
+        _ request: Request, _ context: DashboardRequestContext, evenWhenReadOnly: Bool = false,
+        _ body: @Sendable (FormFields) async throws -> Response
     ) async -> Response {
-        guard let credential = credential(request) else { return unauthorized() }
+        guard let credential = context.credential else { return DashboardAuthentication.unauthorized() }
         let fields: FormFields
         do {
             fields = FormFields(String(buffer: try await request.body.collect(upTo: 64 * 1024)))
@@ -218,10 +226,6 @@ package struct Dashboard: Sendable {
             path: "/dashboard", httpOnly: true, sameSite: .strict
         ))
         return response
-    }
-
-    private func credential(_ request: Request) -> DashboardAuthenticator.Credential? {
-        authenticator.credential(authorization: request.headers[.authorization], session: request.cookies[DashboardAuthenticator.cookieName]?.value)
     }
 
     /// Where a login may send the browser: a dashboard path on this host, never another site.
@@ -257,12 +261,6 @@ package struct Dashboard: Sendable {
         var chrome = chrome
         chrome.title = heading
         return html(renderer.render(MessagePageModel(chrome: chrome, heading: heading, message: text), template: "message"), status: status)
-    }
-
-    private func unauthorized() -> Response {
-        var response = plain("the dashboard needs DETECTQ_DASHBOARD_TOKEN, as a bearer token or through /dashboard/login\n", status: .unauthorized)
-        response.headers[.wwwAuthenticate] = "Bearer"
-        return response
     }
 
     private func html(_ body: String, status: HTTPResponse.Status = .ok) -> Response {

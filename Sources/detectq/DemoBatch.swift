@@ -1,5 +1,5 @@
+import DetectQueue
 import Foundation
-import Postgres
 
 /// The demo's sample requests: public URLs, small audio files it writes itself, and one file over the API's
 /// 150 MB direct-upload cap, mixing fakes and reals, sync, callback and poll waits, intelligence and zero
@@ -80,28 +80,22 @@ struct DemoBatch {
         }
     }
 
-    /// Inserts the batch with plain SQL INSERTs, as a producer would; returns the new ids.
-    func enqueue(on connection: PostgresConnection) async throws -> [Int] {
-        var ids: [Int] = []
-        for sample in samples {
-            var url: String?
-            var path: String?
+    /// The batch as the requests a producer would insert.
+    var requests: [NewRequest] {
+        samples.map { sample in
+            var request: NewRequest
             switch sample.media {
-            case .url(let value): url = value
-            case .file(let value): path = value
+            case .url(let url): request = NewRequest(media: .url(url))
+            case .file(let path): request = NewRequest(media: .path(path))
             }
-            let metadata = PostgresJSON(text: #"{"demo": "\#(runID)", "sample": "\#(sample.name)"}"#)
-            ids.append(try await connection.query(PostgresQuery(sql: """
-                INSERT INTO detectq.requests (media_url, media_path, wait_mode, intelligence, zero_retention_mode,
-                    audio_source_tracing, use_reverse_search, metadata)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                RETURNING id
-                """, parameters: [
-                    url, path, sample.waitMode, sample.intelligence, sample.zeroRetention, sample.audioSourceTracing,
-                    sample.reverseSearch, metadata,
-                ]))[0].decode("id", as: Int.self))
+            request.waitMode = sample.waitMode
+            request.intelligence = sample.intelligence
+            request.zeroRetentionMode = sample.zeroRetention
+            request.audioSourceTracing = sample.audioSourceTracing
+            request.useReverseSearch = sample.reverseSearch
+            request.metadata = #"{"demo": "\#(runID)", "sample": "\#(sample.name)"}"#
+            return request
         }
-        return ids
     }
 
     /// A 16 kHz, 16-bit mono WAV header with a four-byte `LIST` chunk as a note: 56 bytes before the samples.

@@ -110,9 +110,9 @@ struct DemoCommand: AsyncParsableCommand {
         let batch = DemoBatch(runID: runID, count: requests, largeFile: largeFile, simulated: simulator != nil, urls: url)
         let media = workDirectory.appendingPathComponent("media")
         try batch.writeMedia(into: media)
-        let connection = try await PostgresConnection.connect(database)
+        let pool = PostgresConnectionPool(configuration: database, maximumConnections: 1)
         let started = Date()
-        let ids = try await batch.enqueue(on: connection)
+        let ids = try await RequestStore(pool: pool).enqueue(batch.requests)
         say("enqueued \(ids.count) requests (demo run \(runID), ids \(ids.first ?? 0)–\(ids.last ?? 0)) with plain SQL INSERTs")
 
         let alerts = AlertCounter()
@@ -130,17 +130,17 @@ struct DemoCommand: AsyncParsableCommand {
             try await group.run()
         }
 
-        let progress = DemoProgress(runID: runID, connection: connection)
+        let progress = DemoProgress(runID: runID, pool: pool)
         let finished = try await progress.follow(until: Date().addingTimeInterval(timeout)) { groupEnded.load(ordering: .relaxed) }
         await group.triggerGracefulShutdown()
         try? await running.value
         listening.cancel()
 
         let summary = try await DemoSummary.read(
-            runID: runID, connection: connection, started: started, alertsReceived: alerts.count,
+            runID: runID, pool: pool, started: started, alertsReceived: alerts.count,
             simulator: await simulator?.state.snapshot()
         )
-        await connection.close()
+        await pool.close()
         var report = summary.text + "\n\n" + Self.nextSteps(runID: runID, keepsRows: keepsRows, simulated: simulator != nil)
         if !finished {
             report += groupEnded.load(ordering: .relaxed)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DetectQueue
 import Foundation
 import Postgres
 import TextEncodings
@@ -42,36 +43,30 @@ struct EnqueueCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var columns: [(String, any PostgresEncodable)] = []
-        func add(_ column: String, _ value: (any PostgresEncodable)?) {
-            if let value { columns.append((column, value)) }
-        }
-        add("media_url", url)
-        add("media_path", path)
-        add("media_token", token)
-        add("wait_mode", waitMode)
-        add("priority", priority)
-        add("max_attempts", maxAttempts)
-        add("idempotency_key", idempotencyKey)
-        add("metadata", metadata.map { PostgresJSON(text: $0) })
-        add("run_at", runAt.flatMap(ISO8601Timestamp.parse))
-        add("frame_length", frameLength)
-        add("start_region", startRegion)
-        add("end_region", endRegion)
-        add("max_video_secs", maxVideoSecs)
-        add("max_video_fps", maxVideoFps)
-        add("model_types", modelTypes)
-        add("pipeline", pipeline)
-        for (column, flag) in [("visualize", visualize), ("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing),
-                               ("use_reverse_search", useReverseSearch), ("use_ood_detector", useOodDetector),
-                               ("zero_retention_mode", zeroRetentionMode)] where flag {
-            add(column, true)
-        }
-        let sql = "INSERT INTO detectq.requests (\(columns.map(\.0).joined(separator: ", "))) VALUES ("
-            + (1...columns.count).map { "$\($0)" }.joined(separator: ", ") + ") RETURNING id"
+        let media: NewRequest.Media = if let url { .url(url) } else if let path { .path(path) } else { .token(token ?? "") }
+        var request = NewRequest(media: media)
+        request.waitMode = waitMode
+        request.priority = priority
+        request.maxAttempts = maxAttempts
+        request.idempotencyKey = idempotencyKey
+        request.metadata = metadata
+        request.runAt = runAt.flatMap(ISO8601Timestamp.parse)
+        request.frameLength = frameLength
+        request.startRegion = startRegion
+        request.endRegion = endRegion
+        request.maxVideoSecs = maxVideoSecs
+        request.maxVideoFps = maxVideoFps
+        request.modelTypes = modelTypes
+        request.pipeline = pipeline
+        request.visualize = visualize
+        request.intelligence = intelligence
+        request.audioSourceTracing = audioSourceTracing
+        request.useReverseSearch = useReverseSearch
+        request.useOodDetector = useOodDetector
+        request.zeroRetentionMode = zeroRetentionMode
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq enqueue"), maximumConnections: 1)
         do {
-            let id = try await pool.query(PostgresQuery(sql: sql, parameters: columns.map(\.1)))[0].decode("id", as: Int.self)
+            let id = try await RequestStore(pool: pool).enqueue([request])[0]
             await pool.close()
             print(id)
         } catch let error as PostgresError {
