@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or this one: installs what is missing, starts a throwaway
-# PostgreSQL cluster (as the postgres user, on a free loopback port), builds, runs every test against it,
+# PostgreSQL cluster (as the postgres user, on a free loopback port) with a transaction-pooling PgBouncer in
+# front of it, builds, runs every test against it,
 # and stops the cluster whatever happens. Extra arguments go to `swift test` (e.g. --filter PostgresTests).
 # DETECTQ_FUZZ_SECONDS sets how long each fuzz target runs (default 10 s for the decoders, 6 s for callbacks,
 # 4 s for the number readers). Whatever a test leaves running is stopped at the end and reported ("leftovers: N").
@@ -10,6 +11,7 @@ source scripts/lib/postgres.sh
 source scripts/lib/chromium.sh
 
 detectq_install_prerequisites
+detectq_install_pgbouncer
 # The full run ends with the dashboard's browser check, which needs Chromium.
 if [ "$#" -eq 0 ]; then
     detectq_install_chromium
@@ -17,6 +19,7 @@ fi
 detectq_start_run_directory
 trap 'detectq_stop_leftovers; detectq_stop_cluster' EXIT
 detectq_start_cluster
+detectq_start_pgbouncer
 
 echo "==> building"
 swift build --build-tests

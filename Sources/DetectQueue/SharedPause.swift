@@ -102,13 +102,13 @@ package struct SharedPause: Sendable {
     }
 
     /// An operator's pause of submitting for every worker, until `resume`; `operatorName` nil records the
-    /// session's actor (`detectq.worker_id`, as the event history does). Returns false (changing nothing)
+    /// connection's actor (`detectq.current_actor()`, as the event history does). Returns false (changing nothing)
     /// when an operator's pause is already in force.
     @discardableResult
     package func pause(reason: String, by operatorName: String?) async throws -> Bool {
         try await pool.query(PostgresQuery(sql: """
             INSERT INTO detectq.pauses (kind, reason, paused_by)
-            VALUES ('operator', $1, coalesce($2, nullif(current_setting('detectq.worker_id', true), '')))
+            VALUES ('operator', $1, coalesce($2, detectq.current_actor()))
             ON CONFLICT (kind) DO NOTHING
             """, parameters: [reason, operatorName])).affectedRows == 1
     }

@@ -129,7 +129,10 @@ package final class Worker: Service {
                 try await self.rescueExpiredLeases(store, postTasks)
                 return false
             },
-            WakeListener(database: configuration.database, requests: requestSlots, postTasks: postTaskSlots),
+            WakeListener(
+                database: configuration.database, listenDatabase: configuration.listenDatabase,
+                requests: requestSlots, postTasks: postTaskSlots, logger: logger
+            ),
             postTaskClaims,
             requestClaims,
             PeriodicLoop(name: "polling", interval: .milliseconds(250), logger: logger) { try await poller.pollDue(limit: 50) > 0 },

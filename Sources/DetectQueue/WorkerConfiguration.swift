@@ -7,6 +7,10 @@ import ResembleDetect
 /// stops the worker at start with one line naming the variable and what it expected.
 package struct WorkerConfiguration: Sendable {
     package var database: PostgresConfiguration
+    /// `DETECTQ_LISTEN_DATABASE_URL`: a direct session connection used only for `LISTEN`, for a worker whose
+    /// `DATABASE_URL` is a transaction-pooling PgBouncer. Nil listens on `database` when it keeps sessions,
+    /// and polls when it does not.
+    package var listenDatabase: PostgresConfiguration?
     package var api: DetectClientConfiguration
     /// `DETECTQ_MEDIA_ROOT`; nil refuses every `media_path` request with a reason.
     package var mediaRoot: MediaRoot?
@@ -33,6 +37,19 @@ package struct WorkerConfiguration: Sendable {
     /// `DETECTQ_FAKE_THRESHOLD`: a track whose score is at or above it reads fake, whatever its label.
     package var fakeThreshold: Double?
 
+    /// A worker's `application_name` is this and its id; the event history takes the id back from it.
+    private static let applicationNamePrefix = "detectq worker "
+    /// The longest worker id that fits in `application_name` whole.
+    package static let maximumWorkerIDLength = PostgresConfiguration.applicationNameLimit - applicationNamePrefix.utf8.count
+
+    /// `host:pid`, the host name shortened when the two would not fit in `maximumWorkerIDLength`.
+    private static func defaultWorkerID() -> String {
+        let pid = ":\(getpid())"
+        var host = Substring(ProcessInfo.processInfo.hostName)
+        while host.utf8.count + pid.utf8.count > maximumWorkerIDLength { host = host.dropLast() }
+        return host + pid
+    }
+
     private static let day = Duration.seconds(86_400)
     private static let week = Duration.seconds(604_800)
 
@@ -44,9 +61,13 @@ package struct WorkerConfiguration: Sendable {
         if token == nil && baseURL == DetectClientConfiguration.defaultBaseURL {
             throw ConfigurationError("RESEMBLE_API_TOKEN", expected: "the API token (required for the real API; point RESEMBLE_BASE_URL at `detectq simulate` to run without one)")
         }
-        let workerID = reader.text("DETECTQ_WORKER_ID") ?? "\(ProcessInfo.processInfo.hostName):\(getpid())"
-        var database = PostgresConfiguration.fromEnvironment(environment, applicationName: "detectq worker \(workerID)")
-        database.sessionSettings = ["detectq.worker_id": workerID]
+        let workerID = reader.text("DETECTQ_WORKER_ID") ?? Self.defaultWorkerID()
+        guard workerID.utf8.count <= maximumWorkerIDLength else {
+            throw ConfigurationError(
+                "DETECTQ_WORKER_ID", expected: "at most \(maximumWorkerIDLength) bytes (it travels in application_name, which the event history reads)"
+            )
+        }
+        let database = PostgresConfiguration.fromEnvironment(environment, applicationName: applicationNamePrefix + workerID)
         var mediaRoot: MediaRoot?
         if let root = reader.text("DETECTQ_MEDIA_ROOT") {
             do {
@@ -57,8 +78,13 @@ package struct WorkerConfiguration: Sendable {
         }
         let concurrency = try reader.integer("DETECTQ_CONCURRENCY", default: 100, in: 1...100_000)
         let pollInterval = try reader.seconds("DETECTQ_POLL_INTERVAL", default: .seconds(2), in: .milliseconds(1)...day)
+        var listenDatabase: PostgresConfiguration?
+        if let listenURL = reader.text("DETECTQ_LISTEN_DATABASE_URL") {
+            listenDatabase = PostgresConfiguration(connectionString: listenURL, applicationName: database.applicationName)
+        }
         return WorkerConfiguration(
             database: database,
+            listenDatabase: listenDatabase,
             // Every request in flight may hold a connection (Prefer: wait), and polls need a few more.
             api: DetectClientConfiguration(baseURL: baseURL, token: token, maximumConnections: concurrency + 16),
             mediaRoot: mediaRoot,

@@ -16,6 +16,9 @@ import Synchronization
 /// it stops claiming and waits up to the grace period for what is in flight; cancelled outright, it returns
 /// at once, cancelling what is in flight (those claims are given back or left to their leases).
 final class ClaimLoop: Service {
+    /// How long an idle loop waits for a wake-up before it looks for work anyway: the polling that finds
+    /// work whose notification was missed, or all work when the worker cannot `LISTEN`.
+    static let idleCheck = Duration.seconds(1)
     /// One claim: its id and the work that carries it through.
     typealias Claimed = (id: Int, work: @Sendable () async -> Void)
 
@@ -77,7 +80,7 @@ final class ClaimLoop: Service {
                         if !Task.isCancelled { logger.error("claiming failed: \(error)") }
                     }
                 }
-                await slots.wake.wait(timeout: .seconds(1))
+                await slots.wake.wait(timeout: Self.idleCheck)
             }
             let deadline = ContinuousClock.now + gracePeriod
             while slots.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
@@ -120,12 +123,17 @@ struct PeriodicLoop: Service {
 /// Wakes the claim loops when work becomes claimable (and after every reconnection), until it is told to stop.
 struct WakeListener: Service {
     let database: PostgresConfiguration
+    /// `DETECTQ_LISTEN_DATABASE_URL`, when set.
+    let listenDatabase: PostgresConfiguration?
     let requests: Slots
     let postTasks: Slots
+    let logger: Logger
 
     func run() async {
         await cancelWhenGracefulShutdown {
-            for await event in PostgresNotificationListener.listen(database, channels: ["detectq_requests", "detectq_post_tasks"]) {
+            // A service that returns ends the worker, so one with nothing to listen on waits for the stop.
+            guard let source = await listenSource() else { return try? await gracefulShutdown() }
+            for await event in PostgresNotificationListener.listen(source, channels: ["detectq_requests", "detectq_post_tasks"]) {
                 switch event {
                 case .notification(let notification) where notification.channel == "detectq_post_tasks":
                     postTasks.wake.signal()
@@ -137,6 +145,32 @@ struct WakeListener: Service {
                 }
             }
         }
+    }
+
+    /// Where to `LISTEN`: the listen URL when given; else `DATABASE_URL` when it keeps sessions. Behind a
+    /// transaction pool a `LISTEN` hears nothing, so the worker says so once and relies on its polling (nil).
+    /// Until the database answers the question it is asked again, as the claim loop retries.
+    private func listenSource() async -> PostgresConfiguration? {
+        if let listenDatabase { return listenDatabase }
+        var delay = Duration.milliseconds(250)
+        while !Task.isCancelled {
+            do {
+                switch try await SessionPooling.of(database) {
+                case .session:
+                    return database
+                case .transaction:
+                    logger.notice("""
+                        DATABASE_URL pools transactions (PgBouncer pool_mode = transaction), where LISTEN hears nothing, and \
+                        DETECTQ_LISTEN_DATABASE_URL is not set: this worker looks for new work every \(ClaimLoop.idleCheck) instead
+                        """)
+                    return nil
+                }
+            } catch {
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+        return nil
     }
 }
 

@@ -37,6 +37,26 @@ package final class ThrowawayPostgresCluster: Sendable {
         self.durableCommits = durableCommits
     }
 
+    /// Creates a streaming standby of this cluster (`pg_basebackup -R`) and starts it: read-only, following
+    /// this server until `promote()`. It listens on `port` when given (a port a stopped cluster gave up, so
+    /// a multi-host URL keeps naming both servers), else on a free one.
+    package func makeStandby(port: Int? = nil) async throws -> ThrowawayPostgresCluster {
+        let standby = try Self.makeDirectory(
+            port: port ?? LoopbackPort.free(), binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
+        )
+        try await standby.run("pg_basebackup", [
+            "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-D", standby.dataDirectory, "-R", "-X", "stream",
+            "--checkpoint=fast", "--no-sync",
+        ])
+        try await standby.startServer()
+        return standby
+    }
+
+    /// Ends recovery on a standby: it becomes a primary that accepts writes.
+    package func promote() async throws {
+        try await run("pg_ctl", ["-D", dataDirectory, "-w", "-t", "60", "promote"])
+    }
+
     /// Creates a new cluster and starts it.
     ///
     /// By default commits are asynchronous (`synchronous_commit=off`), which is fast but loses the last
@@ -44,11 +64,22 @@ package final class ThrowawayPostgresCluster: Sendable {
     /// so a server stopped in `immediate` mode keeps every transaction it confirmed, as a production server
     /// does (only `fsync` stays off: the operating system is not what these clusters crash).
     package static func start(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
-        let binaries = try findBinaries()
+        let cluster = try makeDirectory(
+            port: try LoopbackPort.free(), binaries: try findBinaries(), runsAsPostgresUser: geteuid() == 0, durableCommits: durableCommits
+        )
+        try await cluster.run("initdb", [
+            "-D", cluster.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
+            "--no-instructions",
+        ])
+        try await cluster.startServer()
+        return cluster
+    }
+
+    /// A cluster in a new temporary directory, owned by the postgres user when this process is root.
+    private static func makeDirectory(port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool) throws -> ThrowawayPostgresCluster {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("detectq-pg-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let runsAsPostgresUser = geteuid() == 0
         if runsAsPostgresUser {
             guard let user = getpwnam("postgres") else {
                 throw ClusterError("running as root, but there is no 'postgres' user to run PostgreSQL as")
@@ -57,16 +88,9 @@ package final class ThrowawayPostgresCluster: Sendable {
                 throw ClusterError("could not hand \(directory.path) to the postgres user")
             }
         }
-        let cluster = ThrowawayPostgresCluster(
-            directory: directory, port: try LoopbackPort.free(), binaries: binaries,
-            runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
+        return ThrowawayPostgresCluster(
+            directory: directory, port: port, binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
         )
-        try await cluster.run("initdb", [
-            "-D", cluster.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
-            "--no-instructions",
-        ])
-        try await cluster.startServer()
-        return cluster
     }
 
     /// Starts the server again after `stop`.

@@ -7,20 +7,19 @@ package struct PostgresConfiguration: Sendable {
     package var connectionString: String
     /// Overrides the database named in the connection string, when set.
     package var database: String?
-    /// `application_name` for the server's views (`pg_stat_activity`); overrides the connection string's.
+    /// `application_name` for the server's views (`pg_stat_activity`); overrides the connection string's. It
+    /// is also who the event history says made a change (`detectq.current_actor()`): `detectq worker <id>`
+    /// records `<id>`, `detectq <verb> (<who>)` records the whole name. A startup parameter rather than a
+    /// session setting, because a transaction-pooling PgBouncer sets it on every server connection it lends.
     package var applicationName: String?
-    /// Run-time settings applied to every session as it opens (and again after a reconnection), such as
-    /// `detectq.worker_id`, which the event history records. Values are sent as parameters.
-    package var sessionSettings: [String: String]
 
-    package init(
-        connectionString: String = "", database: String? = nil, applicationName: String? = nil,
-        sessionSettings: [String: String] = [:]
-    ) {
+    /// The longest `application_name` the server keeps (NAMEDATALEN - 1 bytes); it cuts longer ones.
+    package static let applicationNameLimit = 63
+
+    package init(connectionString: String = "", database: String? = nil, applicationName: String? = nil) {
         self.connectionString = connectionString
         self.database = database
         self.applicationName = applicationName
-        self.sessionSettings = sessionSettings
     }
 
     /// The configuration named by `DATABASE_URL` (or by the `PG*` variables alone when it is unset).

@@ -123,15 +123,12 @@ package final class PostgresConnection: @unchecked Sendable {
         try prepareSession(connection)
     }
 
-    /// Fixes the session settings the decoders rely on, and keeps a cancel handle for this backend.
+    /// Fixes the session settings the decoders rely on, and keeps a cancel handle for this backend. They are
+    /// the parameters PgBouncer tracks per client (it sets them again on each server connection it lends), so
+    /// they hold behind a transaction-pooling PgBouncer too.
     private func prepareSession(_ connection: OpaquePointer) throws {
-        let settings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres';"
-            + " SET extra_float_digits = 3; SET client_encoding = 'UTF8'"
+        let settings = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET client_encoding = 'UTF8'"
         _ = try check(PQexec(connection, settings), on: connection)
-        for (name, value) in configuration.sessionSettings.sorted(by: { $0.key < $1.key }) {
-            let query: PostgresQuery = "SELECT set_config(\(name), \(value), false)"
-            _ = try execute(query, on: connection)
-        }
         let handle = PQgetCancel(connection).map(CancelHandle.init)
         cancelHandle.withLock { $0 = handle }
     }

@@ -2,7 +2,8 @@ import Postgres
 
 /// Applies pending migrations in order, each in its own transaction, and records each one with its checksum
 /// in `detectq.schema_migrations`. A session-level advisory lock makes concurrent runs from many hosts safe:
-/// they queue on the lock, and each later run finds the work done.
+/// they queue on the lock, and each later run finds the work done. That lock needs a session of its own, so
+/// a transaction-pooling connection (PgBouncer's `pool_mode = transaction`) is refused before anything runs.
 package struct MigrationRunner: Sendable {
     package let configuration: PostgresConfiguration
     package let migrations: [Migration]
@@ -18,6 +19,9 @@ package struct MigrationRunner: Sendable {
     /// Applies what is pending and reports what was applied.
     package func migrate() async throws -> MigrationReport {
         try validateVersions()
+        if try await SessionPooling.of(configuration) == .transaction {
+            throw MigrationError.transactionPooling
+        }
         let connection = try await PostgresConnection.connect(configuration)
         do {
             try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
@@ -93,6 +97,7 @@ package enum MigrationError: Error, CustomStringConvertible {
     case duplicateVersion(Int)
     case changedAfterApplying(String, recorded: String, current: String)
     case failed(String, PostgresError)
+    case transactionPooling
 
     package var description: String {
         switch self {
@@ -103,6 +108,10 @@ package enum MigrationError: Error, CustomStringConvertible {
                 + "\(current.prefix(12)) in this build); restore it and put the change in a new migration"
         case .failed(let name, let error):
             return "migration \(name) failed and was rolled back: \(error)"
+        case .transactionPooling:
+            return "migrations need a session connection, and DATABASE_URL lends a server per transaction (a PgBouncer in "
+                + "pool_mode = transaction), where the migration lock does not hold; run detectq migrate with DATABASE_URL "
+                + "pointing at PostgreSQL itself or at a session-mode pool (the workers may stay behind the pooler)"
         }
     }
 }

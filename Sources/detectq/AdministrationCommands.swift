@@ -8,8 +8,9 @@ import Postgres
 enum CommandDatabase {
     private static func store(_ command: String) -> RequestStore {
         let user = ProcessInfo.processInfo.environment["USER"] ?? "unknown"
-        var configuration = PostgresConfiguration.fromEnvironment(applicationName: "detectq \(command)")
-        configuration.sessionSettings = ["detectq.worker_id": "detectq \(command) (\(user)@\(ProcessInfo.processInfo.hostName))"]
+        let configuration = PostgresConfiguration.fromEnvironment(
+            applicationName: "detectq \(command) (\(user)@\(ProcessInfo.processInfo.hostName))"
+        )
         return RequestStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1))
     }
 

@@ -73,8 +73,6 @@ struct DashboardCommand: AsyncParsableCommand {
 
     /// The dashboard's database settings: `DATABASE_URL`, with `actor` recorded in the history of what it changes.
     static func database(_ environment: [String: String], actor: String) -> PostgresConfiguration {
-        var configuration = PostgresConfiguration.fromEnvironment(environment, applicationName: "detectq dashboard")
-        configuration.sessionSettings = ["detectq.worker_id": actor]
-        return configuration
+        PostgresConfiguration.fromEnvironment(environment, applicationName: actor)
     }
 }

@@ -10,7 +10,7 @@ private func operatorName(_ command: String) -> String {
 
 /// Runs `action` on the shared pause over a one-connection pool, closing it whatever happens.
 private func withSharedPause<Result>(_ command: String, _ action: (SharedPause) async throws -> Result) async throws -> Result {
-    let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq \(command)"), maximumConnections: 1)
+    let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: operatorName(command)), maximumConnections: 1)
     do {
         let result = try await action(SharedPause(pool: pool))
         await pool.close()

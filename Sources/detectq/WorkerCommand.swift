@@ -53,7 +53,7 @@ struct WorkerCommand: AsyncParsableCommand {
         // The dashboard reads through a small pool of its own, so a busy page never takes a worker's connection.
         if let dashboardSettings {
             var database = configuration.database
-            database.sessionSettings = ["detectq.worker_id": "detectq dashboard on \(configuration.workerID)"]
+            database.applicationName = "detectq dashboard (on \(configuration.workerID))"
             let pool = PostgresConnectionPool(configuration: database, maximumConnections: 2)
             dashboardPool = pool
             dashboard = try Dashboard(configuration: dashboardSettings, pool: pool, logger: Logger(label: "detectq.dashboard"))

@@ -48,7 +48,7 @@ struct DashboardFixture {
     ) async throws -> Result {
         var configuration = try await TestDatabase.createMigratedDatabase()
         let admin = PostgresConnectionPool(configuration: configuration, maximumConnections: 4)
-        configuration.sessionSettings = ["detectq.worker_id": "detectq dashboard (test)"]
+        configuration.applicationName = "detectq dashboard (test)"
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 4)
         let dashboard = try Dashboard(configuration: .init(token: token, readOnly: readOnly), pool: pool)
         let router = Router()

@@ -20,7 +20,7 @@ struct PostTaskStoreTests {
 
     func store(_ configuration: PostgresConfiguration, worker: String) -> PostTaskStore {
         var configuration = configuration
-        configuration.sessionSettings = ["detectq.worker_id": worker]
+        configuration.applicationName = "detectq worker \(worker)"
         return PostTaskStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2))
     }
 

@@ -16,7 +16,7 @@ struct StoreFixture {
 
     func store(worker: String) -> RequestStore {
         var configuration = configuration
-        configuration.sessionSettings = ["detectq.worker_id": worker]
+        configuration.applicationName = "detectq worker \(worker)"
         return RequestStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2))
     }
 

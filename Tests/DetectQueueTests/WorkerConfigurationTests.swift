@@ -12,7 +12,7 @@ struct WorkerConfigurationTests {
         #expect(configuration.lease == .seconds(30))
         #expect(configuration.callbackTimeout == .seconds(120))
         #expect(configuration.workerID == "w-1")
-        #expect(configuration.database.sessionSettings["detectq.worker_id"] == "w-1")
+        #expect(configuration.database.applicationName == "detectq worker w-1", "the event history reads the id from it")
         #expect(configuration.api.token == nil && configuration.callbackURL == nil && configuration.mediaRoot == nil)
         #expect(configuration.concurrency == 100)
         #expect(configuration.api.maximumConnections >= configuration.concurrency, "every request in flight can hold a connection")

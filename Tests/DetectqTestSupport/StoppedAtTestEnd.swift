@@ -17,4 +17,11 @@ extension ThrowawayPostgresCluster {
         TestResources.stopAtEnd { await cluster.destroy() }
         return cluster
     }
+
+    /// Starts a streaming standby of this cluster that is destroyed when the test ends.
+    package func makeStandbyForTest() async throws -> ThrowawayPostgresCluster {
+        let standby = try await makeStandby()
+        TestResources.stopAtEnd { await standby.destroy() }
+        return standby
+    }
 }

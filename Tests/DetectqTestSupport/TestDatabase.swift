@@ -44,6 +44,21 @@ package enum TestDatabase {
         return try components.string ?? { throw TestSetupError("could not build a URI for \(database)") }()
     }
 
+    /// PgBouncer in transaction pooling mode in front of the test server, which `scripts/test.sh` starts.
+    package static let pgBouncerURL = ProcessInfo.processInfo.environment["DETECTQ_PGBOUNCER_URL"]
+
+    /// True when tests behind PgBouncer should run: it is started, or this is CI, where it must be.
+    package static let isPgBouncerEnabled = pgBouncerURL != nil || ProcessInfo.processInfo.environment["CI"] != nil
+
+    /// A connection URI for `database` on the test server through PgBouncer.
+    package static func pgBouncerURI(database: String) throws -> String {
+        guard let pgBouncerURL, var components = URLComponents(string: pgBouncerURL) else {
+            throw TestSetupError("DETECTQ_PGBOUNCER_URL is not set: run the tests with scripts/test.sh, which starts PgBouncer")
+        }
+        components.path = "/" + database
+        return try components.string ?? { throw TestSetupError("could not build a URI for \(database)") }()
+    }
+
     /// A new database with detectq's schema migrated in.
     package static func createMigratedDatabase() async throws -> PostgresConfiguration {
         let configuration = try await createDatabase()

@@ -52,7 +52,7 @@ package struct WorkerHarness: Sendable {
         var configuration = try WorkerConfiguration.fromEnvironment(settings.merging(environment) { $1 })
         configuration.database = PostgresConfiguration(
             connectionString: database.connectionString, database: database.database,
-            applicationName: "detectq worker \(workerID)", sessionSettings: ["detectq.worker_id": workerID]
+            applicationName: "detectq worker \(workerID)"
         )
         return configuration
     }

@@ -14,6 +14,16 @@ detectq_install_prerequisites() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql libpq-dev pkg-config >/dev/null
 }
 
+# Installs PgBouncer when it is missing (Debian's package: 1.18 on bookworm), for the tests behind a pooler.
+detectq_install_pgbouncer() {
+    command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] && return 0
+    echo "==> installing pgbouncer"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq pgbouncer >/dev/null
+}
+
 # Runs a command as the postgres user when we are root (PostgreSQL refuses root), else as ourselves.
 detectq_as_postgres() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -52,8 +62,47 @@ detectq_start_cluster() {
     echo "==> throwaway PostgreSQL on 127.0.0.1:$port ($dir)"
 }
 
+# Starts PgBouncer in transaction pooling mode in front of the cluster detectq_start_cluster started, for
+# every database on it; exports DETECTQ_PGBOUNCER_URL (its default database, as DATABASE_URL names it).
+# detectq_stop_cluster stops it too.
+detectq_start_pgbouncer() {
+    local port bouncer server_port
+    bouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    port=$(detectq_free_port)
+    server_port=${DATABASE_URL##*:}
+    server_port=${server_port%%/*}
+    cat >"$DETECTQ_PG_DIR/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=$server_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $DETECTQ_PG_DIR/userlist.txt
+pool_mode = transaction
+max_client_conn = 2000
+default_pool_size = 20
+max_db_connections = 40
+logfile = $DETECTQ_PG_DIR/pgbouncer.log
+pidfile = $DETECTQ_PG_DIR/pgbouncer.pid
+INI
+    echo '"postgres" ""' >"$DETECTQ_PG_DIR/userlist.txt"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DETECTQ_PG_DIR/pgbouncer.ini" "$DETECTQ_PG_DIR/userlist.txt"
+    detectq_as_postgres "$bouncer" -d "$DETECTQ_PG_DIR/pgbouncer.ini" || { cat "$DETECTQ_PG_DIR/pgbouncer.log" >&2; return 1; }
+    for _ in $(seq 1 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    export DETECTQ_PGBOUNCER_URL="postgresql://postgres@127.0.0.1:$port/postgres"
+    echo "==> PgBouncer $("$bouncer" --version | head -n 1 | awk '{print $2}') in transaction mode on 127.0.0.1:$port"
+}
+
 detectq_stop_cluster() {
     [ -n "${DETECTQ_PG_DIR:-}" ] && [ -d "$DETECTQ_PG_DIR" ] || return 0
+    if [ -f "$DETECTQ_PG_DIR/pgbouncer.pid" ]; then
+        kill "$(cat "$DETECTQ_PG_DIR/pgbouncer.pid")" 2>/dev/null || true
+    fi
     detectq_as_postgres "$DETECTQ_PG_BINDIR/pg_ctl" -D "$DETECTQ_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
     rm -rf "$DETECTQ_PG_DIR"
 }

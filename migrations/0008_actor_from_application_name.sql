@@ -1,0 +1,52 @@
+-- Who made a change, without session state: behind a transaction-pooling PgBouncer a session setting set
+-- by one client stays on the server connection and is seen by the next client that borrows it, so the
+-- history would name the wrong worker. application_name is a startup parameter PgBouncer keeps per client
+-- and sets on every server connection it lends, so the actor now comes from it:
+--   'detectq worker <id>'   -> '<id>'                   (a worker; DETECTQ_WORKER_ID)
+--   'detectq <verb> (<who>)' -> the whole name           (detectq retry, cancel, pause, the dashboard)
+--   anything else           -> NULL                      (a producer's INSERT, a hand-written UPDATE)
+-- A transaction (or session) that sets detectq.worker_id itself still names its own actor first.
+CREATE FUNCTION detectq.current_actor() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        nullif(current_setting('detectq.worker_id', true), ''),
+        CASE
+            WHEN name LIKE 'detectq worker %' THEN nullif(substr(name, 16), '')
+            WHEN name ~ '^detectq [a-z-]+ \(' THEN name
+        END)
+    FROM (SELECT current_setting('application_name') AS name) AS application
+$$;
+
+CREATE OR REPLACE FUNCTION detectq.requests_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    previous detectq.request_state;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        previous := OLD.state;
+    END IF;
+    INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
+    VALUES (
+        NEW.id, previous, NEW.state,
+        detectq.current_actor(),
+        coalesce(nullif(current_setting('detectq.event_detail', true), ''),
+                 CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.error_message END)
+    );
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION detectq.post_tasks_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    previous detectq.post_task_state;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        previous := OLD.state;
+    END IF;
+    INSERT INTO detectq.post_task_events (task_id, from_state, to_state, worker_id, detail)
+    VALUES (
+        NEW.id, previous, NEW.state,
+        detectq.current_actor(),
+        CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.last_error END
+    );
+    RETURN NULL;
+END
+$$;
