@@ -54,7 +54,7 @@ let package = Package(
         ),
         .target(
             name: "EmbeddedPostgres",
-            dependencies: ["ChildProcesses"],
+            dependencies: ["ChildProcesses", "Postgres"],
             swiftSettings: strict
         ),
         .target(

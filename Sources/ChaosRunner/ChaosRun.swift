@@ -64,7 +64,7 @@ package struct ChaosRun: Sendable {
         let token = "chaos-token-" + UUID().uuidString
         let webhookSecret = "chaos-webhook-" + UUID().uuidString
 
-        let cluster = try await ThrowawayPostgresCluster.start(durableCommits: true)
+        let cluster = try await ReplicatedPostgres.start(durableCommits: true)
         let database = PostgresConfiguration(connectionString: cluster.connectionString, applicationName: "detectq chaos")
         _ = try await MigrationRunner(configuration: database).migrate()
         var api = SimulatorConfiguration(
@@ -94,12 +94,14 @@ package struct ChaosRun: Sendable {
         var background: [Task<Void, Never>] = []
         do {
             for _ in 0..<options.workers { try await fleet.spawn() }
-            say("chaos: \(options.workers) workers, simulator on \(simulator.baseURL), PostgreSQL on port \(cluster.port); "
+            say("chaos: \(options.workers) workers, simulator on \(simulator.baseURL), PostgreSQL primary on port \(await cluster.primary.port) "
+                + "and its standby on \(await cluster.standby.port); "
                 + "faults for \(options.duration), one every \(options.faultInterval)")
             let producing = Task { await producer.run(interval: options.requestInterval) }
             let monitoring = Task { await monitor.run() }
             background = [producing, monitoring]
-            report.faults = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
+            let injected = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
+            report.faults = injected.counts
             producing.cancel()
             await producing.value
             await simulator.state.setFaults(.none)
@@ -142,7 +144,7 @@ package struct ChaosRun: Sendable {
                     "the API token": [token], "the webhook secret": [webhookSecret],
                     "callback secrets": await simulator.state.callbackURLs().values.compactMap { $0.split(separator: "/").last.map(String.init) },
                 ],
-                unexpectedExits: exits
+                unexpectedExits: exits, failovers: injected.failovers
             ).run(into: &report)
         } catch {
             for task in background { task.cancel() }
@@ -160,11 +162,13 @@ package struct ChaosRun: Sendable {
         return report
     }
 
-    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind.
+    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind, and
+    /// when each failover's promotion ended.
     private func injectFaults(
-        cluster: ThrowawayPostgresCluster, simulator: DetectSimulator, ledger: AlertLedger, fleet: WorkerFleet,
+        cluster: ReplicatedPostgres, simulator: DetectSimulator, ledger: AlertLedger, fleet: WorkerFleet,
         monitor: LeaseMonitor, started: ContinuousClock.Instant
-    ) async throws -> [String: Int] {
+    ) async throws -> (counts: [String: Int], failovers: [Date]) {
+        var failovers: [Date] = []
         var random = SeededRandom(seed: options.seed ^ 0x5EED_FA17)
         var deck: [Fault] = []
         var counts: [String: Int] = [:]
@@ -193,10 +197,17 @@ package struct ChaosRun: Sendable {
                 say("[\(elapsed) s] killed \(victim) with SIGKILL, holding \(orphaned) leases; started a replacement")
             case .postgresFastRestart, .postgresImmediateRestart:
                 let mode: ThrowawayPostgresCluster.ShutdownMode = fault == .postgresFastRestart ? .fast : .immediate
-                try await cluster.stopServer(mode)
+                let primary = await cluster.primary
+                try await primary.stopServer(mode)
                 try await Task.sleep(for: .milliseconds(Int.random(in: 200...1_500, using: &random)))
-                try await cluster.startServer()
+                try await primary.startServer()
                 say("[\(elapsed) s] restarted PostgreSQL (\(mode.rawValue) shutdown)")
+            case .postgresFailover:
+                let unavailable = try await cluster.failOver()
+                failovers.append(Date())
+                say("[\(elapsed) s] failed over: primary stopped, standby on port \(await cluster.primary.port) promoted "
+                    + "(\(unavailable.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))) without a primary); "
+                    + "a new standby follows it")
             case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing:
                 phases[fault] = tick + options.faultInterval * 2
                 say("[\(elapsed) s] \(fault.rawValue) for \(options.faultInterval * 2)")
@@ -207,7 +218,7 @@ package struct ChaosRun: Sendable {
             await simulator.state.setLatency(active.contains(.apiSlow) ? .seconds(4) : Self.baseLatency)
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }
-        return counts
+        return (counts, failovers)
     }
 
     /// Waits until every request and post-task has ended, or the drain timeout passes.
@@ -233,7 +244,7 @@ package struct ChaosRun: Sendable {
         say("chaos: the queue did not drain within \(options.drainTimeout)")
     }
 
-    private func cleanUp(pool: PostgresConnectionPool, ledger: AlertLedger, simulator: DetectSimulator, cluster: ThrowawayPostgresCluster) async {
+    private func cleanUp(pool: PostgresConnectionPool, ledger: AlertLedger, simulator: DetectSimulator, cluster: ReplicatedPostgres) async {
         await pool.close()
         await ledger.stop()
         await simulator.stop()

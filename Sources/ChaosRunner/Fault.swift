@@ -9,6 +9,7 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
     case workerKilled = "busiest worker killed with SIGKILL and replaced"
     case postgresFastRestart = "PostgreSQL restarted (fast shutdown)"
     case postgresImmediateRestart = "PostgreSQL restarted (immediate shutdown, crash recovery)"
+    case postgresFailover = "PostgreSQL primary stopped and its standby promoted (failover)"
     case apiSlow = "API slow (4 s per detection)"
     case apiDroppingConnections = "API dropping connections and losing responses"
     case apiErrors = "API answering 503 and 429"

@@ -23,6 +23,8 @@ struct InvariantChecks: Sendable {
     let secrets: [String: [String]]
     /// Workers that exited without being killed or asked to stop, or failed to stop cleanly when asked.
     let unexpectedExits: [String]
+    /// When each failover's promotion ended.
+    let failovers: [Date]
 
     /// One request as the checks need it.
     struct Row {
@@ -81,7 +83,29 @@ struct InvariantChecks: Sendable {
             adoptedDetectionsBelong(rows, adoptions: adoptions),
             hardCasesEndAsPromised(rows),
             await creditWindowsCostNothing(rows),
+            try await claimingResumesAfterFailovers(),
         ]
+    }
+
+    /// After every failover some worker claims again within 30 s (CONTRACT section 7): the producer keeps
+    /// inserting through the faults, so there is always work to claim.
+    private func claimingResumesAfterFailovers() async throws -> ChaosReport.Invariant {
+        var delays: [Double] = []
+        for failover in failovers {
+            let first = try await pool.query("""
+                SELECT EXTRACT(EPOCH FROM min(at) - \(failover))::float8 AS delay
+                FROM detectq.request_events WHERE to_state = 'submitting' AND at > \(failover)
+                """)[0].decode("delay", as: Double?.self)
+            delays.append(first ?? .infinity)
+        }
+        let slowest = delays.max() ?? 0
+        return ChaosReport.Invariant(
+            name: "claiming resumes within 30 s of every failover", held: slowest <= 30,
+            detail: failovers.isEmpty
+                ? "no failover dealt"
+                : "\(failovers.count) failovers; first claim on the promoted primary after "
+                    + delays.map { String(format: "%.1f s", $0) }.joined(separator: ", ")
+        )
     }
 
     /// Requests enqueued = completed + failed (with a reason) + cancelled, and every confirmed insert is there.

@@ -98,6 +98,8 @@ package final class ThrowawayPostgresCluster: Sendable {
         let options = [
             "-p \(port)", "-k '\(directory.path)'", "-c listen_addresses=127.0.0.1", "-c fsync=off",
             "-c synchronous_commit=\(durableCommits ? "on" : "off")", "-c full_page_writes=off", "-c max_connections=300",
+            // A standby whose primary restarted reconnects after this long (the default is 5 s).
+            "-c wal_retrieve_retry_interval=200ms",
         ].joined(separator: " ")
         try await run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "-o", options, "start"])
     }
