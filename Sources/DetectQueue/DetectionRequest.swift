@@ -32,6 +32,8 @@ package struct DetectionRequest: Sendable, Hashable {
     package var pollCount: Int
     package var acceptedAt: Date?
     package var metadata: PostgresJSON
+    /// The producer's W3C `traceparent`, whose trace the request's spans continue.
+    package var traceparent: String?
     /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
     /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
     package var unansweredSince: Date?
@@ -45,7 +47,8 @@ package struct DetectionRequest: Sendable, Hashable {
         use_ood_detector, zero_retention_mode, frame_length, start_region::float8 AS start_region,
         end_region::float8 AS end_region, max_video_secs::float8 AS max_video_secs,
         max_video_fps::float8 AS max_video_fps, model_types, pipeline, wait_mode, state, attempt, max_attempts,
-        remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata
+        remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata,
+        traceparent
         """
 
     /// A request not read from a row: a claimed, unsent attempt of `media` (the search for lost answers is
@@ -96,6 +99,7 @@ package struct DetectionRequest: Sendable, Hashable {
         pollCount = try row.decode("poll_count")
         acceptedAt = try row.decode("accepted_at")
         metadata = try row.decode("metadata")
+        traceparent = try row.decode("traceparent")
     }
 }
 

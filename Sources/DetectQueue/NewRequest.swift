@@ -37,6 +37,8 @@ package struct NewRequest: Sendable {
     package var useReverseSearch = false
     package var useOodDetector = false
     package var zeroRetentionMode = false
+    /// The producer's W3C `traceparent`, whose trace the request's spans continue.
+    package var traceparent: String?
 
     package init(media: Media) {
         self.media = media
@@ -66,6 +68,7 @@ package struct NewRequest: Sendable {
         add("max_video_fps", maxVideoFps)
         add("model_types", modelTypes)
         add("pipeline", pipeline)
+        add("traceparent", traceparent)
         let flags = [
             ("visualize", visualize), ("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing),
             ("use_reverse_search", useReverseSearch), ("use_ood_detector", useOodDetector), ("zero_retention_mode", zeroRetentionMode),

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Postgres
 import ResembleDetect
+import Tracing
 
 /// Runs claimed post-tasks: loads each one's outcome, finds its processor, runs it, and records the end
 /// (done, retry with backoff, reschedule, or failed when the attempts are spent).
@@ -28,7 +29,7 @@ struct PostTaskRunner: Sendable {
             return
         }
         do {
-            guard let outcome = try await outcome(of: task.requestID) else {
+            guard let (outcome, traceparent) = try await outcome(of: task.requestID) else {
                 await record { try await store.fail(task, workerID: workerID, reason: "the request has no stored result", retryAt: nil) }
                 return
             }
@@ -37,7 +38,16 @@ struct PostTaskRunner: Sendable {
                 attempt: task.attempt, api: BudgetedDetectAPI(client: client, budget: budget), logger: logger,
                 requestID: task.requestID, effects: effects
             )
-            let result = try await processor.process(outcome, context: context)
+            let result = try await RequestTracing.withSpan(
+                "detectq.post_process", requestID: task.requestID, traceparent: traceparent
+            ) { span in
+                span.attributes["detectq.processor"] = task.processor
+                span.attributes["detectq.post_task_id"] = task.id
+                span.attributes["detectq.attempt"] = task.attempt
+                let result = try await processor.process(outcome, context: context)
+                span.attributes["detectq.outcome"] = result.metricName
+                return result
+            }
             QueueMetrics.postTask(processor: task.processor, outcome: result.metricName)
             switch result {
             case .done:
@@ -70,21 +80,22 @@ struct PostTaskRunner: Sendable {
         }
     }
 
-    /// The completed request's outcome, read back from the database.
-    private func outcome(of requestID: Int) async throws -> DetectionOutcome? {
+    /// The completed request's outcome, read back from the database, and the trace its spans continue.
+    private func outcome(of requestID: Int) async throws -> (DetectionOutcome, traceparent: String?)? {
         let rows = try await store.pool.query("""
-            SELECT remote_uuid, result, metadata, zero_retention_mode, intelligence, completed_at
+            SELECT remote_uuid, result, metadata, zero_retention_mode, intelligence, completed_at, traceparent
             FROM detectq.requests WHERE id = \(requestID) AND state = 'completed'
             """)
         guard let row = rows.first, let result = try row.decode("result", as: PostgresJSON?.self),
               let remoteUUID = try row.decode("remote_uuid", as: String?.self)
         else { return nil }
-        return DetectionOutcome(
+        let outcome = DetectionOutcome(
             requestID: requestID, remoteUUID: remoteUUID, item: try DetectionItem(json: result.text),
             metadata: try row.decode("metadata"), zeroRetentionMode: try row.decode("zero_retention_mode"),
             intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at"),
             fakeThreshold: fakeThreshold
         )
+        return (outcome, try row.decode("traceparent"))
     }
 }
 

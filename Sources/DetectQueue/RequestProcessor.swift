@@ -4,6 +4,7 @@ import Logging
 import Postgres
 import ResembleDetect
 import TextEncodings
+import Tracing
 
 /// Carries one claimed request through one attempt: chooses the submit path, spends the shared API
 /// budget before every call, submits, and records what happened through the state machine.
@@ -40,7 +41,10 @@ struct RequestProcessor: Sendable {
         logger[metadataKey: "request_id"] = "\(request.id)"
         if let remoteUUID = request.remoteUUID { logger[metadataKey: "remote_uuid"] = "\(remoteUUID)" }
         do {
-            return try await attempt(request, probe: probe, logger: logger, isShuttingDown: isShuttingDown)
+            // Log lines of the attempt carry the request's trace (when tracing is on), as its spans do.
+            return try await ServiceContext.withValue(RequestTracing.context(requestID: request.id, traceparent: request.traceparent)) {
+                try await attempt(request, probe: probe, logger: logger, isShuttingDown: isShuttingDown)
+            }
         } catch let error as MediaPathError {
             await record(.failedPermanently(reason: error.description), request, logger: logger)
         } catch let error as DetectAPIError {
@@ -124,7 +128,21 @@ struct RequestProcessor: Sendable {
                 return .recorded
             }
         }
-        let item = try await client.submit(source, options: options, wait: mode == .sync)
+        let sent = Date()
+        // The submission, around the API call's own HTTP client span.
+        let item = try await RequestTracing.withSpan("detectq.submit", requestID: request.id, traceparent: request.traceparent) { span in
+            span.attributes["detectq.wait_mode"] = mode.rawValue
+            span.attributes["detectq.submit_path"] = path
+            span.attributes["detectq.attempt"] = request.attempt
+            return try await client.submit(source, options: options, wait: mode == .sync)
+        }
+        if item.isFinished {
+            // Under Prefer: wait the detection ran inside the submission; its wait is that call.
+            RequestTracing.recordSpan(
+                "detectq.wait", requestID: request.id, traceparent: request.traceparent, from: sent, to: Date(),
+                attributes: ["detectq.wait_mode": mode.rawValue]
+            )
+        }
         if probe, try await SharedPause(pool: store.pool).endOutOfCredit() {
             logger.notice("the API accepted a submission again: credit is back, and every worker resumes submitting")
         }
@@ -173,9 +191,19 @@ struct RequestProcessor: Sendable {
             logger.warning("the API reports the detection failed", metadata: ["remote_uuid": "\(item.uuid)"])
             return
         }
+        if let acceptedAt = request.acceptedAt {
+            RequestTracing.recordSpan(
+                "detectq.wait", requestID: request.id, traceparent: request.traceparent, from: acceptedAt, to: Date(),
+                attributes: ["detectq.wait_mode": request.waitMode.rawValue, "detectq.polls": request.pollCount]
+            )
+        }
         var result = changes
         result.apply(item, threshold: configuration.fakeThreshold)
-        if try await store.complete(request, workerID: configuration.workerID, result: result, postProcessors: postProcessors(request, item)) {
+        let completed = try await RequestTracing.withSpan("detectq.complete", requestID: request.id, traceparent: request.traceparent) { span in
+            span.attributes["detectq.label"] = item.label ?? "none"
+            return try await store.complete(request, workerID: configuration.workerID, result: result, postProcessors: postProcessors(request, item))
+        }
+        if completed {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ResembleDetect
+import Tracing
 
 /// Polls `GET /detect/{uuid}` for accepted requests whose next poll is due: requests in `poll` mode, and
 /// callback requests whose callback is overdue. It holds no worker slot while a request waits.
@@ -19,8 +20,14 @@ struct ResultPoller: Sendable {
         return due.count
     }
 
-    /// Asks the API for one accepted request and records the answer.
+    /// Asks the API for one accepted request and records the answer, in the request's trace.
     func poll(_ request: DetectionRequest) async {
+        await ServiceContext.withValue(RequestTracing.context(requestID: request.id, traceparent: request.traceparent)) {
+            await ask(about: request)
+        }
+    }
+
+    private func ask(about request: DetectionRequest) async {
         var logger = processor.logger
         logger[metadataKey: "request_id"] = "\(request.id)"
         guard let uuid = request.remoteUUID else { return }

@@ -104,8 +104,16 @@ package final class Worker: Service {
             let state = try await gate.current()
             guard state != .closed else { return [] }
             let probe = state == .probe
-            return try await store.claim(workerID: workerID, limit: probe ? 1 : limit, lease: lease)
-                .map { request in (request.id, { _ = await processor.process(request, probe: probe) { self.isShuttingDown } }) }
+            let started = Date()
+            let claimed = try await store.claim(workerID: workerID, limit: probe ? 1 : limit, lease: lease)
+            let ended = Date()
+            for request in claimed {
+                RequestTracing.recordSpan(
+                    "detectq.claim", requestID: request.id, traceparent: request.traceparent, from: started, to: ended,
+                    attributes: ["detectq.worker_id": workerID, "detectq.attempt": request.attempt, "detectq.claim_batch": claimed.count]
+                )
+            }
+            return claimed.map { request in (request.id, { _ = await processor.process(request, probe: probe) { self.isShuttingDown } }) }
         }
         let postTaskClaims = ClaimLoop(
             slots: postTaskSlots, kind: "post_tasks", concurrency: max(4, configuration.concurrency / 4),

@@ -39,6 +39,28 @@ package enum DetectAPIError: Error, Sendable, Equatable, CustomStringConvertible
         }
     }
 
+    /// The HTTP status the API answered with, when it answered.
+    package var httpStatus: Int? {
+        switch self {
+        case .retryable(_, let status, _): status
+        case .authentication(let status, _), .permanent(let status, _): status
+        case .outOfCredit: 402
+        case .malformedResponse, .invalidMedia: nil
+        }
+    }
+
+    /// A short name for the kind of failure, for traces and metrics: never the message.
+    package var kind: String {
+        switch self {
+        case .retryable: "retryable"
+        case .authentication: "authentication"
+        case .outOfCredit: "out_of_credit"
+        case .permanent: "permanent"
+        case .malformedResponse: "malformed_response"
+        case .invalidMedia: "invalid_media"
+        }
+    }
+
     /// Classifies a non-2xx response by its status, with the message from its body.
     static func from(status: Int, body: [UInt8], retryAfter: String?, secrets: [String]) -> DetectAPIError {
         let message = apiMessage(in: body, secrets: secrets) ?? HTTPStatusText.reason(status)

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import TextEncodings
+import Tracing
 
 /// How to reach the Detect API.
 package struct DetectClientConfiguration: Sendable {
@@ -57,6 +58,8 @@ package final class DetectClient: Sendable {
         httpConfiguration.connectionPool = .init(
             idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.maximumConnections)
         )
+        // `send` makes the client spans itself, named after the route; the client's own would repeat them.
+        httpConfiguration.tracing.tracer = nil
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
     }
 
@@ -162,8 +165,29 @@ package final class DetectClient: Sendable {
     }
 
     /// Sends a request and returns the body of a 2xx response; everything else becomes a `DetectAPIError`.
-    /// Its duration and status are reported to the metrics under `endpoint`, the route's template.
+    /// Its duration and status are reported to the metrics under `endpoint`, the route's template, and it is an
+    /// HTTP client span (OpenTelemetry's semantic conventions) in the caller's trace: method, host, port, the
+    /// URL without credentials or query, and the status. No header or body goes into the span.
     private func send(_ request: HTTPClientRequest, endpoint: String, secrets: [String]) async throws(DetectAPIError) -> [UInt8] {
+        let span = startSpan(endpoint, ofKind: .client)
+        defer { span.end() }
+        span.attributes["http.request.method"] = request.method.rawValue
+        if let url = URLComponents(string: request.url), let host = url.host {
+            span.attributes["server.address"] = host
+            span.attributes["server.port"] = url.port ?? (url.scheme == "http" ? 80 : 443)
+            span.attributes["url.full"] = "\(url.scheme ?? "https")://\(host)\(url.port.map { ":\($0)" } ?? "")\(url.path)"
+        }
+        do {
+            let body = try await exchange(request, endpoint: endpoint, secrets: secrets, span: span)
+            return body
+        } catch {
+            span.attributes["error.type"] = error.httpStatus.map(String.init) ?? error.kind
+            span.setStatus(SpanStatus(code: .error))
+            throw error
+        }
+    }
+
+    private func exchange(_ request: HTTPClientRequest, endpoint: String, secrets: [String], span: any Span) async throws(DetectAPIError) -> [UInt8] {
         let secrets = secrets + [configuration.token].compactMap { $0 }
         let started = ContinuousClock.now
         let response: HTTPClientResponse
@@ -183,6 +207,7 @@ package final class DetectClient: Sendable {
         }
         let bytes = Array(body.readableBytesView)
         let status = Int(response.status.code)
+        span.attributes["http.response.status_code"] = status
         APIMetrics.record(endpoint: endpoint, status: String(status), duration: ContinuousClock.now - started)
         guard (200..<300).contains(status) else {
             throw DetectAPIError.from(

@@ -32,6 +32,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Flag(help: "Use reverse image search.") var useReverseSearch = false
     @Flag(help: "Use the out-of-distribution detector.") var useOodDetector = false
     @Flag(help: "Delete the media after detection; redact URLs and file names.") var zeroRetentionMode = false
+    @Option(help: "A W3C traceparent (00-<trace id>-<span id>-<flags>) whose trace the request's spans continue.") var traceparent: String?
 
     func validate() throws {
         guard [url, path, token].compactMap({ $0 }).count == 1 else {
@@ -64,6 +65,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         request.useReverseSearch = useReverseSearch
         request.useOodDetector = useOodDetector
         request.zeroRetentionMode = zeroRetentionMode
+        request.traceparent = traceparent
         let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: "detectq enqueue"), maximumConnections: 1)
         do {
             let id = try await RequestStore(pool: pool).enqueue([request])[0]

@@ -12,7 +12,7 @@ import Yams
 struct Settings: Sendable {
     /// Every setting detectq reads; `isSecret` ones are never printed.
     static let known: [(name: String, isSecret: Bool)] = [
-        ("DATABASE_URL", false), ("RESEMBLE_API_TOKEN", true), ("RESEMBLE_BASE_URL", false),
+        ("DATABASE_URL", false), ("DETECTQ_LISTEN_DATABASE_URL", false), ("RESEMBLE_API_TOKEN", true), ("RESEMBLE_BASE_URL", false),
         ("DETECTQ_MEDIA_ROOT", false), ("DETECTQ_CALLBACK_URL", false), ("DETECTQ_HTTP_PORT", false),
         ("DETECTQ_CONCURRENCY", false), ("DETECTQ_WORKER_ID", false), ("DETECTQ_API_RATE_LIMIT", false),
         ("DETECTQ_LEASE_SECONDS", false), ("DETECTQ_CALLBACK_TIMEOUT", false), ("DETECTQ_POLL_INTERVAL", false),
@@ -137,7 +137,7 @@ struct Settings: Sendable {
             guard let url = URL(string: value), let scheme = url.scheme, let host = url.host else { return "****" }
             return "\(scheme)://\(host)/****"
         }
-        guard name == "DATABASE_URL" else { return value }
+        guard name == "DATABASE_URL" || name == "DETECTQ_LISTEN_DATABASE_URL" else { return value }
         if var components = URLComponents(string: value), components.scheme != nil, components.password != nil {
             components.password = "****"
             return components.string ?? "****"

@@ -29,6 +29,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let postProcessors: [any PostProcessor]
         let jsonLogs: Bool
         let dashboardSettings: DashboardConfiguration?
+        let telemetry: Telemetry.Exporting?
         do {
             let environment = try Settings.load(file: config).environment
             jsonLogs = try Self.jsonLogs(environment["DETECTQ_LOG_FORMAT"])
@@ -36,16 +37,17 @@ struct WorkerCommand: AsyncParsableCommand {
             postProcessors = try Self.postProcessors(environment)
             dashboardSettings = try DashboardConfiguration.forWorker(environment)
             try await Self.checkDatabase(configuration.database)
+            telemetry = try Telemetry.start(ProcessInfo.processInfo.environment)
         } catch {
             FileHandle.standardError.write(Data("detectq worker: \(error)\n".utf8))
             throw ExitCode.failure
         }
-        LoggingSystem.bootstrap { label in
-            if jsonLogs { return JSONLogHandler(label: label) }
-            var handler = StreamLogHandler.standardError(label: label)
+        LoggingSystem.bootstrap({ label, metadataProvider in
+            if jsonLogs { return JSONLogHandler(label: label, metadataProvider: metadataProvider) }
+            var handler = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
             handler.logLevel = .info
             return handler
-        }
+        }, metadataProvider: telemetry?.logMetadata)
         let registry = Self.bootstrapMetrics()
         let logger = Logger(label: "detectq.worker")
         var dashboardPool: PostgresConnectionPool?
@@ -64,8 +66,9 @@ struct WorkerCommand: AsyncParsableCommand {
             metricsExposition: { registry.emitToString() },
             additionalRoutes: dashboard.map { dashboard in { @Sendable (router: Router<BasicRequestContext>) in dashboard.routes(into: router) } }
         )
+        // The exporter is listed first so that it stops last, after the worker's final spans.
         let group = ServiceGroup(configuration: .init(
-            services: [worker],
+            services: [telemetry?.service, worker].compactMap { $0 },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -28,13 +28,15 @@ struct ConfigCommandTests {
         url.password = "pw-789"
         let outcome = try await DetectqExecutable.run(["config", "check", "--config", config], environment: base.merging([
             "DATABASE_URL": try #require(url.string), "DETECTQ_LEASE_SECONDS": "20",
+            "DETECTQ_LISTEN_DATABASE_URL": "postgresql://listener:pw-listen-321@db.internal/media",
         ]) { $1 })
         #expect(outcome.status == 0, "\(outcome.standardOutput)\(outcome.standardError)")
         let output = outcome.standardOutput
-        for secret in ["tok-very-secret-123", "hook-secret-456", "pw-789"] {
+        for secret in ["tok-very-secret-123", "hook-secret-456", "pw-789", "pw-listen-321"] {
             #expect(!output.contains(secret), "\(secret) must be masked")
         }
         #expect(output.contains("postgresql://postgres:****@"))
+        #expect(output.contains("postgresql://listener:****@db.internal/media"))
         #expect(output.range(of: #"RESEMBLE_API_TOKEN\s+\*\*\*\*\s+\[file\]"#, options: .regularExpression) != nil)
         #expect(output.range(of: #"DETECTQ_CONCURRENCY\s+12\s+\[file\]"#, options: .regularExpression) != nil)
         #expect(output.range(of: #"DETECTQ_LEASE_SECONDS\s+20\s+\[environment\]"#, options: .regularExpression) != nil, "the environment wins")
