@@ -6,14 +6,21 @@
 --   'detectq <verb> (<who>)' -> the whole name           (detectq retry, cancel, pause, the dashboard)
 --   anything else           -> NULL                      (a producer's INSERT, a hand-written UPDATE)
 -- A transaction (or session) that sets detectq.worker_id itself still names its own actor first.
-CREATE FUNCTION detectq.current_actor() RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT coalesce(
-        nullif(current_setting('detectq.worker_id', true), ''),
-        CASE
-            WHEN name LIKE 'detectq worker %' THEN nullif(substr(name, 16), '')
-            WHEN name ~ '^detectq [a-z-]+ \(' THEN name
-        END)
-    FROM (SELECT current_setting('application_name') AS name) AS application
+-- PL/pgSQL rather than SQL: it runs for every event, and a SQL function with a FROM is planned on each call.
+CREATE FUNCTION detectq.current_actor() RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    explicit text := nullif(current_setting('detectq.worker_id', true), '');
+    name text := current_setting('application_name');
+BEGIN
+    IF explicit IS NOT NULL THEN
+        RETURN explicit;
+    ELSIF starts_with(name, 'detectq worker ') THEN
+        RETURN nullif(substr(name, 16), '');
+    ELSIF name ~ '^detectq [a-z-]+ \(' THEN
+        RETURN name;
+    END IF;
+    RETURN NULL;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION detectq.requests_record_event() RETURNS trigger LANGUAGE plpgsql AS $$

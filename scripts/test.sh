@@ -29,13 +29,17 @@ if [ "$#" -gt 0 ]; then
 else
     echo "==> testing"
     swift test --skip-build --skip LargeUploadTests --skip ChaosTests --skip ResponseFuzzTests --skip CallbackFuzzTests \
-        --skip InputNumberFuzzTests
+        --skip InputNumberFuzzTests --skip FailoverTests --skip PgBouncerTests
     # Peak memory (VmHWM) belongs to the whole test process, so the uploads whose memory is measured run alone.
     echo "==> testing the memory-bound uploads alone"
     swift test --skip-build --filter LargeUploadTests
     # The fuzzers keep a core busy for their whole budget; beside the timing-sensitive suites they would skew them.
     echo "==> fuzzing (DETECTQ_FUZZ_SECONDS each; seeds printed, DETECTQ_FUZZ_SEED replays)"
     swift test --skip-build --filter "ResponseFuzzTests|CallbackFuzzTests|InputNumberFuzzTests"
+    # Each of these runs clusters, a pooler and worker processes of its own: beside the timing-sensitive suites
+    # they would load the machine as the fuzzers do.
+    echo "==> failover and PgBouncer"
+    swift test --skip-build --filter "FailoverTests|PgBouncerTests"
     # The chaos suite's short mode kills and restarts processes of its own; it gets the machine to itself.
     echo "==> chaos, short mode (scripts/chaos.sh runs the long one)"
     swift test --skip-build --filter ChaosTests

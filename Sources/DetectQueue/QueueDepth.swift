@@ -3,11 +3,18 @@ import Postgres
 
 /// The queue as the database holds it now: requests and post-tasks by state (every state, zeros included)
 /// and how long the oldest claimable request has waited. `detectq status` prints it; `/metrics` exports it.
+/// The counts come from `detectq.state_counts` (migration 0010), which triggers keep exact, so reading them
+/// costs the same with ten million finished requests as with none.
 package struct QueueDepth: Sendable, Hashable {
     package var requests: [RequestState: Int]
     package var postTasks: [PostTask.State: Int]
     /// Seconds since the oldest request that is claimable now became due; nil when none is.
     package var oldestClaimableAge: Double?
+
+    /// Folds the counts' appended changes into one row per state; workers call it now and then.
+    package static func foldCounts(_ pool: PostgresConnectionPool) async throws {
+        try await pool.query("SELECT detectq.fold_state_counts()")
+    }
 
     /// Reads it in one statement.
     package static func read(_ pool: PostgresConnectionPool) async throws -> QueueDepth {
@@ -17,10 +24,7 @@ package struct QueueDepth: Sendable, Hashable {
             oldestClaimableAge: nil
         )
         let rows = try await pool.query("""
-            SELECT 'request' AS kind, state::text AS state, count(*)::int8 AS n, NULL::float8 AS age
-            FROM detectq.requests GROUP BY state
-            UNION ALL
-            SELECT 'post_task', state::text, count(*), NULL FROM detectq.post_tasks GROUP BY state
+            SELECT kind, state, sum(n)::int8 AS n, NULL::float8 AS age FROM detectq.state_counts GROUP BY kind, state
             UNION ALL
             SELECT 'oldest', NULL, 0, EXTRACT(EPOCH FROM now() - min(run_at))::float8
             FROM detectq.requests WHERE state IN ('queued', 'retrying') AND run_at <= now()

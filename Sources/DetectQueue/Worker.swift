@@ -135,6 +135,7 @@ package final class Worker: Service {
             },
             PeriodicLoop(name: "the lease rescue", interval: max(.seconds(1), lease / 2), jitterMilliseconds: 500, logger: logger) {
                 try await self.rescueExpiredLeases(store, postTasks)
+                try await QueueDepth.foldCounts(pool)
                 return false
             },
             WakeListener(

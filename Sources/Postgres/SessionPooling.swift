@@ -1,3 +1,6 @@
+import Foundation
+import Synchronization
+
 /// How the sessions of a connection string reach PostgreSQL: each client keeping one server session for its
 /// life (a direct connection, or a session-mode pool), or borrowing one per transaction (PgBouncer's
 /// transaction pooling), where `LISTEN`, session advisory locks and session `SET`s do not hold.
@@ -5,44 +8,64 @@ package enum SessionPooling: Sendable, Hashable {
     case session
     case transaction
 
-    /// Finds out by watching the server process behind one client connection while a second client holds a
-    /// transaction open. A session keeps its server process; a transaction pool lends the first client's
-    /// idle server to the second, or gives the first another one. Opens two connections for a moment.
-    ///
-    /// A session-mode pool with room for a single server makes the second client wait for a server; the
-    /// answer then comes when the pooler gives up on it (`query_wait_timeout`).
-    package static func of(_ configuration: PostgresConfiguration) async throws -> SessionPooling {
-        let first = try await PostgresConnection.connect(configuration)
-        let second: PostgresConnection
+    /// Finds out, in two steps:
+    /// - A direct connection is told its server process's id when it opens; a pooler makes one up. When the
+    ///   id the connection was given is the one the server reports, the connection is direct: a session.
+    /// - Behind a pooler, the question is the one that matters: does a `LISTEN` hear a `NOTIFY`? A session
+    ///   (a session-mode pool) hears it at once; through transaction pooling the listening server is lent to
+    ///   others and nothing arrives. No notification within `patience` means transaction pooling.
+    package static func of(_ configuration: PostgresConfiguration, patience: Duration = .seconds(3)) async throws -> SessionPooling {
+        let connection = try await PostgresConnection.connect(configuration)
         do {
-            second = try await PostgresConnection.connect(configuration)
-        } catch {
-            await first.close()
-            throw error
-        }
-        do {
-            let pooling = try await compare(first, second)
-            await first.close()
-            await second.close()
+            let announced = await connection.backendProcessID()
+            let serving = try await connection.query("SELECT pg_backend_pid() AS pid")[0].decode("pid", as: Int32.self)
+            let pooling = announced == serving ? .session : try await hearsItsOwnNotification(configuration, sender: connection, patience: patience)
+            await connection.close()
             return pooling
         } catch {
-            await first.close()
-            await second.close()
+            await connection.close()
             throw error
         }
     }
 
-    private static func compare(_ first: PostgresConnection, _ second: PostgresConnection) async throws -> SessionPooling {
-        let backend: PostgresQuery = "SELECT pg_backend_pid() AS pid"
-        let firstBackend = try await first.query(backend)[0].decode("pid", as: Int.self)
-        try await second.query("BEGIN")
-        let secondBackend = try await second.query(backend)[0].decode("pid", as: Int.self)
-        var pooling = secondBackend == firstBackend ? SessionPooling.transaction : .session
-        // A pooler lending servers round robin may hand the first client its old server again by chance.
-        for _ in 0..<3 where pooling == .session {
-            if try await first.query(backend)[0].decode("pid", as: Int.self) != firstBackend { pooling = .transaction }
+    private static func hearsItsOwnNotification(
+        _ configuration: PostgresConfiguration, sender: PostgresConnection, patience: Duration
+    ) async throws -> SessionPooling {
+        let channel = "detectq_probe_" + UUID().uuidString.prefix(8).lowercased()
+        let listening = ListeningFlag()
+        let heard = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await event in PostgresNotificationListener.listen(configuration, channels: [channel]) {
+                    switch event {
+                    case .listening:
+                        listening.set()
+                        try await sender.query("SELECT pg_notify(\(channel), 'probe')")
+                    case .notification(let notification) where notification.channel == channel:
+                        return true
+                    case .notification:
+                        continue
+                    }
+                }
+                return false
+            }
+            group.addTask {
+                try await Task.sleep(for: patience)
+                return false
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? false
         }
-        try await second.query("ROLLBACK")
-        return pooling
+        if heard { return .session }
+        guard listening.isSet else {
+            throw PostgresError(kind: .connection, message: "could not LISTEN to find out how the connection pools sessions")
+        }
+        return .transaction
     }
+}
+
+/// Set once the probe's `LISTEN` is in place.
+private final class ListeningFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
 }

@@ -52,6 +52,11 @@ package struct BenchContext: Sendable {
         await server.close()
     }
 
+    /// Runs `detectq` with `arguments` to its end, its output to a log file; returns its exit code.
+    func run(_ arguments: [String], environment: [String: String], name: String) async throws -> Int32 {
+        try await start(arguments, environment: environment, name: name).waitForExit()
+    }
+
     /// Starts `detectq` with `arguments` and `environment` (over this process's own), its output to a log file.
     func start(_ arguments: [String], environment: [String: String], name: String) async throws -> ChildProcess {
         let log = logDirectory.appendingPathComponent("\(name).log")
@@ -108,10 +113,17 @@ struct BenchDatabase: Sendable {
         return try await now()
     }
 
-    /// Requests per second from `start` to the last completion, on the database's clock.
-    func throughput(since start: Date, completed: Int) async throws -> Double {
-        let last = try await pool.query("SELECT max(completed_at) AS last FROM detectq.requests")[0].decode("last", as: Date.self)
+    /// Requests per second from `start` to the last completion of a request after id `after`, on the
+    /// database's clock.
+    func throughput(since start: Date, completed: Int, after baseline: Int = 0) async throws -> Double {
+        let last = try await pool.query("SELECT max(completed_at) AS last FROM detectq.requests WHERE id > \(baseline)")[0]
+            .decode("last", as: Date.self)
         return Double(completed) / max(last.timeIntervalSince(start), 0.001)
+    }
+
+    /// The newest request's id, 0 when there is none.
+    func maxID() async throws -> Int {
+        try await pool.query("SELECT coalesce(max(id), 0)::int8 AS id FROM detectq.requests")[0].decode("id", as: Int.self)
     }
 }
 
@@ -139,6 +151,11 @@ final class ChildProcess: Sendable {
     /// Resets the peak resident set to the current one (`/proc/PID/clear_refs`).
     func resetPeakMemory() {
         try? "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+    }
+
+    /// Waits for it to exit on its own; its exit code.
+    func waitForExit() async throws -> Int32 {
+        try await process.waitForExit().code
     }
 
     /// Asks it to stop (SIGTERM) and waits; SIGKILL after `grace`.

@@ -15,7 +15,7 @@ package struct BenchmarkRow: Sendable {
 /// Runs the chosen scenarios in order and collects the table, printing each row as it is measured.
 package struct BenchmarkRun: Sendable {
     /// The scenarios, by the names `--only` takes.
-    package static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard"]
+    package static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard", "growth"]
 
     let scenarios: Scenarios
     let only: Set<String>
@@ -129,6 +129,43 @@ package struct BenchmarkRun: Sendable {
                 figure: String(format: "OFFSET %.1f ms", result.offsetMilliseconds),
                 reference: String(format: "keyset %.2f ms", result.keysetMilliseconds), ratio: result.offsetMilliseconds / result.keysetMilliseconds,
                 target: "", met: nil
+            ))
+        }
+        if only.contains("growth") {
+            let result = try await scenarios.growth(rows: scenarios.scaled(10_000_000))
+            let rows = Self.count(result.rows)
+            add(BenchmarkRow(
+                scenario: "9 load \(rows) finished requests with histories", figure: String(format: "%.0f s", result.loadSeconds),
+                reference: "", ratio: nil, target: "minutes", met: result.loadSeconds < 1_800
+            ))
+            let (empty, grown) = (result.empty, result.grown)
+            add(BenchmarkRow(
+                scenario: "9 claim + complete, \(rows) rows", figure: Self.rate(grown.throughput), reference: "10k rows \(Self.rate(empty.throughput))",
+                ratio: grown.throughput / empty.throughput, target: "≥ 80% of 10k rows", met: grown.throughput / empty.throughput >= 0.8
+            ))
+            add(BenchmarkRow(
+                scenario: "9 enqueue to claim, \(rows) rows", figure: String(format: "p50 %.1f ms, p95 %.1f ms", grown.latencyP50, grown.latencyP95),
+                reference: String(format: "10k rows: p50 %.1f ms, p95 %.1f ms", empty.latencyP50, empty.latencyP95),
+                ratio: grown.latencyP50 / empty.latencyP50, target: "p50 ≤ 120% of 10k rows", met: grown.latencyP50 <= empty.latencyP50 * 1.2
+            ))
+            for (page, (name, grownTime)) in grown.pages.enumerated() {
+                let emptyTime = empty.pages[page].milliseconds
+                add(BenchmarkRow(
+                    scenario: "9 dashboard \(name), \(rows) rows", figure: String(format: "%.1f ms", grownTime),
+                    reference: String(format: "10k rows %.1f ms", emptyTime), ratio: grownTime / emptyTime,
+                    // A page that answers within 5 ms either way is as fast as the network lets it be measured.
+                    target: "≤ 120% of 10k rows (or ≤ 5 ms)", met: grownTime <= emptyTime * 1.2 || grownTime <= 5
+                ))
+            }
+            add(BenchmarkRow(
+                scenario: "9 prune one day (\(Self.count(result.prunedRows)) requests)", figure: String(format: "%.1f s", result.pruneSeconds),
+                reference: "", ratio: nil, target: "", met: nil
+            ))
+            add(BenchmarkRow(
+                scenario: "9 enqueue to claim during the prune",
+                figure: String(format: "p50 %.1f ms, p95 %.1f ms", result.latencyDuringPruneP50, result.latencyDuringPruneP95),
+                reference: String(format: "no prune p50 %.1f ms", grown.latencyP50), ratio: result.latencyDuringPruneP50 / grown.latencyP50,
+                target: "p95 ≤ 100 ms (no pause in claiming)", met: result.latencyDuringPruneP95 <= 100
             ))
         }
         return rows

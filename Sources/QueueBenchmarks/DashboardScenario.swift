@@ -112,13 +112,14 @@ extension Scenarios {
                      LATERAL (SELECT now() - make_interval(secs => (\(rows) - n) * (30 * 86400.0 / \(rows))) AS at) AS t
                 """)
             try await connection.query("ALTER TABLE detectq.requests ENABLE TRIGGER USER")
+            try await connection.query("SELECT detectq.recount_states()")
         }
         try await pool.query("ANALYZE detectq.requests")
     }
 
     /// Serves a dashboard over `database` on a free loopback port and runs `body` with a function that GETs a
     /// path with the token and checks it answered 200.
-    private func withDashboard<Result: Sendable>(
+    func withDashboard<Result: Sendable>(
         _ database: BenchDatabase, _ body: (@Sendable (String) async throws -> Void) async throws -> Result
     ) async throws -> Result {
         let token = "bench-dashboard-token-0123456789"

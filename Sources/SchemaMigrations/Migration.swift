@@ -37,5 +37,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0007_lost_answers.sql", bytes: PackageResources._007_lost_answers_sql),
         Migration(fileName: "0008_actor_from_application_name.sql", bytes: PackageResources._008_actor_from_application_name_sql),
         Migration(fileName: "0009_traceparent.sql", bytes: PackageResources._009_traceparent_sql),
+        Migration(fileName: "0010_kept_counts.sql", bytes: PackageResources._010_kept_counts_sql),
     ]
 }

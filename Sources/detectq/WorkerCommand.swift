@@ -12,6 +12,7 @@ import Metrics
 import Postgres
 import Prometheus
 import QueueDashboard
+import SchemaMigrations
 import ServiceLifecycle
 
 /// `detectq worker`: claims, submits, waits and serves callbacks until SIGTERM or SIGINT.
@@ -155,9 +156,15 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(error))")
         }
         let readiness = try? await SchemaReadiness.check(on: connection)
+        let applied = try? await connection.query("SELECT version FROM detectq.schema_migrations").map { try $0.decode("version", as: Int.self) }
         await connection.close()
         switch readiness {
         case .ready?:
+            let missing = DetectqMigrations.all.filter { !Set(applied ?? []).contains($0.version) }.map(\.name)
+            guard missing.isEmpty else {
+                throw ConfigurationError("DATABASE_URL", expected: "a detectq schema with every migration this worker needs "
+                    + "(missing: \(missing.joined(separator: ", "))): run `detectq migrate`")
+            }
             return
         case .refuses(let changes)?:
             throw ConfigurationError("DATABASE_URL", expected: "a detectq schema whose transition tables allow every change this worker makes "

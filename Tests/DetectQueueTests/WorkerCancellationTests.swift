@@ -8,7 +8,7 @@ import WorkerTestSupport
 
 @Suite("A worker whose task is cancelled", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct WorkerCancellationTests {
-    @Test func aBusyWorkerCancelledOutrightReturnsWithinTwoSecondsAndLosesNothing() async throws {
+    @Test func aBusyWorkerCancelledOutrightReturnsAtOnceAndLosesNothing() async throws {
         // Each detection takes a minute, so every request is in flight (waiting on `Prefer: wait`) when the
         // task is cancelled, however slow the machine.
         let harness = try await WorkerHarness.start(.init(latency: .seconds(60)))
@@ -26,7 +26,8 @@ struct WorkerCancellationTests {
         running.cancel()
         _ = await running.result
         let took = ContinuousClock.now - cancelled
-        #expect(took < .seconds(2), "a cancelled worker returns at once, not after its grace period or the API's answer: \(took)")
+        // Both the grace period and the API's answer are 60 s away; 10 s leaves a busy machine room.
+        #expect(took < .seconds(10), "a cancelled worker returns at once, not after its grace period or the API's answer: \(took)")
 
         // Each claim was given back or keeps its lease until it expires; either way another worker finishes it.
         let held = try await harness.count("""
