@@ -5,7 +5,9 @@
 --   'detectq worker <id>'   -> '<id>'                   (a worker; DETECTQ_WORKER_ID)
 --   'detectq <verb> (<who>)' -> the whole name           (detectq retry, cancel, pause, the dashboard)
 --   anything else           -> NULL                      (a producer's INSERT, a hand-written UPDATE)
--- A transaction (or session) that sets detectq.worker_id itself still names its own actor first.
+-- A transaction (or session) that sets detectq.worker_id itself still names its own actor first. The history
+-- triggers call it from migration 0010 on, where they are rewritten to keep the counts as well.
+
 -- PL/pgSQL rather than SQL: it runs for every event, and a SQL function with a FROM is planned on each call.
 CREATE FUNCTION detectq.current_actor() RETURNS text LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -19,41 +21,6 @@ BEGIN
     ELSIF name ~ '^detectq [a-z-]+ \(' THEN
         RETURN name;
     END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION detectq.requests_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    previous detectq.request_state;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        previous := OLD.state;
-    END IF;
-    INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
-    VALUES (
-        NEW.id, previous, NEW.state,
-        detectq.current_actor(),
-        coalesce(nullif(current_setting('detectq.event_detail', true), ''),
-                 CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.error_message END)
-    );
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION detectq.post_tasks_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    previous detectq.post_task_state;
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        previous := OLD.state;
-    END IF;
-    INSERT INTO detectq.post_task_events (task_id, from_state, to_state, worker_id, detail)
-    VALUES (
-        NEW.id, previous, NEW.state,
-        detectq.current_actor(),
-        CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.last_error END
-    );
     RETURN NULL;
 END
 $$;

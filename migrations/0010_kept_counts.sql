@@ -44,23 +44,12 @@ BEGIN
 END
 $$;
 
--- A move is counted by the row, in the trigger that already records it in the history (one call per change
--- of state, none for an UPDATE that moves nothing); the actor is worked out in place rather than by calling
--- detectq.current_actor(), as both run for every change.
+-- A move is counted by the row, in the trigger that already records it in the history: one call per change
+-- of state, none for an UPDATE that moves nothing.
 CREATE OR REPLACE FUNCTION detectq.requests_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     previous detectq.request_state;
-    actor text := nullif(current_setting('detectq.worker_id', true), '');
-    application text;
 BEGIN
-    IF actor IS NULL THEN
-        application := current_setting('application_name');
-        IF starts_with(application, 'detectq worker ') THEN
-            actor := nullif(substr(application, 16), '');
-        ELSIF application ~ '^detectq [a-z-]+ \(' THEN
-            actor := application;
-        END IF;
-    END IF;
     IF TG_OP = 'UPDATE' THEN
         previous := OLD.state;
         INSERT INTO detectq.state_counts (kind, state, n) VALUES ('request', OLD.state::text, -1), ('request', NEW.state::text, 1);
@@ -74,7 +63,7 @@ BEGIN
     END IF;
     INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
     VALUES (
-        NEW.id, previous, NEW.state, actor,
+        NEW.id, previous, NEW.state, detectq.current_actor(),
         coalesce(nullif(current_setting('detectq.event_detail', true), ''),
                  CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.error_message END)
     );
@@ -95,23 +84,13 @@ $$;
 CREATE OR REPLACE FUNCTION detectq.post_tasks_record_event() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     previous detectq.post_task_state;
-    actor text := nullif(current_setting('detectq.worker_id', true), '');
-    application text;
 BEGIN
-    IF actor IS NULL THEN
-        application := current_setting('application_name');
-        IF starts_with(application, 'detectq worker ') THEN
-            actor := nullif(substr(application, 16), '');
-        ELSIF application ~ '^detectq [a-z-]+ \(' THEN
-            actor := application;
-        END IF;
-    END IF;
     IF TG_OP = 'UPDATE' THEN
         previous := OLD.state;
         INSERT INTO detectq.state_counts (kind, state, n) VALUES ('post_task', OLD.state::text, -1), ('post_task', NEW.state::text, 1);
     END IF;
     INSERT INTO detectq.post_task_events (task_id, from_state, to_state, worker_id, detail)
-    VALUES (NEW.id, previous, NEW.state, actor, CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.last_error END);
+    VALUES (NEW.id, previous, NEW.state, detectq.current_actor(), CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.last_error END);
     RETURN NULL;
 END
 $$;

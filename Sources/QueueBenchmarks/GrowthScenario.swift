@@ -132,7 +132,8 @@ extension Scenarios {
         return (before, seconds.withLock { $0 }, latency.p50, latency.p95)
     }
 
-    /// `rows` finished requests as months of traffic leave them, enqueued evenly over 30 days: 98% completed
+    /// `rows` finished requests as months of traffic leave them, enqueued evenly over the 30 days before the
+    /// last hour (the last hour's traffic, which the overview charts, is the run's own on both sides): 98% completed
     /// (1 in 7 fake), 1% failed, 1% cancelled; each with its history (four events for a completion, two for
     /// the others) and each fake with its completed alert post-task and that task's two events. Generated in
     /// SQL with the tables' triggers off (each row is written as the triggers would have left it), then analysed.
@@ -158,7 +159,7 @@ extension Scenarios {
                        CASE WHEN s.state = 'completed' THEN t.at + interval '1 second' END
                 FROM generate_series(1, \(rows)) AS n,
                      LATERAL (SELECT CASE WHEN n % 100 = 0 THEN 'failed' WHEN n % 100 = 1 THEN 'cancelled' ELSE 'completed' END AS state) AS s,
-                     LATERAL (SELECT now() - make_interval(secs => (\(rows) - n + 1) * (30 * 86400.0 / \(rows))) AS at) AS t
+                     LATERAL (SELECT now() - interval '1 hour' - make_interval(secs => (\(rows) - n + 1) * (30 * 86400.0 / \(rows))) AS at) AS t
                 """)
             try await connection.query("""
                 INSERT INTO detectq.request_events (request_id, from_state, to_state, at, worker_id)
