@@ -110,14 +110,18 @@ struct DashboardQueries: Sendable {
 
     func overview() async throws -> Overview {
         let depth = try await QueueDepth.read(pool)
+        // Grouped by minute first, then joined to the sixty minutes by equality: a join on the time ranges
+        // compared every completion of the hour with every minute (181 of 187 ms for 11,000 completions).
         let minuteRows = try await pool.query("""
-            SELECT m.start, count(r.id)::int8 AS completed, count(r.id) FILTER (WHERE r.is_fake)::int8 AS fakes
+            SELECT m.start, coalesce(c.completed, 0)::int8 AS completed, coalesce(c.fakes, 0)::int8 AS fakes
             FROM generate_series(date_trunc('minute', now()) - interval '59 minutes', date_trunc('minute', now()),
                                  interval '1 minute') AS m(start)
-            LEFT JOIN detectq.requests r
-                ON r.completed_at >= m.start AND r.completed_at < m.start + interval '1 minute'
-               AND r.completed_at >= date_trunc('minute', now()) - interval '59 minutes'
-            GROUP BY m.start ORDER BY m.start
+            LEFT JOIN (
+                SELECT date_trunc('minute', completed_at) AS start, count(*) AS completed, count(*) FILTER (WHERE is_fake) AS fakes
+                FROM detectq.requests WHERE completed_at >= date_trunc('minute', now()) - interval '59 minutes'
+                GROUP BY 1
+            ) AS c ON c.start = m.start
+            ORDER BY m.start
             """)
         let minutes = try minuteRows.map {
             Overview.Minute(start: try $0.decode("start"), completed: try $0.decode("completed"), fakes: try $0.decode("fakes"))
