@@ -22,23 +22,16 @@ CREATE TABLE detectq.failure_counts (
 -- Inserts and deletes come in batches (a producer's INSERT … SELECT, a prune), so they are counted once per
 -- statement from its transition table; TG_ARGV[0] is the kind.
 CREATE FUNCTION detectq.count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    sign integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO detectq.state_counts (kind, state, n)
-        SELECT TG_ARGV[0], state::text, count(*) FROM changed_rows GROUP BY state;
-        IF TG_ARGV[0] = 'request' THEN
-            INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
-            SELECT state::text, coalesce(error_message, '(no reason)'), count(*), max(updated_at)
-            FROM changed_rows WHERE state IN ('failed', 'retrying') GROUP BY 1, 2;
-        END IF;
-    ELSE
-        INSERT INTO detectq.state_counts (kind, state, n)
-        SELECT TG_ARGV[0], state::text, -count(*) FROM changed_rows GROUP BY state;
-        IF TG_ARGV[0] = 'request' THEN
-            INSERT INTO detectq.failure_counts (state, reason, n)
-            SELECT state::text, coalesce(error_message, '(no reason)'), -count(*)
-            FROM changed_rows WHERE state IN ('failed', 'retrying') GROUP BY 1, 2;
-        END IF;
+    INSERT INTO detectq.state_counts (kind, state, n)
+    SELECT TG_ARGV[0], state::text, sign * count(*) FROM changed_rows GROUP BY state;
+    IF TG_ARGV[0] = 'request' THEN
+        -- A group's last_seen is when a request joined it, so a delete leaves it as it was.
+        INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+        SELECT state::text, coalesce(error_message, '(no reason)'), sign * count(*), CASE WHEN sign > 0 THEN max(updated_at) END
+        FROM changed_rows WHERE state IN ('failed', 'retrying') GROUP BY 1, 2;
     END IF;
     RETURN NULL;
 END

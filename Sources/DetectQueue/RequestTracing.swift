@@ -15,9 +15,11 @@ package enum RequestTracing {
     /// The attribute every span of a request carries.
     package static let requestIDAttribute = "detectq.request_id"
 
-    /// The context a request's spans are children of.
+    /// The context a request's spans are children of; with no tracer bootstrapped, the empty one, so that a
+    /// worker without tracing derives and parses nothing per request.
     package static func context(requestID: Int, traceparent: String?) -> ServiceContext {
         var context = ServiceContext.topLevel
+        guard !(InstrumentationSystem.tracer is NoOpTracer) else { return context }
         let carrier = ["traceparent": traceparent ?? derivedTraceparent(requestID: requestID)]
         InstrumentationSystem.instrument.extract(carrier, into: &context, using: TraceparentExtractor())
         return context
@@ -45,6 +47,7 @@ package enum RequestTracing {
         _ name: String, requestID: Int, traceparent: String?, from start: Date, to end: Date,
         attributes: [String: any SpanAttributeConvertible] = [:]
     ) {
+        guard !(InstrumentationSystem.tracer is NoOpTracer) else { return }
         let span = startSpan(name, at: instant(start), context: context(requestID: requestID, traceparent: traceparent))
         span.attributes[requestIDAttribute] = requestID
         for (key, value) in attributes { span.attributes[key] = value.toSpanAttribute() }

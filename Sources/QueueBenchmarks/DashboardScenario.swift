@@ -89,8 +89,7 @@ extension Scenarios {
     /// over 30 days. Loaded in one statement with the table's triggers off (the history is not what is
     /// measured), then analysed.
     static func load(_ rows: Int, into pool: PostgresConnectionPool) async throws {
-        try await pool.transaction { connection in
-            try await connection.query("ALTER TABLE detectq.requests DISABLE TRIGGER USER")
+        try await withTriggersOff(["requests"], on: pool) { connection in
             try await connection.query("""
                 INSERT INTO detectq.requests (media_url, state, attempt, media_type, submit_path, label, is_fake, aggregated_score,
                                               result, remote_uuid, error_message, metadata, created_at, updated_at, completed_at)
@@ -111,8 +110,6 @@ extension Scenarios {
                      LATERAL (SELECT CASE WHEN n % 100 = 0 THEN 'failed' WHEN n % 250 = 1 THEN 'queued' ELSE 'completed' END AS state) AS s,
                      LATERAL (SELECT now() - make_interval(secs => (\(rows) - n) * (30 * 86400.0 / \(rows))) AS at) AS t
                 """)
-            try await connection.query("ALTER TABLE detectq.requests ENABLE TRIGGER USER")
-            try await connection.query("SELECT detectq.recount_states()")
         }
         try await pool.query("ANALYZE detectq.requests")
     }

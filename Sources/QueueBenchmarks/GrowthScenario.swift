@@ -138,10 +138,7 @@ extension Scenarios {
     /// the others) and each fake with its completed alert post-task and that task's two events. Generated in
     /// SQL with the tables' triggers off (each row is written as the triggers would have left it), then analysed.
     static func loadHistory(_ rows: Int, into pool: PostgresConnectionPool) async throws {
-        try await pool.transaction { connection in
-            for table in ["requests", "request_events", "post_tasks", "post_task_events"] {
-                try await connection.query(PostgresQuery(sql: "ALTER TABLE detectq.\(table) DISABLE TRIGGER USER", parameters: []))
-            }
+        try await withTriggersOff(["requests", "request_events", "post_tasks", "post_task_events"], on: pool) { connection in
             try await connection.query("""
                 INSERT INTO detectq.requests (media_url, state, attempt, media_type, submit_path, label, is_fake, aggregated_score,
                                               result, remote_uuid, error_message, metadata, created_at, updated_at, completed_at, accepted_at)
@@ -187,15 +184,28 @@ extension Scenarios {
                 CROSS JOIN LATERAL (VALUES (NULL, 'queued', NULL), ('queued', 'running', 'history-worker'), ('running', 'completed', 'history-worker'))
                     AS step(from_state, to_state, worker)
                 """)
-            for table in ["requests", "request_events", "post_tasks", "post_task_events"] {
-                try await connection.query(PostgresQuery(sql: "ALTER TABLE detectq.\(table) ENABLE TRIGGER USER", parameters: []))
-            }
-            try await connection.query("SELECT detectq.recount_states()")
         }
         for table in ["requests", "request_events", "post_tasks", "post_task_events"] {
             try await pool.query(PostgresQuery(sql: "VACUUM ANALYZE detectq.\(table)", parameters: []))
         }
         // The load's dirty pages written now, not by the checkpointer in the middle of the measures.
         try await pool.query("CHECKPOINT")
+    }
+
+    /// Runs `load` in one transaction with the user triggers of `tables` off (a bulk load writes its rows as
+    /// the triggers would have left them), then recounts the kept counts the triggers would have kept.
+    static func withTriggersOff(
+        _ tables: [String], on pool: PostgresConnectionPool, _ load: (PostgresConnection) async throws -> Void
+    ) async throws {
+        try await pool.transaction { connection in
+            for table in tables {
+                try await connection.query(PostgresQuery(sql: "ALTER TABLE detectq.\(table) DISABLE TRIGGER USER", parameters: []))
+            }
+            try await load(connection)
+            for table in tables {
+                try await connection.query(PostgresQuery(sql: "ALTER TABLE detectq.\(table) ENABLE TRIGGER USER", parameters: []))
+            }
+            try await connection.query("SELECT detectq.recount_states()")
+        }
     }
 }
