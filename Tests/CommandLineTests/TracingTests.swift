@@ -85,7 +85,10 @@ struct TracingTests {
             let spans = try Self.spans(in: receiver.deliveries)
             let poll = Set(spans.filter { $0.traceID == pollTrace }.map(\.name))
             let fake = Set(spans.filter { $0.traceID == fakeTrace }.map(\.name))
-            return wanted.isSubset(of: poll) && fake.contains("detectq.post_process") ? spans : nil
+            let untraced = Set(spans.filter { $0.attributes["detectq.request_id"] == "\(ids[2])" }.map(\.name))
+            let exported = wanted.isSubset(of: poll) && fake.contains("detectq.post_process")
+                && untraced.isSuperset(of: ["detectq.claim", "detectq.submit", "detectq.complete"])
+            return exported ? spans : nil
         }
         let output = worker.output
         #expect(await worker.stop() == 0)
