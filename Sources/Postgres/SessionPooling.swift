@@ -28,14 +28,21 @@ package enum SessionPooling: Sendable, Hashable {
         }
     }
 
+    /// The `application_name` of the probe's listening connection.
+    package static let probeName = "detectq session pooling probe"
+
     private static func hearsItsOwnNotification(
         _ configuration: PostgresConfiguration, sender: PostgresConnection, patience: Duration
     ) async throws -> SessionPooling {
         let channel = "detectq_probe_" + UUID().uuidString.prefix(8).lowercased()
+        // Through transaction pooling the LISTEN stays on whichever server the pool lent (pooled sessions are
+        // not reset), so that server is named after the probe, not after the worker that asked: the worker
+        // itself never listens through the pool.
+        let probe = { var probe = configuration; probe.applicationName = Self.probeName; return probe }()
         let listening = ListeningFlag()
         let heard = try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
-                for await event in PostgresNotificationListener.listen(configuration, channels: [channel]) {
+                for await event in PostgresNotificationListener.listen(probe, channels: [channel]) {
                     switch event {
                     case .listening:
                         listening.set()
