@@ -10,8 +10,9 @@ struct LeaseTable: Sendable {
     let table: String
     /// Its state enum type.
     let stateType: String
-    /// States a worker may claim.
-    let claimableStates: [String]
+    /// The function that finds and locks the next claimable rows, in claim order (migration 0011): the
+    /// states the state machine claims from, due now, rows others hold skipped.
+    let claimable: String
     /// The state of a claimed row.
     let runningState: String
     /// What else a claim sets (unqualified assignments, no parameters).
@@ -23,8 +24,6 @@ struct LeaseTable: Sendable {
     let pollingStates: [String]
     /// The column holding the last failure's reason.
     let errorColumn: String
-    /// The claim order.
-    let order: String
     /// The columns a claim returns.
     let columns: String
 
@@ -38,11 +37,11 @@ struct LeaseTable: Sendable {
         let lost = RequestStateMachine.leaseLost
         precondition(lost.withAttemptsLeft.lease == .release && lost.onLastAttempt.lease == .release)
         return LeaseTable(
-            table: "detectq.requests", stateType: "detectq.request_state", claimableStates: claims.map(\.from.rawValue),
+            table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_claimable_requests",
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
             pollingStates: [RequestState.awaitingResult.rawValue],
-            errorColumn: "error_message", order: "priority DESC, run_at, id", columns: DetectionRequest.columns
+            errorColumn: "error_message", columns: DetectionRequest.columns
         )
     }()
 
@@ -55,10 +54,10 @@ struct LeaseTable: Sendable {
         precondition(parameters.isEmpty, "a claim sets no value of its own")
         let lost = PostTaskStateMachine.leaseLost
         return LeaseTable(
-            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimableStates: claims.map(\.from.rawValue),
+            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks",
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, pollingStates: [],
-            errorColumn: "last_error", order: "run_at, id", columns: PostTask.columns
+            errorColumn: "last_error", columns: PostTask.columns
         )
     }()
 
@@ -67,24 +66,18 @@ struct LeaseTable: Sendable {
     }
 
     /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold. Each row also
-    /// carries `claimed_from`, the state it was claimed from.
-    /// `prior` names a column whose value before the claim is returned too, as `prior_<column>`.
+    /// carries `claimed_from`, the state it was claimed from. With `returnsPrior`, the row's
+    /// `unanswered_since` before the claim comes back too, as `prior_unanswered_since` (requests only).
     func claim(
-        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, prior: String? = nil
+        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, returnsPrior: Bool = false
     ) async throws -> PostgresRows {
         try await pool.query(PostgresQuery(sql: """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
-                attempt = r.attempt + 1\(claimAssignments.map { ", " + $0 }.joined())
-            FROM (
-                SELECT id, state::text AS claimed_from\(prior.map { ", \($0) AS prior_\($0)" } ?? "") FROM \(table)
-                WHERE state IN (\(list(claimableStates))) AND run_at <= now()
-                ORDER BY \(order)
-                LIMIT $3
-                FOR UPDATE SKIP LOCKED
-            ) AS claimable
-            WHERE r.id = claimable.id
-            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(prior.map { ", claimable.prior_\($0)" } ?? "")
+                attempt = r.attempt + 1, updated_at = now()\(claimAssignments.map { ", " + $0 }.joined())
+            FROM \(claimable)($3) AS claimable
+            WHERE r.id = claimable.claimable_id
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(returnsPrior ? ", claimable.prior_unanswered_since" : "")
             """, parameters: [workerID, lease.seconds, limit]))
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import Synchronization
 
 /// The writes post-processors may make, through their context's capabilities: the SQL is here, bound to one
 /// request at a time, so no processor holds the pool or writes against the schema itself.
@@ -35,8 +36,21 @@ struct PostProcessingEffects: Sendable {
                 archived_at = now()
             """)
     }
+}
 
-    func notify(channel: String, payload: String) async throws {
-        try await pool.query("SELECT pg_notify(\(channel), \(payload))")
+/// A `pg_notify` to send: its channel and payload.
+package struct PostgresNotice: Sendable, Hashable {
+    package let channel: String
+    package let payload: String
+}
+
+/// The notifications one post-task run has sent so far, to go out with the run's end.
+final class PendingNotifications: Sendable {
+    private let sent = Mutex<[PostgresNotice]>([])
+
+    func add(_ notice: PostgresNotice) {
+        sent.withLock { $0.append(notice) }
     }
+
+    var all: [PostgresNotice] { sent.withLock { $0 } }
 }

@@ -53,6 +53,7 @@ package struct PostProcessingContext: Sendable {
     package let logger: Logger
     let requestID: Int
     let effects: PostProcessingEffects
+    let notifications: PendingNotifications
 
     /// Records when the API purged the request's media (`file_deleted_at`).
     package func recordFileDeleted(at date: Date) async throws {
@@ -70,9 +71,11 @@ package struct PostProcessingContext: Sendable {
         try await effects.archiveIntelligence(json, remoteUUID: remoteUUID, requestID: requestID)
     }
 
-    /// Sends `payload` to the database's listeners on `channel` (`pg_notify`).
+    /// Sends `payload` to the database's listeners on `channel` (`pg_notify`) with the run's end, in the
+    /// statement that records it: listeners hear it once the run is recorded, and a run whose end is never
+    /// recorded (its lease lost) sends nothing, so the run that takes over sends it once.
     package func notify(channel: String, payload: String) async throws {
-        try await effects.notify(channel: channel, payload: payload)
+        notifications.add(PostgresNotice(channel: channel, payload: payload))
     }
 }
 
@@ -131,5 +134,18 @@ extension [any PostProcessor] {
     /// The names of the processors the outcome calls for.
     func names(for outcome: DetectionOutcome) -> [String] {
         filter { $0.applies(to: outcome) }.map(\.name)
+    }
+}
+
+/// What a completing request needs from post-processing: which processors its outcome calls for, and where
+/// the post-tasks its completion created under this worker's lease go, to run at once with the outcome in
+/// hand (no claim, no second read of the stored result).
+struct PostProcessingHandOff: Sendable {
+    let processors: [any PostProcessor]
+    /// Runs the handed post-tasks of one outcome, continuing the request's trace (`traceparent`).
+    let handOff: @Sendable (_ postTasks: [PostTask], _ outcome: DetectionOutcome, _ traceparent: String?) -> Void
+
+    func names(for outcome: DetectionOutcome) -> [String] {
+        processors.names(for: outcome)
     }
 }

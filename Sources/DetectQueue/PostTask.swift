@@ -71,23 +71,28 @@ package struct PostTaskStore: Sendable {
         )
     }
 
+    // Each way a run ends sends the run's `notifications` in the statement that records it, and only if it
+    // records it.
+
     /// The task ran to its end.
     @discardableResult
-    package func complete(_ task: PostTask, workerID: String) async throws -> Bool {
-        try await apply(.succeeded, to: task, workerID: workerID)
+    package func complete(_ task: PostTask, workerID: String, notifications: [PostgresNotice] = []) async throws -> Bool {
+        try await apply(.succeeded, to: task, workerID: workerID, notifications: notifications)
     }
 
     /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
     @discardableResult
-    package func fail(_ task: PostTask, workerID: String, reason: String, retryAt: Date?) async throws -> Bool {
-        try await apply(.failed(reason: reason, retryAt: retryAt), to: task, workerID: workerID)
+    package func fail(
+        _ task: PostTask, workerID: String, reason: String, retryAt: Date?, notifications: [PostgresNotice] = []
+    ) async throws -> Bool {
+        try await apply(.failed(reason: reason, retryAt: retryAt), to: task, workerID: workerID, notifications: notifications)
     }
 
     /// The processor asked to run again at `at` without it counting as an attempt (it waits for something
     /// that has not happened yet, such as a purge): the task goes back to `queued` until then.
     @discardableResult
-    package func reschedule(_ task: PostTask, workerID: String, at: Date) async throws -> Bool {
-        try await apply(.rescheduled(at: at), to: task, workerID: workerID)
+    package func reschedule(_ task: PostTask, workerID: String, at: Date, notifications: [PostgresNotice] = []) async throws -> Bool {
+        try await apply(.rescheduled(at: at), to: task, workerID: workerID, notifications: notifications)
     }
 
     /// Gives an unrun claim back (a worker shutting down).
@@ -97,14 +102,25 @@ package struct PostTaskStore: Sendable {
     }
 
     /// Writes what the state machine decides `event` does to `task`, while `workerID` still holds its lease
-    /// and it is where the worker saw it; returns false, changing nothing, otherwise.
-    private func apply(_ event: PostTaskEvent, to task: PostTask, workerID: String) async throws -> Bool {
+    /// and it is where the worker saw it; returns false, changing nothing, otherwise. `notifications` go out
+    /// only when it is written: the notifying subquery runs once per updated row, and there is one or none.
+    private func apply(_ event: PostTaskEvent, to task: PostTask, workerID: String, notifications: [PostgresNotice] = []) async throws -> Bool {
         let transition = try PostTaskStateMachine.transition(of: task, on: event)
         var parameters: [any PostgresEncodable] = [task.id, transition.from.rawValue, workerID]
         let assignments = transition.assignments(parameters: &parameters)
-        return try await pool.query(PostgresQuery(sql: """
+        let update = """
             UPDATE detectq.post_tasks SET \(assignments.joined(separator: ", "))
             WHERE id = $1 AND state = $2::detectq.post_task_state AND locked_by = $3
-            """, parameters: parameters)).affectedRows == 1
+            """
+        guard !notifications.isEmpty else {
+            return try await pool.query(PostgresQuery(sql: update, parameters: parameters)).affectedRows == 1
+        }
+        parameters += [notifications.map(\.channel), notifications.map(\.payload)]
+        let count = parameters.count
+        return try await pool.query(PostgresQuery(sql: """
+            WITH ended AS (\(update) RETURNING id)
+            SELECT (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest($\(count - 1)::text[], $\(count)::text[]) AS n(channel, payload)) AS sent
+            FROM ended
+            """, parameters: parameters)).count == 1
     }
 }

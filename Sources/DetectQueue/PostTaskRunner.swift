@@ -20,7 +20,9 @@ struct PostTaskRunner: Sendable {
     /// What the processors' capabilities write.
     let effects: PostProcessingEffects
 
-    func run(_ task: PostTask) async {
+    /// Runs `task`; `known` is its request's outcome (and trace) when the worker that completed the request
+    /// has it in hand, else it is read from the database.
+    func run(_ task: PostTask, outcome known: (DetectionOutcome, traceparent: String?)? = nil) async {
         var logger = logger
         logger[metadataKey: "request_id"] = "\(task.requestID)"
         logger[metadataKey: "processor"] = "\(task.processor)"
@@ -28,15 +30,19 @@ struct PostTaskRunner: Sendable {
             await record { try await store.fail(task, workerID: workerID, reason: "no processor named \(task.processor) is registered in this worker", retryAt: nil) }
             return
         }
+        // Notifications the processor sends go out with the run's end, in the statement that records it.
+        let notifications = PendingNotifications()
         do {
-            guard let (outcome, traceparent) = try await outcome(of: task.requestID) else {
+            let found: (DetectionOutcome, traceparent: String?)?
+            if let known { found = known } else { found = try await outcome(of: task.requestID) }
+            guard let (outcome, traceparent) = found else {
                 await record { try await store.fail(task, workerID: workerID, reason: "the request has no stored result", retryAt: nil) }
                 return
             }
             logger[metadataKey: "remote_uuid"] = "\(outcome.remoteUUID)"
             let context = PostProcessingContext(
                 attempt: task.attempt, api: BudgetedDetectAPI(client: client, budget: budget), logger: logger,
-                requestID: task.requestID, effects: effects
+                requestID: task.requestID, effects: effects, notifications: notifications
             )
             let result = try await RequestTracing.withSpan(
                 "detectq.post_process", requestID: task.requestID, traceparent: traceparent
@@ -51,25 +57,27 @@ struct PostTaskRunner: Sendable {
             QueueMetrics.postTask(processor: task.processor, outcome: result.metricName)
             switch result {
             case .done:
-                await record { try await store.complete(task, workerID: workerID) }
+                await record { try await store.complete(task, workerID: workerID, notifications: notifications.all) }
             case .retry(let after, let reason):
-                await retry(task, reason: reason, after: after, logger: logger)
+                await retry(task, reason: reason, after: after, notifications: notifications.all, logger: logger)
             case .reschedule(let at):
-                await record { try await store.reschedule(task, workerID: workerID, at: at) }
+                await record { try await store.reschedule(task, workerID: workerID, at: at, notifications: notifications.all) }
             case .failed(let reason):
                 logger.warning("post-task failed for good: \(reason)")
-                await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: nil) }
+                await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: nil, notifications: notifications.all) }
             }
         } catch {
             QueueMetrics.postTask(processor: task.processor, outcome: "error")
-            await retry(task, reason: String(describing: error), after: nil, logger: logger)
+            await retry(task, reason: String(describing: error), after: nil, notifications: notifications.all, logger: logger)
         }
     }
 
-    private func retry(_ task: PostTask, reason: String, after: Duration?, logger: Logger) async {
+    private func retry(_ task: PostTask, reason: String, after: Duration?, notifications: [PostgresNotice], logger: Logger) async {
         let delay = retryPolicy.delay(afterAttempt: task.attempt, retryAfter: after)
         logger.notice("post-task attempt \(task.attempt) of \(task.maxAttempts) failed: \(reason)")
-        await record { try await store.fail(task, workerID: workerID, reason: reason, retryAt: Date().addingTimeInterval(delay.seconds)) }
+        await record {
+            try await store.fail(task, workerID: workerID, reason: reason, retryAt: Date().addingTimeInterval(delay.seconds), notifications: notifications)
+        }
     }
 
     private func record(_ write: () async throws -> Bool) async {

@@ -100,6 +100,9 @@ extension RequestTransition {
             condition += " AND (locked_by = $\(parameters.count)" + (from == .awaitingResult ? " OR locked_by IS NULL)" : ")")
         }
         if requiresNoRemoteUUID { condition += " AND remote_uuid IS NULL" }
-        return PostgresQuery(sql: "UPDATE detectq.requests SET \(assignments.joined(separator: ", ")) WHERE \(condition)", parameters: parameters)
+        // Setting updated_at here spares the row its trigger call (requests_touch).
+        return PostgresQuery(
+            sql: "UPDATE detectq.requests SET \((assignments + ["updated_at = now()"]).joined(separator: ", ")) WHERE \(condition)", parameters: parameters
+        )
     }
 }

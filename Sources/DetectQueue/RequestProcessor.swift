@@ -13,7 +13,7 @@ struct RequestProcessor: Sendable {
     let client: any DetectAPI
     let budget: APIBudget
     let configuration: WorkerConfiguration
-    let postProcessors: @Sendable (DetectionRequest, DetectionItem) -> [String]
+    let postProcessing: PostProcessingHandOff
     let pause: WorkerPause
     let logger: Logger
 
@@ -199,12 +199,19 @@ struct RequestProcessor: Sendable {
         }
         var result = changes
         result.apply(item, threshold: configuration.fakeThreshold)
-        let completed = try await RequestTracing.withSpan("detectq.complete", requestID: request.id, traceparent: request.traceparent) { span in
+        let processors = postProcessing.names(for: DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold))
+        let written = try await RequestTracing.withSpan("detectq.complete", requestID: request.id, traceparent: request.traceparent) { span in
             span.attributes["detectq.label"] = item.label ?? "none"
-            return try await store.complete(request, workerID: configuration.workerID, result: result, postProcessors: postProcessors(request, item))
+            return try await store.complete(
+                request, workerID: configuration.workerID, lease: configuration.lease, result: result, postProcessors: processors
+            )
         }
-        if completed {
+        if case .completed(let at, let postTasks) = written {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
+            if !postTasks.isEmpty {
+                let outcome = DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold, completedAt: at)
+                postProcessing.handOff(postTasks, outcome, request.traceparent)
+            }
         }
     }
 

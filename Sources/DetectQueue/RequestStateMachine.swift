@@ -158,7 +158,7 @@ package enum RequestStateMachine {
     }
 
     /// The claim, as every state that may be claimed takes it; the claim's SQL is built from it.
-    static let claims: [RequestTransition] = RequestState.allCases.compactMap {
+    package static let claims: [RequestTransition] = RequestState.allCases.compactMap {
         try? transition(from: $0, on: .claimed, attemptsLeft: true)
     }
 

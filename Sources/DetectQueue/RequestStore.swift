@@ -15,7 +15,7 @@ import ServiceLifecycle
 /// trip per request into one per batch under load and costs nothing when idle.
 package struct RequestStore: Sendable {
     package let pool: PostgresConnectionPool
-    private let completions: Coalescer<Completion, Bool>
+    private let completions: Coalescer<Completion, CompletionWrite>
     private let submitStarts: Coalescer<SubmitStart, Bool>
 
     package init(pool: PostgresConnectionPool) {
@@ -34,7 +34,7 @@ package struct RequestStore: Sendable {
     /// (for the rate limit, for an upload) is stamped again just before it is sent.
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
-        let rows = try await LeaseTable.requests.claim(on: pool, workerID: workerID, limit: limit, lease: lease, prior: "unanswered_since")
+        let rows = try await LeaseTable.requests.claim(on: pool, workerID: workerID, limit: limit, lease: lease, returnsPrior: true)
         for row in rows {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
         }
@@ -78,7 +78,7 @@ package struct RequestStore: Sendable {
     ) async throws -> Bool {
         let transition = try RequestStateMachine.transition(of: request, on: event, changes: changes)
         if transition.createsPostTasks {
-            return try await complete(request, workerID: workerID, result: changes, postProcessors: [])
+            return try await complete(request, workerID: workerID, result: changes, postProcessors: []).completed
         }
         let update = transition.update(id: request.id, workerID: workerID)
         let applied: Bool
@@ -95,21 +95,22 @@ package struct RequestStore: Sendable {
     }
 
     /// Stores the result and marks the request completed, and records one post-task per processor in
-    /// `postProcessors`, all in one statement (batched with other completions). Returns false, changing
-    /// nothing, when the request moved on.
+    /// `postProcessors`, all in one statement (batched with other completions). The post-tasks are created
+    /// running under `workerID`'s lease of `lease`, handed to that worker to run at once with the outcome it
+    /// has in hand; without a worker they are queued for any worker to claim.
     @discardableResult
     package func complete(
-        _ request: DetectionRequest, workerID: String?, result: RequestChanges, postProcessors: [String]
-    ) async throws -> Bool {
+        _ request: DetectionRequest, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges, postProcessors: [String]
+    ) async throws -> CompletionWrite {
         _ = try RequestStateMachine.transition(of: request, on: .completed)
-        let completed = try await completions.submit(Completion(
-            request: request, workerID: workerID, result: result, postProcessors: postProcessors
+        let written = try await completions.submit(Completion(
+            request: request, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors
         ))
-        if completed {
+        if written.completed {
             QueueMetrics.transition(from: request.state, to: .completed)
             if result.isFake == true { QueueMetrics.fakeFound() }
         }
-        return completed
+        return written
     }
 
     /// Which of `uuids` are the remote uuids of requests other than `id`.
@@ -202,7 +203,7 @@ package struct RequestStore: Sendable {
 
     static func writeSubmitStarts(_ batch: [SubmitStart], on pool: PostgresConnectionPool) async throws -> [Bool] {
         let rows = try await pool.query("""
-            UPDATE detectq.requests AS r SET submit_started_at = now(), submit_path = v.path,
+            UPDATE detectq.requests AS r SET submit_started_at = now(), updated_at = now(), submit_path = v.path,
                 callback_secret_hash = coalesce(v.secret_hash, r.callback_secret_hash)
             FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path))::text[],
                         \(batch.map { $0.callbackSecretHash ?? "" })::text[])

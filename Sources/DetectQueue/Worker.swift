@@ -65,20 +65,21 @@ package final class Worker: Service {
         }
         let store = RequestStore(pool: pool)
         let budget = APIBudget(pool: pool, ratePerSecond: configuration.apiRateLimit)
-        let processors = postProcessors
-        let processor = RequestProcessor(
-            store: store, client: client, budget: budget, configuration: configuration,
-            postProcessors: { [threshold = configuration.fakeThreshold] request, item in
-                processors.names(for: DetectionOutcome(request: request, item: item, fakeThreshold: threshold))
-            },
-            pause: pause, logger: logger
-        )
         let postTasks = PostTaskStore(pool: pool)
         let runner = PostTaskRunner(
             store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
             client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy,
             fakeThreshold: configuration.fakeThreshold, logger: logger,
             effects: PostProcessingEffects(pool: pool, processors: postProcessors)
+        )
+        let postTaskSlots = postTaskSlots
+        let handedPostTasks = ClaimInbox(slots: postTaskSlots)
+        let processor = RequestProcessor(
+            store: store, client: client, budget: budget, configuration: configuration,
+            postProcessing: PostProcessingHandOff(processors: postProcessors) { tasks, outcome, traceparent in
+                handedPostTasks.hand(tasks.map { task in (task.id, { await runner.run(task, outcome: (outcome, traceparent)) }) })
+            },
+            pause: pause, logger: logger
         )
         let poller = ResultPoller(processor: processor)
         let router = Router()
@@ -94,7 +95,6 @@ package final class Worker: Service {
         let workerID = configuration.workerID
         let lease = configuration.lease
         let requestSlots = requestSlots
-        let postTaskSlots = postTaskSlots
         let requestClaims = ClaimLoop(
             slots: requestSlots, kind: "requests", concurrency: configuration.concurrency, gracePeriod: configuration.shutdownGracePeriod,
             logger: logger, onStop: { self.shuttingDown.store(true, ordering: .relaxed) }
@@ -117,7 +117,7 @@ package final class Worker: Service {
         }
         let postTaskClaims = ClaimLoop(
             slots: postTaskSlots, kind: "post_tasks", concurrency: max(4, configuration.concurrency / 4),
-            gracePeriod: configuration.shutdownGracePeriod, logger: logger, onStop: {}
+            gracePeriod: configuration.shutdownGracePeriod, logger: logger, inbox: handedPostTasks, onStop: {}
         ) { limit in
             try await postTasks.claim(workerID: workerID, limit: limit, lease: lease).map { task in (task.id, { await runner.run(task) }) }
         }
@@ -178,11 +178,14 @@ package final class Worker: Service {
     }
 }
 
-/// The claims a loop holds, and the signal that wakes it when one frees or new work arrives; the in-flight
-/// gauge `gauge` follows them.
+/// The claims a loop holds, and the signal that wakes it: when work is announced (which also makes the next
+/// round claim), when a claim is handed to it, or when a slot frees while it waits for one. The in-flight
+/// gauge `gauge` follows the claims.
 final class Slots: Sendable {
     let wake = WakeSignal()
     private let held = Mutex<Set<Int>>([])
+    private let claimDue = Atomic<Bool>(true)
+    private let waitingForFree = Atomic<Bool>(false)
     private let gauge: Meter
 
     init(gauge: Meter) {
@@ -196,8 +199,27 @@ final class Slots: Sendable {
         gauge.set(held.withLock { $0.insert(id); return $0.count })
     }
 
+    /// Frees `id`'s slot; wakes the loop if it is waiting for one.
     func free(_ id: Int) {
         gauge.set(held.withLock { $0.remove(id); return $0.count })
+        if waitingForFree.exchange(false, ordering: .sequentiallyConsistent) { wake.signal() }
+    }
+
+    /// There may be work to claim: the loop's next round claims.
+    func announceWork() {
+        claimDue.store(true, ordering: .sequentiallyConsistent)
         wake.signal()
+    }
+
+    /// Whether work was announced since the last claim; the answer clears it.
+    func takeClaimDue() -> Bool {
+        claimDue.exchange(false, ordering: .sequentiallyConsistent)
+    }
+
+    /// Asks for a wake-up when the next slot frees; wakes at once if fewer than `capacity` are held already
+    /// (one freed before the asking).
+    func wakeWhenFreed(capacity: Int) {
+        waitingForFree.store(true, ordering: .sequentiallyConsistent)
+        if count < capacity { wake.signal() }
     }
 }

@@ -12,7 +12,9 @@ import Synchronization
 // while claims drain), the registry row, the coalesced writers, and the connection pool last. Cancellation
 // ends each at once.
 
-/// Claims work while there are free slots and runs each claim in a task of its own. On graceful shutdown
+/// Claims work while there are free slots and runs each claim in a task of its own. It claims when work was
+/// announced (a notification, a full batch last time, an idle check), not whenever it wakes: a freed slot or a
+/// handed claim alone does not send a claim that would find nothing. On graceful shutdown
 /// it stops claiming and waits up to the grace period for what is in flight; cancelled outright, it returns
 /// at once, cancelling what is in flight (those claims are given back or left to their leases).
 final class ClaimLoop: Service {
@@ -29,20 +31,22 @@ final class ClaimLoop: Service {
     let gracePeriod: Duration
     let logger: Logger
     private let claim: @Sendable (Int) async throws -> [Claimed]
+    private let inbox: ClaimInbox?
     private let onStop: @Sendable () -> Void
     private let stopping = Atomic<Bool>(false)
 
     /// `onStop` is called when the loop is told to stop claiming, so that work in flight can give back what
-    /// it has not sent.
+    /// it has not sent. Claims handed to `inbox` are run like the loop's own.
     init(
-        slots: Slots, kind: String, concurrency: Int, gracePeriod: Duration, logger: Logger, onStop: @escaping @Sendable () -> Void,
-        claim: @escaping @Sendable (Int) async throws -> [Claimed]
+        slots: Slots, kind: String, concurrency: Int, gracePeriod: Duration, logger: Logger, inbox: ClaimInbox? = nil,
+        onStop: @escaping @Sendable () -> Void, claim: @escaping @Sendable (Int) async throws -> [Claimed]
     ) {
         self.slots = slots
         self.kind = kind
         self.concurrency = concurrency
         self.gracePeriod = gracePeriod
         self.logger = logger
+        self.inbox = inbox
         self.onStop = onStop
         self.claim = claim
     }
@@ -61,35 +65,85 @@ final class ClaimLoop: Service {
 
     private func claimUntilStopped() async {
         await withDiscardingTaskGroup { tasks in
+            func start(_ id: Int, _ work: @escaping @Sendable () async -> Void) {
+                tasks.addTask {
+                    await work()
+                    self.slots.free(id)
+                }
+            }
+            func startHanded() {
+                let handed = inbox?.takeAll() ?? []
+                if !handed.isEmpty { QueueMetrics.claimed(handed.count, kind: kind) }
+                for (id, work) in handed { start(id, work) }
+            }
             while !isStopping && !Task.isCancelled {
+                startHanded()
                 let free = concurrency - slots.count
-                if free > 0 {
+                if free <= 0 {
+                    // Full: the next freed slot wakes the loop.
+                    slots.wakeWhenFreed(capacity: concurrency)
+                } else if slots.takeClaimDue() {
                     let batch = min(free, 100)
                     do {
                         let claimed = try await claim(batch)
                         if !claimed.isEmpty { QueueMetrics.claimed(claimed.count, kind: kind) }
                         for (id, work) in claimed {
                             slots.take(id)
-                            tasks.addTask {
-                                await work()
-                                self.slots.free(id)
-                            }
+                            start(id, work)
                         }
-                        if claimed.count == batch { continue }
+                        if claimed.count == batch {
+                            // There may be more: claim again (or as soon as a slot frees).
+                            slots.announceWork()
+                            continue
+                        }
                     } catch {
                         if !Task.isCancelled { logger.error("claiming failed: \(error)") }
+                        slots.announceWork()
                     }
                 }
+                let waited = ContinuousClock.now
                 await slots.wake.wait(timeout: Self.idleCheck)
+                // Nothing announced for a whole idle check: look anyway (a notification missed, a run_at come due).
+                if ContinuousClock.now - waited >= Self.idleCheck { slots.announceWork() }
             }
             let deadline = ContinuousClock.now + gracePeriod
             while slots.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
+                startHanded()
+                let held = slots.count
+                slots.wakeWhenFreed(capacity: held)
                 await slots.wake.wait(timeout: .milliseconds(100))
             }
             if slots.count > 0 && !Task.isCancelled {
                 logger.warning("\(slots.count) claims still in flight at the end of the grace period; their leases will expire and another worker will take them over")
                 tasks.cancelAll()
             }
+        }
+    }
+}
+
+/// Claims a worker already holds, handed to its claim loop to run as if the loop had claimed them: the
+/// post-tasks a completion created under this worker's lease. Their slots are taken when they are handed, so
+/// the lease heartbeat covers them from then on. Handed after the loop has stopped, a claim is not run: its
+/// lease expires and another worker takes it over, as after a crash.
+final class ClaimInbox: Sendable {
+    private let slots: Slots
+    private let waiting = Mutex<[ClaimLoop.Claimed]>([])
+
+    init(slots: Slots) {
+        self.slots = slots
+    }
+
+    func hand(_ claims: [ClaimLoop.Claimed]) {
+        guard !claims.isEmpty else { return }
+        for claim in claims { slots.take(claim.id) }
+        waiting.withLock { $0.append(contentsOf: claims) }
+        slots.wake.signal()
+    }
+
+    func takeAll() -> [ClaimLoop.Claimed] {
+        waiting.withLock { waiting in
+            defer { waiting.removeAll() }
+            return waiting
         }
     }
 }
@@ -136,12 +190,12 @@ struct WakeListener: Service {
             for await event in PostgresNotificationListener.listen(source, channels: ["detectq_requests", "detectq_post_tasks"]) {
                 switch event {
                 case .notification(let notification) where notification.channel == "detectq_post_tasks":
-                    postTasks.wake.signal()
+                    postTasks.announceWork()
                 case .notification:
-                    requests.wake.signal()
+                    requests.announceWork()
                 case .listening:
-                    requests.wake.signal()
-                    postTasks.wake.signal()
+                    requests.announceWork()
+                    postTasks.announceWork()
                 }
             }
         }

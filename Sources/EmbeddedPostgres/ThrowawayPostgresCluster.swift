@@ -22,6 +22,7 @@ package final class ThrowawayPostgresCluster: Sendable {
     private let binaries: URL
     private let runsAsPostgresUser: Bool
     private let durableCommits: Bool
+    private let countsStatements: Bool
 
     /// A libpq URI for the cluster's `postgres` database as the `postgres` superuser (trust authentication).
     package var connectionString: String { "postgresql://postgres@127.0.0.1:\(port)/postgres" }
@@ -29,12 +30,13 @@ package final class ThrowawayPostgresCluster: Sendable {
     private var dataDirectory: String { directory.appendingPathComponent("data").path }
     private var logFile: String { directory.appendingPathComponent("server.log").path }
 
-    private init(directory: URL, port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool) {
+    private init(directory: URL, port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool, countsStatements: Bool) {
         self.directory = directory
         self.port = port
         self.binaries = binaries
         self.runsAsPostgresUser = runsAsPostgresUser
         self.durableCommits = durableCommits
+        self.countsStatements = countsStatements
     }
 
     /// Creates a streaming standby of this cluster (`pg_basebackup -R`) and starts it: read-only, following
@@ -42,7 +44,8 @@ package final class ThrowawayPostgresCluster: Sendable {
     /// a multi-host URL keeps naming both servers), else on a free one.
     package func makeStandby(port: Int? = nil) async throws -> ThrowawayPostgresCluster {
         let standby = try Self.makeDirectory(
-            port: port ?? LoopbackPort.free(), binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
+            port: port ?? LoopbackPort.free(), binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits,
+            countsStatements: countsStatements
         )
         try await standby.run("pg_basebackup", [
             "-h", "127.0.0.1", "-p", "\(self.port)", "-U", "postgres", "-D", standby.dataDirectory, "-R", "-X", "stream",
@@ -62,10 +65,12 @@ package final class ThrowawayPostgresCluster: Sendable {
     /// By default commits are asynchronous (`synchronous_commit=off`), which is fast but loses the last
     /// commits when the server is killed. With `durableCommits` a commit is written before it is confirmed,
     /// so a server stopped in `immediate` mode keeps every transaction it confirmed, as a production server
-    /// does (only `fsync` stays off: the operating system is not what these clusters crash).
-    package static func start(durableCommits: Bool = false) async throws -> ThrowawayPostgresCluster {
+    /// does (only `fsync` stays off: the operating system is not what these clusters crash). With
+    /// `countsStatements` the server loads `pg_stat_statements`, for counting round trips.
+    package static func start(durableCommits: Bool = false, countsStatements: Bool = false) async throws -> ThrowawayPostgresCluster {
         let cluster = try makeDirectory(
-            port: try LoopbackPort.free(), binaries: try findBinaries(), runsAsPostgresUser: geteuid() == 0, durableCommits: durableCommits
+            port: try LoopbackPort.free(), binaries: try findBinaries(), runsAsPostgresUser: geteuid() == 0, durableCommits: durableCommits,
+            countsStatements: countsStatements
         )
         try await cluster.run("initdb", [
             "-D", cluster.dataDirectory, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync",
@@ -76,7 +81,9 @@ package final class ThrowawayPostgresCluster: Sendable {
     }
 
     /// A cluster in a new temporary directory, owned by the postgres user when this process is root.
-    private static func makeDirectory(port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool) throws -> ThrowawayPostgresCluster {
+    private static func makeDirectory(
+        port: Int, binaries: URL, runsAsPostgresUser: Bool, durableCommits: Bool, countsStatements: Bool
+    ) throws -> ThrowawayPostgresCluster {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("detectq-pg-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -89,18 +96,20 @@ package final class ThrowawayPostgresCluster: Sendable {
             }
         }
         return ThrowawayPostgresCluster(
-            directory: directory, port: port, binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits
+            directory: directory, port: port, binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits,
+            countsStatements: countsStatements
         )
     }
 
     /// Starts the server again after `stop`.
     package func startServer() async throws {
-        let options = [
+        let settings = [
             "-p \(port)", "-k '\(directory.path)'", "-c listen_addresses=127.0.0.1", "-c fsync=off",
             "-c synchronous_commit=\(durableCommits ? "on" : "off")", "-c full_page_writes=off", "-c max_connections=300",
             // A standby whose primary restarted reconnects after this long (the default is 5 s).
             "-c wal_retrieve_retry_interval=200ms",
-        ].joined(separator: " ")
+        ] + (countsStatements ? ["-c shared_preload_libraries=pg_stat_statements"] : [])
+        let options = settings.joined(separator: " ")
         try await run("pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "-o", options, "start"])
     }
 

@@ -59,6 +59,46 @@ package final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs `statement`, a `COPY … FROM STDIN`, and sends it `data` in the statement's format (text by
+    /// default: one row per line, tab-separated, `\N` for NULL); returns the number of rows copied. Trusted,
+    /// static SQL only, as for scripts: the values travel in `data`.
+    package func copyIn(_ statement: String, data: Data) async throws -> Int {
+        try await onQueue {
+            let connection = try self.readyConnection()
+            guard let started = PQexec(connection, statement) else {
+                throw PostgresError(kind: .connection, message: libpqErrorMessage(connection))
+            }
+            let start = ResultHandle(started)
+            guard PQresultStatus(start.pointer) == PGRES_COPY_IN else {
+                _ = try self.check(start.pointer, on: connection)
+                throw PostgresError(kind: .server, message: "not a COPY … FROM STDIN statement")
+            }
+            let sent = data.withUnsafeBytes { buffer -> Bool in
+                var offset = 0
+                while offset < buffer.count {
+                    let length = min(1 << 16, buffer.count - offset)
+                    let chunk = buffer.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self)
+                    guard PQputCopyData(connection, chunk, Int32(length)) == 1 else { return false }
+                    offset += length
+                }
+                return true
+            }
+            guard PQputCopyEnd(connection, sent ? nil : "the data could not be sent") == 1 else {
+                throw PostgresError(kind: .connection, message: libpqErrorMessage(connection))
+            }
+            var outcome: Result<Int, PostgresError> = .failure(PostgresError(kind: .connection, message: libpqErrorMessage(connection)))
+            while let next = PQgetResult(connection) {
+                let result = ResultHandle(next)
+                if PQresultStatus(next) == PGRES_COMMAND_OK {
+                    outcome = .success(Int(String(cString: PQcmdTuples(next))) ?? 0)
+                } else {
+                    outcome = .failure(Self.error(from: result.pointer, connection: connection))
+                }
+            }
+            return try outcome.get()
+        }
+    }
+
     /// Runs `body` inside a transaction: commits when it returns, rolls back when it throws.
     /// `COMMIT` and `ROLLBACK` run even when the task has been cancelled, so no transaction is left open.
     package func transaction<Result>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {

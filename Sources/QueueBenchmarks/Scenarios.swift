@@ -47,8 +47,9 @@ package struct Scenarios: Sendable {
         return rate
     }
 
-    /// The ceiling: the claim and complete statements alone, with no worker around them. `connections` loops
-    /// each claim 100 requests (the worker's own claim statement) and complete them one UPDATE each.
+    /// The ceiling: batched claim-and-complete SQL alone, with no worker around it. Each of `connections`
+    /// loops claims 100 requests (the worker's own claim statement, SKIP LOCKED) and completes them in one
+    /// UPDATE; the table's triggers (history, counts) run as they do for the worker.
     package func bareSQL(jobs: Int, connections: Int) async throws -> Double {
         let database = try await context.freshDatabase("bare")
         let pool = PostgresConnectionPool(
@@ -65,13 +66,11 @@ package struct Scenarios: Sendable {
                     while true {
                         let claimed = try await store.claim(workerID: worker, limit: 100, lease: .seconds(60))
                         if claimed.isEmpty { return }
-                        for request in claimed {
-                            try await pool.query("""
-                                UPDATE detectq.requests SET state = 'completed', result = \(result), completed_at = now(),
-                                    locked_by = NULL, locked_until = NULL
-                                WHERE id = \(request.id) AND state = 'submitting' AND locked_by = \(worker)
-                                """)
-                        }
+                        try await pool.query("""
+                            UPDATE detectq.requests SET state = 'completed', result = \(result), completed_at = now(),
+                                locked_by = NULL, locked_until = NULL
+                            WHERE id = ANY(\(claimed.map(\.id))) AND state = 'submitting' AND locked_by = \(worker)
+                            """)
                     }
                 }
             }

@@ -153,11 +153,8 @@ package final class DetectClient: Sendable {
     }
 
     private func setJSON(_ request: inout HTTPClientRequest, source: [String: String], options: DetectionOptions) throws(DetectAPIError) {
-        var object: [String: JSONValue] = source.mapValues(JSONValue.string)
         do {
-            let encodedOptions = try JSONDecoder().decode([String: JSONValue].self, from: JSONEncoder().encode(options))
-            object.merge(encodedOptions) { current, _ in current }
-            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(object)))
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(SubmissionBody(source: source, options: options))))
         } catch {
             throw .invalidMedia("the request options could not be encoded: \(error)")
         }
@@ -171,8 +168,9 @@ package final class DetectClient: Sendable {
     private func send(_ request: HTTPClientRequest, endpoint: String, secrets: [String]) async throws(DetectAPIError) -> [UInt8] {
         let span = startSpan(endpoint, ofKind: .client)
         defer { span.end() }
-        span.attributes["http.request.method"] = request.method.rawValue
-        if let url = URLComponents(string: request.url), let host = url.host {
+        // With no tracer bootstrapped the span records nothing: the URL is not parsed for it.
+        if span.isRecording, let url = URLComponents(string: request.url), let host = url.host {
+            span.attributes["http.request.method"] = request.method.rawValue
             span.attributes["server.address"] = host
             span.attributes["server.port"] = url.port ?? (url.scheme == "http" ? 80 : 443)
             span.attributes["url.full"] = "\(url.scheme ?? "https")://\(host)\(url.port.map { ":\($0)" } ?? "")\(url.path)"
@@ -290,5 +288,25 @@ extension Duration {
     /// The duration in seconds, as a `Double` (for `Date` arithmetic and SQL intervals).
     package var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}
+
+/// The JSON body of a submission: the media's source (`url` or `media_token`) beside the options, in one
+/// object, encoded in one pass.
+struct SubmissionBody: Encodable {
+    let source: [String: String]
+    let options: DetectionOptions
+
+    private struct Key: CodingKey {
+        let stringValue: String
+        init(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        try options.encode(to: encoder)
+        var container = encoder.container(keyedBy: Key.self)
+        for (name, value) in source.sorted(by: { $0.key < $1.key }) { try container.encode(value, forKey: Key(stringValue: name)) }
     }
 }

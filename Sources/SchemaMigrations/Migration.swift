@@ -38,5 +38,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0008_actor_from_application_name.sql", bytes: PackageResources._008_actor_from_application_name_sql),
         Migration(fileName: "0009_traceparent.sql", bytes: PackageResources._009_traceparent_sql),
         Migration(fileName: "0010_kept_counts.sql", bytes: PackageResources._010_kept_counts_sql),
+        Migration(fileName: "0011_statement_history.sql", bytes: PackageResources._011_statement_history_sql),
     ]
 }

@@ -41,7 +41,7 @@ struct BenchCommand: AsyncParsableCommand {
         if let url = ProcessInfo.processInfo.environment["DATABASE_URL"], !url.isEmpty {
             server = url
         } else {
-            let started = try await ThrowawayPostgresCluster.start()
+            let started = try await ThrowawayPostgresCluster.start(countsStatements: true)
             cluster = started
             server = started.connectionString
         }

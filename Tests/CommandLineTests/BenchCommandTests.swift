@@ -11,7 +11,7 @@ struct BenchCommandTests {
         let outcome = try await DetectqExecutable.run(["bench", "--only", "core", "--scale", "0.01"], environment: ["DATABASE_URL": ""])
         let printed = outcome.standardOutput + outcome.standardError
         #expect(outcome.status == 0, "\(printed)")
-        for row in ["| 1 bare SQL ceiling |", "| 1 queue core, 1 worker |", "| 1 queue core, 2 workers |"] {
+        for row in ["| 1 batched SQL ceiling |", "| 1 queue core, 1 worker |", "| 1 queue core, 2 workers |"] {
             #expect(printed.contains(row), "\(row) in \(printed)")
         }
     }

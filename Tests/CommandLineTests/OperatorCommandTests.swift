@@ -137,9 +137,8 @@ struct ShowAndPruneTests {
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
         try await pool.query("INSERT INTO detectq.requests (media_url) SELECT 'https://a/' || n || '.wav' FROM generate_series(1, 7) n")
         try await pool.query("UPDATE detectq.requests SET state = 'cancelled' WHERE id IN (SELECT id FROM detectq.requests ORDER BY id LIMIT 5)")
-        try await pool.query("ALTER TABLE detectq.requests DISABLE TRIGGER requests_check_update")
+        // An UPDATE that sets updated_at itself keeps its value (the trigger only fills it in when it is not set).
         try await pool.query("UPDATE detectq.requests SET updated_at = now() - interval '40 days' WHERE id IN (SELECT id FROM detectq.requests ORDER BY id LIMIT 6)")
-        try await pool.query("ALTER TABLE detectq.requests ENABLE TRIGGER requests_check_update")
         let pruned = try await DetectqExecutable.run(["prune", "--older-than", "30d", "--batch-size", "2"], environment: environment)
         #expect(pruned.status == 0, "\(pruned.standardError)")
         #expect(pruned.standardOutput == "pruned 5 finished requests older than 30d\n")

@@ -37,7 +37,7 @@ struct CoalescedWriteTests {
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 for request in claimed {
                     let changes = try result("uuid-\(request.id)")
-                    group.addTask { try await store.complete(request, workerID: "w1", result: changes, postProcessors: ["a", "b"]) }
+                    group.addTask { try await store.complete(request, workerID: "w1", result: changes, postProcessors: ["a", "b"]).completed }
                 }
                 return try await group.reduce(into: [Bool]()) { $0.append($1) }
             }
@@ -79,7 +79,7 @@ struct CoalescedWriteTests {
                 var changes = try result("uuid-\(request.id)")
                 if request.id == poisoned { changes.result = nil }
                 group.addTask {
-                    (request.id, try? await store.complete(request, workerID: "w1", result: changes, postProcessors: []))
+                    (request.id, try? await store.complete(request, workerID: "w1", result: changes, postProcessors: []).completed)
                 }
             }
             return try await group.reduce(into: [Int: Bool?]()) { $0[$1.0] = $1.1 }
@@ -99,8 +99,8 @@ struct CoalescedWriteTests {
         try await fixture.admin.query("UPDATE detectq.requests SET state = 'cancelled', locked_by = NULL, locked_until = NULL WHERE id = \(claimed[0].id)")
         async let first = store.complete(claimed[0], workerID: "w1", result: try result("a"), postProcessors: ["p"])
         async let second = store.complete(claimed[1], workerID: "someone-else", result: try result("b"), postProcessors: ["p"])
-        #expect(try await first == false, "cancelled meanwhile")
-        #expect(try await second == false, "another worker's lease")
+        #expect(try await first.completed == false, "cancelled meanwhile")
+        #expect(try await second.completed == false, "another worker's lease")
         #expect(try await fixture.admin.query("SELECT count(*)::int8 AS n FROM detectq.post_tasks")[0].decode("n", as: Int.self) == 0)
     }
 

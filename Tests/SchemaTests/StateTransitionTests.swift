@@ -1,5 +1,6 @@
 import DetectQueue
 import DetectqTestSupport
+import Foundation
 import Postgres
 import Testing
 
@@ -91,6 +92,57 @@ struct StateTransitionTests {
         )[0].decode("id", as: Int.self)
         try await pool.query("UPDATE detectq.requests SET state = 'queued', priority = 5 WHERE id = \(id)")
         #expect(try await eventCount(id, pool) == 1)
+    }
+
+    /// The history is written once per statement (migration 0011): a backfill by INSERT … SELECT or COPY, and an
+    /// UPDATE of many rows, record one event per row; one illegal row refuses its whole statement; a DELETE takes
+    /// its requests' events with it.
+    @Test func aStatementOfManyRowsRecordsEachRowsEventAndIsRefusedWholeForOneIllegalRow() async throws {
+        let pool = try await SchemaDatabase.shared.pool()
+        let batch = "many-" + String(UInt32.random(in: .min ... .max))
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, metadata)
+            SELECT 'https://cdn.example.com/many-' || n || '.wav', jsonb_build_object('batch', \(batch)::text) FROM generate_series(1, 40) AS n
+            """)
+        let copied = try await pool.withConnection { connection in
+            try await connection.copyIn(
+                "COPY detectq.requests (media_url, metadata) FROM STDIN",
+                data: Data((1...40).map { "https://cdn.example.com/copied-\($0).wav\t{\"batch\": \"\(batch)\"}\n" }.joined().utf8)
+            )
+        }
+        #expect(copied == 40)
+        let ids = try await pool.query("SELECT id FROM detectq.requests WHERE metadata->>'batch' = \(batch) ORDER BY id")
+            .map { try $0.decode("id", as: Int.self) }
+        #expect(ids.count == 80)
+        func events(_ condition: String) async throws -> Int {
+            try await pool.query(PostgresQuery(sql: """
+                SELECT count(*)::int8 AS n FROM detectq.request_events WHERE request_id = ANY($1) AND \(condition)
+                """, parameters: [ids]))[0].decode("n", as: Int.self)
+        }
+        #expect(try await events("from_state IS NULL AND to_state = 'queued'") == 80, "the insert is each row's first event")
+
+        let moved = Array(ids.prefix(30))
+        try await pool.query("""
+            UPDATE detectq.requests SET state = 'submitting', locked_by = 'w', locked_until = now() + interval '1 minute'
+            WHERE id = ANY(\(moved))
+            """)
+        #expect(try await events("from_state = 'queued' AND to_state = 'submitting'") == 30)
+        // Nineteen legal moves (queued to cancelled) and one illegal (queued to completed) in one statement.
+        let mixed = Array(ids[30..<50])
+        let illegal = try await #require(throws: PostgresError.self) {
+            try await pool.query("""
+                UPDATE detectq.requests SET state = CASE WHEN id = \(mixed[0]) THEN 'completed'::detectq.request_state ELSE 'cancelled' END,
+                    result = CASE WHEN id = \(mixed[0]) THEN '{}'::jsonb END, completed_at = CASE WHEN id = \(mixed[0]) THEN now() END
+                WHERE id = ANY(\(mixed))
+                """)
+        }
+        #expect(illegal.constraint == "requests_legal_state_transition", "\(illegal)")
+        #expect(try await events("to_state IN ('cancelled', 'completed')") == 0, "the whole statement was refused")
+        #expect(try await pool.query("SELECT count(*)::int8 AS n FROM detectq.requests WHERE id = ANY(\(mixed)) AND state = 'queued'")[0]
+            .decode("n", as: Int.self) == 20)
+
+        try await pool.query("DELETE FROM detectq.requests WHERE id = ANY(\(ids))")
+        #expect(try await events("true") == 0, "a request's events go with it")
     }
 
     @Test func eventsRecordTheWorkerAndTheReason() async throws {
