@@ -20,7 +20,7 @@ package struct RequestStore: Sendable {
 
     package init(pool: PostgresConnectionPool) {
         self.pool = pool
-        completions = Coalescer { try await Self.writeCompletions($0, on: pool) }
+        completions = Coalescer(maximumConcurrentBatches: 1) { try await Self.writeCompletions($0, on: pool) }
         submitStarts = Coalescer { try await Self.writeSubmitStarts($0, on: pool) }
     }
 
