@@ -42,6 +42,11 @@ struct PostProcessingEffects: Sendable {
 package struct PostgresNotice: Sendable, Hashable {
     package let channel: String
     package let payload: String
+
+    package init(channel: String, payload: String) {
+        self.channel = channel
+        self.payload = payload
+    }
 }
 
 /// The notifications one post-task run has sent so far, to go out with the run's end.

@@ -102,7 +102,7 @@ package struct DetectionOutcome: Sendable {
     package let metadata: PostgresJSON
     package let zeroRetentionMode: Bool
     package let intelligenceRequested: Bool
-    package let completedAt: Date
+    package internal(set) var completedAt: Date
     /// The verdict over every track, with the worker's `DETECTQ_FAKE_THRESHOLD`: the one that decided `is_fake`.
     package let verdict: Verdict
 

@@ -197,9 +197,12 @@ struct RequestProcessor: Sendable {
                 attributes: ["detectq.wait_mode": request.waitMode.rawValue, "detectq.polls": request.pollCount]
             )
         }
+        // One outcome per completion: its verdict fills the result columns and chooses the processors, and its
+        // time becomes the stored completion time once the database has it.
+        var outcome = DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold)
         var result = changes
-        result.apply(item, threshold: configuration.fakeThreshold)
-        let processors = postProcessing.names(for: DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold))
+        result.apply(item, verdict: outcome.verdict)
+        let processors = postProcessing.names(for: outcome)
         let written = try await RequestTracing.withSpan("detectq.complete", requestID: request.id, traceparent: request.traceparent) { span in
             span.attributes["detectq.label"] = item.label ?? "none"
             return try await store.complete(
@@ -209,7 +212,7 @@ struct RequestProcessor: Sendable {
         if case .completed(let at, let postTasks) = written {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
             if !postTasks.isEmpty {
-                let outcome = DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold, completedAt: at)
+                outcome.completedAt = at
                 postProcessing.handOff(postTasks, outcome, request.traceparent)
             }
         }
@@ -321,10 +324,9 @@ struct RequestProcessor: Sendable {
 }
 
 extension RequestChanges {
-    /// Fills in the result columns from a finished item: the verdict over every track (`threshold` is
+    /// Fills in the result columns from a finished item and its verdict over every track (with
     /// `DETECTQ_FAKE_THRESHOLD`), and each track's own label.
-    mutating func apply(_ item: DetectionItem, threshold: Double?) {
-        let verdict = item.verdict(threshold: threshold)
+    mutating func apply(_ item: DetectionItem, verdict: Verdict) {
         remoteUUID = item.uuid
         mediaType = item.mediaType?.description
         label = verdict.label

@@ -24,6 +24,29 @@ struct PostTaskStoreTests {
         return PostTaskStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 2))
     }
 
+    /// A run's notifications go out in the statement that records its end, and only when it records it: a run
+    /// whose lease was taken over sends nothing (the run that took over sends them).
+    @Test func aRunsNotificationsGoOutOnlyWithItsRecordedEnd() async throws {
+        let (configuration, pool, _) = try await fixture(["alert"])
+        let a = store(configuration, worker: "a")
+        let claimed = try await a.claim(workerID: "a", limit: 1, lease: .seconds(30))
+        var events = PostgresNotificationListener.listen(configuration, channels: ["detectq_test_alerts"]).makeAsyncIterator()
+        #expect(await events.next() == .listening)
+
+        try await pool.query("UPDATE detectq.post_tasks SET locked_by = 'b' WHERE id = \(claimed[0].id)")
+        let lost = try await a.complete(claimed[0], workerID: "a", notifications: [PostgresNotice(channel: "detectq_test_alerts", payload: "lost")])
+        #expect(!lost, "the lease was taken over")
+        try await pool.query("UPDATE detectq.post_tasks SET locked_by = 'a' WHERE id = \(claimed[0].id)")
+        let recorded = try await a.complete(claimed[0], workerID: "a", notifications: [PostgresNotice(channel: "detectq_test_alerts", payload: "recorded")])
+        #expect(recorded)
+        // Notifications arrive in commit order: the first one heard is the recorded run's.
+        guard case .notification(let notification)? = await events.next() else {
+            Issue.record("no notification after the recorded end")
+            return
+        }
+        #expect(notification.payload == "recorded")
+    }
+
     @Test func aTaskIsClaimedOnceRetriedThenFailedWithItsHistory() async throws {
         let (configuration, pool, _) = try await fixture(["webhook", "slack"])
         let a = store(configuration, worker: "a")
