@@ -102,6 +102,9 @@ package struct ChaosRun: Sendable {
             background = [producing, monitoring]
             let injected = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
             report.faults = injected.counts
+            if let lastFailover = injected.failovers.last {
+                await awaitClaim(after: lastFailover, pool: pool)
+            }
             producing.cancel()
             await producing.value
             await simulator.state.setFaults(.none)
@@ -219,6 +222,20 @@ package struct ChaosRun: Sendable {
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }
         return (counts, failovers)
+    }
+
+    /// Keeps the run going (the producer inserting) until some worker has claimed after `failover`, or 30 s
+    /// have passed: a failover dealt as the last fault would otherwise leave nothing to claim once the producer
+    /// stops, and the failover invariant would have nothing to measure.
+    private func awaitClaim(after failover: Date, pool: PostgresConnectionPool) async {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let claimed = try? await pool.query("""
+                SELECT EXISTS (SELECT FROM detectq.request_events WHERE to_state = 'submitting' AND at > \(failover)) AS claimed
+                """).first?.decode("claimed", as: Bool.self)
+            if claimed == true { return }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
     }
 
     /// Waits until every request and post-task has ended, or the drain timeout passes.

@@ -88,7 +88,8 @@ struct InvariantChecks: Sendable {
     }
 
     /// After every failover some worker claims again within 30 s (CONTRACT section 7): the producer keeps
-    /// inserting through the faults, so there is always work to claim.
+    /// inserting through the faults, and on after the last failover until a claim follows it, so there is always
+    /// work to claim.
     private func claimingResumesAfterFailovers() async throws -> ChaosReport.Invariant {
         var delays: [Double] = []
         for failover in failovers {
