@@ -59,7 +59,9 @@ actor WorkerFleet {
 
     private func noteExits() {
         for member in members {
-            if let status = member.process.exitStatus { unexpectedExits.append("\(member.id) exited with \(status)") }
+            if let status = member.process.exitStatus {
+                unexpectedExits.append("\(member.id) exited with \(status), its log ending: \(logEnding(of: member.id))")
+            }
         }
         members.removeAll { !$0.process.isRunning }
     }
@@ -71,9 +73,17 @@ actor WorkerFleet {
                 group.addTask { (member.id, await member.process.stop(grace: grace)) }
             }
             for await (id, status) in group where status != .exited(0) {
-                unexpectedExits.append("\(id) exited with \(status) when asked to stop")
+                unexpectedExits.append("\(id) exited with \(status) when asked to stop, its log ending: \(logEnding(of: id))")
             }
         }
+    }
+
+    /// The last two lines of a worker's log, so that a report read where the logs are gone (CI) still says
+    /// why it exited.
+    private func logEnding(of id: String) -> String {
+        let log = (try? String(contentsOf: logDirectory.appendingPathComponent("\(id).log"), encoding: .utf8)) ?? ""
+        let lines = log.split(separator: "\n").suffix(2).map { String($0.prefix(400)) }
+        return lines.isEmpty ? "(empty)" : lines.joined(separator: " | ")
     }
 
     /// Every worker's log, for the checks of what was printed.
