@@ -39,5 +39,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0009_traceparent.sql", bytes: PackageResources._009_traceparent_sql),
         Migration(fileName: "0010_kept_counts.sql", bytes: PackageResources._010_kept_counts_sql),
         Migration(fileName: "0011_statement_history.sql", bytes: PackageResources._011_statement_history_sql),
+        Migration(fileName: "0012_history_pairs_by_grouping.sql", bytes: PackageResources._012_history_pairs_by_grouping_sql),
     ]
 }
