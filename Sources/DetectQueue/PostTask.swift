@@ -1,5 +1,6 @@
 import Foundation
 import Postgres
+import ServiceLifecycle
 
 /// One post-processing task: a processor to run on one completed request (`detectq.post_tasks`).
 package struct PostTask: Sendable, Hashable {
@@ -44,13 +45,21 @@ package struct PostTask: Sendable, Hashable {
 }
 
 /// The post-tasks' SQL: the same claim, heartbeat and rescue as requests (`LeaseTable`), and the three ways
-/// a run ends, each a conditional UPDATE that re-checks the lease.
+/// a run ends, each a conditional UPDATE that re-checks the lease. Successful ends, one for every run that
+/// works, are coalesced as the requests' completions are: those that arrive while a batch is written go
+/// together in the next statement.
 package struct PostTaskStore: Sendable {
     package let pool: PostgresConnectionPool
+    private let successes: Coalescer<Success, Bool>
 
     package init(pool: PostgresConnectionPool) {
         self.pool = pool
+        successes = Coalescer(maximumConcurrentBatches: 1) { try await Self.writeSuccesses($0, on: pool) }
     }
+
+    /// The coalesced writer, run as a service beside the worker's loops; where it does not run, each end is
+    /// written alone.
+    package var writers: [any Service] { [successes] }
 
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [PostTask] {
         guard limit > 0 else { return [] }
@@ -77,8 +86,47 @@ package struct PostTaskStore: Sendable {
     /// The task ran to its end.
     @discardableResult
     package func complete(_ task: PostTask, workerID: String, notifications: [PostgresNotice] = []) async throws -> Bool {
-        try await apply(.succeeded, to: task, workerID: workerID, notifications: notifications)
+        _ = try PostTaskStateMachine.transition(of: task, on: .succeeded)
+        return try await successes.submit(Success(taskID: task.id, workerID: workerID, notifications: notifications))
     }
+
+    /// A run that ended well, waiting to be written with others.
+    private struct Success: Sendable {
+        let taskID: Int
+        let workerID: String
+        let notifications: [PostgresNotice]
+    }
+
+    /// Writes the successful ends of `batch` in one statement, each only where its worker still holds the
+    /// running task's lease, and sends the notifications of those written, in order; returns, for each, whether
+    /// it was written.
+    private static func writeSuccesses(_ batch: [Success], on pool: PostgresConnectionPool) async throws -> [Bool] {
+        var parameters: [any PostgresEncodable] = [batch.map(\.taskID), batch.map(\.workerID)]
+        let assignments = Self.success.assignments(parameters: &parameters)
+        let notices = batch.flatMap { success in success.notifications.map { (success.taskID, $0) } }
+        let first = parameters.count + 1
+        parameters += [notices.map(\.0), notices.map(\.1.channel), notices.map(\.1.payload)]
+        let rows = try await pool.query(PostgresQuery(sql: """
+            WITH ended AS (
+                UPDATE detectq.post_tasks AS t SET \(assignments.joined(separator: ", "))
+                FROM unnest($1::bigint[], $2::text[]) AS v(id, worker)
+                WHERE t.id = v.id AND t.state = '\(Self.success.from.rawValue)' AND t.locked_by = v.worker
+                RETURNING t.id
+            ), sent AS (
+                SELECT count(pg_notify(channel, payload)) AS n FROM (
+                    SELECT n.channel, n.payload
+                    FROM unnest($\(first)::bigint[], $\(first + 1)::text[], $\(first + 2)::text[]) WITH ORDINALITY AS n(task_id, channel, payload, position)
+                    WHERE n.task_id IN (SELECT id FROM ended) ORDER BY n.position
+                ) AS ordered
+            )
+            SELECT id, (SELECT n FROM sent) AS sent FROM ended
+            """, parameters: parameters))
+        let written = Set(try rows.map { try $0.decode("id", as: Int.self) })
+        return batch.map { written.contains($0.taskID) }
+    }
+
+    /// A run's successful end, the same for every task (it takes no parameters).
+    private static let success = try! PostTaskStateMachine.transition(from: .running, on: .succeeded, attemptsLeft: true)
 
     /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
     @discardableResult

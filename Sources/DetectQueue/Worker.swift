@@ -124,7 +124,7 @@ package final class Worker: Service {
         // Started in this order, stopped in the reverse: the poller and the claims first (the claims drain
         // for the grace period), then what keeps their leases, wakes and callbacks going, then the writers,
         // and the pool last.
-        let services: [any Service] = [ConnectionPoolService(pool: pool)] + store.writers + budget.writers + [
+        let services: [any Service] = [ConnectionPoolService(pool: pool)] + store.writers + postTasks.writers + budget.writers + [
             RegistryService(registry: registry, logger: logger),
             server,
             PeriodicLoop(name: "the lease heartbeat", interval: lease / 3, logger: logger) {

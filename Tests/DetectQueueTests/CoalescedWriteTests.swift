@@ -7,7 +7,7 @@ import ResembleDetect
 import Testing
 import WorkerTestSupport
 
-@Suite("Completions, submission marks and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
+@Suite("Completions, submission marks, post-task ends and budget slots are written in batches", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct CoalescedWriteTests {
     /// The result columns of a finished real detection.
     func result(_ uuid: String) throws -> RequestChanges {
@@ -102,6 +102,60 @@ struct CoalescedWriteTests {
         #expect(try await first.completed == false, "cancelled meanwhile")
         #expect(try await second.completed == false, "another worker's lease")
         #expect(try await fixture.admin.query("SELECT count(*)::int8 AS n FROM detectq.post_tasks")[0].decode("n", as: Int.self) == 0)
+    }
+
+    /// Successful post-task ends go in batches too: each is written only where its worker still holds the
+    /// lease, and only the written ones send their notifications, all of them.
+    @Test func postTaskEndsLandInFewStatementsAndOnlyWrittenOnesNotify() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let admin = PostgresConnectionPool(configuration: configuration, maximumConnections: 2)
+        let request = try await admin.query("INSERT INTO detectq.requests (media_url) VALUES ('https://a/b.wav') RETURNING id")[0]
+            .decode("id", as: Int.self)
+        try await admin.query("""
+            INSERT INTO detectq.post_tasks (request_id, processor) SELECT \(request), 'p' || n FROM generate_series(1, 40) AS n
+            """)
+        let store = PostTaskStore(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 4))
+        RunningServices.start(store.writers)
+        let tasks = try await store.claim(workerID: "w1", limit: 40, lease: .seconds(60))
+        #expect(tasks.count == 40)
+        let takenOver = tasks[11].id
+        try await admin.query("UPDATE detectq.post_tasks SET locked_by = 'w2' WHERE id = \(takenOver)")
+        var events = PostgresNotificationListener.listen(configuration, channels: ["detectq_test_batch"]).makeAsyncIterator()
+        #expect(await events.next() == .listening)
+
+        let blocker = try await PostgresConnection.connect(configuration)
+        try await blocker.query("BEGIN")
+        try await blocker.query("LOCK TABLE detectq.post_tasks IN SHARE MODE")
+        let ending = Task {
+            try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+                for task in tasks {
+                    let notice = PostgresNotice(channel: "detectq_test_batch", payload: "task-\(task.id)")
+                    group.addTask { (task.id, try await store.complete(task, workerID: "w1", notifications: [notice])) }
+                }
+                return try await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+            }
+        }
+        try await waitUntil("an ending statement waits on the lock") {
+            try await admin.query("""
+                SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                """)[0].decode("n", as: Int.self) > 0
+        }
+        try await blocker.query("COMMIT")
+        await blocker.close()
+        let outcomes = try await ending.value
+        #expect(outcomes.filter(\.value).count == 39 && outcomes[takenOver] == false)
+        let statements = try await admin.query("""
+            SELECT count(DISTINCT completed_at)::int8 AS n FROM detectq.post_tasks WHERE state = 'completed'
+            """)[0].decode("n", as: Int.self)
+        #expect(statements < 10, "39 ends took \(statements) statements; one each would be 39")
+        #expect(try await admin.query("SELECT state::text AS s FROM detectq.post_tasks WHERE id = \(takenOver)")[0].decode("s", as: String.self) == "running")
+
+        try await admin.query("SELECT pg_notify('detectq_test_batch', 'sentinel')")
+        var heard: [String] = []
+        while case .notification(let notification)? = await events.next(), notification.payload != "sentinel" {
+            heard.append(notification.payload)
+        }
+        #expect(Set(heard) == Set(tasks.map { "task-\($0.id)" }).subtracting(["task-\(takenOver)"]) && heard.count == 39)
     }
 
     @Test func concurrentCallersGetDistinctSlotsOneIntervalApart() async throws {
