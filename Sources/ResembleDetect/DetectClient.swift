@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import TextEncodings
 import Tracing
 
@@ -42,9 +43,15 @@ package struct DetectClientConfiguration: Sendable {
 
 /// A client of the Resemble Detect API: submits media by each of its three paths, waits with `Prefer: wait`,
 /// reads and lists detections, and sorts every failure into a `DetectAPIError`. It knows nothing of queues.
+///
+/// Its connections are spread over several HTTP clients of at most `connectionsPerClient` each, taken in
+/// turn: AsyncHTTPClient's pool walks every connection it holds on each event, so 5,000 connections in one
+/// pool cost the worker most of a core just to send a wave of 5,000 requests.
 package final class DetectClient: Sendable {
     package let configuration: DetectClientConfiguration
-    private let http: HTTPClient
+    private let clients: [HTTPClient]
+    private let turn = Atomic<UInt>(0)
+    static let connectionsPerClient = 256
 
     package init(configuration: DetectClientConfiguration) {
         self.configuration = configuration
@@ -55,17 +62,27 @@ package final class DetectClient: Sendable {
             write: .nanoseconds(Int64(configuration.uploadIdleTimeout.seconds * 1e9))
         )
         httpConfiguration.decompression = .enabled(limit: .ratio(50))
-        httpConfiguration.connectionPool = .init(
-            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.maximumConnections)
-        )
         // `send` makes the client spans itself, named after the route; the client's own would repeat them.
         httpConfiguration.tracing.tracer = nil
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfiguration)
+        let connections = max(1, configuration.maximumConnections)
+        let count = (connections + Self.connectionsPerClient - 1) / Self.connectionsPerClient
+        clients = (0..<count).map { index in
+            var shard = httpConfiguration
+            // The shards' limits add up to the configured maximum.
+            let limit = connections / count + (index < connections % count ? 1 : 0)
+            shard.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: limit)
+            return HTTPClient(eventLoopGroupProvider: .singleton, configuration: shard)
+        }
     }
 
     /// Closes the client's connections; call it once, when done.
     package func shutdown() async throws {
-        try await http.shutdown()
+        for client in clients { try await client.shutdown() }
+    }
+
+    /// The HTTP client the next request goes through, each in turn.
+    private var nextClient: HTTPClient {
+        clients.count == 1 ? clients[0] : clients[Int(turn.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(clients.count))]
     }
 
     // MARK: - Detections
@@ -191,7 +208,7 @@ package final class DetectClient: Sendable {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await http.execute(request, timeout: .hours(24))
+            response = try await nextClient.execute(request, timeout: .hours(24))
             body = try await response.body.collect(upTo: configuration.maximumResponseBytes)
         } catch let error as DetectAPIError {
             APIMetrics.record(endpoint: endpoint, status: "error", duration: ContinuousClock.now - started)
