@@ -121,6 +121,11 @@ struct BenchDatabase: Sendable {
         return Double(completed) / max(last.timeIntervalSince(start), 0.001)
     }
 
+    /// The process id of one of the server's backends (the pool's), to find the server's processes by.
+    func backendPID() async throws -> Int32 {
+        Int32(try await pool.query("SELECT pg_backend_pid()::int8 AS pid")[0].decode("pid", as: Int.self))
+    }
+
     /// The newest request's id, 0 when there is none.
     func maxID() async throws -> Int {
         try await pool.query("SELECT coalesce(max(id), 0)::int8 AS id FROM detectq.requests")[0].decode("id", as: Int.self)

@@ -29,8 +29,14 @@ package struct Scenarios: Sendable {
 
     // MARK: - 1. Queue core
 
-    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API; jobs/s.
-    package func queueCore(jobs: Int, workers: Int) async throws -> Double {
+    /// What a drain measured: its rate, and where its CPU went.
+    package struct Drain: Sendable {
+        package var rate: Double
+        package var cpu: CPUPerJob
+    }
+
+    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API.
+    package func queueCore(jobs: Int, workers: Int) async throws -> Drain {
         let database = try await context.freshDatabase("core_\(workers)")
         var children: [ChildProcess] = []
         for number in 1...workers {
@@ -39,12 +45,15 @@ package struct Scenarios: Sendable {
             ))
         }
         try await database.waitForWorkers("core\(workers)-", count: workers)
+        let backend = try await database.backendPID()
+        let before = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
         let start = try await database.insertURLRequests(jobs)
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
+        let after = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
         let rate = try await database.throughput(since: start, completed: jobs)
         for child in children { await child.stop() }
         await context.drop(database)
-        return rate
+        return Drain(rate: rate, cpu: CPUPerJob(from: before, to: after, jobs: jobs, simulatorInProcess: false))
     }
 
     /// The ceiling: batched claim-and-complete SQL alone, with no worker around it. Each of `connections`
@@ -85,20 +94,23 @@ package struct Scenarios: Sendable {
     // MARK: - 2. End to end
 
     /// Drains `jobs` requests through one worker process and the simulator over loopback HTTP, zero latency.
-    package func endToEnd(jobs: Int) async throws -> Double {
+    package func endToEnd(jobs: Int) async throws -> Drain {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("e2e")
         let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "e2e-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL,
         ]), name: "e2e-1")
         try await database.waitForWorkers("e2e-", count: 1)
+        let backend = try await database.backendPID()
+        let before = CPUPerJob.Reading(serverBackend: backend, workers: [worker.pid])
         let start = try await database.insertURLRequests(jobs)
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(900), interval: .milliseconds(250))
+        let after = CPUPerJob.Reading(serverBackend: backend, workers: [worker.pid])
         let rate = try await database.throughput(since: start, completed: jobs)
         await worker.stop()
         await simulator.stop()
         await context.drop(database)
-        return rate
+        return Drain(rate: rate, cpu: CPUPerJob(from: before, to: after, jobs: jobs, simulatorInProcess: true))
     }
 
     // MARK: - 3 and 4. Many in flight

@@ -77,8 +77,9 @@ struct BenchCommand: AsyncParsableCommand {
     }
 }
 
-/// `detectq bench-worker`: a worker whose Detect API answers instantly in process, for the queue-core
-/// benchmark. Hidden: it is no use outside `detectq bench`.
+/// `detectq bench-worker`: `detectq worker` (the same post-processors and logging) with a Detect API that
+/// answers instantly in process, for the queue-core benchmark: end to end differs from it by HTTP alone.
+/// Hidden: it is no use outside `detectq bench`.
 struct BenchWorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-worker", abstract: "A worker with an instant in-process API (for detectq bench).", shouldDisplay: false
@@ -86,19 +87,21 @@ struct BenchWorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration: WorkerConfiguration
+        let postProcessors: [any PostProcessor]
         do {
             configuration = try WorkerConfiguration.fromEnvironment()
+            postProcessors = try WorkerCommand.postProcessors()
         } catch {
             FileHandle.standardError.write(Data("detectq bench-worker: \(error)\n".utf8))
             throw ExitCode.failure
         }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = .warning
+            handler.logLevel = .info
             return handler
         }
         let logger = Logger(label: "detectq.bench-worker")
-        let worker = Worker(configuration: configuration, logger: logger, api: InstantDetectAPI())
+        let worker = Worker(configuration: configuration, postProcessors: postProcessors, logger: logger, api: InstantDetectAPI())
         try await ServiceGroup(configuration: .init(services: [worker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
     }
 }

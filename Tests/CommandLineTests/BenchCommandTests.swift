@@ -14,5 +14,8 @@ struct BenchCommandTests {
         for row in ["| 1 batched SQL ceiling |", "| 1 queue core, 1 worker |", "| 1 queue core, 2 workers |"] {
             #expect(printed.contains(row), "\(row) in \(printed)")
         }
+        // Where a job's CPU went, read from /proc: the throwaway server's processes and the worker's.
+        let cpu = try #require(printed.firstMatch(of: /\| 1 queue core, 1 worker: CPU per job \| PostgreSQL (\d+) µs, worker (\d+) µs \|/))
+        #expect(Int(cpu.1) ?? 0 > 0 && Int(cpu.2) ?? 0 > 0, "\(cpu.0)")
     }
 }
