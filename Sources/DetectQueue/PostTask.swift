@@ -115,7 +115,8 @@ package struct PostTaskStore: Sendable {
             ), sent AS (
                 SELECT count(pg_notify(channel, payload)) AS n FROM (
                     SELECT n.channel, n.payload
-                    FROM unnest($\(first)::bigint[], $\(first + 1)::text[], $\(first + 2)::text[]) WITH ORDINALITY AS n(task_id, channel, payload, position)
+                    FROM unnest($\(first)::bigint[], $\(first + 1)::text[], $\(first + 2)::text[])
+                        WITH ORDINALITY AS n(task_id, channel, payload, position)
                     WHERE n.task_id IN (SELECT id FROM ended) ORDER BY n.position
                 ) AS ordered
             )

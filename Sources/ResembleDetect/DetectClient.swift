@@ -2,7 +2,6 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
-import Synchronization
 import TextEncodings
 import Tracing
 
@@ -43,15 +42,9 @@ package struct DetectClientConfiguration: Sendable {
 
 /// A client of the Resemble Detect API: submits media by each of its three paths, waits with `Prefer: wait`,
 /// reads and lists detections, and sorts every failure into a `DetectAPIError`. It knows nothing of queues.
-///
-/// Its connections are spread over several HTTP clients of at most `connectionsPerClient` each, taken in
-/// turn: AsyncHTTPClient's pool walks every connection it holds on each event, so 5,000 connections in one
-/// pool cost the worker most of a core just to send a wave of 5,000 requests.
 package final class DetectClient: Sendable {
     package let configuration: DetectClientConfiguration
-    private let clients: [HTTPClient]
-    private let turn = Atomic<UInt>(0)
-    static let connectionsPerClient = 256
+    private let http: HTTPClientShards
 
     package init(configuration: DetectClientConfiguration) {
         self.configuration = configuration
@@ -64,25 +57,14 @@ package final class DetectClient: Sendable {
         httpConfiguration.decompression = .enabled(limit: .ratio(50))
         // `send` makes the client spans itself, named after the route; the client's own would repeat them.
         httpConfiguration.tracing.tracer = nil
-        let connections = max(1, configuration.maximumConnections)
-        let count = (connections + Self.connectionsPerClient - 1) / Self.connectionsPerClient
-        clients = (0..<count).map { index in
-            var shard = httpConfiguration
-            // The shards' limits add up to the configured maximum.
-            let limit = connections / count + (index < connections % count ? 1 : 0)
-            shard.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: limit)
-            return HTTPClient(eventLoopGroupProvider: .singleton, configuration: shard)
-        }
+        http = HTTPClientShards(
+            configuration: httpConfiguration, maximumConnections: configuration.maximumConnections, idleTimeout: .seconds(60)
+        )
     }
 
     /// Closes the client's connections; call it once, when done.
     package func shutdown() async throws {
-        for client in clients { try await client.shutdown() }
-    }
-
-    /// The HTTP client the next request goes through, each in turn.
-    private var nextClient: HTTPClient {
-        clients.count == 1 ? clients[0] : clients[Int(turn.wrappingAdd(1, ordering: .relaxed).oldValue % UInt(clients.count))]
+        try await http.shutdown()
     }
 
     // MARK: - Detections
@@ -208,8 +190,11 @@ package final class DetectClient: Sendable {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await nextClient.execute(request, timeout: .hours(24))
-            body = try await response.body.collect(upTo: configuration.maximumResponseBytes)
+            let limit = configuration.maximumResponseBytes
+            (response, body) = try await http.withLeastBusy { client in
+                let response = try await client.execute(request, timeout: .hours(24))
+                return (response, try await response.body.collect(upTo: limit))
+            }
         } catch let error as DetectAPIError {
             APIMetrics.record(endpoint: endpoint, status: "error", duration: ContinuousClock.now - started)
             throw error
