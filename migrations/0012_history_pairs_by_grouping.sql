@@ -5,7 +5,9 @@
 -- and PL/pgSQL keeps that parse: a session whose first UPDATE changed one row planned every later join for
 -- one row, as a nested loop. A lease heartbeat over 5,000 requests then compared 25 million pairs and took
 -- 2.5 s of the server's CPU, every few seconds, where the UPDATE alone takes 0.1 s. The versions are now
--- paired by grouping both tables' rows by id, which costs the same whatever the estimate.
+-- paired by grouping both tables' rows by id, which costs the same whatever the estimate, once per statement:
+-- the check for an illegal change reads the same pairs as the history, and its exception takes back what
+-- the statement wrote.
 
 CREATE OR REPLACE FUNCTION detectq.requests_record_transitions() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -13,24 +15,8 @@ DECLARE
     given_detail text := nullif(current_setting('detectq.event_detail', true), '');
     illegal record;
 BEGIN
-    -- Each id is in each table once, so a side's max() is that side's value.
-    SELECT moved.id, moved.from_state, moved.to_state INTO illegal
-    FROM (
-        SELECT id, max(state) FILTER (WHERE is_before) AS from_state, max(state) FILTER (WHERE NOT is_before) AS to_state
-        FROM (SELECT id, state, true AS is_before FROM before_rows UNION ALL SELECT id, state, false FROM after_rows) AS versions
-        GROUP BY id
-    ) AS moved
-    WHERE moved.from_state <> moved.to_state AND NOT EXISTS (
-        SELECT 1 FROM detectq.request_state_transitions t WHERE t.from_state = moved.from_state AND t.to_state = moved.to_state
-    )
-    ORDER BY moved.id LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'request % cannot move from % to %', illegal.id, illegal.from_state, illegal.to_state
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'requests_legal_state_transition',
-                  SCHEMA = 'detectq', TABLE = 'requests',
-                  HINT = 'detectq.request_state_transitions lists the legal transitions';
-    END IF;
     WITH moved AS MATERIALIZED (
+        -- Each id is in each table once, so a side's max() is that side's value.
         SELECT * FROM (
             SELECT id,
                    max(state) FILTER (WHERE is_before) AS from_state, max(state) FILTER (WHERE NOT is_before) AS to_state,
@@ -53,13 +39,26 @@ BEGIN
         SELECT 'request', change.state, sum(change.n)
         FROM moved, LATERAL (VALUES (from_state::text, -1), (to_state::text, 1)) AS change(state, n)
         GROUP BY change.state HAVING sum(change.n) <> 0
+    ), failures AS (
+        INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+        SELECT change.state, change.reason, change.n, change.last_seen
+        FROM moved, LATERAL (VALUES (from_state::text, coalesce(old_error, '(no reason)'), -1, NULL::timestamptz),
+                                    (to_state::text, coalesce(error_message, '(no reason)'), 1, updated_at))
+             AS change(state, reason, n, last_seen)
+        WHERE change.state IN ('failed', 'retrying')
     )
-    INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
-    SELECT change.state, change.reason, change.n, change.last_seen
-    FROM moved, LATERAL (VALUES (from_state::text, coalesce(old_error, '(no reason)'), -1, NULL::timestamptz),
-                                (to_state::text, coalesce(error_message, '(no reason)'), 1, updated_at))
-         AS change(state, reason, n, last_seen)
-    WHERE change.state IN ('failed', 'retrying');
+    SELECT moved.id, moved.from_state, moved.to_state INTO illegal
+    FROM moved
+    WHERE NOT EXISTS (
+        SELECT 1 FROM detectq.request_state_transitions t WHERE t.from_state = moved.from_state AND t.to_state = moved.to_state
+    )
+    ORDER BY moved.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'request % cannot move from % to %', illegal.id, illegal.from_state, illegal.to_state
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'requests_legal_state_transition',
+                  SCHEMA = 'detectq', TABLE = 'requests',
+                  HINT = 'detectq.request_state_transitions lists the legal transitions';
+    END IF;
     RETURN NULL;
 END
 $$;

@@ -230,10 +230,7 @@ package struct ChaosRun: Sendable {
     private func awaitClaim(after failover: Date, pool: PostgresConnectionPool) async {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            let claimed = try? await pool.query("""
-                SELECT EXISTS (SELECT FROM detectq.request_events WHERE to_state = 'submitting' AND at > \(failover)) AS claimed
-                """).first?.decode("claimed", as: Bool.self)
-            if claimed == true { return }
+            if (try? await InvariantChecks.firstClaim(after: failover, on: pool)) != nil { return }
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

@@ -93,11 +93,7 @@ struct InvariantChecks: Sendable {
     private func claimingResumesAfterFailovers() async throws -> ChaosReport.Invariant {
         var delays: [Double] = []
         for failover in failovers {
-            let first = try await pool.query("""
-                SELECT EXTRACT(EPOCH FROM min(at) - \(failover))::float8 AS delay
-                FROM detectq.request_events WHERE to_state = 'submitting' AND at > \(failover)
-                """)[0].decode("delay", as: Double?.self)
-            delays.append(first ?? .infinity)
+            delays.append(try await Self.firstClaim(after: failover, on: pool) ?? .infinity)
         }
         let slowest = delays.max() ?? 0
         return ChaosReport.Invariant(
@@ -107,6 +103,14 @@ struct InvariantChecks: Sendable {
                 : "\(failovers.count) failovers; first claim on the promoted primary after "
                     + delays.map { String(format: "%.1f s", $0) }.joined(separator: ", ")
         )
+    }
+
+    /// Seconds from `moment` to the first claim after it, if there has been one.
+    static func firstClaim(after moment: Date, on pool: PostgresConnectionPool) async throws -> Double? {
+        try await pool.query("""
+            SELECT EXTRACT(EPOCH FROM min(at) - \(moment))::float8 AS delay
+            FROM detectq.request_events WHERE to_state = 'submitting' AND at > \(moment)
+            """)[0].decode("delay", as: Double?.self)
     }
 
     /// Requests enqueued = completed + failed (with a reason) + cancelled, and every confirmed insert is there.
