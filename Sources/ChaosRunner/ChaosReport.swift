@@ -48,6 +48,16 @@ package struct ChaosReport: Sendable, Codable {
         package var creditWindows = 0
         package var creditRefusals = 0
         package var failedByCredit = 0
+        /// How long the throttle phases lasted in all, the requests the fleet sent into them (each answered 429
+        /// with no `Retry-After`), and the requests that failed by a 429.
+        package var throttleSeconds = 0.0
+        package var throttledRequests = 0
+        package var failedByThrottle = 0
+        /// Detections the team's other services created in List Detects beside ours.
+        package var teamDetections = 0
+
+        /// 429s sent into a throttle, per second of throttling.
+        package var throttledPerSecond: Double { throttleSeconds > 0 ? Double(throttledRequests) / throttleSeconds : 0 }
     }
 
     package var seconds: Double = 0
@@ -89,11 +99,14 @@ package struct ChaosReport: Sendable, Codable {
             "  cut off after billing: \(lost.cutOffAfterBilling.line)",
             "  lost otherwise (a worker killed while it waited, a timeout, an outage): \(lost.otherwiseLost.line)",
             "  zero-retention requests, apart (List Detects redacts them): \(lost.zeroRetention.line)",
-            String(format: "  submitted again behind a lost answer: %d of %d (%.1f %%; the goal is at most 10 %%)", again, billed, lost.resubmittedShare * 100),
+            String(format: "  submitted again behind a lost answer: %d of %d (%.1f %%; the goal is at most 10 %%), with %d detections of the team's other services in List Detects beside them",
+                   again, billed, lost.resubmittedShare * 100, hardCases.teamDetections),
             "the API's hard cases:",
             "  ended by DETECTQ_RESULT_TIMEOUT: \(hardCases.endedByResultTimeout) (never-finishing requests dealt: \(hardCases.neverFinishingDealt))",
             "  out-of-credit windows: \(hardCases.creditWindows), \(hardCases.creditRefusals) submissions answered 402, "
                 + "\(hardCases.failedByCredit) requests failed by them",
+            String(format: "  throttle phases (429 with no Retry-After): %.0f s, %d requests sent into them (%.2f a second), %d requests failed by them",
+                   hardCases.throttleSeconds, hardCases.throttledRequests, hardCases.throttledPerSecond, hardCases.failedByThrottle),
         ]
         lines.append("invariants:")
         for invariant in invariants {

@@ -55,6 +55,8 @@ package struct ChaosRun: Sendable {
 
     /// The simulator's base latency, outside the slow phases.
     static let baseLatency = Duration.milliseconds(300)
+    /// Detections a second the team's other services create while the busy-team phase is on: the API's rate.
+    static let busyTeamRate = 40.0
 
     package func run() async throws -> ChaosReport {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-chaos-\(UUID().uuidString.prefix(8).lowercased())")
@@ -109,6 +111,8 @@ package struct ChaosRun: Sendable {
             await producing.value
             await simulator.state.setFaults(.none)
             await simulator.state.setOutOfCredit(false)
+            await simulator.state.setThrottled(false)
+            await simulator.state.setTeamTraffic(0)
             await simulator.state.setLatency(Self.baseLatency)
             await ledger.setFailureRate(0)
             say("chaos: faults stopped at \(Int((ContinuousClock.now - started).seconds)) s; draining")
@@ -133,7 +137,12 @@ package struct ChaosRun: Sendable {
                 "workers that exited on their own": exits.count, "requests uploaded from media_path": produced.mediaFiles,
                 "API submissions answered 402 (out of credit)": stats.creditRefusals,
                 "API submissions answered 403 (a product the key may not use)": stats.productRefusals,
+                "API requests answered 429 with no Retry-After (throttle phases)": stats.throttledRequests,
+                "detections the team's other services created (busy-team phases)": stats.teamDetections,
             ]
+            report.hardCases.throttleSeconds = injected.throttledSeconds
+            report.hardCases.throttledRequests = stats.throttledRequests
+            report.hardCases.teamDetections = stats.teamDetections
             for hardCase in HardCase.allCases {
                 report.injected["hard case dealt: \(hardCase.rawValue)"] = produced.hardCases[hardCase, default: 0]
             }
@@ -165,13 +174,14 @@ package struct ChaosRun: Sendable {
         return report
     }
 
-    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind, and
-    /// when each failover's promotion ended.
+    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind, when
+    /// each failover's promotion ended, and how long the API throttled in all.
     private func injectFaults(
         cluster: ReplicatedPostgres, simulator: DetectSimulator, ledger: AlertLedger, fleet: WorkerFleet,
         monitor: LeaseMonitor, started: ContinuousClock.Instant
-    ) async throws -> (counts: [String: Int], failovers: [Date]) {
+    ) async throws -> (counts: [String: Int], failovers: [Date], throttledSeconds: Double) {
         var failovers: [Date] = []
+        var throttled = 0.0
         var random = SeededRandom(seed: options.seed ^ 0x5EED_FA17)
         var deck: [Fault] = []
         var counts: [String: Int] = [:]
@@ -211,7 +221,9 @@ package struct ChaosRun: Sendable {
                 say("[\(elapsed) s] failed over: primary stopped, standby on port \(await cluster.primary.port) promoted "
                     + "(\(unavailable.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))) without a primary); "
                     + "a new standby follows it")
-            case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing:
+            case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing,
+                 .apiThrottled, .busyTeam:
+                if fault == .apiThrottled { throttled += (min(end, tick + options.faultInterval * 2) - max(tick, phases[fault] ?? tick)).seconds }
                 phases[fault] = tick + options.faultInterval * 2
                 say("[\(elapsed) s] \(fault.rawValue) for \(options.faultInterval * 2)")
             }
@@ -219,9 +231,11 @@ package struct ChaosRun: Sendable {
             await simulator.state.setFaults(Fault.simulatorFaults(active: active))
             await simulator.state.setOutOfCredit(active.contains(.apiOutOfCredit))
             await simulator.state.setLatency(active.contains(.apiSlow) ? .seconds(4) : Self.baseLatency)
+            await simulator.state.setThrottled(active.contains(.apiThrottled))
+            await simulator.state.setTeamTraffic(active.contains(.busyTeam) ? Self.busyTeamRate : 0)
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }
-        return (counts, failovers)
+        return (counts, failovers, throttled)
     }
 
     /// Keeps the run going (the producer inserting) until some worker has claimed after `failover`, or 30 s

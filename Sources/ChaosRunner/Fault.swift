@@ -17,6 +17,8 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
     case apiOutOfCredit = "API out of credit (402)"
     case callbacksLostAndDuplicated = "callbacks lost and duplicated"
     case sinkFailing = "alert sink failing"
+    case apiThrottled = "API throttling (429 with no Retry-After, every request)"
+    case busyTeam = "the team's other services busy (40 detections a second in List Detects)"
 
     /// One round of every fault, worker kills twice as often as the rest, in an order drawn from `random`.
     static func deck(using random: inout some RandomNumberGenerator) -> [Fault] {

@@ -51,15 +51,15 @@ extension InvariantChecks {
         return figures
     }
 
-    /// The hard cases' counts: the never-finishing ones dealt, and the requests the result timeout ended.
-    func hardCaseFigures(_ rows: [Row]) -> ChaosReport.HardCaseFigures {
-        var figures = ChaosReport.HardCaseFigures()
+    /// The hard cases' counts, added to what the run measured itself (the throttle's and the team's figures):
+    /// the never-finishing ones dealt, the requests the result timeout ended, and those failed by a 402 or a 429.
+    func countHardCases(_ rows: [Row], into figures: inout ChaosReport.HardCaseFigures) {
         figures.neverFinishingDealt = rows.count { $0.hardCase == .neverFinishes || $0.hardCase == .statusUnknown }
         figures.endedByResultTimeout = rows.count { $0.state == .failed && Self.endedByResultTimeout($0) }
         figures.creditWindows = creditWindows
         figures.creditRefusals = creditRefusals
         figures.failedByCredit = rows.count { $0.state == .failed && Self.blamesCredit($0) }
-        return figures
+        figures.failedByThrottle = rows.count { $0.state == .failed && Self.blamesThrottle($0) }
     }
 
     /// Every adopted uuid is one the API created for that request's own media, and no two requests hold the
@@ -116,6 +116,16 @@ extension InvariantChecks {
         )
     }
 
+    /// A throttle fails nothing: no request ends `failed` by a 429, however long the throttle phases last.
+    func throttlesFailNothing(_ rows: [Row]) -> ChaosReport.Invariant {
+        let failed = rows.filter { $0.state == .failed && Self.blamesThrottle($0) }.map(\.id)
+        return .init(
+            name: "a throttle fails nothing",
+            held: failed.isEmpty,
+            detail: "\(failed.count) requests failed by a 429" + (failed.isEmpty ? "" : " (ids \(failed.prefix(5)))")
+        )
+    }
+
     /// What is wrong with how `row` ended, or nil when it ended as promised.
     private func problem(with row: Row) -> String? {
         let message = row.errorMessage ?? ""
@@ -146,7 +156,7 @@ extension InvariantChecks {
             if let created = detectionsByMedia[row.mediaKey], !created.isEmpty { return "\(created.count) detections created" }
         case nil:
             guard row.state == .failed else { return nil }
-            if Self.endedByResultTimeout(row) || message.contains("HTTP 403") || Self.blamesCredit(row) {
+            if Self.endedByResultTimeout(row) || message.contains("HTTP 403") || Self.blamesCredit(row) || Self.blamesThrottle(row) {
                 return "an ordinary request failed by a hard case's path: \(message)"
             }
         }
@@ -157,6 +167,12 @@ extension InvariantChecks {
     private static func endedByResultTimeout(_ row: Row) -> Bool {
         guard let message = row.errorMessage, message.contains("DETECTQ_RESULT_TIMEOUT") else { return false }
         return row.remoteUUID.map(message.contains) ?? false
+    }
+
+    /// Whether the request's failure blames a 429.
+    private static func blamesThrottle(_ row: Row) -> Bool {
+        guard let message = row.errorMessage?.lowercased() else { return false }
+        return message.contains("http 429") || message.contains("too many requests")
     }
 
     /// Whether the request's failure blames the account's credit.

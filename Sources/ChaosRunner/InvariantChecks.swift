@@ -43,6 +43,7 @@ struct InvariantChecks: Sendable {
     }
 
     func run(into report: inout ChaosReport) async throws {
+        let installation = try await Installation.name(pool)
         let rows = try await pool.query("""
             SELECT id, idempotency_key, media_url, media_path, state, attempt, remote_uuid, coalesce(is_fake, false) AS is_fake,
                    zero_retention_mode, metadata->>'case' AS hard_case, error_message, audio_label, visual_label
@@ -53,8 +54,9 @@ struct InvariantChecks: Sendable {
             let ext = ((try row.decode("media_path", as: String?.self) ?? "") as NSString).pathExtension
             return Row(
                 id: id, key: try row.decode("idempotency_key"),
-                // Workers name each upload after its request and attempt; the simulator counts them per request.
-                mediaKey: url ?? "file:detectq-\(id)" + (ext.isEmpty ? "" : ".\(ext)"),
+                // Workers name each upload after their installation, the request and the attempt; the simulator
+                // counts them per request.
+                mediaKey: url ?? "file:detectq-\(installation)-\(id)" + (ext.isEmpty ? "" : ".\(ext)"),
                 state: try row.decode("state"), attempt: try row.decode("attempt"),
                 remoteUUID: try row.decode("remote_uuid"), isFake: try row.decode("is_fake"),
                 zeroRetention: try row.decode("zero_retention_mode"),
@@ -70,7 +72,7 @@ struct InvariantChecks: Sendable {
         report.fakes = rows.count { $0.state == .completed && $0.isFake }
         let adoptions = try await adoptions()
         report.lostAnswers = lostAnswers(rows, adoptions: adoptions)
-        report.hardCases = hardCaseFigures(rows)
+        countHardCases(rows, into: &report.hardCases)
         report.invariants += [
             try await everyRequestEnds(rows),
             submittedOnce(rows),
@@ -83,6 +85,7 @@ struct InvariantChecks: Sendable {
             adoptedDetectionsBelong(rows, adoptions: adoptions),
             hardCasesEndAsPromised(rows),
             await creditWindowsCostNothing(rows),
+            throttlesFailNothing(rows),
             try await claimingResumesAfterFailovers(),
         ]
     }

@@ -1,5 +1,7 @@
 import Foundation
+import Logging
 import Postgres
+import ResembleDetect
 import ServiceLifecycle
 
 /// The API's request budget, shared by every worker through the database (`detectq.api_budget`, and the
@@ -8,14 +10,18 @@ import ServiceLifecycle
 /// Each request reserves the next free slot in one UPDATE; slots are `1 / ratePerSecond` apart, and after
 /// an idle spell at most one slot may lie in the past, so no one-second window is granted more than the
 /// rate plus one, however many workers ask. While demand exceeds the rate, slots are reserved
-/// ahead and none is wasted. A 429's `Retry-After` pauses every worker: slots are not granted before the
-/// pause ends, and a caller that slept towards its slot checks the pause again before going ahead.
+/// ahead and none is wasted. A 429 pauses every worker (for its `Retry-After`, capped at
+/// `DETECTQ_RETRY_AFTER_MAX_SECONDS`, or for a doubling backoff when it gave none): slots are not granted
+/// before the pause ends, and a caller that slept towards its slot checks the pause again before going ahead.
 ///
 /// Reservations are coalesced: the callers that ask while one UPDATE is in flight reserve their slots
 /// together in the next, consecutive slots each, exactly as if they had asked one by one.
 package struct APIBudget: Sendable {
     package let pool: PostgresConnectionPool
     package let ratePerSecond: Double
+    /// `DETECTQ_RETRY_AFTER_MAX_SECONDS`: the longest pause a 429's `Retry-After` may ask for.
+    package let longestRetryAfter: Duration
+    private let logger: Logger
     private let reservations: Coalescer<Bool, (slot: Date, wait: Double)>
     private let pauseChecks: Coalescer<Bool, Bool>
 
@@ -29,10 +35,15 @@ package struct APIBudget: Sendable {
     /// reservation and pause check goes alone.
     package var writers: [any Service] { [reservations, pauseChecks] }
 
-    package init(pool: PostgresConnectionPool, ratePerSecond: Double) {
+    package init(
+        pool: PostgresConnectionPool, ratePerSecond: Double, longestRetryAfter: Duration = .seconds(3_600),
+        logger: Logger = Logger(label: "detectq.budget")
+    ) {
         precondition(ratePerSecond > 0, "the rate limit must be positive")
         self.pool = pool
         self.ratePerSecond = ratePerSecond
+        self.longestRetryAfter = longestRetryAfter
+        self.logger = logger
         reservations = Coalescer(maximumConcurrentBatches: 1) { batch in
             try await Self.reserve(batch.count, ratePerSecond: ratePerSecond, on: pool)
         }
@@ -83,10 +94,34 @@ package struct APIBudget: Sendable {
         }
     }
 
-    /// Stops every worker's API requests until `duration` from now (a 429's `Retry-After`), through the
-    /// shared pause.
-    package func pause(for duration: Duration, by workerID: String?) async throws {
+    /// Records a 429 for every worker: the shared pause, for `retryAfter` (capped at `longestRetryAfter`, with
+    /// one log line saying so) or, without one, for the doubling backoff. Returns when the pause ends.
+    @discardableResult
+    package func throttled(retryAfter: Duration?, by workerID: String?) async throws -> Date {
         QueueMetrics.rateLimitPause()
-        try await SharedPause(pool: pool).pauseRateLimited(for: duration, by: workerID)
+        var asked = retryAfter
+        if let retryAfter, retryAfter > longestRetryAfter {
+            logger.warning("the API asked for a Retry-After of \(Int(retryAfter.seconds)) s; pausing for DETECTQ_RETRY_AFTER_MAX_SECONDS (\(Int(longestRetryAfter.seconds)) s) instead")
+            asked = longestRetryAfter
+        }
+        return try await SharedPause(pool: pool).pauseRateLimited(retryAfter: asked, by: workerID)
+    }
+
+    /// Makes one API call on the budget: waits for a slot, calls, and when the API answers 429 (it created
+    /// nothing) records the shared pause and asks again once the pause lets it, for as long as the throttle
+    /// lasts and `goOn` says yes. A 429 met when `goOn` says no is thrown, like any other failure.
+    package func call<Result>(
+        by workerID: String?, while goOn: () -> Bool = { true }, _ body: () async throws -> Result
+    ) async throws -> Result {
+        while true {
+            try await acquire()
+            do {
+                return try await body()
+            } catch let error as DetectAPIError {
+                guard case .retryable(_, .some(429), let retryAfter) = error else { throw error }
+                try await throttled(retryAfter: retryAfter, by: workerID)
+                guard goOn() else { throw error }
+            }
+        }
     }
 }

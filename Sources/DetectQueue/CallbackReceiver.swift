@@ -64,13 +64,14 @@ struct CallbackReceiver: Sendable {
             QueueMetrics.callback("too_large")
             return text("callback body too large\n", status: .contentTooLarge)
         }
-        guard let (waiting, storedHash) = try? await processor.store.awaitingCallback(id: id), let storedHash,
-              SecretComparison.equal(RequestProcessor.hash(secret), storedHash)
+        let hash = RequestProcessor.hash(secret)
+        guard let (waiting, storedHashes) = try? await processor.store.awaitingCallback(id: id),
+              storedHashes.map({ SecretComparison.equal(hash, $0) }).contains(true)
         else {
             QueueMetrics.callback("unknown")
             return text("not found\n", status: .notFound)
         }
-        if waiting.remoteUUID == nil, waiting.state == .submitting || waiting.state == .retrying {
+        if waiting.remoteUUID == nil, waiting.state.adoptsACallback {
             return await adoptEarly(waiting, body: body)
         }
         guard waiting.state == .awaitingResult else {
@@ -91,8 +92,9 @@ struct CallbackReceiver: Sendable {
             return text("the callback names no detection\n", status: .badRequest)
         }
         do {
-            try await processor.budget.acquire()
-            let confirmed = try await processor.client.detection(uuid: uuid)
+            let confirmed = try await processor.budget.call(by: processor.configuration.workerID) {
+                try await processor.client.detection(uuid: uuid)
+            }
             guard confirmed.uuid == uuid, try await adopt(uuid, for: waiting) else {
                 QueueMetrics.callback("duplicate")
                 return text("already recorded\n", status: .conflict)
@@ -110,16 +112,16 @@ struct CallbackReceiver: Sendable {
         }
     }
 
-    /// Adopts `uuid` for the request, in whichever of the two states it is in now: a `Prefer: wait` answer cut
+    /// Adopts `uuid` for the request, in whichever unfinished state it is in now: a `Prefer: wait` answer cut
     /// off when the detection finishes arrives with its callback, so the worker may move the request from
-    /// `submitting` to `retrying` while the callback is being confirmed. Returns false when the request moved
+    /// `submitting` to `retrying` (or give it back to `queued`) while the callback is being confirmed. Returns false when the request moved
     /// on otherwise (it has a uuid, or it ended).
     private func adopt(_ uuid: String, for waiting: DetectionRequest) async throws -> Bool {
         var request = waiting
-        for _ in 0..<3 {
+        for _ in 0..<4 {
             if try await processor.store.adopt(uuid, for: request, workerID: nil, via: "callback") { return true }
             guard let now = try await processor.store.request(id: request.id), now.remoteUUID == nil,
-                  now.state == .submitting || now.state == .retrying, now.state != request.state || now.attempt != request.attempt
+                  now.state.adoptsACallback, now.state != request.state || now.attempt != request.attempt
             else { return false }
             request = now
         }

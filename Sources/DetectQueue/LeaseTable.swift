@@ -20,6 +20,9 @@ struct LeaseTable: Sendable {
     /// The state a lost lease leaves a running row in, with attempts left and on its last.
     let retryingState: String
     let failedState: String
+    /// The state a lost lease leaves a running row in on its last attempt when the row says an answer may have
+    /// been lost (`answerOwedCondition`): requests are then looked for before they fail. Nil for post-tasks.
+    let answerOwed: (condition: String, state: String)?
     /// Other states whose rows may hold a lease (a request being polled); an expired one is just cleared.
     let pollingStates: [String]
     /// The column holding the last failure's reason.
@@ -40,6 +43,11 @@ struct LeaseTable: Sendable {
             table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_claimable_requests",
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
+            // Within max_attempts only: the claim after the last attempt searches, and one that dies ends.
+            answerOwed: (
+                "r.unanswered_since IS NOT NULL AND r.remote_uuid IS NULL AND r.attempt <= r.max_attempts",
+                lost.onLastAttemptOwingAnswer.to.rawValue
+            ),
             pollingStates: [RequestState.awaitingResult.rawValue],
             errorColumn: "error_message", columns: DetectionRequest.columns
         )
@@ -56,7 +64,7 @@ struct LeaseTable: Sendable {
         return LeaseTable(
             table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks",
             runningState: claim.to.rawValue, claimAssignments: assignments,
-            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, pollingStates: [],
+            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, answerOwed: nil, pollingStates: [],
             errorColumn: "last_error", columns: PostTask.columns
         )
     }()
@@ -92,11 +100,16 @@ struct LeaseTable: Sendable {
         return Set(try rows.map { try $0.decode("id", as: Int.self) })
     }
 
-    /// Takes back expired leases: a running row goes to retrying (or failed on its last attempt) after
+    /// Takes back expired leases: a running row goes to retrying (or failed on its last attempt, unless its
+    /// answer may have been lost) after
     /// `retryDelay`; a polling lease is cleared. The UPDATE re-checks state and expiry, so a row that moved on
     /// meanwhile is left alone. Returns each rescued row's id and new state.
     func rescueExpiredLeases(on pool: PostgresConnectionPool, limit: Int, retryDelay: Duration) async throws -> [(id: Int, state: String)] {
         let leased = list([runningState] + pollingStates)
+        let owedState = answerOwed.map { "WHEN \($0.condition) THEN '\($0.state)'::\(stateType)" } ?? ""
+        let owedReason = answerOwed.map {
+            "WHEN \($0.condition) THEN '; its answer may have been lost, so the detection it may have created is looked for before the request fails'"
+        } ?? ""
         let rows = try await pool.query(PostgresQuery(sql: """
             WITH expired AS (
                 SELECT id FROM \(table)
@@ -109,10 +122,11 @@ struct LeaseTable: Sendable {
                 state = CASE
                     WHEN r.state <> '\(runningState)' THEN r.state
                     WHEN r.attempt < r.max_attempts THEN '\(retryingState)'::\(stateType)
+                    \(owedState)
                     ELSE '\(failedState)'::\(stateType) END,
                 \(errorColumn) = CASE WHEN r.state = '\(runningState)'
                     THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
-                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' ELSE '; no attempts left' END
+                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' \(owedReason) ELSE '; no attempts left' END
                     ELSE r.\(errorColumn) END,
                 run_at = CASE WHEN r.state = '\(runningState)' THEN now() + make_interval(secs => $2) ELSE r.run_at END,
                 locked_by = NULL, locked_until = NULL

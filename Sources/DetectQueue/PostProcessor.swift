@@ -41,6 +41,8 @@ package enum AlertKind: String, Sendable, Hashable, CaseIterable {
     case detectionFake = "detection.fake"
     /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
     case retentionOverdue = "retention.overdue"
+    /// The detection completed with no verdict anyone can read (`is_fake` NULL): it needs a person's review.
+    case detectionUnreadable = "detection.unreadable"
 }
 
 /// What a post-processor may do besides reading the outcome: each a capability bound to the outcome's
@@ -84,11 +86,11 @@ package struct PostProcessingContext: Sendable {
 package struct BudgetedDetectAPI: Sendable {
     let client: any DetectAPI
     let budget: APIBudget
+    let workerID: String
 
-    /// `GET /detect/{uuid}`.
+    /// `GET /detect/{uuid}`; a 429 waits out the shared pause and asks again, spending no attempt of the task.
     package func detection(uuid: String) async throws -> DetectionItem {
-        try await budget.acquire()
-        return try await client.detection(uuid: uuid)
+        try await budget.call(by: workerID) { try await client.detection(uuid: uuid) }
     }
 }
 

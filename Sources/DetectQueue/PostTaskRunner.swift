@@ -41,7 +41,7 @@ struct PostTaskRunner: Sendable {
             }
             logger[metadataKey: "remote_uuid"] = "\(outcome.remoteUUID)"
             let context = PostProcessingContext(
-                attempt: task.attempt, api: BudgetedDetectAPI(client: client, budget: budget), logger: logger,
+                attempt: task.attempt, api: BudgetedDetectAPI(client: client, budget: budget, workerID: workerID), logger: logger,
                 requestID: task.requestID, effects: effects, notifications: notifications
             )
             let result = try await RequestTracing.withSpan(

@@ -27,6 +27,8 @@ package enum QueueMetrics {
     package static let postTasks = "detectq_post_tasks_total"
     /// Completed requests the API called fake.
     package static let fakesFound = "detectq_fakes_found_total"
+    /// Completed detections whose verdict nobody can read (`is_fake` NULL), raised for review.
+    package static let unreadableVerdicts = "detectq_unreadable_verdicts_total"
     /// Detections found for requests whose answer was lost, and adopted instead of submitting again, by `via`
     /// (`list`: List Detects; `callback`: a callback that came before the answer).
     package static let adoptions = "detectq_submissions_adopted_total"
@@ -84,6 +86,10 @@ package enum QueueMetrics {
 
     static func fakeFound() {
         Counter(label: fakesFound).increment()
+    }
+
+    static func unreadableVerdict() {
+        Counter(label: unreadableVerdicts).increment()
     }
 
     static func adopted(via: String) {

@@ -20,6 +20,11 @@ package enum RequestEvent: Sendable, Hashable {
     case failedRetryably(reason: String, retryAt: Date)
     /// The request can never succeed as it stands (a rejected file, a permanent API error, a remote failure).
     case failedPermanently(reason: String)
+    /// An attempt that may have reached the API lost its answer (a cut connection, a timeout): retried while
+    /// attempts remain; on the last attempt it is retried too, by a claim that only looks for the detection
+    /// the attempt may have created (List Detects and callback) and fails the request when none is found.
+    /// The worker sends it only for an attempt within `max_attempts`.
+    case answerLost(reason: String, retryAt: Date)
     /// The worker holding the lease stopped renewing it.
     case leaseExpired
     /// A worker gave the claim back before sending anything (shutting down, paused, out of credit); an answer
@@ -42,6 +47,7 @@ extension RequestEvent {
         case .completed: "completed"
         case .failedRetryably: "failed (retryable)"
         case .failedPermanently: "failed (permanent)"
+        case .answerLost: "answer lost"
         case .leaseExpired: "lease expired"
         case .released: "released"
         case .cancelled: "cancelled"
@@ -56,6 +62,7 @@ extension RequestEvent {
     package static let everyKind: [RequestEvent] = [
         .claimed, .sending(path: "url", callbackSecretHash: nil), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u", via: "list"),
         .completed, .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
+        .answerLost(reason: "network error", retryAt: Date(timeIntervalSince1970: 0)),
         .leaseExpired, .released(answerOwedSince: nil), .cancelled, .retriedByUser,
     ]
 }

@@ -15,6 +15,10 @@ struct RequestProcessor: Sendable {
     let configuration: WorkerConfiguration
     let postProcessing: PostProcessingHandOff
     let pause: WorkerPause
+    /// This worker's view of the shared pause (out of credit, operator): closed at once on a 402.
+    let gate: SubmissionGate
+    /// This deployment's name (`detectq.installation`), carried in upload names.
+    let installation: String
     let logger: Logger
 
     /// What the worker needs to know about how an attempt ended.
@@ -55,6 +59,62 @@ struct RequestProcessor: Sendable {
         return .recorded
     }
 
+    /// Why a submission was not sent after all.
+    private enum Unsent: Error {
+        /// The worker is shutting down or paused: the claim is given back unsent.
+        case givenBack
+        /// The request was cancelled or taken over meanwhile.
+        case movedOn
+    }
+
+    /// What a search for a lost answer came to.
+    enum SearchEnding {
+        case adopted
+        case notFound
+        /// The search could not finish (a page the API kept failing): nothing is known yet.
+        case incomplete(String)
+    }
+
+    /// Looks for the detection an earlier attempt (or this one) created when its answer was lost, and adopts it
+    /// when there is exactly one.
+    private func searchForLostAnswer(of request: DetectionRequest, logger: Logger) async throws -> SearchEnding {
+        let search = LostAnswerSearch(
+            client: client, budget: budget, store: store, installation: installation,
+            pageLimit: configuration.lostAnswerSearchPages, workerID: configuration.workerID, logger: logger
+        )
+        let uuid: String?
+        do {
+            uuid = try await search.find(for: request)
+        } catch let error as LostAnswerSearch.Incomplete {
+            return .incomplete(error.description)
+        }
+        guard let uuid else { return .notFound }
+        if try await store.adopt(uuid, for: request, workerID: configuration.workerID, via: "list") {
+            logger.notice("adopted the detection an earlier attempt created (its answer was lost) instead of submitting again", metadata: ["remote_uuid": "\(uuid)"])
+        }
+        return .adopted
+    }
+
+    /// Until when a callback may still name the detection a lost answer left (`DETECTQ_CALLBACK_TIMEOUT` after
+    /// the attempt that lost it): for a request whose attempts carry this worker's callback URL (callback mode,
+    /// or zero retention in any mode; only zero retention with `zeroRetentionOnly`); nil when none can come.
+    private func callbackMayCome(_ request: DetectionRequest, zeroRetentionOnly: Bool) -> Date? {
+        let carriesCallback = request.options.zeroRetentionMode == true || (!zeroRetentionOnly && waitMode(for: request) == .callback)
+        guard carriesCallback, request.remoteUUID == nil, configuration.callbackURL != nil, let since = request.unansweredSince else { return nil }
+        return since.addingTimeInterval(configuration.callbackTimeout.seconds)
+    }
+
+    /// Gives the claim back, attempt unspent, after a search that could not finish: the API's trouble, not the
+    /// request's, so its backoff does not grow; it is looked for again shortly.
+    private func putOff(_ request: DetectionRequest, reason: String, logger: Logger) async -> Ending {
+        let at = Date().addingTimeInterval(Self.searchRetryDelay.seconds)
+        logger.notice("the search for a lost answer could not finish (\(reason)); looking again at the next claim, attempt unspent")
+        return await release(request, until: at, logger: logger)
+    }
+
+    /// How soon a request whose search could not finish is looked for again.
+    static let searchRetryDelay: Duration = .seconds(5)
+
     /// How long after its claim a request may still be sent on the claim's `submit_started_at` and lease
     /// check; one that took longer is checked and stamped again first.
     static let claimFreshness: Duration = .seconds(1)
@@ -70,12 +130,28 @@ struct RequestProcessor: Sendable {
             return .recorded
         }
         // An earlier attempt may have been billed for a detection whose answer was lost: find it before sending again.
-        if LostAnswerSearch.applies(to: request),
-           let uuid = try await LostAnswerSearch(client: client, budget: budget, store: store).find(for: request) {
-            if try await store.adopt(uuid, for: request, workerID: configuration.workerID, via: "list") {
-                logger.notice("adopted the detection an earlier attempt created (its answer was lost) instead of submitting again", metadata: ["remote_uuid": "\(uuid)"])
+        if LostAnswerSearch.applies(to: request) {
+            switch try await searchForLostAnswer(of: request, logger: logger) {
+            case .adopted: return .recorded
+            case .incomplete(let reason): return await putOff(request, reason: reason, logger: logger)
+            case .notFound: break
             }
+        }
+        // Past the last attempt, this claim only looked for what that attempt may have created: a callback may
+        // still name it for a while; after that the request fails, never sent (and billed) again.
+        if request.attempt > request.maxAttempts {
+            if let callbackDue = callbackMayCome(request, zeroRetentionOnly: false), callbackDue > Date() {
+                return await release(request, until: callbackDue, logger: logger)
+            }
+            let reason = "all \(request.maxAttempts) attempts are spent: the last one's answer was lost, and no detection it may have "
+                + "created was found (List Detects and callback)"
+            await record(.failedPermanently(reason: reason), request, logger: logger)
             return .recorded
+        }
+        // A zero-retention detection can be found by its callback alone: while that callback may still come, the
+        // request waits for it rather than being sent (and billed) again.
+        if let callbackDue = callbackMayCome(request, zeroRetentionOnly: true), callbackDue > Date() {
+            return await release(request, until: callbackDue, logger: logger)
         }
         let mode = waitMode(for: request)
         var options = request.options
@@ -100,7 +176,7 @@ struct RequestProcessor: Sendable {
                 throw MediaPathError("media_path \(relative) needs DETECTQ_MEDIA_ROOT, which this worker does not have")
             }
             // Named after the request and attempt, so that a lost answer can be found by its file name.
-            let file = try root.open(relative, as: LostAnswerSearch.uploadName(of: request, path: relative))
+            let file = try root.open(relative, as: LostAnswerSearch.uploadName(of: request, installation: installation, path: relative))
             switch file.uploadPath {
             case .multipart:
                 (source, path) = (.file(file), "multipart")
@@ -109,8 +185,9 @@ struct RequestProcessor: Sendable {
                     (source, path) = (.mediaToken(stored.token), "secure_upload")
                 } else {
                     guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-                    try await budget.acquire()
-                    let token = try await client.secureUpload(file)
+                    let token = try await budget.call(by: configuration.workerID, while: { !isShuttingDown() && !pause.isPaused }) {
+                        try await client.secureUpload(file)
+                    }
                     try await store.storeSecureUpload(token, for: request, workerID: configuration.workerID)
                     (source, path) = (.mediaToken(token.token), "secure_upload")
                 }
@@ -118,23 +195,33 @@ struct RequestProcessor: Sendable {
         }
 
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-        try await budget.acquire()
-        guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-        // A callback request's secret is stored before it is sent, so that a callback that beats the answer is
-        // recognised as genuine (and its detection adopted) rather than refused.
-        if ContinuousClock.now - claimed > Self.claimFreshness || secretHash != nil {
-            guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path, callbackSecretHash: secretHash) else {
-                logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
-                return .recorded
-            }
-        }
         let sent = Date()
-        // The submission, around the API call's own HTTP client span.
-        let item = try await RequestTracing.withSpan("detectq.submit", requestID: request.id, traceparent: request.traceparent) { span in
-            span.attributes["detectq.wait_mode"] = mode.rawValue
-            span.attributes["detectq.submit_path"] = path
-            span.attributes["detectq.attempt"] = request.attempt
-            return try await client.submit(source, options: options, wait: mode == .sync)
+        let item: DetectionItem
+        do {
+            // A 429 created nothing: the same attempt asks again once the shared pause lets it.
+            item = try await budget.call(by: configuration.workerID, while: { !isShuttingDown() && !pause.isPaused }) {
+                // Behind a 402 seen by this worker, only the probe goes out: the others would meet it too.
+                guard !isShuttingDown(), !pause.isPaused, probe || gate.isOpen else { throw Unsent.givenBack }
+                // A callback request's secret is stored before it is sent, so that a callback that beats the
+                // answer is recognised as genuine (and its detection adopted) rather than refused.
+                if ContinuousClock.now - claimed > Self.claimFreshness || secretHash != nil {
+                    guard try await store.markSubmitStarted(request, workerID: configuration.workerID, path: path, callbackSecretHash: secretHash) else {
+                        throw Unsent.movedOn
+                    }
+                }
+                // The submission, around the API call's own HTTP client span.
+                return try await RequestTracing.withSpan("detectq.submit", requestID: request.id, traceparent: request.traceparent) { span in
+                    span.attributes["detectq.wait_mode"] = mode.rawValue
+                    span.attributes["detectq.submit_path"] = path
+                    span.attributes["detectq.attempt"] = request.attempt
+                    return try await client.submit(source, options: options, wait: mode == .sync)
+                }
+            }
+        } catch Unsent.givenBack {
+            return await release(request, logger: logger)
+        } catch Unsent.movedOn {
+            logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
+            return .recorded
         }
         if item.isFinished {
             // Under Prefer: wait the detection ran inside the submission; its wait is that call.
@@ -211,6 +298,11 @@ struct RequestProcessor: Sendable {
         }
         if case .completed(let at, let postTasks) = written {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
+            if outcome.verdict.isUnreadable {
+                QueueMetrics.unreadableVerdict()
+                logger.warning("the detection completed with no verdict anyone can read: is_fake is left NULL and it is raised for review",
+                               metadata: ["remote_uuid": "\(item.uuid)", "labels": "\(outcome.verdict.tracks.map { $0.label ?? "none" })"])
+            }
             if !postTasks.isEmpty {
                 outcome.completedAt = at
                 postProcessing.handOff(postTasks, outcome, request.traceparent)
@@ -220,6 +312,7 @@ struct RequestProcessor: Sendable {
 
     /// Pauses submitting for every worker after a 402; the worker that starts the pause says so, once.
     private func pauseForCredit(_ error: DetectAPIError, logger: Logger) async {
+        gate.close()
         do {
             let seconds = Int(configuration.creditRecheck.seconds.rounded())
             if try await SharedPause(pool: store.pool).pauseOutOfCredit(
@@ -233,10 +326,13 @@ struct RequestProcessor: Sendable {
         }
     }
 
-    /// Stops this worker claiming after the API refused its token, and says so loudly, once.
+    /// Stops this worker claiming after the API refused its token, and says so loudly, once; a probe every
+    /// `DETECTQ_AUTH_RECHECK_SECONDS` resumes it (`AuthRecheck`).
     func stopClaiming(refusedBy error: DetectAPIError, logger: Logger) {
-        guard pause.pause(reason: "the API refused the token (\(error)); fix RESEMBLE_API_TOKEN and restart the worker") else { return }
-        logger.critical("the API refused RESEMBLE_API_TOKEN (\(error)): this worker stops claiming until it is restarted with a valid token; no request is failed")
+        let seconds = Int(configuration.authRecheck.seconds.rounded())
+        let variable = configuration.api.tokenFile == nil ? "RESEMBLE_API_TOKEN" : "RESEMBLE_API_TOKEN_FILE"
+        guard pause.pause(reason: "the API refused the token (\(error)); check \(variable): the worker probes again every \(seconds) s and resumes by itself") else { return }
+        logger.critical("the API refused the token of \(variable) (\(error)): this worker stops claiming, fails no request, and probes again every \(seconds) s (a List Detects page, which bills nothing); it resumes by itself once the token is accepted")
     }
 
     private func handle(_ error: DetectAPIError, _ request: DetectionRequest, logger: Logger) async -> Ending {
@@ -251,17 +347,20 @@ struct RequestProcessor: Sendable {
         case .outOfCredit:
             await pauseForCredit(error, logger: logger)
             return await release(request, logger: logger)
+        case .retryable(_, .some(429), _):
+            // A 429 created nothing and the shared pause is set: the claim goes back unspent.
+            return await release(request, logger: logger)
         case .retryable(_, let status, let retryAfter):
-            if let retryAfter { try? await budget.pause(for: retryAfter, by: configuration.workerID) }
-            let cause = switch status {
-            case nil: "network"
-            case 429: "rate_limited"
-            default: "server_error"
+            if let retryAfter { _ = try? await budget.throttled(retryAfter: retryAfter, by: configuration.workerID) }
+            let cause = status == nil ? "network" : "server_error"
+            if status == nil, !request.attemptsLeft, request.attempt == request.maxAttempts {
+                // The last attempt lost its answer: the detection it may have created is looked for before the
+                // request fails, by one more claim that never submits.
+                await record(.answerLost(reason: "\(error); the detection it may have created is looked for before the request fails",
+                                         retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
+                return .recorded
             }
-            // A 429 created nothing: an answer is owed only if an earlier attempt still owes one.
-            var changes = RequestChanges()
-            if status == 429 { changes.answerOwed = .since(request.unansweredSince) }
-            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, changes: changes, logger: logger)
+            await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
         case .malformedResponse:
             await record(.failedRetryably(reason: "\(error)", retryAt: retryAt(request, nil)), request, cause: "malformed_response", logger: logger)
         case .permanent(400, let message) where Self.refusesMediaToken(message):
@@ -304,9 +403,12 @@ struct RequestProcessor: Sendable {
         }
     }
 
-    private func release(_ request: DetectionRequest, logger: Logger) async -> Ending {
+    /// Gives the claim back unsent, its attempt unspent; `until` puts its next claim off.
+    private func release(_ request: DetectionRequest, until: Date? = nil, logger: Logger) async -> Ending {
         do {
-            try await store.apply(.released(answerOwedSince: request.unansweredSince), to: request, workerID: configuration.workerID)
+            var changes = RequestChanges()
+            changes.runAt = until
+            try await store.apply(.released(answerOwedSince: request.unansweredSince), to: request, workerID: configuration.workerID, changes: changes)
         } catch {
             logger.error("could not release the request: \(error)")
         }

@@ -23,7 +23,7 @@ package enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Po
     /// The states this one may change to.
     package var successors: Set<RequestState> {
         switch self {
-        case .queued: [.submitting, .cancelled]
+        case .queued: [.submitting, .cancelled, .awaitingResult]
         case .submitting: [.awaitingResult, .completed, .retrying, .failed, .cancelled, .queued]
         case .awaitingResult: [.completed, .failed, .cancelled]
         case .retrying: [.submitting, .cancelled, .awaitingResult]
@@ -36,6 +36,10 @@ package enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Po
     package func canChange(to next: RequestState) -> Bool {
         successors.contains(next)
     }
+
+    /// True for the states in which a genuine callback's detection is adopted (a request with no `remote_uuid`
+    /// that has not ended: any of its attempts may have created the detection the callback names).
+    package var adoptsACallback: Bool { self == .queued || self == .submitting || self == .retrying }
 
     /// True for states a worker may claim.
     package var isClaimable: Bool { self == .queued || self == .retrying }

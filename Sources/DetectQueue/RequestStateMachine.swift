@@ -106,7 +106,7 @@ package enum RequestStateMachine {
         case (.submitting, .accepted(let uuid)):
             next = .awaitingResult
             changes.remoteUUID = uuid
-        case (.submitting, .adopted(let uuid, _)), (.retrying, .adopted(let uuid, _)):
+        case (.submitting, .adopted(let uuid, _)), (.retrying, .adopted(let uuid, _)), (.queued, .adopted(let uuid, _)):
             next = .awaitingResult
             changes.remoteUUID = uuid
             changes.runAt = Date()
@@ -120,6 +120,11 @@ package enum RequestStateMachine {
             next = attemptsLeft ? .retrying : .failed
             changes.errorMessage = reason
             if attemptsLeft { changes.runAt = retryAt }
+        case (.submitting, .answerLost(let reason, let retryAt)):
+            // Even on the last attempt: the detection it may have created is looked for before the request fails.
+            next = .retrying
+            changes.errorMessage = reason
+            changes.runAt = retryAt
         case (.submitting, .leaseExpired):
             // The rescue writes the reason (naming the worker and the attempt) and the retry time in SQL.
             next = attemptsLeft ? .retrying : .failed
@@ -162,10 +167,14 @@ package enum RequestStateMachine {
         try? transition(from: $0, on: .claimed, attemptsLeft: true)
     }
 
-    /// A lost lease of a request being submitted, with an attempt left and without; the rescue's SQL is
-    /// built from them.
+    /// A lost lease of a request being submitted, with an attempt left and without, and on the last attempt when
+    /// its answer may have been lost (an answer is owed and no uuid is stored: the worker died while it waited);
+    /// the rescue's SQL is built from them.
     static let leaseLost = (
         withAttemptsLeft: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: true),
-        onLastAttempt: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: false)
+        onLastAttempt: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: false),
+        onLastAttemptOwingAnswer: try! transition(
+            from: .submitting, on: .answerLost(reason: "", retryAt: Date(timeIntervalSince1970: 0)), attemptsLeft: false
+        )
     )
 }

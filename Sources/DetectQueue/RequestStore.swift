@@ -156,12 +156,13 @@ package struct RequestStore: Sendable {
         return try rows.map(DetectionRequest.init(row:))
     }
 
-    /// Sets the next poll of an accepted request and gives up its poll lease.
+    /// Sets the next poll of an accepted request and gives up its poll lease; `counting` false leaves the
+    /// poll count (and so the growing interval) as it was, for a poll the API throttled.
     @discardableResult
-    package func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date) async throws -> Bool {
+    package func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date, counting: Bool = true) async throws -> Bool {
         try await pool.query("""
             UPDATE detectq.requests
-            SET run_at = \(at), poll_count = poll_count + 1, locked_by = NULL, locked_until = NULL
+            SET run_at = \(at), poll_count = poll_count + \(counting ? 1 : 0), locked_by = NULL, locked_until = NULL
             WHERE id = \(request.id) AND state = 'awaiting_result' AND (locked_by = \(workerID) OR locked_by IS NULL)
             """).affectedRows == 1
     }
@@ -215,14 +216,19 @@ package struct RequestStore: Sendable {
         return batch.map { marked.contains($0.id) }
     }
 
-    /// The request a callback names, with its callback secret's hash, if it is waiting for a result.
-    package func awaitingCallback(id: Int) async throws -> (DetectionRequest, String?)? {
+    /// The request a callback names, with the hashes of every callback secret its attempts were sent with
+    /// (each stays valid until the request ends).
+    package func awaitingCallback(id: Int) async throws -> (DetectionRequest, [String])? {
         let rows = try await pool.query(PostgresQuery(
-            sql: "SELECT \(DetectionRequest.columns), callback_secret_hash FROM detectq.requests WHERE id = $1",
+            sql: """
+                SELECT \(DetectionRequest.columns),
+                       array_remove(coalesce(earlier_callback_secret_hashes, '{}') || callback_secret_hash, NULL) AS secret_hashes
+                FROM detectq.requests WHERE id = $1
+                """,
             parameters: [id]
         ))
         guard let row = rows.first else { return nil }
-        return (try DetectionRequest(row: row), try row.decode("callback_secret_hash", as: String?.self))
+        return (try DetectionRequest(row: row), try row.decode("secret_hashes", as: [String].self))
     }
 
     /// Reads one request.

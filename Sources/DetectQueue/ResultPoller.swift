@@ -42,6 +42,10 @@ struct ResultPoller: Sendable {
             }
         } catch let error as DetectAPIError {
             switch error {
+            case .permanent(404, _):
+                // The API gave this uuid itself: a 404 is the API lagging, not the detection gone. Asked again
+                // with backoff, under DETECTQ_RESULT_TIMEOUT.
+                await askAgainUnlessTimedOut(request, uuid: uuid, lastStatus: "404 Not Found from GET /detect/{uuid}", logger: logger)
             case .permanent:
                 _ = try? await store.apply(
                     .failedPermanently(reason: "the API no longer answers for this detection: \(error)"), to: request,
@@ -53,19 +57,28 @@ struct ResultPoller: Sendable {
             case .outOfCredit:
                 // Reading a result costs no credit; a 402 here is the API's own trouble: ask again later.
                 _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
+            case .retryable(_, .some(429), let retryAfter):
+                // Throttled: every worker pauses, and this poll is due again when the pause ends.
+                let resumes = (try? await processor.budget.throttled(retryAfter: retryAfter, by: configuration.workerID)) ?? Date()
+                _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: max(resumes, Date()), counting: false)
             case .retryable(_, _, let retryAfter):
-                if let retryAfter { try? await processor.budget.pause(for: retryAfter, by: configuration.workerID) }
+                if let retryAfter { _ = try? await processor.budget.throttled(retryAfter: retryAfter, by: configuration.workerID) }
                 let at = max(nextPoll(after: request.pollCount), Date().addingTimeInterval(retryAfter?.seconds ?? 0))
                 _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: at)
             case .malformedResponse, .invalidMedia:
-                let timedOut = (try? await failIfTimedOut(request, uuid: uuid, lastStatus: "an answer the worker could not read", logger: logger)) ?? false
-                if !timedOut {
-                    _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
-                }
+                await askAgainUnlessTimedOut(request, uuid: uuid, lastStatus: "an answer the worker could not read", logger: logger)
             }
             logger.notice("poll failed: \(error)")
         } catch {
             logger.error("poll could not be recorded: \(error)")
+        }
+    }
+
+    /// Schedules the next poll of a request whose poll gave no status, unless its result is overdue (then it fails).
+    private func askAgainUnlessTimedOut(_ request: DetectionRequest, uuid: String, lastStatus: String, logger: Logger) async {
+        let timedOut = (try? await failIfTimedOut(request, uuid: uuid, lastStatus: lastStatus, logger: logger)) ?? false
+        if !timedOut {
+            _ = try? await store.schedulePoll(request, workerID: configuration.workerID, at: nextPoll(after: request.pollCount, for: request))
         }
     }
 

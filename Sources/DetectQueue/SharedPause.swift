@@ -3,14 +3,14 @@ import Postgres
 import Synchronization
 
 /// The shared pause of the API's use, one row per kind in `detectq.pauses`, seen by every worker on the
-/// database: a 429's `Retry-After` (every API call waits; `APIBudget` honours it), an account out of credit
+/// database: a 429 (every API call waits, for its `Retry-After` or a doubling backoff; `APIBudget` honours it), an account out of credit
 /// (a 402: submitting waits, and one submission probes again every `DETECTQ_CREDIT_RECHECK_SECONDS`), and an
 /// operator's `detectq pause` (submitting waits until `detectq resume`). Callbacks, polls and
 /// post-processing go on under the last two. Each pause keeps who set it, when and why.
 package struct SharedPause: Sendable {
     /// Why the API's use is paused.
     package enum Kind: String, Sendable, CaseIterable, PostgresDecodable {
-        /// The API answered 429: every call waits for its `Retry-After`.
+        /// The API answered 429: every call waits for its `Retry-After`, or a backoff when it gave none.
         case rateLimited = "rate_limited"
         /// The API answered 402: submitting waits; a probe goes at `until`.
         case outOfCredit = "out_of_credit"
@@ -71,16 +71,38 @@ package struct SharedPause: Sendable {
             """).map(Entry.init(row:))
     }
 
-    /// Pauses every API call until `duration` from now (a 429's `Retry-After`), or longer if already paused.
-    package func pauseRateLimited(for duration: Duration, by workerID: String?) async throws {
-        let reason = "the API answered 429 Too Many Requests (Retry-After \(Int(duration.seconds.rounded(.up))) s)"
-        try await pool.query(PostgresQuery(sql: """
-            INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until)
-            VALUES ('rate_limited', $1, $2, clock_timestamp() + make_interval(secs => $3))
+    /// The longest pause a 429 without `Retry-After` sets: the backoff doubles up to it while the 429s go on.
+    package static let longestThrottleBackoff: Duration = .seconds(60)
+
+    /// Pauses every API call after a 429: until `retryAfter` from now when the API gave one (or longer, if a
+    /// pause already lasts longer), else for a backoff that starts at one second and doubles, up to a minute,
+    /// while the 429s go on (a 429 that follows within a minute of the last pause's end). A 429 that
+    /// answers a call sent before the pause in force leaves that pause as it is. Returns when the pause ends.
+    @discardableResult
+    package func pauseRateLimited(retryAfter: Duration?, by workerID: String?) async throws -> Date {
+        let reason = retryAfter.map { "the API answered 429 Too Many Requests (Retry-After \(Int($0.seconds.rounded(.up))) s)" }
+            ?? "the API answered 429 Too Many Requests without Retry-After: every worker backs off, from 1 s doubling to 60 s while the 429s go on"
+        let longest = Self.longestThrottleBackoff.seconds
+        return try await pool.query(PostgresQuery(sql: """
+            INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until, backoff_seconds)
+            VALUES ('rate_limited', $1, $2, clock_timestamp() + make_interval(secs => coalesce($3, 1)),
+                    CASE WHEN $3::float8 IS NULL THEN 1 END)
             ON CONFLICT (kind) DO UPDATE SET
                 paused_at = CASE WHEN p.until > clock_timestamp() THEN p.paused_at ELSE clock_timestamp() END,
-                reason = EXCLUDED.reason, paused_by = EXCLUDED.paused_by, until = GREATEST(p.until, EXCLUDED.until)
-            """, parameters: [reason, workerID, duration.seconds]))
+                reason = CASE WHEN $3::float8 IS NULL AND p.until > clock_timestamp() THEN p.reason ELSE EXCLUDED.reason END,
+                paused_by = CASE WHEN $3::float8 IS NULL AND p.until > clock_timestamp() THEN p.paused_by ELSE EXCLUDED.paused_by END,
+                backoff_seconds = CASE
+                    WHEN $3::float8 IS NOT NULL OR p.until > clock_timestamp() THEN p.backoff_seconds
+                    WHEN p.until > clock_timestamp() - make_interval(secs => $4) THEN least($4, coalesce(p.backoff_seconds, 0.5) * 2)
+                    ELSE 1 END,
+                until = CASE
+                    WHEN $3::float8 IS NOT NULL THEN GREATEST(p.until, EXCLUDED.until)
+                    WHEN p.until > clock_timestamp() THEN p.until
+                    WHEN p.until > clock_timestamp() - make_interval(secs => $4)
+                        THEN clock_timestamp() + make_interval(secs => least($4, coalesce(p.backoff_seconds, 0.5) * 2))
+                    ELSE clock_timestamp() + make_interval(secs => 1) END
+            RETURNING until
+            """, parameters: [reason, workerID, retryAfter?.seconds, longest]))[0].decode("until", as: Date.self)
     }
 
     /// Pauses submitting for every worker because the account is out of credit, the next probe `recheck`
@@ -136,7 +158,8 @@ final class SubmissionGate: Sendable {
     private let pause: SharedPause
     private let recheck: Duration
     private let freshness: Duration
-    private let cached = Mutex<(at: ContinuousClock.Instant, gate: SharedPause.Gate)?>(nil)
+    /// The gate as last seen, when, and whether this worker closed it itself (`close`).
+    private let cached = Mutex<(at: ContinuousClock.Instant, gate: SharedPause.Gate, closedHere: Bool)?>(nil)
 
     init(pause: SharedPause, recheck: Duration, freshness: Duration = .milliseconds(250)) {
         self.pause = pause
@@ -145,9 +168,23 @@ final class SubmissionGate: Sendable {
     }
 
     func current() async throws -> SharedPause.Gate {
-        if let (at, gate) = cached.withLock({ $0 }), gate == .open, ContinuousClock.now - at < freshness { return .open }
+        // Open: read again after `freshness`. Closed by this worker's own 402: not read again before the pause
+        // it is writing can be in the database.
+        if let seen = cached.withLock({ $0 }), ContinuousClock.now - seen.at < freshness, seen.gate == .open || seen.closedHere {
+            return seen.gate
+        }
         let gate = try await pause.gate(recheck: recheck)
-        cached.withLock { $0 = (ContinuousClock.now, gate) }
+        cached.withLock { $0 = (ContinuousClock.now, gate, false) }
         return gate
     }
+
+    /// Closes this worker's gate at once, without waiting for its next read: the worker has just met a 402,
+    /// and its claims already under way must not go out behind it (each would meet the same 402), nor may the
+    /// claims it gives back be claimed again before the shared pause is in the database.
+    func close() {
+        cached.withLock { $0 = (ContinuousClock.now, .closed, true) }
+    }
+
+    /// Whether the gate, as last seen, lets a claim that is not the probe be sent.
+    var isOpen: Bool { cached.withLock { $0.map { $0.gate == .open } ?? true } }
 }

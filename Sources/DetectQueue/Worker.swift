@@ -64,7 +64,17 @@ package final class Worker: Service {
             (client, ownClient) = (made, made)
         }
         let store = RequestStore(pool: pool)
-        let budget = APIBudget(pool: pool, ratePerSecond: configuration.apiRateLimit)
+        let budget = APIBudget(
+            pool: pool, ratePerSecond: configuration.apiRateLimit, longestRetryAfter: configuration.longestRetryAfter, logger: logger
+        )
+        let installation: String
+        do {
+            installation = try await Installation.name(pool)
+        } catch {
+            logger.critical("could not read the installation's name (detectq.installation; run detectq migrate): \(error)")
+            try? await ownClient?.shutdown()
+            throw error
+        }
         let postTasks = PostTaskStore(pool: pool)
         let runner = PostTaskRunner(
             store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
@@ -74,14 +84,17 @@ package final class Worker: Service {
         )
         let postTaskSlots = postTaskSlots
         let handedPostTasks = ClaimInbox(slots: postTaskSlots)
+        let gate = SubmissionGate(pause: SharedPause(pool: pool), recheck: configuration.creditRecheck)
         let processor = RequestProcessor(
             store: store, client: client, budget: budget, configuration: configuration,
             postProcessing: PostProcessingHandOff(processors: postProcessors) { tasks, outcome, traceparent in
                 handedPostTasks.hand(tasks.map { task in (task.id, { await runner.run(task, outcome: (outcome, traceparent)) }) })
             },
-            pause: pause, logger: logger
+            pause: pause, gate: gate, installation: installation, logger: logger
         )
         let poller = ResultPoller(processor: processor)
+        let reloadToken: (@Sendable () -> Bool)? = if let ownClient { { ownClient.reloadToken() } } else { nil }
+        let authRecheck = AuthRecheck(processor: processor, reloadToken: reloadToken)
         let router = Router()
         CallbackReceiver(processor: processor, poller: poller, metricsExposition: metricsExposition).routes(into: router)
         additionalRoutes?(router)
@@ -91,7 +104,6 @@ package final class Worker: Service {
             logger: Logger(label: "detectq.http", factory: { _ in SwiftLogNoOpLogHandler() })
         )
         let registry = WorkerRegistry(pool: pool, configuration: configuration)
-        let gate = SubmissionGate(pause: SharedPause(pool: pool), recheck: configuration.creditRecheck)
         let workerID = configuration.workerID
         let lease = configuration.lease
         let requestSlots = requestSlots
@@ -145,6 +157,10 @@ package final class Worker: Service {
             postTaskClaims,
             requestClaims,
             PeriodicLoop(name: "polling", interval: .milliseconds(250), logger: logger) { try await poller.pollDue(limit: 50) > 0 },
+            PeriodicLoop(name: "the token recheck", interval: configuration.authRecheck, logger: logger) {
+                if await authRecheck.probeIfPaused() { requestSlots.announceWork() }
+                return false
+            },
         ]
         logger.info("worker started", metadata: [
             "concurrency": "\(configuration.concurrency)", "http_port": "\(configuration.httpPort)",

@@ -36,6 +36,13 @@ package struct WorkerConfiguration: Sendable {
     package var creditRecheck: Duration
     /// `DETECTQ_FAKE_THRESHOLD`: a track whose score is at or above it reads fake, whatever its label.
     package var fakeThreshold: Double?
+    /// `DETECTQ_RETRY_AFTER_MAX_SECONDS`: the longest pause a 429's `Retry-After` may ask for.
+    package var longestRetryAfter: Duration = .seconds(3_600)
+    /// `DETECTQ_LOST_ANSWER_SEARCH_PAGES`: how many pages of 1,000 a search for a lost answer may read.
+    package var lostAnswerSearchPages = 20
+    /// `DETECTQ_AUTH_RECHECK_SECONDS`: while the API refuses the token, how often one call that bills
+    /// nothing (a List Detects page) probes again.
+    package var authRecheck: Duration = .seconds(60)
 
     /// A worker's `application_name` is this and its id; the event history takes the id back from it.
     private static let applicationNamePrefix = "detectq worker "
@@ -56,7 +63,18 @@ package struct WorkerConfiguration: Sendable {
     /// Reads the settings from `environment`.
     package static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigurationError) -> WorkerConfiguration {
         let reader = EnvironmentReader(environment)
-        let token = reader.text("RESEMBLE_API_TOKEN")
+        var token = reader.text("RESEMBLE_API_TOKEN")
+        let tokenFile = reader.text("RESEMBLE_API_TOKEN_FILE")
+        if let tokenFile {
+            guard token == nil else {
+                throw ConfigurationError("RESEMBLE_API_TOKEN_FILE", expected: "unset while RESEMBLE_API_TOKEN is set (set one of the two)")
+            }
+            do {
+                token = try TokenFile.read(tokenFile)
+            } catch {
+                throw ConfigurationError("RESEMBLE_API_TOKEN_FILE", expected: "a readable file holding the API token (\(error))")
+            }
+        }
         let baseURL = try reader.url("RESEMBLE_BASE_URL", default: DetectClientConfiguration.defaultBaseURL)
         if token == nil && baseURL == DetectClientConfiguration.defaultBaseURL {
             throw ConfigurationError("RESEMBLE_API_TOKEN", expected: "the API token (required for the real API; point RESEMBLE_BASE_URL at `detectq simulate` to run without one)")
@@ -86,7 +104,7 @@ package struct WorkerConfiguration: Sendable {
             database: database,
             listenDatabase: listenDatabase,
             // Every request in flight may hold a connection (Prefer: wait), and polls need a few more.
-            api: DetectClientConfiguration(baseURL: baseURL, token: token, maximumConnections: concurrency + 16),
+            api: DetectClientConfiguration(baseURL: baseURL, token: token, tokenFile: tokenFile, maximumConnections: concurrency + 16),
             mediaRoot: mediaRoot,
             callbackURL: try reader.optionalURL("DETECTQ_CALLBACK_URL"),
             httpPort: try reader.integer("DETECTQ_HTTP_PORT", default: 8080, in: 0...65_535),
@@ -104,7 +122,10 @@ package struct WorkerConfiguration: Sendable {
             ),
             resultTimeout: try reader.seconds("DETECTQ_RESULT_TIMEOUT", default: .seconds(3_600), in: .seconds(1)...week),
             creditRecheck: try reader.seconds("DETECTQ_CREDIT_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day),
-            fakeThreshold: reader.text("DETECTQ_FAKE_THRESHOLD") == nil ? nil : try reader.number("DETECTQ_FAKE_THRESHOLD", default: 0, in: 0...1)
+            fakeThreshold: reader.text("DETECTQ_FAKE_THRESHOLD") == nil ? nil : try reader.number("DETECTQ_FAKE_THRESHOLD", default: 0, in: 0...1),
+            longestRetryAfter: try reader.seconds("DETECTQ_RETRY_AFTER_MAX_SECONDS", default: .seconds(3_600), in: .seconds(1)...day),
+            lostAnswerSearchPages: try reader.integer("DETECTQ_LOST_ANSWER_SEARCH_PAGES", default: 20, in: 1...10_000),
+            authRecheck: try reader.seconds("DETECTQ_AUTH_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day)
         )
     }
 }

@@ -1,7 +1,8 @@
 import Synchronization
 
-/// Whether a worker has stopped claiming because of its own configuration (the API refused its token), and
-/// why. Requests are never failed for it; the worker says so loudly and `/readyz` reports it.
+/// Whether a worker has stopped claiming because the API refused its token, and why. Requests are never
+/// failed for it; the worker says so loudly, `/readyz` reports it, and it is not final: a probe every
+/// `DETECTQ_AUTH_RECHECK_SECONDS` (`resume`) ends it once the API accepts the token again.
 final class WorkerPause: Sendable {
     private let reason = Mutex<String?>(nil)
 
@@ -15,6 +16,15 @@ final class WorkerPause: Sendable {
             guard current == nil else { return false }
             current = text
             return true
+        }
+    }
+
+    /// Ends the pause; returns true when one was in force.
+    @discardableResult
+    func resume() -> Bool {
+        reason.withLock { current in
+            defer { current = nil }
+            return current != nil
         }
     }
 }

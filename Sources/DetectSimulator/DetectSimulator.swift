@@ -109,7 +109,7 @@ struct SimulatorRoutes: Sendable {
             return Self.cutConnection
         case .rateLimit(let seconds)?:
             var response = json(.object(["success": .bool(false), "message": .string("Too many requests")]), status: .tooManyRequests)
-            response.headers[.retryAfter] = String(seconds)
+            if let seconds { response.headers[.retryAfter] = String(seconds) }
             return response
         case .serverError?:
             return json(.object(["success": .bool(false), "message": .string("Service temporarily unavailable")]), status: .serviceUnavailable)
@@ -230,8 +230,9 @@ struct SimulatorRoutes: Sendable {
     }
 
     func get(_ uuid: String) async throws -> Response {
-        guard let detection = await state.detection(uuid) else { throw Self.notFound }
-        return json(.object(["success": .bool(true), "item": detection.item(at: Date())]), status: .ok)
+        let now = Date()
+        guard let detection = await state.detection(uuid), await !state.lagsBehind(detection) else { throw Self.notFound }
+        return json(.object(["success": .bool(true), "item": detection.item(at: now)]), status: .ok)
     }
 
     func delete(_ uuid: String) async throws -> Response {
@@ -266,11 +267,11 @@ struct SimulatorRoutes: Sendable {
     static let notFound = SimulatorRejection(status: 404, message: "Detect not found")
 
     /// The media an uploaded file stands for, in the submission counts: detectq names each upload after its
-    /// request and attempt (`detectq-42-3.wav`), and every attempt of a request uploads the same media
-    /// (`detectq-42.wav`), so that a second submission of it shows as billed twice.
+    /// installation, request and attempt (`detectq-k3f9q-42-3.wav`), and every attempt of a request uploads the
+    /// same media (`detectq-k3f9q-42.wav`), so that a second submission of it shows as billed twice.
     static func mediaName(_ fileName: String) -> String {
-        guard let match = fileName.wholeMatch(of: /detectq-(\d+)-\d+(\.[A-Za-z0-9]+)?/) else { return fileName }
-        return "detectq-\(match.1)\(match.2 ?? "")"
+        guard let match = fileName.wholeMatch(of: /detectq-([a-z0-9]+)-(\d+)-\d+(\.[A-Za-z0-9]+)?/) else { return fileName }
+        return "detectq-\(match.1)-\(match.2)\(match.3 ?? "")"
     }
 
     static func prefersWait(_ request: Request) -> Bool {

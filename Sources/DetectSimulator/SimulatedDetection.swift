@@ -95,7 +95,7 @@ struct SimulatedDetection: Sendable {
     private var audioMetrics: JSONValue {
         .object([
             "image": .string(options.visualize ? "https://simulator.invalid/visualize/\(uuid).png" : ""),
-            "label": .string(scenario.fakeAudio ? "fake" : "real"),
+            "label": .string(scenario.unreadableLabels ? SimulatedScenario.unreadableLabel : scenario.fakeAudio ? "fake" : "real"),
             "score": .array(windowScores),
             "consistency": .string("0.85"),
             "aggregated_score": .string(scenario.fakeAudio ? "0.92" : "0.08"),
@@ -107,7 +107,7 @@ struct SimulatedDetection: Sendable {
             "ifl": .object(["score": .number(scenario.fakePicture ? 0.97 : 0.03), "heatmap": .string("https://simulator.invalid/heatmap/\(uuid).png")]),
             "type": .string("FinalResult"),
             "image": .string("https://simulator.invalid/image/\(uuid).png"),
-            "label": .string(scenario.fakePicture ? "Fake" : "Real"),
+            "label": .string(scenario.unreadableLabels ? SimulatedScenario.unreadableLabel : scenario.fakePicture ? "Fake" : "Real"),
             "score": .number(scenario.fakePicture ? 0.96 : 0.04),
             "children": .array([]),
         ]
@@ -122,7 +122,7 @@ struct SimulatedDetection: Sendable {
     }
 
     private var videoMetrics: JSONValue {
-        let conclusion = JSONValue.string(scenario.fakePicture ? "Fake" : "Real")
+        let conclusion = JSONValue.string(scenario.unreadableLabels ? SimulatedScenario.unreadableLabel : scenario.fakePicture ? "Fake" : "Real")
         let score = JSONValue.number(scenario.fakePicture ? 0.95 : 0.05)
         let segment = JSONValue.object([
             "type": .string("Segment"), "conclusion": conclusion, "score": score, "certainty": .number(0.995),

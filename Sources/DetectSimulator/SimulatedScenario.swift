@@ -6,7 +6,8 @@
 /// - `fake` (otherwise): every track reads fake;
 /// - `detection-fails`: the detection ends `failed`, with an `error_message`;
 /// - `never-finishes`: it stays `processing` for ever;
-/// - `status-unknown`: it reports a status the pages do not name (`queued_for_review`) for ever.
+/// - `status-unknown`: it reports a status the pages do not name (`queued_for_review`) for ever;
+/// - `unreadable-label`: it completes, but every track's label is one no reader can act on (`inconclusive`).
 package struct SimulatedScenario: Sendable, Hashable {
     /// How the detection ends.
     package enum Ending: Sendable, Hashable {
@@ -19,12 +20,18 @@ package struct SimulatedScenario: Sendable, Hashable {
     package var fakeAudio: Bool
     package var fakePicture: Bool
     package var ending: Ending
+    /// Every track's label is `inconclusive`, which reads neither fake nor real.
+    package var unreadableLabels: Bool
 
-    package init(fakeAudio: Bool = false, fakePicture: Bool = false, ending: Ending = .completes) {
+    package init(fakeAudio: Bool = false, fakePicture: Bool = false, ending: Ending = .completes, unreadableLabels: Bool = false) {
         self.fakeAudio = fakeAudio
         self.fakePicture = fakePicture
         self.ending = ending
+        self.unreadableLabels = unreadableLabels
     }
+
+    /// The label an unreadable track carries.
+    package static let unreadableLabel = "inconclusive"
 
     /// The message a `detection-fails` detection carries.
     package static let failureMessage = "The media could not be analysed: no decodable audio or video stream"
@@ -40,6 +47,7 @@ package struct SimulatedScenario: Sendable, Hashable {
             let fake = text.contains("fake")
             self.init(fakeAudio: fake, fakePicture: fake)
         }
+        unreadableLabels = text.contains("unreadable-label")
         if text.contains("detection-fails") {
             ending = .fails(message: Self.failureMessage)
         } else if text.contains("never-finishes") {

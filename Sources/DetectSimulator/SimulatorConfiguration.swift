@@ -19,6 +19,15 @@ package struct SimulatorConfiguration: Sendable {
     package var storageDirectory: URL
     /// Whether the account is out of credit: every submission is answered 402 until it is turned off.
     package var outOfCredit = false
+    /// A throttle that lasts: while on, every request is answered 429 with no `Retry-After` (the pages
+    /// document none), as a busy API does.
+    package var throttled = false
+    /// How many reads of a detection `GET /detect/{uuid}` answers 404 before it finds it (the API lagging
+    /// behind its own acceptance); zero finds it at once.
+    package var notFoundReads = 0
+    /// Detections per second that the team's other services create on the same account: they appear in List
+    /// Detects beside ours (a busy team), none of them ours.
+    package var teamTraffic: Double = 0
     /// Optional products the key may not use (`intelligence`, `audio_source_tracing`, `use_reverse_search`,
     /// `use_ood_detector`): a submission that asks for one is answered 403.
     package var forbiddenProducts: Set<String> = []
@@ -91,6 +100,12 @@ package struct SimulatorStats: Sendable, Codable {
     package var requestsByEndpoint: [String: Int] = [:]
     package var injectedServerErrors = 0
     package var injectedRateLimits = 0
+    /// Requests answered 429 without `Retry-After` by a sustained throttle (`throttled`).
+    package var throttledRequests = 0
+    /// `GET /detect/{uuid}` answered 404 while the detection lagged (`notFoundReads`).
+    package var laggedNotFounds = 0
+    /// Detections the team's other services created (`teamTraffic`).
+    package var teamDetections = 0
     package var injectedDrops = 0
     package var injectedLostResponses = 0
     package var callbacksSent = 0

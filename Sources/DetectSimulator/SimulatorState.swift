@@ -7,7 +7,8 @@ import ResembleDetect
 package actor SimulatorState {
     /// A fault chosen for one request.
     enum Fault {
-        case drop, loseResponse, serverError, rateLimit(retryAfter: Int)
+        /// `rateLimit(retryAfter: nil)` is a 429 with no `Retry-After`.
+        case drop, loseResponse, serverError, rateLimit(retryAfter: Int?)
     }
 
     /// A file uploaded through `POST /secure_uploads`, waiting for its single use.
@@ -63,6 +64,15 @@ package actor SimulatorState {
     /// Starts or ends a spell without credit: while it lasts every submission is answered 402.
     package func setOutOfCredit(_ outOfCredit: Bool) { configuration.outOfCredit = outOfCredit }
 
+    /// Starts or ends a sustained throttle (429 with no `Retry-After` for every request).
+    package func setThrottled(_ throttled: Bool) { configuration.throttled = throttled }
+
+    /// Sets how many detections a second the team's other services create.
+    package func setTeamTraffic(_ perSecond: Double) {
+        addTeamTraffic(until: Date())
+        configuration.teamTraffic = perSecond
+    }
+
     /// Refuses (403) a submission that asks for an optional product the key may not use, as the API does; a
     /// submission that fails the account's checks creates (and bills) nothing.
     func checkAccount(asking options: SubmittedOptions) throws(SimulatorRejection) {
@@ -104,6 +114,10 @@ package actor SimulatorState {
             recentRequests.removeFirst(firstInWindow)
         }
         stats.peakRequestsPerSecond = max(stats.peakRequestsPerSecond, recentRequests.count)
+        if configuration.throttled {
+            stats.throttledRequests += 1
+            return .rateLimit(retryAfter: nil)
+        }
         let faults = configuration.faults
         if let endpoints = faults.endpoints, !endpoints.contains(endpoint) { return nil }
         if random.chance(faults.dropRate) {
@@ -135,6 +149,7 @@ package actor SimulatorState {
         mediaKey: String, storedFile: URL?
     ) -> SimulatedDetection {
         let now = Date()
+        addTeamTraffic(until: now)
         let completesAt = now.addingTimeInterval(configuration.latency.seconds)
         let intelligenceAt = options.intelligence ? completesAt.addingTimeInterval(configuration.intelligenceDelay.seconds) : nil
         let finishedAt = max(completesAt, intelligenceAt ?? completesAt)
@@ -160,6 +175,56 @@ package actor SimulatorState {
         detections[uuid]
     }
 
+    /// Reads of each detection answered 404 so far (`notFoundReads`).
+    private var notFoundAnswered: [String: Int] = [:]
+
+    /// Whether `GET /detect/{uuid}` still answers 404 for this detection (the API lagging behind its own
+    /// acceptance, for its first `notFoundReads` reads); counted when it does.
+    func lagsBehind(_ detection: SimulatedDetection) -> Bool {
+        guard notFoundAnswered[detection.uuid, default: 0] < configuration.notFoundReads else { return false }
+        notFoundAnswered[detection.uuid, default: 0] += 1
+        stats.laggedNotFounds += 1
+        return true
+    }
+
+    /// When the team's other services last created a detection, as far as the simulator has played them.
+    private var teamTrafficPlayedUntil: Date?
+
+    /// Adds the detections the team's other services created since the last call, at `teamTraffic` a second,
+    /// each at its own time, so List Detects shows them between ours as a busy account would.
+    func addTeamTraffic(until now: Date) {
+        let rate = configuration.teamTraffic
+        guard rate > 0, let from = teamTrafficPlayedUntil else {
+            teamTrafficPlayedUntil = now
+            return
+        }
+        let count = Int((now.timeIntervalSince(from) * rate).rounded(.down))
+        guard count > 0 else { return }
+        var newestOurs: [String] = []
+        while let last = order.last, let detection = detections[last], detection.createdAt > from {
+            newestOurs.insert(order.removeLast(), at: 0)
+        }
+        let step = 1 / rate
+        var ours = newestOurs[...]
+        for index in 0..<count {
+            let at = from.addingTimeInterval(step * Double(index + 1))
+            while let next = ours.first, let detection = detections[next], detection.createdAt <= at {
+                order.append(next)
+                ours = ours.dropFirst()
+            }
+            let detection = SimulatedDetection(
+                uuid: UUID().uuidString.lowercased(), mediaType: .audio, scenario: SimulatedScenario(), options: SubmittedOptions(),
+                sourceURL: "https://other-service.example/media/\(stats.teamDetections).wav", fileName: "\(stats.teamDetections).wav",
+                createdAt: at, completesAt: at, intelligenceCompletesAt: nil, purgesAt: nil, storedFile: nil
+            )
+            detections[detection.uuid] = detection
+            order.append(detection.uuid)
+            stats.teamDetections += 1
+        }
+        order.append(contentsOf: ours)
+        teamTrafficPlayedUntil = from.addingTimeInterval(step * Double(count))
+    }
+
     func deleteDetection(_ uuid: String) -> Bool {
         guard let detection = detections.removeValue(forKey: uuid) else { return false }
         order.removeAll { $0 == uuid }
@@ -169,6 +234,7 @@ package actor SimulatorState {
 
     /// One page of detections, newest first, and the page count.
     func page(_ page: Int, size: Int) -> (items: [SimulatedDetection], pages: Int, total: Int) {
+        addTeamTraffic(until: Date())
         let newestFirst = order.reversed().compactMap { detections[$0] }
         let pages = max(1, (newestFirst.count + size - 1) / size)
         let items = Array(newestFirst.dropFirst((page - 1) * size).prefix(size))

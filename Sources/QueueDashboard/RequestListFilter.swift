@@ -5,9 +5,11 @@ import TextEncodings
 /// The request list's filters and page, read from its query string. Every value is checked here; a value
 /// that cannot be read is an error naming the field, never a guess.
 struct RequestListFilter: Sendable, Hashable {
-    /// Fake or real, as the stored verdict says.
+    /// Fake or real, as the stored verdict says, or completed with no verdict anyone can read.
     enum Verdict: String, Sendable, Hashable, CaseIterable {
         case fake, real
+        /// Completed with `is_fake` NULL: raised as `detection.unreadable` for a person to look at.
+        case needsReview = "needs_review"
     }
 
     /// Which page: the newest, the one older than a row, or the one newer than a row (keyset pagination on

@@ -105,6 +105,7 @@ enum RequestListQuery {
             switch filter.verdict {
             case .fake?: conditions.append("is_fake")
             case .real?: conditions.append("NOT is_fake")
+            case .needsReview?: conditions.append("state = 'completed' AND is_fake IS NULL")
             case nil: break
             }
             if let mediaType = filter.mediaType { conditions.append("media_type = \(bind(mediaType))") }

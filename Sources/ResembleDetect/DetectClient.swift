@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import TextEncodings
 import Tracing
 
@@ -11,6 +12,9 @@ package struct DetectClientConfiguration: Sendable {
     package var baseURL: String
     /// The bearer token; nil sends no `Authorization` header (for a simulator that requires none).
     package var token: String?
+    /// `RESEMBLE_API_TOKEN_FILE`: a file (a mounted secret) the token was read from; `DetectClient.reloadToken`
+    /// reads it again, so a rotated secret needs no restart.
+    package var tokenFile: String?
     /// Longest wait to open a connection.
     package var connectTimeout: Duration
     /// Longest pause while sending a request body (an upload that stalls this long fails).
@@ -26,12 +30,13 @@ package struct DetectClientConfiguration: Sendable {
     package static let defaultBaseURL = "https://app.resemble.ai/api/v2"
 
     package init(
-        baseURL: String = DetectClientConfiguration.defaultBaseURL, token: String?,
+        baseURL: String = DetectClientConfiguration.defaultBaseURL, token: String?, tokenFile: String? = nil,
         connectTimeout: Duration = .seconds(10), uploadIdleTimeout: Duration = .seconds(60),
         responseTimeout: Duration = .seconds(600), maximumResponseBytes: Int = 32 << 20, maximumConnections: Int = 64
     ) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
+        self.tokenFile = tokenFile
         self.connectTimeout = connectTimeout
         self.uploadIdleTimeout = uploadIdleTimeout
         self.responseTimeout = responseTimeout
@@ -45,9 +50,12 @@ package struct DetectClientConfiguration: Sendable {
 package final class DetectClient: Sendable {
     package let configuration: DetectClientConfiguration
     private let http: HTTPClientShards
+    /// The token sent now: the configured one, or the token file's content as last read.
+    private let token: Mutex<String?>
 
     package init(configuration: DetectClientConfiguration) {
         self.configuration = configuration
+        token = Mutex(configuration.token)
         var httpConfiguration = HTTPClient.Configuration()
         httpConfiguration.timeout = .init(
             connect: .nanoseconds(Int64(configuration.connectTimeout.seconds * 1e9)),
@@ -60,6 +68,19 @@ package final class DetectClient: Sendable {
         http = HTTPClientShards(
             configuration: httpConfiguration, maximumConnections: configuration.maximumConnections, idleTimeout: .seconds(60)
         )
+    }
+
+    /// Reads `RESEMBLE_API_TOKEN_FILE` again (after the API refused the token: the secret may have been
+    /// rotated). Returns true when the token changed; false when there is no file, it is unreadable or empty,
+    /// or it holds the same token.
+    @discardableResult
+    package func reloadToken() -> Bool {
+        guard let file = configuration.tokenFile, let read = try? TokenFile.read(file) else { return false }
+        return token.withLock { current in
+            guard current != read else { return false }
+            current = read
+            return true
+        }
     }
 
     /// Closes the client's connections; call it once, when done.
@@ -147,7 +168,7 @@ package final class DetectClient: Sendable {
         request.method = method
         request.headers.add(name: "Accept", value: "application/json")
         request.headers.add(name: "User-Agent", value: "detectq")
-        if let token = configuration.token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let token = token.withLock({ $0 }) { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         return request
     }
 
@@ -185,7 +206,7 @@ package final class DetectClient: Sendable {
     }
 
     private func exchange(_ request: HTTPClientRequest, endpoint: String, secrets: [String], span: any Span) async throws(DetectAPIError) -> [UInt8] {
-        let secrets = secrets + [configuration.token].compactMap { $0 }
+        let secrets = secrets + [token.withLock { $0 }].compactMap { $0 }
         let started = ContinuousClock.now
         let response: HTTPClientResponse
         let body: ByteBuffer
@@ -231,6 +252,23 @@ package final class DetectClient: Sendable {
         }
         if let error = error as? DetectAPIError { return error.description }
         return String(describing: type(of: error)) + ": " + String(describing: error)
+    }
+}
+
+/// A token file (`RESEMBLE_API_TOKEN_FILE`, a mounted secret): its content, less surrounding white space.
+package enum TokenFile {
+    /// Why a token file cannot be used; it never repeats the file's content.
+    package struct Unusable: Error, CustomStringConvertible {
+        package let description: String
+    }
+
+    /// The token in `path`.
+    package static func read(_ path: String) throws(Unusable) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { throw Unusable(description: "\(path) cannot be read") }
+        let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else { throw Unusable(description: "\(path) is empty") }
+        guard !token.contains(where: { $0.isNewline || $0 == " " }) else { throw Unusable(description: "\(path) holds more than one token") }
+        return token
     }
 }
 

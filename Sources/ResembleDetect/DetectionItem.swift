@@ -51,9 +51,20 @@ package struct DetectionItem: Sendable, Hashable {
     /// The picture's own label (`video_metrics` or `image_metrics`).
     package var visualLabel: String? { verdict().label(of: .visual) }
 
-    /// Whether a label names a fake: one of its words is "fake", in any case.
+    /// What a label says, by the contract's vocabulary (CONTRACT section 6, "A verdict nobody can read is
+    /// raised, not dropped"), in any case, with `_`, `-` and runs of spaces read as one space.
+    package static func reading(ofLabel label: String) -> LabelReading {
+        let words = label.lowercased().split(whereSeparator: { $0 == " " || $0 == "_" || $0 == "-" || $0.isNewline || $0 == "\t" })
+        let phrase = words.joined(separator: " ")
+        if LabelReading.fakeLabels.contains(phrase) { return .fake }
+        if LabelReading.realLabels.contains(phrase) { return .real }
+        return .unreadable
+    }
+
+    /// Whether a label names a fake by the contract's vocabulary (`fake`, `likely fake`, `deepfake`,
+    /// `synthetic`, `spoof`, in any case).
     package static func labelReadsFake(_ label: String) -> Bool {
-        label.lowercased().split(whereSeparator: { !$0.isLetter }).contains("fake")
+        reading(ofLabel: label) == .fake
     }
 
     /// True once the detection has finished, well or badly. The pages' own `Prefer: wait` answers carry no
@@ -191,4 +202,17 @@ package struct RetentionStatus: Sendable, Hashable, Decodable {
 
     /// True once the API says the media file has been purged.
     package var isPurged: Bool { fileDeletedAt != nil || mediaDeleted == true }
+}
+
+/// What a track's label says: fake, real, or nothing a screen may act on.
+package enum LabelReading: Sendable, Hashable {
+    case fake
+    case real
+    /// A label outside the vocabulary: read neither way, and raised for review.
+    case unreadable
+
+    /// The labels that read fake.
+    static let fakeLabels: Set<String> = ["fake", "likely fake", "deepfake", "synthetic", "spoof"]
+    /// The labels that read real.
+    static let realLabels: Set<String> = ["real", "likely real", "not fake", "genuine", "authentic", "bona fide"]
 }

@@ -19,8 +19,16 @@ package struct Verdict: Sendable, Hashable {
 
         /// Whether this track reads fake: its label says so, or its score is at or above `threshold`.
         package func readsFake(threshold: Double?) -> Bool {
-            if let label, DetectionItem.labelReadsFake(label) { return true }
+            if let label, DetectionItem.reading(ofLabel: label) == .fake { return true }
             if let threshold, let score, score.isFinite { return score >= threshold }
+            return false
+        }
+
+        /// Whether this track says anything a verdict can be read from: a label of the vocabulary, or a score
+        /// that `threshold` can judge.
+        package func isReadable(threshold: Double?) -> Bool {
+            if let label, DetectionItem.reading(ofLabel: label) != .unreadable { return true }
+            if threshold != nil, let score, score.isFinite { return true }
             return false
         }
     }
@@ -36,16 +44,21 @@ package struct Verdict: Sendable, Hashable {
         let fake = tracks.filter { $0.readsFake(threshold: threshold) }
         fakeTracks = fake.map(\.track)
         decisive = fake.first ?? tracks.first
-        decided = tracks.contains { $0.label != nil || (threshold != nil && $0.score != nil) }
+        decided = !tracks.isEmpty && tracks.allSatisfy { $0.isReadable(threshold: threshold) }
     }
 
     /// The track whose verdict is the request's: the first that reads fake, else the primary one.
     private let decisive: TrackVerdict?
-    /// Whether any track said anything a verdict can be read from.
+    /// Whether every track said something a verdict can be read from.
     private let decided: Bool
 
-    /// Fake when any track reads fake; nil when no track carries a verdict.
-    package var isFake: Bool? { decided ? !fakeTracks.isEmpty : nil }
+    /// Fake when any track reads fake; else real when every track reads real; else nil, which is no verdict
+    /// (no track, or a track whose label and score say nothing readable): a screen must never read silence as
+    /// real, so such a detection is raised for review (`isUnreadable`).
+    package var isFake: Bool? { !fakeTracks.isEmpty ? true : decided ? false : nil }
+
+    /// True when the detection gives no verdict a screen can act on: it is raised as `detection.unreadable`.
+    package var isUnreadable: Bool { isFake == nil }
     /// The label of the verdict that made the request fake, else the primary track's.
     package var label: String? { decisive?.label }
     /// The score that goes with `label`.

@@ -40,5 +40,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0010_kept_counts.sql", bytes: PackageResources._010_kept_counts_sql),
         Migration(fileName: "0011_statement_history.sql", bytes: PackageResources._011_statement_history_sql),
         Migration(fileName: "0012_history_pairs_by_grouping.sql", bytes: PackageResources._012_history_pairs_by_grouping_sql),
+        Migration(fileName: "0013_sustained_trouble.sql", bytes: PackageResources._013_sustained_trouble_sql),
     ]
 }

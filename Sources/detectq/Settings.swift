@@ -12,11 +12,13 @@ import Yams
 struct Settings: Sendable {
     /// Every setting detectq reads; `isSecret` ones are never printed.
     static let known: [(name: String, isSecret: Bool)] = [
-        ("DATABASE_URL", false), ("DETECTQ_LISTEN_DATABASE_URL", false), ("RESEMBLE_API_TOKEN", true), ("RESEMBLE_BASE_URL", false),
+        ("DATABASE_URL", false), ("DETECTQ_LISTEN_DATABASE_URL", false), ("RESEMBLE_API_TOKEN", true), ("RESEMBLE_API_TOKEN_FILE", false),
+        ("RESEMBLE_BASE_URL", false),
         ("DETECTQ_MEDIA_ROOT", false), ("DETECTQ_CALLBACK_URL", false), ("DETECTQ_HTTP_PORT", false),
         ("DETECTQ_CONCURRENCY", false), ("DETECTQ_WORKER_ID", false), ("DETECTQ_API_RATE_LIMIT", false),
         ("DETECTQ_LEASE_SECONDS", false), ("DETECTQ_CALLBACK_TIMEOUT", false), ("DETECTQ_POLL_INTERVAL", false),
         ("DETECTQ_SHUTDOWN_GRACE_SECONDS", false), ("DETECTQ_RETRY_BASE_SECONDS", false), ("DETECTQ_RETRY_MAX_SECONDS", false), ("DETECTQ_RESULT_TIMEOUT", false), ("DETECTQ_CREDIT_RECHECK_SECONDS", false), ("DETECTQ_LOG_FORMAT", false),
+        ("DETECTQ_RETRY_AFTER_MAX_SECONDS", false), ("DETECTQ_LOST_ANSWER_SEARCH_PAGES", false), ("DETECTQ_AUTH_RECHECK_SECONDS", false),
         ("DETECTQ_FAKE_THRESHOLD", false), ("DETECTQ_ALERT_WEBHOOK_URL", false), ("DETECTQ_ALERT_WEBHOOK_SECRET", true),
         ("DETECTQ_SLACK_WEBHOOK_URL", true), ("DETECTQ_PAGERDUTY_ROUTING_KEY", true), ("DETECTQ_PAGERDUTY_URL", false),
         ("DETECTQ_RETENTION_SLA", false), ("DETECTQ_ARCHIVE_DIR", false), ("DETECTQ_PLUGINS_DIR", false),

@@ -9,7 +9,10 @@ struct SimulateCommand: AsyncParsableCommand {
         abstract: "Run the built-in simulator of the Resemble Detect API on loopback.",
         discussion: """
             Serves http://127.0.0.1:<port>/api/v2. When RESEMBLE_API_TOKEN is set, every request must carry it as a \
-            bearer token. Media whose URL contains "fake", or whose bytes contain "FAKE", is judged fake.
+            bearer token. Media whose URL contains "fake", or whose bytes contain "FAKE", is judged fake; a URL with \
+            "unreadable-label" completes with labels no reader can act on, "detection-fails" fails, "never-finishes" \
+            stays processing. --throttled, --not-found-reads, --team-traffic and --out-of-credit play the API's \
+            sustained trouble for a whole run.
             """
     )
 
@@ -54,6 +57,15 @@ struct SimulateCommand: AsyncParsableCommand {
     @Flag(help: "Answer every submission 402, as an account out of credit does.")
     var outOfCredit = false
 
+    @Flag(help: "Answer every request 429 with no Retry-After, as a sustained throttle does.")
+    var throttled = false
+
+    @Option(help: "How many reads of each detection GET /detect/{uuid} answers 404 before it finds it (the API lagging).")
+    var notFoundReads = 0
+
+    @Option(help: "Detections a second that the team's other services create, shown in List Detects beside ours (a busy team).")
+    var teamTraffic: Double = 0
+
     @Option(help: "An optional product the key may not use (intelligence, audio_source_tracing, use_reverse_search, use_ood_detector): submissions asking for it get 403. Repeatable.")
     var forbiddenProduct: [String] = []
 
@@ -69,6 +81,8 @@ struct SimulateCommand: AsyncParsableCommand {
         if let unknown = forbiddenProduct.first(where: { !products.contains($0) }) {
             throw ValidationError("--forbidden-product \(unknown) is not one of \(products.sorted().joined(separator: ", "))")
         }
+        guard (0...1_000).contains(notFoundReads) else { throw ValidationError("--not-found-reads must be from 0 to 1000") }
+        guard (0...1_000).contains(teamTraffic) else { throw ValidationError("--team-traffic must be from 0 to 1000 detections a second") }
         guard (0...86_400).contains(retryAfter) else { throw ValidationError("--retry-after must be a whole number of seconds from 0 to 86400") }
     }
 
@@ -83,6 +97,9 @@ struct SimulateCommand: AsyncParsableCommand {
             seed: seed
         )
         configuration.outOfCredit = outOfCredit
+        configuration.throttled = throttled
+        configuration.notFoundReads = notFoundReads
+        configuration.teamTraffic = teamTraffic
         configuration.forbiddenProducts = Set(forbiddenProduct)
         try await DetectSimulator.run(port: port, configuration: configuration) { port in
             let line = "detectq simulator listening on http://127.0.0.1:\(port)/api/v2"

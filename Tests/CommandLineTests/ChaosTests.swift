@@ -16,7 +16,7 @@ struct ChaosTests {
         for invariant in report.invariants {
             #expect(invariant.held, "\(invariant.name): \(invariant.detail)")
         }
-        #expect(report.invariants.count == 12)
+        #expect(report.invariants.count == 13)
         for fault in Fault.allCases {
             #expect(report.faults[fault.rawValue, default: 0] >= 1, "\(fault.rawValue) was injected")
         }
@@ -24,6 +24,8 @@ struct ChaosTests {
             #expect(report.injected[kind, default: 0] > 0, "\(kind) happened")
         }
         for kind in ["API responses lost after handling", "API submissions answered 402 (out of credit)",
+                     "API requests answered 429 with no Retry-After (throttle phases)",
+                     "detections the team's other services created (busy-team phases)",
                      "API submissions answered 403 (a product the key may not use)"] {
             #expect(report.injected[kind, default: 0] > 0, "\(kind) happened")
         }

@@ -51,7 +51,7 @@ struct APIBudgetTests {
         let first = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
         let second = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
         try await first.acquire()
-        try await first.pause(for: .milliseconds(800), by: "first")
+        try await first.throttled(retryAfter: .milliseconds(800), by: "first")
         let until = try await first.pool.query("SELECT until FROM detectq.pauses WHERE kind = 'rate_limited'")[0].decode("until", as: Date.self)
         let granted = try await second.acquire()
         // On the database's clock, shared by every worker: the other worker's slot comes after the pause.

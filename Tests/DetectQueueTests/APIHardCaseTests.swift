@@ -200,7 +200,9 @@ struct APIHardCaseTests {
         await worker.stop()
         let stats = await harness.simulator.state.snapshot()
         #expect(stats.injectedLostResponses == 2 && stats.submissions == 2, "one billed submission each, no second: \(stats.submissionsByMedia)")
-        #expect(stats.submissionsByMedia["file:detectq-\(file).wav"] == 1, "uploads are named after their request: \(stats.submissionsByMedia)")
+        let installation = try await Installation.name(harness.pool)
+        #expect(stats.submissionsByMedia["file:detectq-\(installation)-\(file).wav"] == 1,
+                "uploads are named after their installation and request: \(stats.submissionsByMedia)")
         for id in [url, file] {
             let row = try await harness.row(id)
             #expect(try row.decode("state", as: String.self) == "completed" && row.decode("attempt", as: Int.self) == 2)
@@ -246,13 +248,16 @@ struct APIHardCaseTests {
             return try DetectionItem(json: #"{"uuid": "u", "status": "processing", \#(fields.joined(separator: ", "))}"#)
         }
         let byURL = request(.url("https://cdn.example.com/a.wav"))
-        #expect(LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav"), byURL))
-        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/b.wav"), byURL))
-        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav", visualize: true), byURL), "the options must agree")
+        #expect(LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav"), byURL, installation: "k3f9q"))
+        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/b.wav"), byURL, installation: "k3f9q"))
+        #expect(!LostAnswerSearch.matches(try item(url: "https://cdn.example.com/a.wav", visualize: true), byURL, installation: "k3f9q"),
+                "the options must agree")
         let byFile = request(.path("calls/a.wav"))
-        #expect(LostAnswerSearch.uploadName(of: byFile, path: "calls/a.wav") == "detectq-42-3.wav")
-        #expect(LostAnswerSearch.matches(try item(filename: "detectq-42-1.wav"), byFile))
-        #expect(!LostAnswerSearch.matches(try item(filename: "detectq-421-1.wav"), byFile))
+        #expect(LostAnswerSearch.uploadName(of: byFile, installation: "k3f9q", path: "calls/a.wav") == "detectq-k3f9q-42-3.wav")
+        #expect(LostAnswerSearch.matches(try item(filename: "detectq-k3f9q-42-1.wav"), byFile, installation: "k3f9q"))
+        #expect(!LostAnswerSearch.matches(try item(filename: "detectq-k3f9q-421-1.wav"), byFile, installation: "k3f9q"))
+        #expect(!LostAnswerSearch.matches(try item(filename: "detectq-k3f9q-42-1.wav"), byFile, installation: "p2x7m"),
+                "another deployment's upload of its own request 42 is not ours")
         #expect(!LostAnswerSearch.applies(to: request(.token("t"))), "a producer's token names no file of ours")
         #expect(!LostAnswerSearch.applies(to: request(.url("https://a/b.wav"), options: .init(zeroRetentionMode: true))), "redacted by the API")
         #expect(!LostAnswerSearch.applies(to: request(.url("https://a/b.wav"), unansweredSince: nil)), "no answer is owed")

@@ -61,6 +61,9 @@ struct RequestStateMachineTests {
         #expect(spent.to == .failed && spent.changes.runAt == nil && spent.changes.errorMessage == "HTTP 503")
         #expect(try transition(.submitting, .leaseExpired).to == .retrying)
         #expect(try transition(.submitting, .leaseExpired, attemptsLeft: false).to == .failed)
+        let lost = RequestEvent.answerLost(reason: "network error", retryAt: Date())
+        #expect(try transition(.submitting, lost, attemptsLeft: false).to == .retrying, "a lost answer is looked for before the request fails")
+        #expect(RequestStateMachine.leaseLost.onLastAttemptOwingAnswer.to == .retrying)
         #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .failedRetryably(reason: "x", retryAt: at)) }
     }
 

@@ -46,4 +46,22 @@ struct IntelligenceArchiveTests {
         try? FileManager.default.removeItem(at: archive)
         await harness.stop()
     }
+
+    @Test func aReportThatNeverFinishesIsGivenUpOnAfterTheBoundedWaitSayingWhy() async throws {
+        let harness = try await WorkerHarness.start(.init(intelligenceDelay: .seconds(3_600)))
+        let id = try await harness.insert("media_url, intelligence", ["https://cdn.example.com/slow-report.wav", true])
+        let worker = harness.startWorker(
+            try harness.configuration(), postProcessors: [IntelligenceArchiver(directory: nil, maximumWait: .seconds(1))]
+        )
+        let ended = {
+            try await harness.pool.query("""
+                SELECT state::text AS state, last_error FROM detectq.post_tasks WHERE request_id = \(id) AND processor = 'archive.intelligence'
+                """).first
+        }
+        try await waitUntil("the archive task has ended") { try await ended()?.decode("state", as: String.self) == "failed" }
+        await worker.stop()
+        let reason = try await ended()?.decode("last_error", as: String?.self) ?? ""
+        #expect(reason.contains("had not completed") && reason.contains("given up on"), "\(reason)")
+        #expect(try await harness.pool.query("SELECT count(*) AS n FROM detectq.intelligence_archive")[0].decode("n", as: Int.self) == 0)
+    }
 }

@@ -4,14 +4,19 @@ import ResembleDetect
 import TextEncodings
 
 /// Which outcomes are alerted on: the fakes, as the outcome's verdict says (any track that reads fake, or
-/// whose score passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`).
+/// whose score passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`), and the verdicts nobody can read.
 package struct FakeAlertPolicy: Sendable, Hashable {
     package init() {}
 
-    /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`; an
-    /// overdue purge is never decided at completion (the retention tracker raises it).
+    /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`, verdicts
+    /// nobody can read for `detection.unreadable`; an overdue purge is never decided at completion (the
+    /// retention tracker raises it).
     package func applies(_ kind: AlertKind, to outcome: DetectionOutcome) -> Bool {
-        kind == .detectionFake && isFake(outcome)
+        switch kind {
+        case .detectionFake: isFake(outcome)
+        case .detectionUnreadable: outcome.verdict.isUnreadable
+        case .retentionOverdue: false
+        }
     }
 
     package func isFake(_ outcome: DetectionOutcome) -> Bool {
@@ -19,8 +24,8 @@ package struct FakeAlertPolicy: Sendable, Hashable {
     }
 }
 
-/// A post-processor that delivers alerts of one kind to one sink; it applies on its own only to fakes
-/// (overdue-purge alerts are raised by the retention tracker).
+/// A post-processor that delivers alerts of one kind to one sink; it applies on its own to fakes and to
+/// unreadable verdicts (overdue-purge alerts are raised by the retention tracker).
 package protocol AlertSink: PostProcessor {
     var policy: FakeAlertPolicy { get }
     var kind: AlertKind { get }

@@ -35,16 +35,20 @@ package struct PagerDutyAlertSink: AlertSink {
             "media_type": alert.mediaType.map(JSONValue.string) ?? .null, "event_id": .string(alert.eventID),
         ]
         if let metadata = alert.metadata { details["metadata"] = metadata }
+        let summary = switch AlertKind(rawValue: alert.event) {
+        case .retentionOverdue?: "Zero-retention purge overdue for request \(alert.requestID) (\(alert.remoteUUID))"
+        case .detectionUnreadable?:
+            "Unreadable verdict needs review: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "nothing") (score \(score))"
+        default: "Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"
+        }
         let body = JSONValue.object([
             "routing_key": .string(routingKey),
             "event_action": .string("trigger"),
             "dedup_key": .string(alert.eventID),
             "payload": .object([
-                "summary": .string(alert.event == AlertKind.retentionOverdue.rawValue
-                    ? "Zero-retention purge overdue for request \(alert.requestID) (\(alert.remoteUUID))"
-                    : "Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"),
+                "summary": .string(summary),
                 "source": .string("detectq"),
-                "severity": .string(alert.event == AlertKind.retentionOverdue.rawValue ? "warning" : "critical"),
+                "severity": .string(alert.event == AlertKind.detectionFake.rawValue ? "critical" : "warning"),
                 "timestamp": .string(alert.detectedAt),
                 "component": .string("deepfake-detection"),
                 "custom_details": .object(details),

@@ -25,16 +25,18 @@ package struct SlackAlertSink: AlertSink {
     /// The Slack message: a fallback `text` and `blocks` (a header, the verdict's fields, the metadata).
     static func message(_ event: FakeAlertEvent) throws -> String {
         let score = event.score.map { String(format: "%.2f", $0) } ?? "n/a"
-        let summary = event.event == AlertKind.retentionOverdue.rawValue
-            ? "Zero-retention purge overdue for request \(event.requestID) (\(event.mediaType ?? "media"))"
-            : "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
+        let summary = switch AlertKind(rawValue: event.event) {
+        case .retentionOverdue?: "Zero-retention purge overdue for request \(event.requestID) (\(event.mediaType ?? "media"))"
+        case .detectionUnreadable?: "Unreadable verdict on \(event.mediaType ?? "media") needs review (request \(event.requestID), label \(event.label ?? "none"))"
+        default: "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
+        }
         func field(_ label: String, _ value: String) -> JSONValue {
             .object(["type": .string("mrkdwn"), "text": .string("*\(label)*\n\(value)")])
         }
         var blocks: [JSONValue] = [
             .object(["type": .string("header"), "text": .object(["type": .string("plain_text"), "text": .string(":rotating_light: \(summary)")])]),
             .object(["type": .string("section"), "fields": .array([
-                field("Verdict", event.label ?? "fake"), field("Score", score), field("Media type", event.mediaType ?? "unknown"),
+                field("Verdict", event.label ?? (event.event == AlertKind.detectionFake.rawValue ? "fake" : "none")), field("Score", score), field("Media type", event.mediaType ?? "unknown"),
                 field("Request", "\(event.requestID)"), field("Detection", "`\(event.remoteUUID)`"), field("Detected at", event.detectedAt),
             ])]),
         ]

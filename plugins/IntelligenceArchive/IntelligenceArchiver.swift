@@ -6,14 +6,22 @@ import TextEncodings
 /// Archives the intelligence report of every request that asked for one: once the report's own status is
 /// completed (it may finish after the detection; then the API is polled for it, on a growing interval),
 /// it is upserted into `detectq.intelligence_archive` and, when an archive directory is set, written to
-/// `<dir>/<yyyy>/<mm>/<dd>/<remote_uuid>.json` atomically (temporary file, fsync, rename).
+/// `<dir>/<yyyy>/<mm>/<dd>/<remote_uuid>.json` atomically (temporary file, fsync, rename). A report that has
+/// not completed `maximumWait` after the detection (the API's own ten minutes plus a margin) is given up on,
+/// and the task fails saying why, instead of being looked for forever.
 package struct IntelligenceArchiver: PostProcessor {
     package let name = "archive.intelligence"
     /// `DETECTQ_ARCHIVE_DIR`, when set.
     package let directory: URL?
+    /// How long after the detection completed a report may still be waited for.
+    package let maximumWait: Duration
 
-    package init(directory: URL?) {
+    /// The API gives an intelligence report ten minutes; five more allow for its lag and ours.
+    package static let defaultMaximumWait: Duration = .seconds(15 * 60)
+
+    package init(directory: URL?, maximumWait: Duration = IntelligenceArchiver.defaultMaximumWait) {
         self.directory = directory
+        self.maximumWait = maximumWait
     }
 
     package func applies(to outcome: DetectionOutcome) -> Bool {
@@ -26,19 +34,29 @@ package struct IntelligenceArchiver: PostProcessor {
             item = try await context.api.detection(uuid: outcome.remoteUUID)
         }
         guard let intelligence = item.intelligence else {
-            return .reschedule(at: nextCheck(after: outcome.completedAt))
+            return notYet(outcome, status: "no intelligence object")
         }
         if intelligence.status == .failed {
             return .failed(reason: "the API reports the intelligence report failed: \(intelligence.errorMessage ?? "no reason given")")
         }
         guard intelligence.isCompleted, let text = try Self.intelligenceJSON(of: item) else {
-            return .reschedule(at: nextCheck(after: outcome.completedAt))
+            return notYet(outcome, status: "status \(intelligence.status.map { "\($0)" } ?? "none")")
         }
         try await context.archiveIntelligence(text, remoteUUID: outcome.remoteUUID)
         if let directory {
             try AtomicFile.write(Data(text.utf8), to: Self.path(in: directory, for: outcome))
         }
         return .done
+    }
+
+    /// A report not finished yet: looked for again, unless `maximumWait` has passed since the detection.
+    private func notYet(_ outcome: DetectionOutcome, status: String) -> PostProcessingResult {
+        let waited = Date().timeIntervalSince(outcome.completedAt)
+        guard waited < maximumWait.seconds else {
+            return .failed(reason: "the intelligence report had not completed \(Int(waited.rounded())) s after the detection (\(status)); "
+                + "the API gives a report ten minutes, so it was given up on after \(Int(maximumWait.seconds)) s")
+        }
+        return .reschedule(at: min(nextCheck(after: outcome.completedAt), outcome.completedAt.addingTimeInterval(maximumWait.seconds)))
     }
 
     /// The next look for a report still in progress: a quarter of the time since the detection completed,
