@@ -22,11 +22,13 @@ package struct ChaosOptions: Sendable {
     /// `DETECTQ_RESULT_TIMEOUT` of the workers: what ends the never-finishing hard cases. Long enough that
     /// no ordinary request, however the faults delay it, comes near it.
     package var resultTimeout: Duration
+    /// Detections a second the team's other services create throughout the run, in List Detects beside ours.
+    package var teamTraffic: Double
 
     package init(
         duration: Duration, workers: Int = 3, seed: UInt64, faultInterval: Duration = .seconds(4),
         requestInterval: Duration = .milliseconds(200), leaseSeconds: Int = 6, drainTimeout: Duration = .seconds(300),
-        resultTimeout: Duration = .seconds(60)
+        resultTimeout: Duration = .seconds(60), teamTraffic: Double = 0
     ) {
         self.duration = duration
         self.workers = workers
@@ -36,6 +38,7 @@ package struct ChaosOptions: Sendable {
         self.leaseSeconds = leaseSeconds
         self.drainTimeout = drainTimeout
         self.resultTimeout = resultTimeout
+        self.teamTraffic = teamTraffic
     }
 }
 
@@ -75,6 +78,7 @@ package struct ChaosRun: Sendable {
             storageDirectory: work.appendingPathComponent("simulator")
         )
         api.forbiddenProducts = [HardCase.forbiddenProductName]
+        api.teamTraffic = options.teamTraffic
         let simulator = try await DetectSimulator.start(configuration: api)
         let ledger = try await AlertLedger.start(secret: webhookSecret)
         let fleet = WorkerFleet(executable: executable, environment: [
@@ -112,7 +116,7 @@ package struct ChaosRun: Sendable {
             await simulator.state.setFaults(.none)
             await simulator.state.setOutOfCredit(false)
             await simulator.state.setThrottled(false)
-            await simulator.state.setTeamTraffic(0)
+            await simulator.state.setTeamTraffic(options.teamTraffic)
             await simulator.state.setLatency(Self.baseLatency)
             await ledger.setFailureRate(0)
             say("chaos: faults stopped at \(Int((ContinuousClock.now - started).seconds)) s; draining")
@@ -232,7 +236,7 @@ package struct ChaosRun: Sendable {
             await simulator.state.setOutOfCredit(active.contains(.apiOutOfCredit))
             await simulator.state.setLatency(active.contains(.apiSlow) ? .seconds(4) : Self.baseLatency)
             await simulator.state.setThrottled(active.contains(.apiThrottled))
-            await simulator.state.setTeamTraffic(active.contains(.busyTeam) ? Self.busyTeamRate : 0)
+            await simulator.state.setTeamTraffic(active.contains(.busyTeam) ? max(Self.busyTeamRate, options.teamTraffic) : options.teamTraffic)
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }
         return (counts, failovers, throttled)

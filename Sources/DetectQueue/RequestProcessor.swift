@@ -195,7 +195,7 @@ struct RequestProcessor: Sendable {
         }
 
         guard !isShuttingDown(), !pause.isPaused else { return await release(request, logger: logger) }
-        let sent = Date()
+        var sent = Date()
         let item: DetectionItem
         do {
             // A 429 created nothing: the same attempt asks again once the shared pause lets it.
@@ -210,6 +210,7 @@ struct RequestProcessor: Sendable {
                     }
                 }
                 // The submission, around the API call's own HTTP client span.
+                sent = Date()
                 return try await RequestTracing.withSpan("detectq.submit", requestID: request.id, traceparent: request.traceparent) { span in
                     span.attributes["detectq.wait_mode"] = mode.rawValue
                     span.attributes["detectq.submit_path"] = path
@@ -354,8 +355,9 @@ struct RequestProcessor: Sendable {
             if let retryAfter { _ = try? await budget.throttled(retryAfter: retryAfter, by: configuration.workerID) }
             let cause = status == nil ? "network" : "server_error"
             if status == nil, !request.attemptsLeft, request.attempt == request.maxAttempts {
-                // The last attempt lost its answer: the detection it may have created is looked for before the
-                // request fails, by one more claim that never submits.
+                // The last attempt lost its answer (a cut connection or a timeout, which may come after the API
+                // created the detection): what it may have created is looked for before the request fails, by one
+                // more claim that never submits. An error the API answered is the request's last error.
                 await record(.answerLost(reason: "\(error); the detection it may have created is looked for before the request fails",
                                          retryAt: retryAt(request, retryAfter)), request, cause: cause, logger: logger)
                 return .recorded

@@ -80,6 +80,12 @@ package final class DetectSimulator: Sendable {
             await routes.guarded(request, "POST /secure_uploads") { try await routes.secureUpload(request) }
         }
         router.get("/_simulator/stats") { _, _ in try await routes.stats() }
+        // For scripts that play a throttle that begins and ends while workers run: `?on=true` or `?on=false`.
+        router.post("/_simulator/throttled") { request, _ in
+            let on = request.uri.queryParameters.get("on") == "true"
+            await state.setThrottled(on)
+            return Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "throttled: \(on)\n")))
+        }
         return Application(
             router: router,
             configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "detectq-simulator"),

@@ -4,20 +4,40 @@ import Foundation
 package enum LoopbackPort {
     /// A port on 127.0.0.1 that nothing listens on right now (the kernel's choice for port 0).
     package static func free() throws -> Int {
+        guard let port = try bindable(0) else { throw ClusterError("could not find a free loopback port") }
+        return port
+    }
+
+    /// A free port below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), for a server that must
+    /// come back on the same port after a restart (a PostgreSQL cluster stopped and started again, a standby
+    /// made on its old primary's port): while it is down, no port the kernel hands out (for port 0, or as the
+    /// local end of an outgoing connection) can take its place.
+    package static func freeForRestarts() throws -> Int {
+        let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+            .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32_768
+        let range = 10_000..<max(10_001, min(ephemeralStart, 65_536))
+        for _ in 0..<200 {
+            if let port = try bindable(Int.random(in: range)) { return port }
+        }
+        return try free()
+    }
+
+    /// Binds a socket to `port` on 127.0.0.1 (0: the kernel's choice) and returns the port bound, or nil when
+    /// it is taken.
+    private static func bindable(_ port: Int) throws -> Int? {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw ClusterError("could not open a socket to find a free port") }
         defer { close(descriptor) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        address.sin_port = UInt16(port).bigEndian
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         let bound = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
             }
         }
-        guard bound else { throw ClusterError("could not find a free loopback port") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return bound ? Int(UInt16(bigEndian: address.sin_port)) : nil
     }
 }

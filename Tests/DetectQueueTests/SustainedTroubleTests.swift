@@ -10,7 +10,8 @@ import Testing
 import WorkerTestSupport
 
 /// CONTRACT section 6, second part: the API's trouble that lasts, against the simulator playing it.
-@Suite("When the API's trouble lasts", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
+/// Serialized: several tests run two workers each and count what reaches the API in a window.
+@Suite("When the API's trouble lasts", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct SustainedTroubleTests {
     /// Five minutes of 429s with no `Retry-After` in the issue; here as long as it takes the backoff to grow.
     @Test func aThrottleWithoutRetryAfterFailsNothingSpendsNoAttemptAndBacksTheFleetOff() async throws {

@@ -56,7 +56,7 @@ detectq_start_cluster() {
     detectq_as_postgres "$bindir/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
         --no-instructions >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; return 1; }
     detectq_as_postgres "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
-        "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+        "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=800" \
         start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
     export DATABASE_URL="postgresql://postgres@127.0.0.1:$port/postgres"
     echo "==> throwaway PostgreSQL on 127.0.0.1:$port ($dir)"
