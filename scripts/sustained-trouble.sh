@@ -8,13 +8,15 @@
 #             per second after its first 15 s, and how long after the API's recovery the last one completes.
 #   flaky     200 requests while 35 % of API calls fail (503, 429 with Retry-After: 1, cut connections), with
 #             DETECTQ_RETRY_BASE_SECONDS=1: how many complete within 60 s of their insert, and the slowest.
+#   credit    10 requests, two workers, DETECTQ_CREDIT_RECHECK_SECONDS=3, the account out of credit: how many
+#             submissions meet the 402 in its first 10 s (those under way, then one probe per recheck).
 #
-# Usage: scripts/sustained-trouble.sh [throttle|flaky|all]   (default all)
+# Usage: scripts/sustained-trouble.sh [throttle|flaky|credit|all]   (default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh
 which="${1:-all}"
-case "$which" in throttle|flaky|all) ;; *) echo "usage: scripts/sustained-trouble.sh [throttle|flaky|all]" >&2; exit 2 ;; esac
+case "$which" in throttle|flaky|credit|all) ;; *) echo "usage: scripts/sustained-trouble.sh [throttle|flaky|credit|all]" >&2; exit 2 ;; esac
 throttle_seconds="${THROTTLE_SECONDS:-300}"
 
 detectq_install_prerequisites
@@ -32,7 +34,7 @@ trap cleanup EXIT
 detectq_start_cluster
 work=$(mktemp -d /tmp/detectq-trouble.XXXXXX)
 
-sql() { psql -qAtX "$DATABASE_URL" -c "$1"; }
+sql() { PGOPTIONS='-c client_min_messages=warning' psql -qAtX "$DATABASE_URL" -c "$1"; }
 stat_of() { curl -fsS "http://127.0.0.1:$1/_simulator/stats" | python3 -c "import json,sys; print(json.load(sys.stdin).get('$2', 0))"; }
 
 # Starts the simulator with the given options; sets sim_port.
@@ -117,6 +119,18 @@ if [ "$which" = flaky ] || [ "$which" = all ]; then
     echo "  completed within 60 s of their insert: $(sql "SELECT count(*) FROM detectq.requests WHERE completed_at - created_at <= interval '60 seconds'") (goal: 198)"
     echo "  the slowest: $(sql "SELECT round(extract(epoch FROM max(completed_at - created_at))::numeric, 1) FROM detectq.requests") s (goal: within 240 s)"
     echo "  submissions: $(stat_of "$sim_port" submissions); faults injected: $(stat_of "$sim_port" injectedServerErrors) 503s, $(stat_of "$sim_port" injectedRateLimits) 429s, $(stat_of "$sim_port" injectedDrops) cut connections, of $(stat_of "$sim_port" requests) API requests"
+    stop_processes
+fi
+if [ "$which" = credit ] || [ "$which" = all ]; then
+    echo "==> credit: 10 requests, two workers, the account out of credit, a probe every 3 s"
+    fresh_schema
+    start_simulator --out-of-credit
+    start_workers 2 DETECTQ_CREDIT_RECHECK_SECONDS=3
+    sql "INSERT INTO detectq.requests (media_url) SELECT 'https://cdn.example.com/credit-' || n || '.wav' FROM generate_series(1, 10) AS n" >/dev/null
+    while [ "$(stat_of "$sim_port" creditRefusals)" = 0 ]; do sleep 0.05; done
+    sleep 10
+    echo "  submissions answered 402 in the window's first 10 s: $(stat_of "$sim_port" creditRefusals) (the 10 under way, then one probe per recheck: at most 14)"
+    echo "  requests failed: $(sql "SELECT count(*) FROM detectq.requests WHERE state = 'failed'"); attempts spent: $(sql "SELECT coalesce(sum(attempt), 0) FROM detectq.requests")"
     stop_processes
 fi
 rm -rf "$work"

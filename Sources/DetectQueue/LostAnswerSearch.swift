@@ -70,10 +70,25 @@ struct LostAnswerSearch: Sendable {
             && (item.retention.zeroRetentionMode ?? false) == (options.zeroRetentionMode ?? false)
     }
 
+    /// What a search came to.
+    enum Finding: Equatable {
+        /// The one detection an earlier attempt created, that no other request holds.
+        case found(String)
+        /// None (or more than one) was found; `reachedCutoff` says whether the search read back to its cutoff,
+        /// so that nothing older than its start is left to find.
+        case notFound(reachedCutoff: Bool)
+    }
+
     /// The uuid of the one detection an earlier attempt of `request` created, if the API lists exactly one
     /// that no other request holds.
     func find(for request: DetectionRequest) async throws -> String? {
-        guard Self.applies(to: request), let since = request.unansweredSince else { return nil }
+        if case .found(let uuid) = try await search(for: request) { return uuid }
+        return nil
+    }
+
+    /// Searches for the detection an earlier attempt of `request` created.
+    func search(for request: DetectionRequest) async throws -> Finding {
+        guard Self.applies(to: request), let since = request.unansweredSince else { return .notFound(reachedCutoff: true) }
         let cutoff = since.addingTimeInterval(-Self.clockSkew)
         var candidates: [String] = []
         var reachedCutoff = false
@@ -94,7 +109,8 @@ struct LostAnswerSearch: Sendable {
         }
         let held = try await store.remoteUUIDsHeld(candidates, byOtherThan: request.id)
         let free = Set(candidates).subtracting(held)
-        return free.count == 1 ? free.first : nil
+        if free.count == 1, let uuid = free.first { return .found(uuid) }
+        return .notFound(reachedCutoff: reachedCutoff)
     }
 
     /// One page, asked again while the API fails it: a 429 waits out the shared pause, any other fault is

@@ -70,7 +70,9 @@ struct RequestProcessor: Sendable {
     /// What a search for a lost answer came to.
     enum SearchEnding {
         case adopted
-        case notFound
+        /// Nothing to adopt; the request owes an answer since `owedSince` from now on (the search's start, once
+        /// it read back to its cutoff: nothing older is left to find, and the next search need not read it).
+        case notFound(owedSince: Date?)
         /// The search could not finish (a page the API kept failing): nothing is known yet.
         case incomplete(String)
     }
@@ -82,13 +84,19 @@ struct RequestProcessor: Sendable {
             client: client, budget: budget, store: store, installation: installation,
             pageLimit: configuration.lostAnswerSearchPages, workerID: configuration.workerID, logger: logger
         )
-        let uuid: String?
+        let started = Date()
+        let finding: LostAnswerSearch.Finding
         do {
-            uuid = try await search.find(for: request)
+            finding = try await search.search(for: request)
         } catch let error as LostAnswerSearch.Incomplete {
             return .incomplete(error.description)
         }
-        guard let uuid else { return .notFound }
+        guard case .found(let uuid) = finding else {
+            guard finding == .notFound(reachedCutoff: true),
+                  try await store.moveAnswerOwed(of: request, workerID: configuration.workerID, to: started)
+            else { return .notFound(owedSince: request.unansweredSince) }
+            return .notFound(owedSince: started)
+        }
         if try await store.adopt(uuid, for: request, workerID: configuration.workerID, via: "list") {
             logger.notice("adopted the detection an earlier attempt created (its answer was lost) instead of submitting again", metadata: ["remote_uuid": "\(uuid)"])
         }
@@ -119,7 +127,9 @@ struct RequestProcessor: Sendable {
     /// check; one that took longer is checked and stamped again first.
     static let claimFreshness: Duration = .seconds(1)
 
-    private func attempt(_ request: DetectionRequest, probe: Bool, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+    private func attempt(_ asClaimed: DetectionRequest, probe: Bool, logger: Logger, isShuttingDown: @Sendable () -> Bool) async throws -> Ending {
+        // Its answer-owed time moves forward once a search has read back past it.
+        var request = asClaimed
         let claimed = ContinuousClock.now
         if let remoteUUID = request.remoteUUID {
             // The API accepted this request before (it was retried by hand): wait for it, never send it again.
@@ -134,14 +144,15 @@ struct RequestProcessor: Sendable {
             switch try await searchForLostAnswer(of: request, logger: logger) {
             case .adopted: return .recorded
             case .incomplete(let reason): return await putOff(request, reason: reason, logger: logger)
-            case .notFound: break
+            case .notFound(let owedSince): request.unansweredSince = owedSince
             }
         }
         // Past the last attempt, this claim only looked for what that attempt may have created: a callback may
         // still name it for a while; after that the request fails, never sent (and billed) again.
         if request.attempt > request.maxAttempts {
-            if let callbackDue = callbackMayCome(request, zeroRetentionOnly: false), callbackDue > Date() {
-                return await release(request, until: callbackDue, logger: logger)
+            // The callback's wait counts from the lost answer, not from this search.
+            if let callbackDue = callbackMayCome(asClaimed, zeroRetentionOnly: false), callbackDue > Date() {
+                return await release(asClaimed, until: callbackDue, logger: logger)
             }
             let reason = "all \(request.maxAttempts) attempts are spent: the last one's answer was lost, and no detection it may have "
                 + "created was found (List Detects and callback)"

@@ -137,6 +137,15 @@ package struct RequestStore: Sendable {
         }
     }
 
+    /// Moves the time since which `request` owes an answer to `since`, after a search that read back to its
+    /// cutoff and found nothing older to adopt; only while `workerID` holds the request. Returns whether it did.
+    func moveAnswerOwed(of request: DetectionRequest, workerID: String, to since: Date) async throws -> Bool {
+        try await pool.query("""
+            UPDATE detectq.requests SET unanswered_since = \(since)
+            WHERE id = \(request.id) AND state = 'submitting' AND locked_by = \(workerID) AND remote_uuid IS NULL
+            """).affectedRows == 1
+    }
+
     /// Claims up to `limit` accepted requests whose next poll is due, under a short poll lease.
     package func claimDuePolls(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }

@@ -73,11 +73,14 @@ package struct SharedPause: Sendable {
 
     /// The longest pause a 429 without `Retry-After` sets: the backoff doubles up to it while the 429s go on.
     package static let longestThrottleBackoff: Duration = .seconds(60)
+    /// How soon after a pause ends a 429 must come to count as the same throttle going on (the probes sent as
+    /// the pause ends are answered within it); a later one starts the backoff again at one second.
+    package static let throttleContinues: Duration = .seconds(5)
 
     /// Pauses every API call after a 429: until `retryAfter` from now when the API gave one (or longer, if a
     /// pause already lasts longer), else for a backoff that starts at one second and doubles, up to a minute,
-    /// while the 429s go on (a 429 that follows within a minute of the last pause's end). A 429 that
-    /// answers a call sent before the pause in force leaves that pause as it is. Returns when the pause ends.
+    /// while the 429s go on (a 429 within `throttleContinues` of the last pause's end). A 429 that answers a
+    /// call sent before the pause in force leaves that pause as it is. Returns when the pause ends.
     @discardableResult
     package func pauseRateLimited(retryAfter: Duration?, by workerID: String?) async throws -> Date {
         let reason = retryAfter.map { "the API answered 429 Too Many Requests (Retry-After \(Int($0.seconds.rounded(.up))) s)" }
@@ -93,16 +96,16 @@ package struct SharedPause: Sendable {
                 paused_by = CASE WHEN $3::float8 IS NULL AND p.until > clock_timestamp() THEN p.paused_by ELSE EXCLUDED.paused_by END,
                 backoff_seconds = CASE
                     WHEN $3::float8 IS NOT NULL OR p.until > clock_timestamp() THEN p.backoff_seconds
-                    WHEN p.until > clock_timestamp() - make_interval(secs => $4) THEN least($4, coalesce(p.backoff_seconds, 0.5) * 2)
+                    WHEN p.until > clock_timestamp() - make_interval(secs => $5) THEN least($4, coalesce(p.backoff_seconds, 0.5) * 2)
                     ELSE 1 END,
                 until = CASE
                     WHEN $3::float8 IS NOT NULL THEN GREATEST(p.until, EXCLUDED.until)
                     WHEN p.until > clock_timestamp() THEN p.until
-                    WHEN p.until > clock_timestamp() - make_interval(secs => $4)
+                    WHEN p.until > clock_timestamp() - make_interval(secs => $5)
                         THEN clock_timestamp() + make_interval(secs => least($4, coalesce(p.backoff_seconds, 0.5) * 2))
                     ELSE clock_timestamp() + make_interval(secs => 1) END
             RETURNING until
-            """, parameters: [reason, workerID, retryAfter?.seconds, longest]))[0].decode("until", as: Date.self)
+            """, parameters: [reason, workerID, retryAfter?.seconds, longest, Self.throttleContinues.seconds]))[0].decode("until", as: Date.self)
     }
 
     /// Pauses submitting for every worker because the account is out of credit, the next probe `recheck`

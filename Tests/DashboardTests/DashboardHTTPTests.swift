@@ -297,6 +297,26 @@ struct DashboardHTTPTests {
         }
     }
 
+    @Test("the needs-review filter lists the completed requests nobody can read the verdict of")
+    func needsReview() async throws {
+        try await DashboardFixture.serve { dashboard in
+            let unreadable = try await dashboard.request(state: "completed")
+            try await dashboard.admin.query("UPDATE detectq.requests SET is_fake = NULL, label = 'inconclusive' WHERE id = \(unreadable)")
+            let real = try await dashboard.request(state: "completed", fake: false)
+            let fake = try await dashboard.request(state: "completed", fake: true)
+            let waiting = try await dashboard.request(state: "queued")
+            let list = try await dashboard.get("/dashboard/requests?verdict=needs_review")
+            #expect(list.status == 200)
+            #expect(list.body.contains(#"href="/dashboard/requests/\#(unreadable)""#))
+            for other in [real, fake, waiting] {
+                #expect(!list.body.contains(#"href="/dashboard/requests/\#(other)""#), "request \(other) has a verdict or none yet")
+            }
+            #expect(list.body.contains("needs review"), "the filter and the row say so")
+            let page = try await dashboard.get("/dashboard/requests/\(unreadable)")
+            #expect(page.body.contains("needs review"))
+        }
+    }
+
     @Test("filters that cannot be read answer 400 naming the field")
     func badFilters() async throws {
         try await DashboardFixture.serve { dashboard in

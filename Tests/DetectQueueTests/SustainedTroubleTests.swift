@@ -15,16 +15,18 @@ import WorkerTestSupport
 struct SustainedTroubleTests {
     /// Five minutes of 429s with no `Retry-After` in the issue; here as long as it takes the backoff to grow.
     @Test func aThrottleWithoutRetryAfterFailsNothingSpendsNoAttemptAndBacksTheFleetOff() async throws {
-        var simulator = SimulatorConfiguration(purgeDelay: .milliseconds(200))
-        simulator.throttled = true
-        let harness = try await WorkerHarness.start(simulator)
-        var ids: [Int] = []
-        for index in 0..<6 {
-            ids.append(try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/throttled-\(index).wav", "sync"]))
-        }
+        let harness = try await WorkerHarness.start(.init(latency: .seconds(1), purgeDelay: .milliseconds(200)))
         // Two workers at the harness's settings, whose backoff would spend all eight attempts in a few seconds.
         let first = harness.startWorker(try harness.configuration(workerID: "first"))
         let second = harness.startWorker(try harness.configuration(workerID: "second"))
+        // One request accepted before the throttle, whose polls meet it.
+        let polled = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/polled.wav", "poll"])
+        try await waitUntil("the polled request is accepted") { try await harness.row(polled).decode("state", as: String.self) == "awaiting_result" }
+        await harness.simulator.state.setThrottled(true)
+        var ids = [polled]
+        for index in 0..<6 {
+            ids.append(try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/throttled-\(index).wav", "sync"]))
+        }
         let backoff = {
             try await harness.pool.query("SELECT coalesce(max(backoff_seconds), 0) AS b FROM detectq.pauses WHERE kind = 'rate_limited'")[0]
                 .decode("b", as: Double.self)
@@ -38,6 +40,8 @@ struct SustainedTroubleTests {
             """) == 0, "a 429 fails nothing and spends no attempt")
         try await waitUntil("the backoff has doubled again") { try await backoff() >= 8 }
         #expect(try await harness.count("SELECT count(*) AS n FROM detectq.requests WHERE state IN ('failed', 'retrying') OR attempt > 1") == 0)
+        // Its result is ready, but every poll met the throttle: it is still waiting, unharmed.
+        #expect(try await harness.row(polled).decode("state", as: String.self) == "awaiting_result")
 
         await harness.simulator.state.setThrottled(false)
         try await harness.waitUntilProcessed(ids)
@@ -231,6 +235,47 @@ struct SustainedTroubleTests {
         await first.stop()
         await second.stop()
         #expect(try await harness.count("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed' AND attempt = 1") == ids.count)
+    }
+
+    /// Zero retention: List Detects redacts the detection, so only its callback can find it; the request waits
+    /// for that callback (up to DETECTQ_CALLBACK_TIMEOUT) instead of being submitted, and billed, again.
+    @Test func aZeroRetentionRequestWhoseAnswerWasLostWaitsForItsCallback() async throws {
+        // The detection takes a second, so its callback comes well after the retry's backoff (0.1 s here).
+        let harness = try await WorkerHarness.start(.init(
+            latency: .seconds(1), purgeDelay: .milliseconds(200), faults: .init(lostResponseRate: 1, endpoints: ["POST /detect"])
+        ))
+        let id = try await harness.insert("media_url, wait_mode, zero_retention_mode", ["https://cdn.example.com/private-call.wav", "poll", true])
+        let worker = harness.startWorker(try harness.configuration(callbacks: true))
+        try await harness.waitUntilProcessed([id])
+        await worker.stop()
+        #expect(try await harness.row(id).decode("state", as: String.self) == "completed")
+        #expect(await harness.simulator.state.snapshot().submissions == 1, "found by its callback, not submitted again")
+        let detail = try await harness.pool.query("""
+            SELECT detail FROM detectq.request_events WHERE request_id = \(id) AND to_state = 'awaiting_result'
+            """).first?.decode("detail", as: String?.self)
+        #expect(detail?.hasPrefix("adopted via callback") == true, "\(String(describing: detail))")
+    }
+
+    /// A search the API keeps failing is the API's trouble: it spends none of the request's attempts, and the
+    /// request is looked for again until the search can finish.
+    @Test func aSearchThatCannotFinishSpendsNoAttempt() async throws {
+        // The submission's answer is lost after billing, and so is every List Detects page, until the test lifts it.
+        let harness = try await WorkerHarness.start(.init(
+            purgeDelay: .milliseconds(200), faults: .init(lostResponseRate: 1, endpoints: ["POST /detect", "GET /detect"])
+        ))
+        let id = try await harness.insert("media_url, wait_mode, max_attempts", ["https://cdn.example.com/searched.wav", "sync", 2])
+        let worker = harness.startWorker(try harness.configuration())
+        try await waitUntil("a search could not finish and gave the claim back") {
+            try await harness.count("SELECT count(*) AS n FROM detectq.request_events WHERE request_id = \(id) AND to_state = 'queued'") >= 2
+        }
+        #expect(try await harness.row(id).decode("attempt", as: Int.self) <= 2, "no attempt spent by the search")
+        await harness.simulator.state.setFaults(.none)
+        try await harness.waitUntilProcessed([id])
+        await worker.stop()
+        let row = try await harness.row(id)
+        #expect(try row.decode("state", as: String.self) == "completed")
+        #expect(try row.decode("attempt", as: Int.self) == 2)
+        #expect(await harness.simulator.state.snapshot().submissions == 1, "found and adopted once the search could finish")
     }
 
     /// Inserts one request, runs a worker until it is processed, and expects it completed; returns its id.
