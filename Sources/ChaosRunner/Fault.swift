@@ -25,6 +25,24 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
         (allCases + [.workerKilled]).shuffled(using: &random)
     }
 
+    /// Whether the phase acts on the API's requests, which a throttle stops.
+    var isAPIPhase: Bool {
+        switch self {
+        case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated: true
+        default: false
+        }
+    }
+
+    /// The next card of `deck`, passing over (to deal later) an API phase while a throttle is busy, and a
+    /// throttle while an API phase is on, when the deck holds a card that does not clash.
+    static func deal(from deck: inout [Fault], throttleBusy: Bool, apiPhaseActive: Bool) -> Fault {
+        func clashes(_ fault: Fault) -> Bool {
+            fault == .apiThrottled ? apiPhaseActive : fault.isAPIPhase && throttleBusy
+        }
+        guard let index = deck.lastIndex(where: { !clashes($0) }) else { return deck.removeLast() }
+        return deck.remove(at: index)
+    }
+
     /// The simulator's faults while `active` phases are on, over a light background that never lifts.
     static func simulatorFaults(active: Set<Fault>) -> FaultInjection {
         var faults = FaultInjection(serverErrorRate: 0.01, lostCallbackRate: 0.05, duplicateCallbackRate: 0.05)

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import Postgres
 import ResembleDetect
 
@@ -26,7 +25,6 @@ struct LostAnswerSearch: Sendable {
     /// How many pages one search may read.
     let pageLimit: Int
     let workerID: String?
-    let logger: Logger
 
     /// How far before `unanswered_since` the list is read, for clocks that disagree.
     static let clockSkew: TimeInterval = 60
@@ -103,9 +101,6 @@ struct LostAnswerSearch: Sendable {
                 reachedCutoff = true
                 break
             }
-        }
-        if !reachedCutoff {
-            logger.warning("the search for a lost answer read \(pageLimit) pages (DETECTQ_LOST_ANSWER_SEARCH_PAGES) without reaching the attempt's time; the team account is busier than that")
         }
         let held = try await store.remoteUUIDsHeld(candidates, byOtherThan: request.id)
         let free = Set(candidates).subtracting(held)

@@ -70,8 +70,8 @@ struct RequestProcessor: Sendable {
     /// What a search for a lost answer came to.
     enum SearchEnding {
         case adopted
-        /// Nothing to adopt; the request owes an answer since `owedSince` from now on (the search's start, once
-        /// it read back to its cutoff: nothing older is left to find, and the next search need not read it).
+        /// Nothing to adopt; the request owes an answer since `owedSince` from now on (the search's start: what
+        /// is older was found wanting or given up on, and the next search need not read it again).
         case notFound(owedSince: Date?)
         /// The search could not finish (a page the API kept failing): nothing is known yet.
         case incomplete(String)
@@ -82,7 +82,7 @@ struct RequestProcessor: Sendable {
     private func searchForLostAnswer(of request: DetectionRequest, logger: Logger) async throws -> SearchEnding {
         let search = LostAnswerSearch(
             client: client, budget: budget, store: store, installation: installation,
-            pageLimit: configuration.lostAnswerSearchPages, workerID: configuration.workerID, logger: logger
+            pageLimit: configuration.lostAnswerSearchPages, workerID: configuration.workerID
         )
         let started = Date()
         let finding: LostAnswerSearch.Finding
@@ -92,9 +92,13 @@ struct RequestProcessor: Sendable {
             return .incomplete(error.description)
         }
         guard case .found(let uuid) = finding else {
-            guard finding == .notFound(reachedCutoff: true),
-                  try await store.moveAnswerOwed(of: request, workerID: configuration.workerID, to: started)
-            else { return .notFound(owedSince: request.unansweredSince) }
+            if case .notFound(reachedCutoff: false) = finding {
+                logger.warning("the search for a lost answer read DETECTQ_LOST_ANSWER_SEARCH_PAGES pages without reaching the attempt's time; it is given up on, and the request is sent again")
+            }
+            // Whatever is older than this search is found or given up on: the next search reads only what came since.
+            guard try await store.moveAnswerOwed(of: request, workerID: configuration.workerID, to: started) else {
+                return .notFound(owedSince: request.unansweredSince)
+            }
             return .notFound(owedSince: started)
         }
         if try await store.adopt(uuid, for: request, workerID: configuration.workerID, via: "list") {

@@ -2,7 +2,6 @@ import DetectSimulator
 import DetectqTestSupport
 import FakeAlerts
 import Foundation
-import Logging
 import Postgres
 @testable import ResembleDetect
 @testable import DetectQueue
@@ -139,7 +138,7 @@ struct SustainedTroubleTests {
         let budget = APIBudget(pool: harness.pool, ratePerSecond: 1_000)
         let search = LostAnswerSearch(
             client: client, budget: budget, store: RequestStore(pool: harness.pool), installation: "k3f9q", pageLimit: 20,
-            workerID: "test", logger: Logger(label: "test")
+            workerID: "test"
         )
         // A page that fails four times in a row ends the search as incomplete, and the worker looks again later:
         // so does this test.
@@ -152,7 +151,7 @@ struct SustainedTroubleTests {
         #expect(try await find(search) == created.uuid)
         let narrow = LostAnswerSearch(
             client: client, budget: budget, store: RequestStore(pool: harness.pool), installation: "k3f9q", pageLimit: 1,
-            workerID: "test", logger: Logger(label: "test")
+            workerID: "test"
         )
         #expect(try await find(narrow) == nil, "one page of 1,000 does not reach back that far")
         try await client.shutdown()
