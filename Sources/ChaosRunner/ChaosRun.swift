@@ -190,8 +190,8 @@ package struct ChaosRun: Sendable {
         var deck: [Fault] = []
         var counts: [String: Int] = [:]
         var phases: [Fault: ContinuousClock.Instant] = [:]
-        // A throttle stops every API call (and its backoff for up to 8 s after): no other API phase shares it,
-        // or that phase would inject nothing.
+        // A throttle stops every API call (and its backoff for up to 8 s after): no phase that needs the API's
+        // traffic shares it, or that phase would inject nothing.
         var throttleBusyUntil = started
         let end = started + options.duration
         var tick = started
@@ -202,7 +202,7 @@ package struct ChaosRun: Sendable {
             try await fleet.replaceExited()
             phases = phases.filter { $0.value > tick }
             if deck.isEmpty { deck = Fault.deck(using: &random) }
-            let fault = Fault.deal(from: &deck, throttleBusy: throttleBusyUntil > tick, apiPhaseActive: phases.keys.contains { $0.isAPIPhase })
+            let fault = Fault.deal(from: &deck, throttleBusy: throttleBusyUntil > tick, apiPhaseActive: phases.keys.contains { $0.needsAPITraffic })
             if fault == .apiThrottled { throttleBusyUntil = tick + options.faultInterval * 2 + .seconds(8) }
             counts[fault.rawValue, default: 0] += 1
             let elapsed = Int((tick - started).seconds)

@@ -25,19 +25,19 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
         (allCases + [.workerKilled]).shuffled(using: &random)
     }
 
-    /// Whether the phase acts on the API's requests, which a throttle stops.
-    var isAPIPhase: Bool {
+    /// Whether the phase acts on the API's requests or on what they complete (alerts), which a throttle stops.
+    var needsAPITraffic: Bool {
         switch self {
-        case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated: true
+        case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing: true
         default: false
         }
     }
 
-    /// The next card of `deck`, passing over (to deal later) an API phase while a throttle is busy, and a
-    /// throttle while an API phase is on, when the deck holds a card that does not clash.
+    /// The next card of `deck`, passing over (to deal later) a phase that needs the API's traffic while a
+    /// throttle is busy, and a throttle while such a phase is on, when the deck holds a card that does not clash.
     static func deal(from deck: inout [Fault], throttleBusy: Bool, apiPhaseActive: Bool) -> Fault {
         func clashes(_ fault: Fault) -> Bool {
-            fault == .apiThrottled ? apiPhaseActive : fault.isAPIPhase && throttleBusy
+            fault == .apiThrottled ? apiPhaseActive : fault.needsAPITraffic && throttleBusy
         }
         guard let index = deck.lastIndex(where: { !clashes($0) }) else { return deck.removeLast() }
         return deck.remove(at: index)
