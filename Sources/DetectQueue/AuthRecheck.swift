@@ -21,7 +21,13 @@ struct AuthRecheck: Sendable {
                 try await processor.client.detections(page: 1, pageSize: 10)
             }
         } catch {
-            logger.warning("the API still refuses the token: \(error); probing again in \(Int(processor.configuration.authRecheck.seconds.rounded())) s")
+            // A refusal keeps the pause; so does any other failure, which says nothing of the token yet.
+            let seconds = Int(processor.configuration.authRecheck.seconds.rounded())
+            if case .authentication? = error as? DetectAPIError {
+                logger.warning("the API still refuses the token: \(error); probing again in \(seconds) s")
+            } else {
+                logger.warning("the token probe could not reach a verdict (\(error)); probing again in \(seconds) s")
+            }
             return false
         }
         guard processor.pause.resume() else { return false }
