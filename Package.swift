@@ -58,6 +58,7 @@ let package = Package(
         .target(
             name: "EmbeddedPostgres",
             dependencies: ["ChildProcesses", "Postgres"],
+            path: "Tooling/EmbeddedPostgres",
             swiftSettings: strict
         ),
         .target(
@@ -94,6 +95,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            path: "Tooling/DetectSimulator",
             swiftSettings: strict
         ),
         .target(
@@ -135,6 +137,7 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            path: "Tooling/QueueBenchmarks",
             swiftSettings: strict
         ),
         .target(
@@ -148,13 +151,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            path: "Tooling/ChaosRunner",
             swiftSettings: strict
         ),
         .target(
             name: "FakeAlerts",
             dependencies: [
                 "TextEncodings",
-                "DetectQueue", "ResembleDetect", "Postgres", "InputNumbers",
+                "DetectQueue", "ResembleDetect", "InputNumbers",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -164,13 +168,13 @@ let package = Package(
         ),
         .target(
             name: "IntelligenceArchive",
-            dependencies: ["TextEncodings", "DetectQueue", "ResembleDetect", "Postgres"],
+            dependencies: ["TextEncodings", "DetectQueue", "ResembleDetect"],
             path: "plugins/IntelligenceArchive",
             swiftSettings: strict
         ),
         .target(
             name: "RetentionTracking",
-            dependencies: ["DetectQueue", "ResembleDetect", "Postgres"],
+            dependencies: ["DetectQueue", "ResembleDetect"],
             path: "plugins/RetentionTracking",
             swiftSettings: strict
         ),
@@ -247,9 +251,10 @@ let package = Package(
             name: "ResembleDetectTests",
             dependencies: [
                 "TextEncodings",
-                "ResembleDetect", "DetectSimulator", "DetectqTestSupport", "InputNumbers",
+                "ResembleDetect", "DetectSimulator", "DetectqTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
@@ -259,7 +264,6 @@ let package = Package(
             dependencies: [
                 "DetectQueue", "Postgres", "DetectqTestSupport", "WorkerTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
                 "FakeAlerts", "SchemaMigrations",
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
@@ -301,11 +305,11 @@ let package = Package(
         .testTarget(
             name: "DashboardTests",
             dependencies: [
-                "QueueDashboard", "DetectQueue", "Postgres", "DetectqTestSupport", "EmbeddedPostgres", "DetectSimulator",
+                "QueueDashboard", "Postgres", "DetectqTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -313,7 +317,7 @@ let package = Package(
         .testTarget(
             name: "CommandLineTests",
             dependencies: [
-                "detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres", "ChaosRunner",
+                "detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres", "ChaosRunner", "SchemaMigrations",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

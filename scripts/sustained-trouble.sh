@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The API's trouble that lasts, measured as a new user would meet it (CONTRACT section 6, issue 25): real worker
+# The API's trouble that lasts, measured as a new user would meet it (REFERENCE.md section 6, issue 25): real worker
 # processes at their default settings against `detectq simulate`, on a throwaway PostgreSQL cluster. Not part of
 # the test command: each scenario takes minutes. Prints the figures the issue's goals are stated in.
 #

@@ -43,7 +43,7 @@ struct RequestListFilter: Sendable, Hashable {
     }
 
     static let mediaTypes = ["audio", "video", "image"]
-    static let submitPaths = ["url", "multipart", "secure_upload", "media_token"]
+    static let submitPaths = SubmitPath.allCases.map(\.rawValue)
     static let pageSize = 50
 
     var state: RequestState?

@@ -51,7 +51,7 @@ package struct DetectionItem: Sendable, Hashable {
     /// The picture's own label (`video_metrics` or `image_metrics`).
     package var visualLabel: String? { verdict().label(of: .visual) }
 
-    /// What a label says, by the contract's vocabulary (CONTRACT section 6, "A verdict nobody can read is
+    /// What a label says, by the contract's vocabulary (REFERENCE.md section 6, "A verdict nobody can read is
     /// raised, not dropped"), in any case, with `_`, `-` and runs of spaces read as one space.
     package static func reading(ofLabel label: String) -> LabelReading {
         let words = label.lowercased().split(whereSeparator: { $0 == " " || $0 == "_" || $0 == "-" || $0.isNewline || $0 == "\t" })

@@ -7,7 +7,7 @@ import SchemaMigrations
 import Testing
 
 /// A primary with a streaming standby (`pg_basebackup -R`), workers on a multi-host
-/// `target_session_attrs=read-write` URL, and a failover mid-run (CONTRACT.md section 7).
+/// `target_session_attrs=read-write` URL, and a failover mid-run (REFERENCE.md section 7).
 @Suite("Following a failover to a promoted standby", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct FailoverTests {
     /// Inserts `count` requests through `url`, retrying each insert until one of the servers takes it (an

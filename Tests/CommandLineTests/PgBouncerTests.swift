@@ -5,7 +5,7 @@ import Foundation
 import Postgres
 import Testing
 
-/// detectq behind a real PgBouncer 1.18 in `pool_mode = transaction` (CONTRACT.md section 7), which
+/// detectq behind a real PgBouncer 1.18 in `pool_mode = transaction` (REFERENCE.md section 7), which
 /// `scripts/test.sh` starts in front of the test server: no session state crosses it.
 @Suite(
     "Behind PgBouncer in transaction mode", .enabled(if: TestDatabase.isEnabled && TestDatabase.isPgBouncerEnabled),

@@ -5,7 +5,7 @@ import Foundation
 import Postgres
 import Testing
 
-/// `detectq worker` exporting OpenTelemetry traces over OTLP/HTTP (CONTRACT section 7) to a small receiver
+/// `detectq worker` exporting OpenTelemetry traces over OTLP/HTTP (REFERENCE.md section 7) to a small receiver
 /// of the test's own, which records what it is sent.
 @Suite("OpenTelemetry traces over OTLP/HTTP", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct TracingTests {

@@ -9,7 +9,7 @@ import ResembleDetect
 import Testing
 import WorkerTestSupport
 
-/// CONTRACT section 6, end to end against the simulator playing each hard case (SimulatedScenario).
+/// REFERENCE.md section 6, end to end against the simulator playing each hard case (SimulatedScenario).
 @Suite("When the API misbehaves", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct APIHardCaseTests {
     @Test func aClonedVoiceOverRealFootageIsAFakeWhoseAlertNamesTheAudioTrack() async throws {
@@ -19,7 +19,7 @@ struct APIHardCaseTests {
         let voice = try await harness.insert("media_url", ["https://cdn.example.com/interview-fake-audio.mp4"])
         let picture = try await harness.insert("media_url", ["https://cdn.example.com/clip-fake-visual.mp4"])
         let real = try await harness.insert("media_url", ["https://cdn.example.com/real-clip.mp4"])
-        let worker = harness.startWorker(try harness.configuration(), postProcessors: [PgNotifyAlertSink(policy: .init())])
+        let worker = harness.startWorker(try harness.configuration(), postProcessors: [PgNotifyAlertSink()])
         try await harness.waitUntilProcessed([voice, picture, real])
         await worker.stop()
 

@@ -23,10 +23,10 @@ struct RequestStateMachineTests {
     }
 
     @Test func aSubmissionMarkKeepsStateAndLeaseAndStampsThePath() throws {
-        let mark = try transition(.submitting, .sending(path: "multipart", callbackSecretHash: "abc"))
+        let mark = try transition(.submitting, .sending(path: .multipart, callbackSecretHash: "abc"))
         #expect(!mark.changesState && mark.lease == .keep && mark.attempts == .unchanged)
-        #expect(mark.changes.stampsSubmitStarted && mark.changes.submitPath == "multipart" && mark.changes.callbackSecretHash == "abc")
-        #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .sending(path: "url", callbackSecretHash: nil)) }
+        #expect(mark.changes.stampsSubmitStarted && mark.changes.submitPath == .multipart && mark.changes.callbackSecretHash == "abc")
+        #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .sending(path: .url, callbackSecretHash: nil)) }
     }
 
     @Test func anAcceptanceStoresTheUUIDAndEndsTheLeaseAndTheOwedAnswer() throws {

@@ -129,7 +129,7 @@ struct RequestStoreTests {
         let store = fixture.store(worker: "w")
         let claimed = try await store.claim(workerID: "w", limit: 2, lease: .seconds(30))
         var changes = RequestChanges()
-        changes.submitPath = "url"
+        changes.submitPath = .url
         changes.runAt = Date().addingTimeInterval(120)
         #expect(try await store.apply(.accepted(remoteUUID: "uuid-1"), to: claimed[0], workerID: "w", changes: changes))
         let accepted = try #require(try await store.request(id: claimed[0].id))

@@ -21,7 +21,7 @@ struct NoteMetadata: PostProcessor {
     func applies(to outcome: DetectionOutcome) -> Bool { true }
 
     func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        await log.note(outcome.requestID, outcome.metadata.text)
+        await log.note(outcome.requestID, String(decoding: try JSONEncoder().encode(outcome.metadata), as: UTF8.self))
         return .done
     }
 }

@@ -8,7 +8,7 @@ import Postgres
 import Testing
 import WorkerTestSupport
 
-/// CONTRACT section 6, second part: the API's trouble that lasts, against the simulator playing it.
+/// REFERENCE.md section 6, second part: the API's trouble that lasts, against the simulator playing it.
 /// Serialized: several tests run two workers each and count what reaches the API in a window.
 @Suite("When the API's trouble lasts", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts, .serialized)
 struct SustainedTroubleTests {
@@ -80,7 +80,7 @@ struct SustainedTroubleTests {
         #expect(await alerts.next() == .listening)
         let unreadable = try await harness.insert("media_url", ["https://cdn.example.com/clip-unreadable-label.mp4"])
         let real = try await harness.insert("media_url", ["https://cdn.example.com/real.wav"])
-        let sinks = AlertKind.allCases.map { PgNotifyAlertSink(policy: .init(), kind: $0) }
+        let sinks = AlertKind.decidedAtCompletion.map { PgNotifyAlertSink(kind: $0) }
         let worker = harness.startWorker(try harness.configuration(), postProcessors: sinks)
         try await harness.waitUntilProcessed([unreadable, real])
         let row = try await harness.row(unreadable)

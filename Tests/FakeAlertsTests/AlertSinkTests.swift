@@ -16,7 +16,7 @@ struct AlertSinkTests {
         #expect(await alerts.next() == .listening)
         let fake = try await harness.insert("media_url, metadata", ["https://cdn.example.com/fake-call.wav", PostgresJSON(text: #"{"case": 881}"#)])
         let real = try await harness.insert("media_url", ["https://cdn.example.com/real-call.wav"])
-        let worker = harness.startWorker(try harness.configuration(), postProcessors: [PgNotifyAlertSink(policy: .init())])
+        let worker = harness.startWorker(try harness.configuration(), postProcessors: [PgNotifyAlertSink()])
         try await harness.waitUntilProcessed([fake, real])
         guard case .notification(let notification)? = await alerts.next() else {
             Issue.record("no alert")
@@ -47,12 +47,11 @@ struct AlertSinkTests {
             try await harness.insert("media_url, metadata", ["https://cdn.example.com/fake-2.mp4", PostgresJSON(text: #"{"case": 2}"#)]),
         ]
         let real = try await harness.insert("media_url", ["https://cdn.example.com/real.png"])
-        let policy = FakeAlertPolicy()
         let secret = "whsec-test-123"
         let processors: [any PostProcessor] = [
-            WebhookAlertSink(url: sink.baseURL + "/hook", secret: secret, policy: policy),
-            SlackAlertSink(url: sink.baseURL + "/slack", policy: policy),
-            PagerDutyAlertSink(routingKey: "routing-key-1", url: sink.baseURL + "/pagerduty", policy: policy),
+            WebhookAlertSink(url: sink.baseURL + "/hook", secret: secret),
+            SlackAlertSink(url: sink.baseURL + "/slack"),
+            PagerDutyAlertSink(routingKey: "routing-key-1", url: sink.baseURL + "/pagerduty"),
         ]
         let worker = harness.startWorker(try harness.configuration(), postProcessors: processors)
         // Every post-task finished: no delivery can come after this.

@@ -14,17 +14,17 @@ struct FakeAlertUnitTests {
 
     func outcome(_ item: String, metadata: String = "{}", threshold: Double? = nil) throws -> DetectionOutcome {
         DetectionOutcome(
-            requestID: 7, remoteUUID: "u-1", item: try DetectionItem(json: item), metadata: PostgresJSON(text: metadata), zeroRetentionMode: false,
+            requestID: 7, remoteUUID: "u-1", item: try DetectionItem(json: item), metadata: try JSONDecoder().decode(JSONValue.self, from: Data(metadata.utf8)), zeroRetentionMode: false,
             intelligenceRequested: false, completedAt: Date(timeIntervalSince1970: 1_700_000_000), fakeThreshold: threshold
         )
     }
 
     @Test func aFakeLabelOrAScoreAtTheThresholdAlerts() throws {
-        let policy = FakeAlertPolicy()
-        #expect(policy.isFake(try outcome(label: "Fake", score: "0.2")))
-        #expect(!policy.isFake(try outcome(label: "real", score: "0.99")))
-        #expect(policy.isFake(try outcome(label: "real", score: "0.8", threshold: 0.8)))
-        #expect(!policy.isFake(try outcome(label: "real", score: "0.79", threshold: 0.8)))
+        let fake = AlertKind.detectionFake
+        #expect(fake.isDecided(by: try outcome(label: "Fake", score: "0.2")))
+        #expect(!fake.isDecided(by: try outcome(label: "real", score: "0.99")))
+        #expect(fake.isDecided(by: try outcome(label: "real", score: "0.8", threshold: 0.8)))
+        #expect(!fake.isDecided(by: try outcome(label: "real", score: "0.79", threshold: 0.8)))
     }
 
     @Test func aClonedVoiceOverRealFootageIsAFakeNamingTheAudioTrack() throws {
@@ -33,7 +33,7 @@ struct FakeAlertUnitTests {
              "metrics": {"label": "fake", "aggregated_score": "0.91"},
              "video_metrics": {"label": "real", "score": 0.12, "certainty": 0.9, "children": []}}
             """)
-        #expect(FakeAlertPolicy().isFake(video))
+        #expect(AlertKind.detectionFake.isDecided(by: video))
         #expect(video.verdict.fakeTracks == [.audio])
         #expect(video.verdict.label == "fake" && video.verdict.score == 0.91, "the verdict that made it fake")
         #expect(video.verdict.label(of: .visual) == "real" && video.verdict.label(of: .audio) == "fake")
@@ -45,7 +45,7 @@ struct FakeAlertUnitTests {
             {"uuid": "u-2", "media_type": "video", "status": "completed",
              "metrics": {"label": "real", "aggregated_score": "0.1"}, "video_metrics": {"label": "real", "score": 0.2}}
             """)
-        #expect(!FakeAlertPolicy().isFake(real) && real.verdict.fakeTracks.isEmpty)
+        #expect(!AlertKind.detectionFake.isDecided(by: real) && real.verdict.fakeTracks.isEmpty)
         #expect(real.verdict.label == "real" && real.verdict.score == 0.2, "the picture's verdict leads for a real video")
         let fakePicture = try outcome("""
             {"uuid": "u-3", "media_type": "image", "status": "completed", "image_metrics": {"label": "Fake", "score": 0.88}}

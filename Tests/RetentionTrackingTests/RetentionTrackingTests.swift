@@ -13,9 +13,8 @@ struct RetentionTrackingTests {
     @Test func thePurgeIsRecordedAndAnOverduePurgeAlertsOnce() async throws {
         let sink = try await HTTPRecorder.start()
         let purging = try await WorkerHarness.start(.init(latency: .milliseconds(100), purgeDelay: .milliseconds(1500)))
-        let policy = FakeAlertPolicy()
         let processors: [any PostProcessor] = [
-            WebhookAlertSink(url: sink.baseURL + "/hook", secret: nil, policy: policy, kind: .retentionOverdue),
+            WebhookAlertSink(url: sink.baseURL + "/hook", secret: nil, kind: .retentionOverdue),
             RetentionTracker(sla: .seconds(60)),
         ]
         let id = try await purging.insert("media_url, zero_retention_mode", ["https://cdn.example.com/call.wav", true])
@@ -32,7 +31,7 @@ struct RetentionTrackingTests {
 
         let never = try await WorkerHarness.start(.init(purgeDelay: nil))
         let overdueProcessors: [any PostProcessor] = [
-            WebhookAlertSink(url: sink.baseURL + "/hook", secret: nil, policy: policy, kind: .retentionOverdue),
+            WebhookAlertSink(url: sink.baseURL + "/hook", secret: nil, kind: .retentionOverdue),
             RetentionTracker(sla: .seconds(1)),
         ]
         let stuck = try await never.insert("media_url, zero_retention_mode", ["https://cdn.example.com/kept.wav", true])

@@ -151,7 +151,7 @@ struct PluginInput: Encodable {
         zero_retention_mode = outcome.zeroRetentionMode
         intelligence_requested = outcome.intelligenceRequested
         completed_at = ISO8601Timestamp.format(outcome.completedAt)
-        metadata = try? JSONText.decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
+        metadata = outcome.metadata
         result = try? JSONText.decode(JSONValue.self, from: Data(outcome.item.rawJSON.utf8))
     }
 

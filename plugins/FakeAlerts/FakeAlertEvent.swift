@@ -3,43 +3,40 @@ import Foundation
 import ResembleDetect
 import TextEncodings
 
-/// Which outcomes are alerted on: the fakes, as the outcome's verdict says (any track that reads fake, or
-/// whose score passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`), and the verdicts nobody can read.
-package struct FakeAlertPolicy: Sendable, Hashable {
-    package init() {}
+extension AlertKind {
+    /// The detection found a fake (any track reads fake, or passes `DETECTQ_FAKE_THRESHOLD`; see `Verdict`).
+    package static let detectionFake = AlertKind("detection.fake", title: "Deepfake detected")
+    /// The detection completed with no verdict anyone can read (`is_fake` NULL): it needs a person's review.
+    package static let detectionUnreadable = AlertKind("detection.unreadable", title: "Unreadable verdict needs review")
+    /// The kinds the sinks alert on of their own accord, deciding from the outcome; any other kind they
+    /// deliver only when a processor raises it.
+    package static let decidedAtCompletion: [AlertKind] = [.detectionFake, .detectionUnreadable]
 
-    /// Whether a sink of `kind` should alert on its own for this outcome: fakes for `detection.fake`, verdicts
-    /// nobody can read for `detection.unreadable`; an overdue purge is never decided at completion (the
-    /// retention tracker raises it).
-    package func applies(_ kind: AlertKind, to outcome: DetectionOutcome) -> Bool {
-        switch kind {
-        case .detectionFake: isFake(outcome)
+    /// Whether a sink of this kind alerts on `outcome` of its own accord.
+    package func isDecided(by outcome: DetectionOutcome) -> Bool {
+        switch self {
+        case .detectionFake: outcome.verdict.isFake == true
         case .detectionUnreadable: outcome.verdict.isUnreadable
-        case .retentionOverdue: false
+        default: false
         }
-    }
-
-    package func isFake(_ outcome: DetectionOutcome) -> Bool {
-        outcome.verdict.isFake == true
     }
 }
 
 /// A post-processor that delivers alerts of one kind to one sink; it applies on its own to fakes and to
-/// unreadable verdicts (overdue-purge alerts are raised by the retention tracker).
+/// unreadable verdicts, and to any other kind when a processor raises it.
 package protocol AlertSink: PostProcessor {
-    var policy: FakeAlertPolicy { get }
     var kind: AlertKind { get }
 }
 
 extension AlertSink {
     package func applies(to outcome: DetectionOutcome) -> Bool {
-        policy.applies(kind, to: outcome)
+        kind.isDecided(by: outcome)
     }
 
     package var deliveredAlert: AlertKind? { kind }
 }
 
-/// The alert every sink delivers (CONTRACT.md section 4): `event`, a stable `event_id`, the request, the
+/// The alert every sink delivers (REFERENCE.md section 4): `event`, a stable `event_id`, the request, the
 /// verdict, the producer's metadata and when the detection completed.
 package struct FakeAlertEvent: Sendable, Encodable {
     package let event: String
@@ -65,7 +62,7 @@ package struct FakeAlertEvent: Sendable, Encodable {
         label = outcome.verdict.label
         score = outcome.verdict.score
         fakeTracks = outcome.verdict.fakeTracks.map(\.rawValue)
-        metadata = try? JSONText.decode(JSONValue.self, from: Data(outcome.metadata.text.utf8))
+        metadata = outcome.metadata
         metadataTruncated = nil
         detectedAt = ISO8601Timestamp.format(outcome.completedAt)
     }

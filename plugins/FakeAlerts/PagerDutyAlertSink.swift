@@ -10,15 +10,13 @@ package struct PagerDutyAlertSink: AlertSink {
     package let name: String
     let routingKey: String
     package let url: String
-    package let policy: FakeAlertPolicy
     package let kind: AlertKind
 
     package static let defaultURL = "https://events.pagerduty.com/v2/enqueue"
 
-    package init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(routingKey: String, url: String = PagerDutyAlertSink.defaultURL, kind: AlertKind = .detectionFake) {
         self.routingKey = routingKey
         self.url = url
-        self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.pagerduty", kind: kind)
     }
@@ -35,11 +33,10 @@ package struct PagerDutyAlertSink: AlertSink {
             "media_type": alert.mediaType.map(JSONValue.string) ?? .null, "event_id": .string(alert.eventID),
         ]
         if let metadata = alert.metadata { details["metadata"] = metadata }
-        let summary = switch AlertKind(rawValue: alert.event) {
-        case .retentionOverdue?: "Zero-retention purge overdue for request \(alert.requestID) (\(alert.remoteUUID))"
-        case .detectionUnreadable?:
-            "Unreadable verdict needs review: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "nothing") (score \(score))"
-        default: "Deepfake detected: \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "fake") (score \(score))"
+        let summary = if kind == .detectionFake || kind == .detectionUnreadable {
+            "\(kind.title): \(alert.mediaType ?? "media") of request \(alert.requestID) labelled \(alert.label ?? "nothing") (score \(score))"
+        } else {
+            "\(kind.title) for request \(alert.requestID) (\(alert.remoteUUID))"
         }
         let body = JSONValue.object([
             "routing_key": .string(routingKey),

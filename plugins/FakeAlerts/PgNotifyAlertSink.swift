@@ -6,13 +6,12 @@ import Foundation
 /// metadata would pass that is sent without it (`"metadata_truncated": true`).
 package struct PgNotifyAlertSink: AlertSink {
     package let name: String
-    package let policy: FakeAlertPolicy
     package let kind: AlertKind
     static let channel = "detectq_alerts"
+    package var effects: Set<PostProcessingEffect> { [.notify(channel: Self.channel)] }
     static let payloadLimit = 7_900
 
-    package init(policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
-        self.policy = policy
+    package init(kind: AlertKind = .detectionFake) {
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.pg_notify", kind: kind)
     }

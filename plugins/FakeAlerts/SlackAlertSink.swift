@@ -8,27 +8,25 @@ import TextEncodings
 package struct SlackAlertSink: AlertSink {
     package let name: String
     package let url: String
-    package let policy: FakeAlertPolicy
     package let kind: AlertKind
 
-    package init(url: String, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(url: String, kind: AlertKind = .detectionFake) {
         self.url = url
-        self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.slack", kind: kind)
     }
 
     package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
-        await AlertDelivery.post(try Self.message(FakeAlertEvent(outcome, kind: kind)), to: url)
+        await AlertDelivery.post(try Self.message(FakeAlertEvent(outcome, kind: kind), kind: kind), to: url)
     }
 
     /// The Slack message: a fallback `text` and `blocks` (a header, the verdict's fields, the metadata).
-    static func message(_ event: FakeAlertEvent) throws -> String {
+    static func message(_ event: FakeAlertEvent, kind: AlertKind) throws -> String {
         let score = event.score.map { String(format: "%.2f", $0) } ?? "n/a"
-        let summary = switch AlertKind(rawValue: event.event) {
-        case .retentionOverdue?: "Zero-retention purge overdue for request \(event.requestID) (\(event.mediaType ?? "media"))"
-        case .detectionUnreadable?: "Unreadable verdict on \(event.mediaType ?? "media") needs review (request \(event.requestID), label \(event.label ?? "none"))"
-        default: "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
+        let summary = switch kind {
+        case .detectionFake: "Fake \(event.mediaType ?? "media") detected (request \(event.requestID), score \(score))"
+        case .detectionUnreadable: "Unreadable verdict on \(event.mediaType ?? "media") needs review (request \(event.requestID), label \(event.label ?? "none"))"
+        default: "\(kind.title) for request \(event.requestID) (\(event.mediaType ?? "media"))"
         }
         func field(_ label: String, _ value: String) -> JSONValue {
             .object(["type": .string("mrkdwn"), "text": .string("*\(label)*\n\(value)")])

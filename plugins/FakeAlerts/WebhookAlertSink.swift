@@ -10,13 +10,11 @@ package struct WebhookAlertSink: AlertSink {
     package let name: String
     package let url: String
     let secret: String?
-    package let policy: FakeAlertPolicy
     package let kind: AlertKind
 
-    package init(url: String, secret: String?, policy: FakeAlertPolicy, kind: AlertKind = .detectionFake) {
+    package init(url: String, secret: String?, kind: AlertKind = .detectionFake) {
         self.url = url
         self.secret = secret
-        self.policy = policy
         self.kind = kind
         name = FakeAlertEvent.processorName(sink: "alert.webhook", kind: kind)
     }

@@ -11,6 +11,7 @@ import TextEncodings
 /// and the task fails saying why, instead of being looked for forever.
 package struct IntelligenceArchiver: PostProcessor {
     package let name = "archive.intelligence"
+    package let effects: Set<PostProcessingEffect> = [.archiveIntelligence]
     /// `DETECTQ_ARCHIVE_DIR`, when set.
     package let directory: URL?
     /// How long after the detection completed a report may still be waited for.

@@ -2,12 +2,18 @@ import DetectQueue
 import Foundation
 import ResembleDetect
 
+extension AlertKind {
+    /// A zero-retention file was not purged within `DETECTQ_RETENTION_SLA`.
+    package static let retentionOverdue = AlertKind("retention.overdue", title: "Zero-retention purge overdue")
+}
+
 /// Tracks the purge of zero-retention media: records `file_deleted_at` on the request as soon as the API
 /// reports it (at once when the result already has it, else by polling `GET /detect/{uuid}` on a growing
 /// interval). When no purge has happened within the SLA (`DETECTQ_RETENTION_SLA`), it raises a
 /// `retention.overdue` alert through every alert sink, once, and keeps watching.
 package struct RetentionTracker: PostProcessor {
     package let name = "retention.tracking"
+    package let effects: Set<PostProcessingEffect> = [.recordFileDeleted, .raise(.retentionOverdue)]
     /// How long after completion a purge may take.
     package let sla: Duration
 

@@ -1,0 +1,135 @@
+import Foundation
+import Postgres
+
+/// The claim, heartbeat and rescue SQL of a table of leased work, written once for both queues of
+/// detectq: `detectq.requests` and `detectq.post_tasks`. A table is described by its columns and by what its
+/// state machine says a claim and a lost lease do; the names interpolated into the SQL are these fixed
+/// descriptions, never values.
+struct LeaseTable: Sendable {
+    /// The table, schema-qualified.
+    let table: String
+    /// Its state enum type.
+    let stateType: String
+    /// The function that finds and locks the next claimable rows, in claim order (migration 0011): the
+    /// states the state machine claims from, due now, rows others hold skipped.
+    let claimable: String
+    /// The state of a claimed row.
+    let runningState: String
+    /// What else a claim sets (unqualified assignments, no parameters).
+    let claimAssignments: [String]
+    /// The state a lost lease leaves a running row in, with attempts left and on its last.
+    let retryingState: String
+    let failedState: String
+    /// The state a lost lease leaves a running row in on its last attempt when the row says an answer may have
+    /// been lost (`answerOwedCondition`): requests are then looked for before they fail. Nil for post-tasks.
+    let answerOwed: (condition: String, state: String)?
+    /// Other states whose rows may hold a lease (a request being polled); an expired one is just cleared.
+    let pollingStates: [String]
+    /// The column holding the last failure's reason.
+    let errorColumn: String
+    /// The columns a claim returns.
+    let columns: String
+
+    static let requests: LeaseTable = {
+        let claims = RequestStateMachine.claims
+        let claim = claims[0]
+        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        var parameters: [any PostgresEncodable] = []
+        let assignments = claim.changes.assignments(parameters: &parameters)
+        precondition(parameters.isEmpty, "a claim sets no value of its own")
+        let lost = RequestStateMachine.leaseLost
+        precondition(lost.withAttemptsLeft.lease == .release && lost.onLastAttempt.lease == .release)
+        return LeaseTable(
+            table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_claimable_requests",
+            runningState: claim.to.rawValue, claimAssignments: assignments,
+            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
+            // Within max_attempts only: the claim after the last attempt searches, and one that dies ends.
+            answerOwed: (
+                "r.unanswered_since IS NOT NULL AND r.remote_uuid IS NULL AND r.attempt <= r.max_attempts",
+                lost.onLastAttemptOwingAnswer.to.rawValue
+            ),
+            pollingStates: [RequestState.awaitingResult.rawValue],
+            errorColumn: "error_message", columns: DetectionRequest.columns
+        )
+    }()
+
+    static let postTasks: LeaseTable = {
+        let claims = PostTaskStateMachine.claims
+        let claim = claims[0]
+        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        var parameters: [any PostgresEncodable] = []
+        let assignments = claim.columns(parameters: &parameters)
+        precondition(parameters.isEmpty, "a claim sets no value of its own")
+        let lost = PostTaskStateMachine.leaseLost
+        return LeaseTable(
+            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks",
+            runningState: claim.to.rawValue, claimAssignments: assignments,
+            retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, answerOwed: nil, pollingStates: [],
+            errorColumn: "last_error", columns: PostTask.columns
+        )
+    }()
+
+    private func list(_ states: [String]) -> String {
+        states.map { "'\($0)'" }.joined(separator: ", ")
+    }
+
+    /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold. Each row also
+    /// carries `claimed_from`, the state it was claimed from. With `returnsPrior`, the row's
+    /// `unanswered_since` before the claim comes back too, as `prior_unanswered_since` (requests only).
+    func claim(
+        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, returnsPrior: Bool = false
+    ) async throws -> PostgresRows {
+        try await pool.query(PostgresQuery(sql: """
+            UPDATE \(table) AS r
+            SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
+                attempt = r.attempt + 1, updated_at = now()\(claimAssignments.map { ", " + $0 }.joined())
+            FROM \(claimable)($3) AS claimable
+            WHERE r.id = claimable.claimable_id
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(returnsPrior ? ", claimable.prior_unanswered_since" : "")
+            """, parameters: [workerID, lease.seconds, limit]))
+    }
+
+    /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.
+    func heartbeat(on pool: PostgresConnectionPool, workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await pool.query(NonStateWrite.leaseRenewal(table: table, workerID: workerID, ids: ids, lease: lease))
+        return Set(try rows.map { try $0.decode("id", as: Int.self) })
+    }
+
+    /// Takes back expired leases: a running row goes to retrying (or failed on its last attempt, unless its
+    /// answer may have been lost) after
+    /// `retryDelay`; a polling lease is cleared. The UPDATE re-checks state and expiry, so a row that moved on
+    /// meanwhile is left alone. Returns each rescued row's id and new state.
+    func rescueExpiredLeases(on pool: PostgresConnectionPool, limit: Int, retryDelay: Duration) async throws -> [(id: Int, state: String)] {
+        let leased = list([runningState] + pollingStates)
+        let owedState = answerOwed.map { "WHEN \($0.condition) THEN '\($0.state)'::\(stateType)" } ?? ""
+        let owedReason = answerOwed.map {
+            "WHEN \($0.condition) THEN '; its answer may have been lost, so the detection it may have created is looked for before the request fails'"
+        } ?? ""
+        let rows = try await pool.query(PostgresQuery(sql: """
+            WITH expired AS (
+                SELECT id FROM \(table)
+                WHERE locked_by IS NOT NULL AND locked_until < now() AND state IN (\(leased))
+                ORDER BY locked_until
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE \(table) AS r SET
+                state = CASE
+                    WHEN r.state <> '\(runningState)' THEN r.state
+                    WHEN r.attempt < r.max_attempts THEN '\(retryingState)'::\(stateType)
+                    \(owedState)
+                    ELSE '\(failedState)'::\(stateType) END,
+                \(errorColumn) = CASE WHEN r.state = '\(runningState)'
+                    THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
+                         || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' \(owedReason) ELSE '; no attempts left' END
+                    ELSE r.\(errorColumn) END,
+                run_at = CASE WHEN r.state = '\(runningState)' THEN now() + make_interval(secs => $2) ELSE r.run_at END,
+                locked_by = NULL, locked_until = NULL
+            FROM expired
+            WHERE r.id = expired.id AND r.locked_until < now() AND r.state IN (\(leased))
+            RETURNING r.id, r.state::text AS state
+            """, parameters: [limit, retryDelay.seconds]))
+        return try rows.map { (try $0.decode("id", as: Int.self), try $0.decode("state", as: String.self)) }
+    }
+}

@@ -1,0 +1,76 @@
+import DetectSimulator
+import Foundation
+
+/// A fault a chaos run injects. Some are events (a kill, a restart); the others are phases that stay on for
+/// a while and then lift. The API's hard cases that belong to a request rather than to a moment (failed and
+/// never-ending detections, fake audio under a real picture, a forbidden product) are the producer's
+/// (`HardCase`).
+package enum Fault: String, CaseIterable, Sendable, Codable {
+    case workerKilled = "busiest worker killed with SIGKILL and replaced"
+    case postgresFastRestart = "PostgreSQL restarted (fast shutdown)"
+    case postgresImmediateRestart = "PostgreSQL restarted (immediate shutdown, crash recovery)"
+    case postgresFailover = "PostgreSQL primary stopped and its standby promoted (failover)"
+    case apiSlow = "API slow (4 s per detection)"
+    case apiDroppingConnections = "API dropping connections and losing responses"
+    case apiErrors = "API answering 503 and 429"
+    case apiLosingAnswers = "API losing a quarter of its answers after billing"
+    case apiOutOfCredit = "API out of credit (402)"
+    case callbacksLostAndDuplicated = "callbacks lost and duplicated"
+    case sinkFailing = "alert sink failing"
+    case apiThrottled = "API throttling (429 with no Retry-After, every request)"
+    case busyTeam = "the team's other services busy (40 detections a second in List Detects)"
+
+    /// One round of every fault, worker kills twice as often as the rest, in an order drawn from `random`.
+    static func deck(using random: inout some RandomNumberGenerator) -> [Fault] {
+        (allCases + [.workerKilled]).shuffled(using: &random)
+    }
+
+    /// Whether the phase acts on the API's requests or on what they complete (alerts), which a throttle stops.
+    var needsAPITraffic: Bool {
+        switch self {
+        case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing: true
+        default: false
+        }
+    }
+
+    /// Whether few requests complete while the phase is on and for a while after (no submission goes out, or
+    /// each takes seconds), so an alert sink failing then would have nothing to fail.
+    var thinsCompletions: Bool {
+        self == .apiOutOfCredit || self == .apiSlow
+    }
+
+    /// The next card of `deck`, passing over (to deal later) a phase that needs the API's traffic while a
+    /// throttle is busy, a throttle while such a phase is on, the alert sink's failing while completions are
+    /// thin, and a phase that thins them while the sink fails, when the deck holds a card that does not clash.
+    static func deal(from deck: inout [Fault], throttleBusy: Bool, apiPhaseActive: Bool, completionsThin: Bool, sinkFailing: Bool) -> Fault {
+        func clashes(_ fault: Fault) -> Bool {
+            if fault == .apiThrottled { return apiPhaseActive }
+            if fault == .sinkFailing && completionsThin { return true }
+            if fault.thinsCompletions && sinkFailing { return true }
+            return fault.needsAPITraffic && throttleBusy
+        }
+        guard let index = deck.lastIndex(where: { !clashes($0) }) else { return deck.removeLast() }
+        return deck.remove(at: index)
+    }
+
+    /// The simulator's faults while `active` phases are on, over a light background that never lifts.
+    static func simulatorFaults(active: Set<Fault>) -> FaultInjection {
+        var faults = FaultInjection(serverErrorRate: 0.01, lostCallbackRate: 0.05, duplicateCallbackRate: 0.05)
+        if active.contains(.apiDroppingConnections) {
+            faults.dropRate = 0.15
+            faults.lostResponseRate = 0.05
+        }
+        if active.contains(.apiErrors) {
+            faults.serverErrorRate = 0.15
+            faults.rateLimitRate = 0.1
+        }
+        if active.contains(.apiLosingAnswers) {
+            faults.lostResponseRate = 0.25
+        }
+        if active.contains(.callbacksLostAndDuplicated) {
+            faults.lostCallbackRate = 0.4
+            faults.duplicateCallbackRate = 0.4
+        }
+        return faults
+    }
+}

@@ -1,0 +1,678 @@
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0013): the
+-- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
+-- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
+-- `detectq migrate`, never from this file. After adding a migration:
+--     DETECTQ_UPDATE_SCHEMA_SNAPSHOT=1 scripts/test.sh --filter SchemaSnapshotTests
+
+CREATE SCHEMA detectq;
+
+CREATE TYPE detectq.post_task_state AS ENUM (
+    'queued',
+    'running',
+    'retrying',
+    'completed',
+    'failed'
+);
+
+CREATE TYPE detectq.request_state AS ENUM (
+    'queued',
+    'submitting',
+    'awaiting_result',
+    'retrying',
+    'completed',
+    'failed',
+    'cancelled'
+);
+
+CREATE FUNCTION detectq.count_failure_reason_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO detectq.failure_counts (state, reason, n, last_seen) VALUES
+        (OLD.state::text, coalesce(OLD.error_message, '(no reason)'), -1, NULL),
+        (NEW.state::text, coalesce(NEW.error_message, '(no reason)'), 1, NEW.updated_at);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.count_statement() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    sign integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
+BEGIN
+    INSERT INTO detectq.state_counts (kind, state, n)
+    SELECT TG_ARGV[0], state::text, sign * count(*) FROM changed_rows GROUP BY state;
+    IF TG_ARGV[0] = 'request' THEN
+        -- A group's last_seen is when a request joined it, so a delete leaves it as it was.
+        INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+        SELECT state::text, coalesce(error_message, '(no reason)'), sign * count(*), CASE WHEN sign > 0 THEN max(updated_at) END
+        FROM changed_rows WHERE state IN ('failed', 'retrying') GROUP BY 1, 2;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.current_actor() RETURNS text
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    explicit text := nullif(current_setting('detectq.worker_id', true), '');
+    name text := current_setting('application_name');
+BEGIN
+    IF explicit IS NOT NULL THEN
+        RETURN explicit;
+    ELSIF starts_with(name, 'detectq worker ') THEN
+        RETURN nullif(substr(name, 16), '');
+    ELSIF name ~ '^detectq [a-z-]+ \(' THEN
+        RETURN name;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.fold_state_counts() RETURNS void
+    LANGUAGE sql
+    AS $$
+    WITH folded AS (DELETE FROM detectq.state_counts RETURNING kind, state, n)
+    INSERT INTO detectq.state_counts (kind, state, n)
+    SELECT kind, state, sum(n) FROM folded GROUP BY kind, state HAVING sum(n) <> 0;
+    WITH folded AS (DELETE FROM detectq.failure_counts RETURNING state, reason, n, last_seen)
+    INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+    SELECT state, reason, sum(n), max(last_seen) FROM folded GROUP BY state, reason HAVING sum(n) <> 0;
+$$;
+
+CREATE FUNCTION detectq.keep_earlier_callback_secret() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.earlier_callback_secret_hashes := array_append(coalesce(OLD.earlier_callback_secret_hashes, '{}'), OLD.callback_secret_hash);
+    RETURN NEW;
+END;
+$$;
+
+CREATE FUNCTION detectq.next_claimable_post_tasks(how_many bigint) RETURNS TABLE(claimable_id bigint, claimed_from text)
+    LANGUAGE sql ROWS 100
+    SET enable_sort TO 'off'
+    AS $$
+    SELECT t.id, t.state::text FROM detectq.post_tasks AS t
+    WHERE t.state IN ('queued', 'retrying') AND t.run_at <= now()
+    ORDER BY t.run_at, t.id
+    LIMIT how_many
+    FOR UPDATE SKIP LOCKED
+$$;
+
+CREATE FUNCTION detectq.next_claimable_requests(how_many bigint) RETURNS TABLE(claimable_id bigint, claimed_from text, prior_unanswered_since timestamp with time zone)
+    LANGUAGE sql ROWS 100
+    SET enable_sort TO 'off'
+    AS $$
+    SELECT r.id, r.state::text, r.unanswered_since FROM detectq.requests AS r
+    WHERE r.state IN ('queued', 'retrying') AND r.run_at <= now()
+    ORDER BY r.priority DESC, r.run_at, r.id
+    LIMIT how_many
+    FOR UPDATE SKIP LOCKED
+$$;
+
+CREATE FUNCTION detectq.post_tasks_check_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NEW.state IS DISTINCT FROM OLD.state AND NOT EXISTS (
+        SELECT 1 FROM detectq.post_task_state_transitions t
+        WHERE t.from_state = OLD.state AND t.to_state = NEW.state
+    ) THEN
+        RAISE EXCEPTION 'post-task % cannot move from % to %', OLD.id, OLD.state, NEW.state
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'post_tasks_legal_state_transition',
+                  SCHEMA = 'detectq', TABLE = 'post_tasks',
+                  HINT = 'detectq.post_task_state_transitions lists the legal transitions';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION detectq.post_tasks_notify_runnable() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('detectq_post_tasks', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.post_tasks_record_event() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    previous detectq.post_task_state;
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        previous := OLD.state;
+        INSERT INTO detectq.state_counts (kind, state, n) VALUES ('post_task', OLD.state::text, -1), ('post_task', NEW.state::text, 1);
+    END IF;
+    INSERT INTO detectq.post_task_events (task_id, from_state, to_state, worker_id, detail)
+    VALUES (NEW.id, previous, NEW.state, detectq.current_actor(), CASE WHEN NEW.state IN ('retrying', 'failed') THEN NEW.last_error END);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.recount_states() RETURNS void
+    LANGUAGE sql
+    AS $$
+    DELETE FROM detectq.state_counts;
+    INSERT INTO detectq.state_counts (kind, state, n)
+    SELECT 'request', state::text, count(*) FROM detectq.requests GROUP BY state;
+    INSERT INTO detectq.state_counts (kind, state, n)
+    SELECT 'post_task', state::text, count(*) FROM detectq.post_tasks GROUP BY state;
+    DELETE FROM detectq.failure_counts;
+    INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+    SELECT state::text, coalesce(error_message, '(no reason)'), count(*), max(updated_at)
+    FROM detectq.requests WHERE state IN ('failed', 'retrying') GROUP BY 1, 2;
+$$;
+
+CREATE FUNCTION detectq.requests_check_insert() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'a new request must start queued, with no attempt, lease, remote_uuid or result'
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'requests_new_request_starts_queued',
+              SCHEMA = 'detectq', TABLE = 'requests';
+END
+$$;
+
+CREATE FUNCTION detectq.requests_delete_history() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM detectq.request_events e USING deleted WHERE e.request_id = deleted.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_notify_claimable() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('detectq_requests', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_record_inserts() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    actor text := detectq.current_actor();
+    given_detail text := nullif(current_setting('detectq.event_detail', true), '');
+BEGIN
+    INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
+    SELECT id, NULL, state, actor, given_detail FROM inserted ORDER BY id;
+    IF EXISTS (SELECT 1 FROM inserted WHERE run_at <= now()) THEN
+        PERFORM pg_notify('detectq_requests', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_record_transitions() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    actor text := detectq.current_actor();
+    given_detail text := nullif(current_setting('detectq.event_detail', true), '');
+    illegal record;
+BEGIN
+    WITH moved AS MATERIALIZED (
+        -- Each id is in each table once, so a side's max() is that side's value.
+        SELECT * FROM (
+            SELECT id,
+                   max(state) FILTER (WHERE is_before) AS from_state, max(state) FILTER (WHERE NOT is_before) AS to_state,
+                   max(error_message) FILTER (WHERE is_before) AS old_error, max(error_message) FILTER (WHERE NOT is_before) AS error_message,
+                   max(updated_at) FILTER (WHERE NOT is_before) AS updated_at
+            FROM (
+                SELECT id, state, error_message, updated_at, true AS is_before FROM before_rows
+                UNION ALL SELECT id, state, error_message, updated_at, false FROM after_rows
+            ) AS versions
+            GROUP BY id
+        ) AS paired
+        WHERE from_state <> to_state
+    ), events AS (
+        INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
+        SELECT id, from_state, to_state, actor,
+               coalesce(given_detail, CASE WHEN to_state IN ('retrying', 'failed') THEN error_message END)
+        FROM moved ORDER BY id
+    ), counted AS (
+        INSERT INTO detectq.state_counts (kind, state, n)
+        SELECT 'request', change.state, sum(change.n)
+        FROM moved, LATERAL (VALUES (from_state::text, -1), (to_state::text, 1)) AS change(state, n)
+        GROUP BY change.state HAVING sum(change.n) <> 0
+    ), failures AS (
+        INSERT INTO detectq.failure_counts (state, reason, n, last_seen)
+        SELECT change.state, change.reason, change.n, change.last_seen
+        FROM moved, LATERAL (VALUES (from_state::text, coalesce(old_error, '(no reason)'), -1, NULL::timestamptz),
+                                    (to_state::text, coalesce(error_message, '(no reason)'), 1, updated_at))
+             AS change(state, reason, n, last_seen)
+        WHERE change.state IN ('failed', 'retrying')
+    )
+    SELECT moved.id, moved.from_state, moved.to_state INTO illegal
+    FROM moved
+    WHERE NOT EXISTS (
+        SELECT 1 FROM detectq.request_state_transitions t WHERE t.from_state = moved.from_state AND t.to_state = moved.to_state
+    )
+    ORDER BY moved.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'request % cannot move from % to %', illegal.id, illegal.from_state, illegal.to_state
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'requests_legal_state_transition',
+                  SCHEMA = 'detectq', TABLE = 'requests',
+                  HINT = 'detectq.request_state_transitions lists the legal transitions';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_touch() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE TABLE detectq.api_budget (
+    singleton boolean DEFAULT true NOT NULL,
+    next_slot_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    CONSTRAINT api_budget_single_row CHECK (singleton)
+);
+
+CREATE TABLE detectq.failure_counts (
+    state text NOT NULL,
+    reason text NOT NULL,
+    n bigint NOT NULL,
+    last_seen timestamp with time zone,
+    CONSTRAINT failure_counts_state_valid CHECK ((state = ANY (ARRAY['failed'::text, 'retrying'::text])))
+);
+
+CREATE TABLE detectq.installation (
+    name text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    singleton boolean DEFAULT true NOT NULL,
+    CONSTRAINT installation_name_valid CHECK ((name ~ '^[a-z0-9]{5,12}$'::text)),
+    CONSTRAINT installation_singleton CHECK (singleton)
+);
+
+COMMENT ON TABLE detectq.installation IS 'This deployment''s name, carried in upload names so that deployments sharing an API team never adopt each other''s detections.';
+
+CREATE TABLE detectq.intelligence_archive (
+    request_id bigint NOT NULL,
+    remote_uuid text NOT NULL,
+    intelligence jsonb NOT NULL,
+    archived_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT intelligence_archive_is_object CHECK ((jsonb_typeof(intelligence) = 'object'::text))
+);
+
+COMMENT ON TABLE detectq.intelligence_archive IS 'Intelligence reports of completed requests, one row per request; kept when the request itself is pruned.';
+
+CREATE TABLE detectq.pauses (
+    kind text NOT NULL,
+    reason text NOT NULL,
+    paused_by text,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    until timestamp with time zone,
+    backoff_seconds double precision,
+    CONSTRAINT pauses_backoff_positive CHECK ((backoff_seconds > (0)::double precision)),
+    CONSTRAINT pauses_kind_valid CHECK ((kind = ANY (ARRAY['rate_limited'::text, 'out_of_credit'::text, 'operator'::text]))),
+    CONSTRAINT pauses_reason_not_blank CHECK ((btrim(reason) <> ''::text)),
+    CONSTRAINT pauses_until_set_unless_operator CHECK (((kind = 'operator'::text) = (until IS NULL)))
+);
+
+COMMENT ON TABLE detectq.pauses IS 'The shared pause: rate_limited (a 429), out_of_credit (a 402) and operator (detectq pause), with who, when and why.';
+
+COMMENT ON COLUMN detectq.pauses.backoff_seconds IS 'rate_limited: the backoff the last 429 without Retry-After set (doubled by the next one while the 429s go on).';
+
+CREATE TABLE detectq.post_task_events (
+    id bigint NOT NULL,
+    task_id bigint NOT NULL,
+    from_state detectq.post_task_state,
+    to_state detectq.post_task_state NOT NULL,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    worker_id text,
+    detail text
+);
+
+ALTER TABLE detectq.post_task_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME detectq.post_task_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE detectq.post_task_state_transitions (
+    from_state detectq.post_task_state NOT NULL,
+    to_state detectq.post_task_state NOT NULL
+);
+
+CREATE TABLE detectq.post_tasks (
+    id bigint NOT NULL,
+    request_id bigint NOT NULL,
+    processor text NOT NULL,
+    state detectq.post_task_state DEFAULT 'queued'::detectq.post_task_state NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    max_attempts integer DEFAULT 10 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    locked_by text,
+    locked_until timestamp with time zone,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    CONSTRAINT post_tasks_attempt_non_negative CHECK ((attempt >= 0)),
+    CONSTRAINT post_tasks_failed_has_reason CHECK (((state <> 'failed'::detectq.post_task_state) OR (last_error IS NOT NULL))),
+    CONSTRAINT post_tasks_lease_complete CHECK (((locked_by IS NULL) = (locked_until IS NULL))),
+    CONSTRAINT post_tasks_lease_only_while_running CHECK (((locked_by IS NULL) OR (state = 'running'::detectq.post_task_state))),
+    CONSTRAINT post_tasks_max_attempts_positive CHECK ((max_attempts >= 1)),
+    CONSTRAINT post_tasks_processor_not_blank CHECK ((btrim(processor) <> ''::text))
+);
+
+ALTER TABLE detectq.post_tasks ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME detectq.post_tasks_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE detectq.request_events (
+    id bigint NOT NULL,
+    request_id bigint NOT NULL,
+    from_state detectq.request_state,
+    to_state detectq.request_state NOT NULL,
+    at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    worker_id text,
+    detail text
+);
+
+ALTER TABLE detectq.request_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME detectq.request_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE detectq.request_state_transitions (
+    from_state detectq.request_state NOT NULL,
+    to_state detectq.request_state NOT NULL
+);
+
+CREATE TABLE detectq.requests (
+    id bigint NOT NULL,
+    media_url text,
+    media_path text,
+    media_token text,
+    visualize boolean DEFAULT false NOT NULL,
+    intelligence boolean DEFAULT false NOT NULL,
+    audio_source_tracing boolean DEFAULT false NOT NULL,
+    use_reverse_search boolean DEFAULT false NOT NULL,
+    use_ood_detector boolean DEFAULT false NOT NULL,
+    zero_retention_mode boolean DEFAULT false NOT NULL,
+    frame_length integer,
+    start_region numeric,
+    end_region numeric,
+    max_video_secs numeric,
+    max_video_fps numeric,
+    model_types text,
+    pipeline text,
+    wait_mode text DEFAULT 'auto'::text NOT NULL,
+    priority smallint DEFAULT 0 NOT NULL,
+    run_at timestamp with time zone DEFAULT now() NOT NULL,
+    max_attempts integer DEFAULT 8 NOT NULL,
+    idempotency_key text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    state detectq.request_state DEFAULT 'queued'::detectq.request_state NOT NULL,
+    attempt integer DEFAULT 0 NOT NULL,
+    locked_by text,
+    locked_until timestamp with time zone,
+    remote_uuid text,
+    submit_path text,
+    submit_started_at timestamp with time zone,
+    media_type text,
+    label text,
+    is_fake boolean,
+    aggregated_score double precision,
+    result jsonb,
+    file_deleted_at timestamp with time zone,
+    error_message text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    callback_secret_hash text,
+    secure_upload_token text,
+    secure_upload_token_issued_at timestamp with time zone,
+    accepted_at timestamp with time zone,
+    poll_count integer DEFAULT 0 NOT NULL,
+    audio_label text,
+    visual_label text,
+    unanswered_since timestamp with time zone,
+    traceparent text,
+    earlier_callback_secret_hashes text[],
+    CONSTRAINT requests_attempt_non_negative CHECK ((attempt >= 0)),
+    CONSTRAINT requests_awaiting_result_has_remote_uuid CHECK (((state <> 'awaiting_result'::detectq.request_state) OR (remote_uuid IS NOT NULL))),
+    CONSTRAINT requests_completed_has_result CHECK (((state <> 'completed'::detectq.request_state) OR ((result IS NOT NULL) AND (completed_at IS NOT NULL)))),
+    CONSTRAINT requests_end_region_after_start_region CHECK ((end_region > start_region)),
+    CONSTRAINT requests_end_region_non_negative CHECK (((end_region >= (0)::numeric) AND (end_region < 'Infinity'::numeric))),
+    CONSTRAINT requests_exactly_one_media_source CHECK ((num_nonnulls(media_url, media_path, media_token) = 1)),
+    CONSTRAINT requests_failed_has_reason CHECK (((state <> 'failed'::detectq.request_state) OR (error_message IS NOT NULL))),
+    CONSTRAINT requests_frame_length_range CHECK (((frame_length >= 1) AND (frame_length <= 4))),
+    CONSTRAINT requests_lease_complete CHECK (((locked_by IS NULL) = (locked_until IS NULL))),
+    CONSTRAINT requests_lease_only_while_working CHECK (((locked_by IS NULL) OR (state = ANY (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state])))),
+    CONSTRAINT requests_max_attempts_positive CHECK ((max_attempts >= 1)),
+    CONSTRAINT requests_max_video_fps_non_negative CHECK (((max_video_fps >= (0)::numeric) AND (max_video_fps < 'Infinity'::numeric))),
+    CONSTRAINT requests_max_video_secs_non_negative CHECK (((max_video_secs >= (0)::numeric) AND (max_video_secs < 'Infinity'::numeric))),
+    CONSTRAINT requests_media_path_not_blank CHECK ((btrim(media_path) <> ''::text)),
+    CONSTRAINT requests_media_token_not_blank CHECK ((btrim(media_token) <> ''::text)),
+    CONSTRAINT requests_media_url_not_blank CHECK ((btrim(media_url) <> ''::text)),
+    CONSTRAINT requests_metadata_is_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT requests_model_types_valid CHECK ((model_types = ANY (ARRAY['image'::text, 'talking_head'::text]))),
+    CONSTRAINT requests_pipeline_not_blank CHECK ((btrim(pipeline) <> ''::text)),
+    CONSTRAINT requests_poll_count_non_negative CHECK ((poll_count >= 0)),
+    CONSTRAINT requests_secure_upload_token_dated CHECK (((secure_upload_token IS NULL) = (secure_upload_token_issued_at IS NULL))),
+    CONSTRAINT requests_start_region_non_negative CHECK (((start_region >= (0)::numeric) AND (start_region < 'Infinity'::numeric))),
+    CONSTRAINT requests_submit_path_valid CHECK ((submit_path = ANY (ARRAY['url'::text, 'multipart'::text, 'secure_upload'::text, 'media_token'::text]))),
+    CONSTRAINT requests_submitting_has_lease CHECK (((state <> 'submitting'::detectq.request_state) OR (locked_by IS NOT NULL))),
+    CONSTRAINT requests_wait_mode_valid CHECK ((wait_mode = ANY (ARRAY['auto'::text, 'sync'::text, 'callback'::text, 'poll'::text])))
+);
+
+COMMENT ON TABLE detectq.requests IS 'Detection requests: producers INSERT them (exactly one of media_url, media_path, media_token); detectq workers do the rest.';
+
+COMMENT ON COLUMN detectq.requests.audio_label IS 'The audio track''s label (metrics.label), as the API gave it.';
+
+COMMENT ON COLUMN detectq.requests.visual_label IS 'The picture''s label (video_metrics or image_metrics), as the API gave it.';
+
+COMMENT ON COLUMN detectq.requests.unanswered_since IS 'Since when an attempt may have reached the API without its answer reaching us; NULL once the API answered.';
+
+COMMENT ON COLUMN detectq.requests.traceparent IS 'W3C traceparent (00-<trace-id>-<parent-id>-<flags>) of the producer''s span; the request''s spans continue its trace';
+
+COMMENT ON COLUMN detectq.requests.earlier_callback_secret_hashes IS 'SHA-256 (hex) of the callback secrets of earlier attempts, still valid until the request ends; a secret''s column.';
+
+ALTER TABLE detectq.requests ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME detectq.requests_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE detectq.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE detectq.state_counts (
+    kind text NOT NULL,
+    state text NOT NULL,
+    n bigint NOT NULL,
+    CONSTRAINT state_counts_kind_valid CHECK ((kind = ANY (ARRAY['request'::text, 'post_task'::text])))
+);
+
+CREATE TABLE detectq.workers (
+    worker_id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    concurrency integer NOT NULL,
+    lease_seconds double precision NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    stopped_at timestamp with time zone,
+    CONSTRAINT workers_lease_positive CHECK ((lease_seconds > (0)::double precision)),
+    CONSTRAINT workers_worker_id_not_blank CHECK ((btrim(worker_id) <> ''::text))
+);
+
+COMMENT ON TABLE detectq.workers IS 'detectq worker processes: started_at, heartbeat_at (every third of a lease) and stopped_at (clean stops).';
+
+ALTER TABLE ONLY detectq.api_budget
+    ADD CONSTRAINT api_budget_pkey PRIMARY KEY (singleton);
+
+ALTER TABLE ONLY detectq.installation
+    ADD CONSTRAINT installation_pkey PRIMARY KEY (singleton);
+
+ALTER TABLE ONLY detectq.intelligence_archive
+    ADD CONSTRAINT intelligence_archive_pkey PRIMARY KEY (request_id);
+
+ALTER TABLE ONLY detectq.pauses
+    ADD CONSTRAINT pauses_pkey PRIMARY KEY (kind);
+
+ALTER TABLE ONLY detectq.post_task_events
+    ADD CONSTRAINT post_task_events_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY detectq.post_task_state_transitions
+    ADD CONSTRAINT post_task_state_transitions_pkey PRIMARY KEY (from_state, to_state);
+
+ALTER TABLE ONLY detectq.post_tasks
+    ADD CONSTRAINT post_tasks_one_per_processor UNIQUE (request_id, processor);
+
+ALTER TABLE ONLY detectq.post_tasks
+    ADD CONSTRAINT post_tasks_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY detectq.request_events
+    ADD CONSTRAINT request_events_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY detectq.request_state_transitions
+    ADD CONSTRAINT request_state_transitions_pkey PRIMARY KEY (from_state, to_state);
+
+ALTER TABLE ONLY detectq.requests
+    ADD CONSTRAINT requests_idempotency_key_unique UNIQUE (idempotency_key);
+
+ALTER TABLE detectq.requests
+    ADD CONSTRAINT requests_media_url_https CHECK (((media_url ~* '^https://'::text) OR (btrim(media_url) = ''::text))) NOT VALID;
+
+ALTER TABLE ONLY detectq.requests
+    ADD CONSTRAINT requests_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY detectq.requests
+    ADD CONSTRAINT requests_remote_uuid_unique UNIQUE (remote_uuid);
+
+ALTER TABLE detectq.requests
+    ADD CONSTRAINT requests_traceparent_w3c CHECK (((traceparent IS NULL) OR ((traceparent ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$'::text) AND ("left"(traceparent, 2) <> 'ff'::text) AND (substr(traceparent, 4, 32) <> repeat('0'::text, 32)) AND (substr(traceparent, 37, 16) <> repeat('0'::text, 16))))) NOT VALID;
+
+ALTER TABLE ONLY detectq.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY detectq.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
+
+CREATE INDEX post_task_events_task_idx ON detectq.post_task_events USING btree (task_id, id);
+
+CREATE INDEX post_tasks_claimable_idx ON detectq.post_tasks USING btree (run_at, id) WHERE (state = ANY (ARRAY['queued'::detectq.post_task_state, 'retrying'::detectq.post_task_state]));
+
+CREATE INDEX post_tasks_leased_idx ON detectq.post_tasks USING btree (locked_until) WHERE (locked_by IS NOT NULL);
+
+CREATE INDEX post_tasks_unfinished_idx ON detectq.post_tasks USING btree (processor, state) INCLUDE (run_at) WHERE (state <> 'completed'::detectq.post_task_state);
+
+CREATE INDEX request_events_request_idx ON detectq.request_events USING btree (request_id, id);
+
+CREATE INDEX requests_awaiting_idx ON detectq.requests USING btree (run_at, id) WHERE (state = 'awaiting_result'::detectq.request_state);
+
+CREATE INDEX requests_claimable_idx ON detectq.requests USING btree (priority DESC, run_at, id) WHERE (state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state]));
+
+CREATE INDEX requests_completed_at_idx ON detectq.requests USING btree (completed_at) WHERE (completed_at IS NOT NULL);
+
+CREATE INDEX requests_created_at_idx ON detectq.requests USING btree (created_at, id);
+
+CREATE INDEX requests_leased_idx ON detectq.requests USING btree (locked_until) WHERE (locked_by IS NOT NULL);
+
+CREATE INDEX requests_metadata_search_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb));
+
+CREATE INDEX requests_state_created_at_idx ON detectq.requests USING btree (state, created_at, id);
+
+CREATE TRIGGER post_tasks_check_update BEFORE UPDATE ON detectq.post_tasks FOR EACH ROW EXECUTE FUNCTION detectq.post_tasks_check_update();
+
+CREATE TRIGGER post_tasks_count_deletes AFTER DELETE ON detectq.post_tasks REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.count_statement('post_task');
+
+CREATE TRIGGER post_tasks_count_inserts AFTER INSERT ON detectq.post_tasks REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.count_statement('post_task');
+
+CREATE TRIGGER post_tasks_notify_insert AFTER INSERT ON detectq.post_tasks FOR EACH ROW WHEN (((new.state = ANY (ARRAY['queued'::detectq.post_task_state, 'retrying'::detectq.post_task_state])) AND (new.run_at <= now()))) EXECUTE FUNCTION detectq.post_tasks_notify_runnable();
+
+CREATE TRIGGER post_tasks_notify_runnable AFTER UPDATE OF state, run_at ON detectq.post_tasks FOR EACH ROW WHEN (((new.state = ANY (ARRAY['queued'::detectq.post_task_state, 'retrying'::detectq.post_task_state])) AND (new.run_at <= now()))) EXECUTE FUNCTION detectq.post_tasks_notify_runnable();
+
+CREATE TRIGGER post_tasks_record_insert AFTER INSERT ON detectq.post_tasks FOR EACH ROW EXECUTE FUNCTION detectq.post_tasks_record_event();
+
+CREATE TRIGGER post_tasks_record_transition AFTER UPDATE OF state ON detectq.post_tasks FOR EACH ROW WHEN ((new.state IS DISTINCT FROM old.state)) EXECUTE FUNCTION detectq.post_tasks_record_event();
+
+CREATE TRIGGER requests_check_insert BEFORE INSERT ON detectq.requests FOR EACH ROW WHEN (((new.state <> 'queued'::detectq.request_state) OR (new.attempt <> 0) OR (new.locked_by IS NOT NULL) OR (new.remote_uuid IS NOT NULL) OR (new.result IS NOT NULL) OR (new.completed_at IS NOT NULL))) EXECUTE FUNCTION detectq.requests_check_insert();
+
+CREATE TRIGGER requests_count_deletes AFTER DELETE ON detectq.requests REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.count_statement('request');
+
+CREATE TRIGGER requests_count_inserts AFTER INSERT ON detectq.requests REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.count_statement('request');
+
+CREATE TRIGGER requests_count_reason_changes AFTER UPDATE OF error_message ON detectq.requests FOR EACH ROW WHEN (((old.state = new.state) AND (new.state = ANY (ARRAY['failed'::detectq.request_state, 'retrying'::detectq.request_state])) AND (old.error_message IS DISTINCT FROM new.error_message))) EXECUTE FUNCTION detectq.count_failure_reason_change();
+
+CREATE TRIGGER requests_delete_history AFTER DELETE ON detectq.requests REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_delete_history();
+
+CREATE TRIGGER requests_keep_earlier_callback_secret BEFORE UPDATE OF callback_secret_hash ON detectq.requests FOR EACH ROW WHEN (((old.callback_secret_hash IS NOT NULL) AND (new.callback_secret_hash IS DISTINCT FROM old.callback_secret_hash))) EXECUTE FUNCTION detectq.keep_earlier_callback_secret();
+
+CREATE TRIGGER requests_notify_claimable AFTER UPDATE OF state, run_at ON detectq.requests FOR EACH ROW WHEN (((new.state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.run_at <= now()))) EXECUTE FUNCTION detectq.requests_notify_claimable();
+
+CREATE TRIGGER requests_record_inserts AFTER INSERT ON detectq.requests REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_inserts();
+
+CREATE TRIGGER requests_record_transitions AFTER UPDATE ON detectq.requests REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_transitions();
+
+CREATE TRIGGER requests_touch BEFORE UPDATE ON detectq.requests FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION detectq.requests_touch();
+
+ALTER TABLE ONLY detectq.post_task_events
+    ADD CONSTRAINT post_task_events_task_id_fkey FOREIGN KEY (task_id) REFERENCES detectq.post_tasks(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY detectq.post_tasks
+    ADD CONSTRAINT post_tasks_request_id_fkey FOREIGN KEY (request_id) REFERENCES detectq.requests(id) ON DELETE CASCADE;
+
+INSERT INTO detectq.post_task_state_transitions VALUES ('queued', 'running');
+INSERT INTO detectq.post_task_state_transitions VALUES ('running', 'completed');
+INSERT INTO detectq.post_task_state_transitions VALUES ('running', 'retrying');
+INSERT INTO detectq.post_task_state_transitions VALUES ('running', 'failed');
+INSERT INTO detectq.post_task_state_transitions VALUES ('running', 'queued');
+INSERT INTO detectq.post_task_state_transitions VALUES ('retrying', 'running');
+INSERT INTO detectq.post_task_state_transitions VALUES ('failed', 'queued');
+
+INSERT INTO detectq.request_state_transitions VALUES ('queued', 'submitting');
+INSERT INTO detectq.request_state_transitions VALUES ('queued', 'cancelled');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'awaiting_result');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'completed');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'retrying');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'failed');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'cancelled');
+INSERT INTO detectq.request_state_transitions VALUES ('submitting', 'queued');
+INSERT INTO detectq.request_state_transitions VALUES ('awaiting_result', 'completed');
+INSERT INTO detectq.request_state_transitions VALUES ('awaiting_result', 'failed');
+INSERT INTO detectq.request_state_transitions VALUES ('awaiting_result', 'cancelled');
+INSERT INTO detectq.request_state_transitions VALUES ('retrying', 'submitting');
+INSERT INTO detectq.request_state_transitions VALUES ('retrying', 'cancelled');
+INSERT INTO detectq.request_state_transitions VALUES ('failed', 'queued');
+INSERT INTO detectq.request_state_transitions VALUES ('retrying', 'awaiting_result');
+INSERT INTO detectq.request_state_transitions VALUES ('queued', 'awaiting_result');
