@@ -43,7 +43,7 @@ struct RequestStateMachineTests {
         let adopted = try transition(state, .adopted(remoteUUID: "u-2", via: "list"))
         #expect(adopted.to == .awaitingResult && adopted.requiresNoRemoteUUID && adopted.changes.remoteUUID == "u-2")
         #expect(adopted.changes.runAt != nil)
-        #expect(adopted.update(id: 7, workerID: nil).sql.hasSuffix("AND remote_uuid IS NULL"))
+        #expect(adopted.update(id: 7, workerID: nil).sql.hasSuffix("AND r.remote_uuid IS NULL"))
     }
 
     @Test(arguments: [RequestState.submitting, .awaitingResult])
@@ -63,7 +63,7 @@ struct RequestStateMachineTests {
         #expect(try transition(.submitting, .leaseExpired, attemptsLeft: false).to == .failed)
         let lost = RequestEvent.answerLost(reason: "network error", retryAt: Date())
         #expect(try transition(.submitting, lost, attemptsLeft: false).to == .retrying, "a lost answer is looked for before the request fails")
-        #expect(RequestStateMachine.leaseLost.onLastAttemptOwingAnswer.to == .retrying)
+        #expect(try RequestStateMachine.leaseLost().onLastAttemptOwingAnswer.to == .retrying)
         #expect(throws: RequestStateMachine.IllegalEvent.self) { try transition(.awaitingResult, .failedRetryably(reason: "x", retryAt: at)) }
     }
 
@@ -109,14 +109,31 @@ struct RequestStateMachineTests {
         #expect(made == StateMachinePropertyTests.schemaTransitions)
     }
 
-    @Test func theClaimAndTheRescueAreWrittenFromTheMachine() {
-        let table = LeaseTable.requests
+    @Test func aBatchIsRenderedFromItsTransitionsAndRefusesMixedShapes() throws {
+        let request = DetectionRequest(id: 7, media: .url("https://cdn.example.com/a.wav"))
+        var result = RequestChanges()
+        result.remoteUUID = "u-7"
+        result.label = "fake"
+        let completion = try RequestStateMachine.transition(of: request, on: .completed, changes: result)
+        let batch = RequestBatch(rows: [RequestBatch.Row(id: 7, expected: .submitting, workerID: "w", transition: completion)], extras: [])
+        let update = try batch.update(returning: "r.id")
+        #expect(update.contains("state = 'completed'") && update.contains("completed_at = now()") && update.contains("unanswered_since = NULL"))
+        #expect(update.contains("label = coalesce(v.label, r.label)") && update.contains("remote_uuid = coalesce(v.remote_uuid, r.remote_uuid)"))
+        #expect(!update.contains("run_at"), "a column no row gives is not written")
+        var parameters: [any PostgresEncodable] = []
+        #expect(try batch.values(parameters: &parameters).contains("label text") && parameters.count == 1)
+        let mark = try RequestStateMachine.transition(of: request, on: .sending(path: .url, callbackSecretHash: nil))
+        let mixed = RequestBatch(rows: batch.rows + [RequestBatch.Row(id: 8, expected: .submitting, workerID: "w", transition: mark)], extras: [])
+        #expect(throws: RequestBatch.MixedShapes.self) { try mixed.update(returning: "r.id") }
+    }
+
+    @Test func theClaimAndTheRescueAreWrittenFromTheMachine() throws {
+        let table = try LeaseTable.requests()
         // The claim function takes these states (SchemaTests checks it against the same list).
         #expect(Set(RequestStateMachine.claims.map(\.from)) == [.queued, .retrying] && table.runningState == "submitting")
         #expect(table.claimAssignments.contains("unanswered_since = coalesce(unanswered_since, now())"))
         #expect(table.claimAssignments.contains("submit_started_at = now()") && table.claimAssignments.contains("error_message = NULL"))
         #expect(table.retryingState == "retrying" && table.failedState == "failed")
-        #expect(RequestStore.completion.to == .completed && RequestStore.sending.from == .submitting)
     }
 }
 
@@ -149,7 +166,7 @@ struct PostTaskStateMachineTests {
         for event in PostTaskEvent.everyKind {
             #expect(throws: PostTaskStateMachine.IllegalEvent.self) { try transition(.completed, event) }
         }
-        #expect(LeaseTable.postTasks.runningState == "running" && LeaseTable.postTasks.claimAssignments.isEmpty)
+        #expect(try LeaseTable.postTasks().runningState == "running" && LeaseTable.postTasks().claimAssignments.isEmpty)
     }
 
     /// Migration 0003's table allows one more change, `failed → queued`: an operator's retry by hand in SQL.

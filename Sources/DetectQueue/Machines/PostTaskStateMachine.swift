@@ -141,10 +141,12 @@ package enum PostTaskStateMachine {
     }
 
     /// A lost lease, with an attempt left and without.
-    static let leaseLost = (
-        withAttemptsLeft: try! transition(from: .running, on: .leaseExpired, attemptsLeft: true),
-        onLastAttempt: try! transition(from: .running, on: .leaseExpired, attemptsLeft: false)
-    )
+    static func leaseLost() throws(IllegalEvent) -> (withAttemptsLeft: PostTaskTransition, onLastAttempt: PostTaskTransition) {
+        (
+            withAttemptsLeft: try transition(from: .running, on: .leaseExpired, attemptsLeft: true),
+            onLastAttempt: try transition(from: .running, on: .leaseExpired, attemptsLeft: false)
+        )
+    }
 }
 
 extension PostTaskEvent {

@@ -170,11 +170,15 @@ package enum RequestStateMachine {
     /// A lost lease of a request being submitted, with an attempt left and without, and on the last attempt when
     /// its answer may have been lost (an answer is owed and no uuid is stored: the worker died while it waited);
     /// the rescue's SQL is built from them.
-    static let leaseLost = (
-        withAttemptsLeft: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: true),
-        onLastAttempt: try! transition(from: .submitting, on: .leaseExpired, attemptsLeft: false),
-        onLastAttemptOwingAnswer: try! transition(
-            from: .submitting, on: .answerLost(reason: "", retryAt: Date(timeIntervalSince1970: 0)), attemptsLeft: false
+    static func leaseLost() throws(IllegalEvent) -> (
+        withAttemptsLeft: RequestTransition, onLastAttempt: RequestTransition, onLastAttemptOwingAnswer: RequestTransition
+    ) {
+        (
+            withAttemptsLeft: try transition(from: .submitting, on: .leaseExpired, attemptsLeft: true),
+            onLastAttempt: try transition(from: .submitting, on: .leaseExpired, attemptsLeft: false),
+            onLastAttemptOwingAnswer: try transition(
+                from: .submitting, on: .answerLost(reason: "", retryAt: Date(timeIntervalSince1970: 0)), attemptsLeft: false
+            )
         )
-    )
+    }
 }

@@ -30,15 +30,24 @@ struct LeaseTable: Sendable {
     /// The columns a claim returns.
     let columns: String
 
-    static let requests: LeaseTable = {
+    /// A machine whose claim or lost lease this table's SQL cannot write (claims that differ, a claim with
+    /// values of its own, a lost lease that keeps the lease).
+    struct Unwritable: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// `detectq.requests`, as `RequestStateMachine`'s claim and lost lease say.
+    static func requests() throws -> LeaseTable {
         let claims = RequestStateMachine.claims
-        let claim = claims[0]
-        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        guard let claim = claims.first, claims.allSatisfy({ $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }) else {
+            throw Unwritable(description: "the request claims are not alike")
+        }
         var parameters: [any PostgresEncodable] = []
         let assignments = claim.changes.assignments(parameters: &parameters)
-        precondition(parameters.isEmpty, "a claim sets no value of its own")
-        let lost = RequestStateMachine.leaseLost
-        precondition(lost.withAttemptsLeft.lease == .release && lost.onLastAttempt.lease == .release)
+        let lost = try RequestStateMachine.leaseLost()
+        guard parameters.isEmpty, lost.withAttemptsLeft.lease == .release, lost.onLastAttempt.lease == .release else {
+            throw Unwritable(description: "a request claim sets a value of its own, or a lost lease keeps it")
+        }
         return LeaseTable(
             table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_claimable_requests",
             runningState: claim.to.rawValue, claimAssignments: assignments,
@@ -51,23 +60,25 @@ struct LeaseTable: Sendable {
             pollingStates: [RequestState.awaitingResult.rawValue],
             errorColumn: "error_message", columns: DetectionRequest.columns
         )
-    }()
+    }
 
-    static let postTasks: LeaseTable = {
+    /// `detectq.post_tasks`, as `PostTaskStateMachine`'s claim and lost lease say.
+    static func postTasks() throws -> LeaseTable {
         let claims = PostTaskStateMachine.claims
-        let claim = claims[0]
-        precondition(claims.allSatisfy { $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }, "every claim is alike")
+        guard let claim = claims.first, claims.allSatisfy({ $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }) else {
+            throw Unwritable(description: "the post-task claims are not alike")
+        }
         var parameters: [any PostgresEncodable] = []
         let assignments = claim.columns(parameters: &parameters)
-        precondition(parameters.isEmpty, "a claim sets no value of its own")
-        let lost = PostTaskStateMachine.leaseLost
+        guard parameters.isEmpty else { throw Unwritable(description: "a post-task claim sets a value of its own") }
+        let lost = try PostTaskStateMachine.leaseLost()
         return LeaseTable(
             table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks",
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, answerOwed: nil, pollingStates: [],
             errorColumn: "last_error", columns: PostTask.columns
         )
-    }()
+    }
 
     private func list(_ states: [String]) -> String {
         states.map { "'\($0)'" }.joined(separator: ", ")

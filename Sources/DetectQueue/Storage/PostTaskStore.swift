@@ -22,17 +22,17 @@ package struct PostTaskStore: Sendable {
 
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [PostTask] {
         guard limit > 0 else { return [] }
-        return try await LeaseTable.postTasks.claim(on: pool, workerID: workerID, limit: limit, lease: lease)
+        return try await LeaseTable.postTasks().claim(on: pool, workerID: workerID, limit: limit, lease: lease)
             .map(PostTask.init(row:)).sorted { $0.id < $1.id }
     }
 
     package func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
-        try await LeaseTable.postTasks.heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
+        try await LeaseTable.postTasks().heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
     }
 
     /// Takes back expired leases; returns the tasks now retrying and those that failed for good.
     package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> (retrying: [Int], failed: [Int]) {
-        let rescued = try await LeaseTable.postTasks.rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay)
+        let rescued = try await LeaseTable.postTasks().rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay)
         return (
             rescued.filter { $0.state == PostTask.State.retrying.rawValue }.map(\.id),
             rescued.filter { $0.state == PostTask.State.failed.rawValue }.map(\.id)
@@ -60,8 +60,9 @@ package struct PostTaskStore: Sendable {
     /// running task's lease, and sends the notifications of those written, in order; returns, for each, whether
     /// it was written.
     private static func writeSuccesses(_ batch: [Success], on pool: PostgresConnectionPool) async throws -> [Bool] {
+        let success = try PostTaskStateMachine.transition(from: .running, on: .succeeded, attemptsLeft: true)
         var parameters: [any PostgresEncodable] = [batch.map(\.taskID), batch.map(\.workerID)]
-        let assignments = Self.success.assignments(parameters: &parameters)
+        let assignments = success.assignments(parameters: &parameters)
         let notices = batch.flatMap { success in success.notifications.map { (success.taskID, $0) } }
         let first = parameters.count + 1
         parameters += [notices.map(\.0), notices.map(\.1.channel), notices.map(\.1.payload)]
@@ -69,7 +70,7 @@ package struct PostTaskStore: Sendable {
             WITH ended AS (
                 UPDATE detectq.post_tasks AS t SET \(assignments.joined(separator: ", "))
                 FROM unnest($1::bigint[], $2::text[]) AS v(id, worker)
-                WHERE t.id = v.id AND t.state = '\(Self.success.from.rawValue)' AND t.locked_by = v.worker
+                WHERE t.id = v.id AND t.state = '\(success.from.rawValue)' AND t.locked_by = v.worker
                 RETURNING t.id
             ), sent AS (
                 SELECT count(pg_notify(channel, payload)) AS n FROM (
@@ -84,9 +85,6 @@ package struct PostTaskStore: Sendable {
         let written = Set(try rows.map { try $0.decode("id", as: Int.self) })
         return batch.map { written.contains($0.taskID) }
     }
-
-    /// A run's successful end, the same for every task (it takes no parameters).
-    private static let success = try! PostTaskStateMachine.transition(from: .running, on: .succeeded, attemptsLeft: true)
 
     /// The run failed: retried at `retryAt` while attempts remain, else failed for good with `reason`.
     @discardableResult

@@ -34,7 +34,7 @@ package struct RequestStore: Sendable {
     /// (for the rate limit, for an upload) is stamped again just before it is sent.
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
         guard limit > 0 else { return [] }
-        let rows = try await LeaseTable.requests.claim(on: pool, workerID: workerID, limit: limit, lease: lease, returnsPrior: true)
+        let rows = try await LeaseTable.requests().claim(on: pool, workerID: workerID, limit: limit, lease: lease, returnsPrior: true)
         for row in rows {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
         }
@@ -47,7 +47,7 @@ package struct RequestStore: Sendable {
 
     /// Extends the leases `workerID` still holds among `ids`; returns the ids whose lease it still holds.
     package func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
-        try await LeaseTable.requests.heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
+        try await LeaseTable.requests().heartbeat(on: pool, workerID: workerID, ids: ids, lease: lease)
     }
 
     /// Takes back leases that expired: a `submitting` request goes to `retrying` (or `failed` when its
@@ -55,7 +55,7 @@ package struct RequestStore: Sendable {
     /// UPDATE re-checks state and expiry, so a request that moved on meanwhile is left alone.
     package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> RescueReport {
         var report = RescueReport()
-        for (id, state) in try await LeaseTable.requests.rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay) {
+        for (id, state) in try await LeaseTable.requests().rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay) {
             switch state {
             case RequestState.retrying.rawValue: report.retrying.append(id)
             case RequestState.failed.rawValue: report.failed.append(id)
@@ -179,25 +179,25 @@ package struct RequestStore: Sendable {
         var callbackSecretHash: String?
     }
 
-    /// The submission mark as the state machine has it: the request stays where it is, under its lease, and
-    /// its start, path and callback secret are stamped; the batch's SQL writes exactly that.
-    static let sending: RequestTransition = {
-        let sending = try! RequestStateMachine.transition(from: .submitting, on: .sending(path: .url, callbackSecretHash: ""), attemptsLeft: true)
-        precondition(!sending.changesState && sending.lease == .keep && sending.attempts == .unchanged && sending.changes.stampsSubmitStarted,
-                      "the submission-mark batch writes what the state machine's mark does")
-        return sending
-    }()
-
+    /// Writes a batch of submission marks in one statement, each rendered from the state machine's `sending`
+    /// transition, each only where its worker still holds the request.
     static func writeSubmitStarts(_ batch: [SubmitStart], on pool: PostgresConnectionPool) async throws -> [Bool] {
-        let rows = try await pool.query("""
-            UPDATE detectq.requests AS r SET submit_started_at = now(), updated_at = now(), submit_path = v.path,
-                callback_secret_hash = coalesce(v.secret_hash, r.callback_secret_hash)
-            FROM unnest(\(batch.map(\.id))::bigint[], \(batch.map(\.workerID))::text[], \(batch.map(\.path.rawValue))::text[],
-                        \(batch.map { $0.callbackSecretHash ?? "" })::text[])
-                 AS u(id, worker, path, secret), LATERAL (SELECT u.id, u.worker, u.path, nullif(u.secret, '') AS secret_hash) AS v
-            WHERE r.id = v.id AND r.state = \(sending.from.rawValue)::detectq.request_state AND r.locked_by = v.worker
-            RETURNING r.id
-            """)
+        let statement = RequestBatch(
+            rows: try batch.map { mark in
+                RequestBatch.Row(
+                    id: mark.id, expected: .submitting, workerID: mark.workerID,
+                    transition: try RequestStateMachine.transition(
+                        from: .submitting, on: .sending(path: mark.path, callbackSecretHash: mark.callbackSecretHash), attemptsLeft: true
+                    )
+                )
+            },
+            extras: []
+        )
+        var parameters: [any PostgresEncodable] = []
+        let values = try statement.values(parameters: &parameters)
+        let rows = try await pool.query(PostgresQuery(
+            sql: "WITH v AS (\(values)) \(try statement.update(returning: "r.id"))", parameters: parameters
+        ))
         let marked = Set(try rows.map { try $0.decode("id", as: Int.self) })
         return batch.map { marked.contains($0.id) }
     }
