@@ -31,6 +31,26 @@ struct FailoverTests {
         return keys
     }
 
+    /// A worker started while its database is away (a failover or a restart under way) waits for it, rather than
+    /// exiting at start as if `DATABASE_URL` were wrong.
+    @Test func aWorkerStartedWhileItsDatabaseIsAwayWaitsForIt() async throws {
+        let cluster = try await ThrowawayPostgresCluster.startForTest()
+        _ = try await MigrationRunner(configuration: PostgresConfiguration(connectionString: cluster.connectionString)).migrate()
+        try await cluster.stopServer(.fast)
+        let simulator = try await DetectSimulator.startForTest()
+        let worker = try await DetectqProcess.start(["worker"], environment: [
+            "DATABASE_URL": cluster.connectionString + "?connect_timeout=2", "RESEMBLE_BASE_URL": simulator.baseURL,
+            "DETECTQ_WORKER_ID": "patient", "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())",
+        ])
+        // The scenario, not an assertion: the worker's first tries meet no server (on a slower machine, fewer of them).
+        try await Task.sleep(for: .seconds(2))
+        #expect(worker.isRunning, "still waiting for its database: \(worker.output)")
+        try await cluster.startServer()
+        _ = try await worker.waitForLine(containing: "worker started")
+        #expect(worker.isRunning)
+        #expect(await worker.stop() == 0)
+    }
+
     @Test func workersFollowThePromotedStandbyLoseNothingAndSubmitNothingTwiceAfterAStoredUUID() async throws {
         let primary = try await ThrowawayPostgresCluster.startForTest(durableCommits: true)
         _ = try await MigrationRunner(configuration: PostgresConfiguration(connectionString: primary.connectionString)).migrate()

@@ -232,8 +232,26 @@ struct JSONLogTests {
             "DETECTQ_CALLBACK_TIMEOUT": "1", "DETECTQ_POLL_INTERVAL": "0.3", "DETECTQ_RETRY_BASE_SECONDS": "0.1",
             "DETECTQ_RETRY_MAX_SECONDS": "1",
         ])
-        try await waitUntil("all 13 requests are completed") {
-            try await pool.query("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) == 13
+        do {
+            try await waitUntil("all 13 requests are completed") {
+                try await pool.query("SELECT count(*) AS n FROM detectq.requests WHERE state = 'completed'")[0].decode("n", as: Int.self) == 13
+            }
+        } catch {
+            // What did not complete, and why: each unfinished request's history, and the end of the worker's log.
+            let unfinished = try await pool.query("""
+                SELECT r.id, r.state::text AS state, r.wait_mode, r.attempt, r.locked_by, r.run_at::text AS run_at,
+                       string_agg(e.at::text || ' ' || e.to_state::text || ' ' || coalesce(e.detail, ''), E'\\n  ' ORDER BY e.id) AS history
+                FROM detectq.requests r JOIN detectq.request_events e ON e.request_id = r.id
+                WHERE r.state <> 'completed' GROUP BY r.id
+                """)
+            for row in unfinished {
+                print("unfinished: request \(try row.decode("id", as: Int.self)), \(try row.decode("state", as: String.self)), "
+                    + "\(try row.decode("wait_mode", as: String.self)), attempt \(try row.decode("attempt", as: Int.self)), "
+                    + "held by \(try row.decode("locked_by", as: String?.self) ?? "nobody"), due \(try row.decode("run_at", as: String.self))\n  "
+                    + (try row.decode("history", as: String.self)))
+            }
+            print(worker.output.split(separator: "\n").suffix(40).joined(separator: "\n"))
+            throw error
         }
         let output = worker.output
         #expect(await worker.stop() == 0)

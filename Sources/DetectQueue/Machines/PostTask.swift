@@ -32,6 +32,16 @@ package struct PostTask: Sendable, Hashable {
 
     static let columns = "id, request_id, processor, state, attempt, max_attempts, last_error"
 
+    init(id: Int, requestID: Int, processor: String, state: State, attempt: Int, maxAttempts: Int, lastError: String?) {
+        self.id = id
+        self.requestID = requestID
+        self.processor = processor
+        self.state = state
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.lastError = lastError
+    }
+
     init(row: PostgresRow) throws {
         id = try row.decode("id")
         requestID = try row.decode("request_id")

@@ -13,7 +13,7 @@ import ServiceLifecycle
 /// Completions and submission marks, written for every request, are coalesced: the ones that arrive while a
 /// batch is being written go together in one statement (River's batched completer), which turns a round
 /// trip per request into one per batch under load and costs nothing when idle.
-package struct RequestStore: Sendable {
+package struct RequestStore: RequestStorage {
     package let pool: PostgresConnectionPool
     private let completions: Coalescer<Completion, CompletionWrite>
     private let submitStarts: Coalescer<SubmitStart, Bool>
@@ -114,7 +114,7 @@ package struct RequestStore: Sendable {
     }
 
     /// Which of `uuids` are the remote uuids of requests other than `id`.
-    func remoteUUIDsHeld(_ uuids: [String], byOtherThan id: Int) async throws -> Set<String> {
+    package func remoteUUIDsHeld(_ uuids: [String], byOtherThan id: Int) async throws -> Set<String> {
         guard !uuids.isEmpty else { return [] }
         return Set(try await pool.query("""
             SELECT remote_uuid FROM detectq.requests WHERE remote_uuid = ANY(\(uuids)) AND id <> \(id)
@@ -139,7 +139,7 @@ package struct RequestStore: Sendable {
 
     /// Moves the time since which `request` owes an answer to `since`, after a search that read back to its
     /// cutoff and found nothing older to adopt; only while `workerID` holds the request. Returns whether it did.
-    func moveAnswerOwed(of request: DetectionRequest, workerID: String, to since: Date) async throws -> Bool {
+    package func moveAnswerOwed(of request: DetectionRequest, workerID: String, to since: Date) async throws -> Bool {
         try await pool.query(NonStateWrite.answerOwedMoved(id: request.id, workerID: workerID, to: since)).affectedRows == 1
     }
 
@@ -215,6 +215,25 @@ package struct RequestStore: Sendable {
         ))
         guard let row = rows.first else { return nil }
         return (try DetectionRequest(row: row), try row.decode("secret_hashes", as: [String].self))
+    }
+
+    /// What is stored of one request beyond what a worker reads.
+    package func stored(id: Int) async throws -> StoredRequest? {
+        let rows = try await pool.query("""
+            SELECT state, attempt, run_at, locked_by, remote_uuid, error_message, submit_path, label, is_fake,
+                   submit_started_at IS NOT NULL AS submit_started, unanswered_since, completed_at IS NOT NULL AS completed,
+                   coalesce((SELECT array_agg(processor ORDER BY processor) FROM detectq.post_tasks WHERE request_id = r.id), '{}') AS post_tasks
+            FROM detectq.requests r WHERE id = \(id)
+            """)
+        return try rows.first.map { row in
+            StoredRequest(
+                state: try row.decode("state"), attempt: try row.decode("attempt"), runAt: try row.decode("run_at"),
+                lockedBy: try row.decode("locked_by"), remoteUUID: try row.decode("remote_uuid"), errorMessage: try row.decode("error_message"),
+                submitPath: try row.decode("submit_path"), label: try row.decode("label"), isFake: try row.decode("is_fake"),
+                submitStarted: try row.decode("submit_started"), unansweredSince: try row.decode("unanswered_since"),
+                completed: try row.decode("completed"), postTasks: try row.decode("post_tasks")
+            )
+        }
     }
 
     /// Reads one request.

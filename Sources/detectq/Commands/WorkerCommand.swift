@@ -147,30 +147,69 @@ struct WorkerCommand: AsyncParsableCommand {
         }
     }
 
-    /// Fails with one line when the database cannot be reached, has no detectq schema, or has one whose
-    /// transition tables would refuse a change this worker's state machines make (a schema older than the worker).
-    static func checkDatabase(_ configuration: PostgresConfiguration) async throws {
+    /// Checks at start that `DATABASE_URL` reaches a database with the schema this worker needs. A database
+    /// that cannot be reached for a while (a failover under way, a restart: refused connections, no read-write
+    /// host yet, a server starting up) is asked again for up to `patience`, silently; a refusal that waiting
+    /// cannot mend (a wrong password, no such database, a schema to migrate) stops the worker at once.
+    static func checkDatabase(_ configuration: PostgresConfiguration, patience: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + patience
+        var delay = Duration.milliseconds(250)
+        while true {
+            do {
+                return try await checkDatabaseOnce(configuration)
+            } catch let unreachable as DatabaseUnreachable {
+                guard unreachable.mayPass, ContinuousClock.now + delay < deadline else {
+                    throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(unreachable.error))")
+                }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(4))
+            }
+        }
+    }
+
+    /// The database could not be reached or stopped answering; `mayPass` when the failure is one a failover or a
+    /// restart causes, which waiting may mend.
+    struct DatabaseUnreachable: Error {
+        let error: any Error
+
+        var mayPass: Bool {
+            let message = "\(error)".lowercased()
+            return ["connection refused", "could not connect", "timeout expired", "server closed the connection", "starting up",
+                    "shutting down", "in recovery", "read-only", "terminating connection", "no route to host", "connection reset"]
+                .contains { message.contains($0) }
+        }
+    }
+
+    private static func checkDatabaseOnce(_ configuration: PostgresConfiguration) async throws {
         let connection: PostgresConnection
         do {
             connection = try await PostgresConnection.connect(configuration)
         } catch {
-            throw ConfigurationError("DATABASE_URL", expected: "a reachable PostgreSQL database (\(error))")
+            throw DatabaseUnreachable(error: error)
         }
-        let readiness = try? await SchemaReadiness.check(on: connection)
-        let applied = try? await connection.query("SELECT version FROM detectq.schema_migrations").map { try $0.decode("version", as: Int.self) }
-        await connection.close()
+        let readiness: SchemaReadiness
+        let applied: [Int]
+        do {
+            readiness = try await SchemaReadiness.check(on: connection)
+            applied = readiness == .ready
+                ? try await connection.query("SELECT version FROM detectq.schema_migrations").map { try $0.decode("version", as: Int.self) }
+                : []
+            await connection.close()
+        } catch {
+            await connection.close()
+            throw DatabaseUnreachable(error: error)
+        }
         switch readiness {
-        case .ready?:
-            let missing = DetectqMigrations.all.filter { !Set(applied ?? []).contains($0.version) }.map(\.name)
+        case .ready:
+            let missing = DetectqMigrations.all.filter { !Set(applied).contains($0.version) }.map(\.name)
             guard missing.isEmpty else {
                 throw ConfigurationError("DATABASE_URL", expected: "a detectq schema with every migration this worker needs "
                     + "(missing: \(missing.joined(separator: ", "))): run `detectq migrate`")
             }
-            return
-        case .refuses(let changes)?:
+        case .refuses(let changes):
             throw ConfigurationError("DATABASE_URL", expected: "a detectq schema whose transition tables allow every change this worker makes "
                 + "(missing: \(changes.joined(separator: ", "))): run `detectq migrate`")
-        case .notMigrated?, nil:
+        case .notMigrated:
             throw ConfigurationError("DATABASE_URL", expected: "a database with the detectq schema: run `detectq migrate` first")
         }
     }

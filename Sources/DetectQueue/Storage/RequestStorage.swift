@@ -1,0 +1,62 @@
+import Foundation
+import ResembleDetect
+
+/// The worker's view of `detectq.requests`: every read and write a worker makes of a request, and a
+/// producer's insert. `RequestStore` is the PostgreSQL implementation; `InMemoryRequestStore` follows the same
+/// state machine and transition table in memory, for tests of the worker's policy that need no database. One
+/// conformance suite (`RequestStorageConformanceTests`) runs against both.
+package protocol RequestStorage: Sendable {
+    /// Inserts `requests` as a producer would; returns their new ids.
+    func enqueue(_ requests: [NewRequest]) async throws -> [Int]
+    /// Claims up to `limit` claimable requests (queued or retrying, due), highest priority first, under a lease.
+    func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest]
+    /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.
+    func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int>
+    /// Takes back expired leases (`RequestStateMachine`'s lost lease).
+    func rescueExpiredLeases(limit: Int, retryDelay: Duration) async throws -> RescueReport
+    /// Writes what the state machine decides `event` does to `request`, as the worker saw it; false, changing
+    /// nothing, when the request moved on.
+    func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges, detail: String?) async throws -> Bool
+    /// Completes `request` with `result`, and creates one post-task per processor.
+    func complete(
+        _ request: DetectionRequest, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
+    ) async throws -> CompletionWrite
+    /// Adopts `uuid`, found for a request whose answer was lost; false when the request moved on or another
+    /// request holds the uuid.
+    func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool
+    /// Marks the request as about to be sent; false when `workerID` no longer holds it.
+    func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: SubmitPath, callbackSecretHash: String?) async throws -> Bool
+    /// Keeps a secure-upload token beside a request in submission.
+    func storeSecureUpload(_ token: SecureUploadToken, for request: DetectionRequest, workerID: String) async throws
+    /// Moves since when `request` owes an answer; only while `workerID` holds it.
+    func moveAnswerOwed(of request: DetectionRequest, workerID: String, to since: Date) async throws -> Bool
+    /// Which of `uuids` other requests than `id` hold.
+    func remoteUUIDsHeld(_ uuids: [String], byOtherThan id: Int) async throws -> Set<String>
+    /// Claims up to `limit` accepted requests whose next poll is due, under a poll lease.
+    func claimDuePolls(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest]
+    /// Sets an accepted request's next poll and gives up its poll lease.
+    func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date, counting: Bool) async throws -> Bool
+    /// One request.
+    func request(id: Int) async throws -> DetectionRequest?
+    /// The request a callback names, with the hashes of every callback secret its attempts were sent with.
+    func awaitingCallback(id: Int) async throws -> (DetectionRequest, [String])?
+    /// What is stored of one request beyond what a worker reads: its state's columns, for tests and tools.
+    func stored(id: Int) async throws -> StoredRequest?
+}
+
+/// What is stored of a request beyond `DetectionRequest`: the columns a worker writes and people read.
+package struct StoredRequest: Sendable, Hashable {
+    package var state: RequestState
+    package var attempt: Int
+    package var runAt: Date
+    package var lockedBy: String?
+    package var remoteUUID: String?
+    package var errorMessage: String?
+    package var submitPath: SubmitPath?
+    package var label: String?
+    package var isFake: Bool?
+    package var submitStarted: Bool
+    package var unansweredSince: Date?
+    package var completed: Bool
+    package var postTasks: [String]
+}

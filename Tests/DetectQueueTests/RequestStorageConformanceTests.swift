@@ -1,0 +1,153 @@
+@testable import DetectQueue
+import DetectqTestSupport
+import Foundation
+import Postgres
+import Testing
+
+/// One suite for both request stores: `RequestStore` on PostgreSQL and `InMemoryRequestStore` must do the same
+/// thing for every call a worker makes, so that tests of the worker's policy may run on the second.
+@Suite("Request storage: PostgreSQL and in memory alike", .stopsWhatItStarts)
+struct RequestStorageConformanceTests {
+    enum Kind: String, CustomTestStringConvertible, CaseIterable {
+        case memory, postgres
+
+        var testDescription: String { rawValue }
+
+        /// The kinds this run can test: PostgreSQL where a server is configured (always in CI).
+        static var available: [Kind] { TestDatabase.isEnabled ? [.memory, .postgres] : [.memory] }
+
+        func makeStore() async throws -> any RequestStorage {
+            switch self {
+            case .memory:
+                return InMemoryRequestStore()
+            case .postgres:
+                let pool = PostgresConnectionPool(configuration: try await TestDatabase.createMigratedDatabase(), maximumConnections: 4)
+                TestResources.stopAtEnd { await pool.close() }
+                return RequestStore(pool: pool)
+            }
+        }
+    }
+
+    func enqueue(_ store: any RequestStorage, _ url: String, priority: Int = 0, runAt: Date? = nil, maxAttempts: Int? = nil) async throws -> Int {
+        var request = NewRequest(media: .url(url))
+        request.priority = priority
+        request.runAt = runAt
+        request.maxAttempts = maxAttempts
+        return try await store.enqueue([request])[0]
+    }
+
+    @Test(arguments: Kind.available)
+    func claimsTheHighestPriorityFirstNothingEarlyAndNothingTwice(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let plain = try await enqueue(store, "https://cdn.example.com/plain.wav")
+        let urgent = try await enqueue(store, "https://cdn.example.com/urgent.wav", priority: 5)
+        let later = try await enqueue(store, "https://cdn.example.com/later.wav", runAt: Date().addingTimeInterval(3600))
+        let first = try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30))
+        #expect(first.map(\.id) == [urgent])
+        #expect(first.first?.state == .submitting && first.first?.attempt == 1 && first.first?.lockedBy == "w1")
+        #expect(try await store.claim(workerID: "w2", limit: 10, lease: .seconds(30)).map(\.id) == [plain])
+        #expect(try await store.claim(workerID: "w3", limit: 10, lease: .seconds(30)).isEmpty, "held or not due: \(later)")
+        #expect(try await store.stored(id: later)?.state == .queued)
+    }
+
+    @Test(arguments: Kind.available)
+    func aWorkerThatLostItsLeaseWritesNothing(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let id = try await enqueue(store, "https://cdn.example.com/a.wav")
+        let claimed = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        let retryAt = Date().addingTimeInterval(60)
+        let failure = RequestEvent.failedRetryably(reason: "HTTP 503", retryAt: retryAt)
+        #expect(try await !store.apply(failure, to: claimed, workerID: "w2", changes: .init(), detail: nil))
+        #expect(try await store.apply(failure, to: claimed, workerID: "w1", changes: .init(), detail: nil))
+        #expect(try await !store.apply(failure, to: claimed, workerID: "w1", changes: .init(), detail: nil), "it moved on")
+        let stored = try #require(try await store.stored(id: id))
+        #expect(stored.state == .retrying && stored.errorMessage == "HTTP 503" && stored.lockedBy == nil && stored.attempt == 1)
+        #expect(abs(stored.runAt.timeIntervalSince(retryAt)) < 0.01)
+    }
+
+    @Test(arguments: Kind.available)
+    func aCompletionStoresTheVerdictOnceWithItsPostTasks(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let id = try await enqueue(store, "https://cdn.example.com/fake.wav")
+        let claimed = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        var result = RequestChanges()
+        result.remoteUUID = "u-\(id)"
+        result.label = "fake"
+        result.isFake = true
+        result.result = PostgresJSON(text: #"{"uuid": "u-\#(id)", "status": "completed", "metrics": {"label": "fake"}}"#)
+        let written = try await store.complete(claimed, workerID: "w1", lease: .seconds(30), result: result, postProcessors: ["alert", "archive"])
+        guard case .completed(_, let postTasks) = written else { Issue.record("not completed: \(written)"); return }
+        #expect(Set(postTasks.map(\.processor)) == ["alert", "archive"] && postTasks.allSatisfy { $0.state == .running })
+        #expect(try await !store.complete(claimed, workerID: "w1", lease: .seconds(30), result: result, postProcessors: ["alert"]).completed)
+        let stored = try #require(try await store.stored(id: id))
+        #expect(stored.state == .completed && stored.completed && stored.remoteUUID == "u-\(id)" && stored.lockedBy == nil)
+        #expect(stored.label == "fake" && stored.isFake == true && stored.unansweredSince == nil && stored.postTasks == ["alert", "archive"])
+    }
+
+    @Test(arguments: Kind.available)
+    func anAdoptedDetectionBelongsToOneRequest(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let first = try await enqueue(store, "https://cdn.example.com/1.wav")
+        let second = try await enqueue(store, "https://cdn.example.com/2.wav")
+        let claimed = try await store.claim(workerID: "w1", limit: 2, lease: .seconds(30))
+        #expect(claimed.map(\.id) == [first, second])
+        #expect(try await store.adopt("u-1", for: claimed[0], workerID: "w1", via: "list"))
+        #expect(try await !store.adopt("u-1", for: claimed[1], workerID: "w1", via: "list"), "another request holds it")
+        #expect(try await store.remoteUUIDsHeld(["u-1", "u-2"], byOtherThan: second) == ["u-1"])
+        #expect(try await store.remoteUUIDsHeld(["u-1"], byOtherThan: first).isEmpty)
+        let adopted = try #require(try await store.stored(id: first))
+        #expect(adopted.state == .awaitingResult && adopted.remoteUUID == "u-1" && adopted.lockedBy == nil)
+        #expect(try await store.stored(id: second)?.state == .submitting)
+    }
+
+    @Test(arguments: Kind.available)
+    func anExpiredLeaseIsTakenBackAndTheLastAttemptFails(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let retried = try await enqueue(store, "https://cdn.example.com/r.wav")
+        let spent = try await enqueue(store, "https://cdn.example.com/s.wav", maxAttempts: 1)
+        _ = try await store.claim(workerID: "dead", limit: 2, lease: .milliseconds(50))
+        var report = RescueReport()
+        try await waitUntil("both leases expire and are taken back") {
+            let round = try await store.rescueExpiredLeases(limit: 10, retryDelay: .seconds(1))
+            report.retrying += round.retrying
+            report.failed += round.failed
+            return report.retrying.count + report.failed.count == 2
+        }
+        // The last attempt's worker may have reached the API: its detection is looked for before the request fails.
+        #expect(report.retrying.sorted() == [retried, spent] && report.failed.isEmpty)
+        let stored = try #require(try await store.stored(id: retried))
+        #expect(stored.state == .retrying && stored.lockedBy == nil)
+        #expect(stored.errorMessage == "the worker dead stopped renewing its lease during attempt 1; retrying")
+        #expect(try await store.stored(id: spent)?.errorMessage?.hasSuffix("is looked for before the request fails") == true)
+        #expect(try await store.rescueExpiredLeases(limit: 10, retryDelay: .seconds(1)) == RescueReport(), "nothing twice")
+    }
+
+    @Test(arguments: Kind.available)
+    func onlyTheLeaseHolderMarksASubmissionAndItsSecretsAreKept(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let id = try await enqueue(store, "https://cdn.example.com/m.wav")
+        let claimed = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        #expect(try await !store.markSubmitStarted(claimed, workerID: "w2", path: .url, callbackSecretHash: "h1"))
+        #expect(try await store.markSubmitStarted(claimed, workerID: "w1", path: .multipart, callbackSecretHash: "h1"))
+        #expect(try await store.markSubmitStarted(claimed, workerID: "w1", path: .multipart, callbackSecretHash: "h2"))
+        let stored = try #require(try await store.stored(id: id))
+        #expect(stored.submitPath == .multipart && stored.submitStarted)
+        #expect(Set(try #require(try await store.awaitingCallback(id: id)).1) == ["h1", "h2"], "an earlier attempt's secret stays valid")
+    }
+
+    @Test(arguments: Kind.available)
+    func anAcceptedRequestIsPolledByOneWorkerAtATime(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let id = try await enqueue(store, "https://cdn.example.com/p.wav")
+        let claimed = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        var changes = RequestChanges()
+        changes.runAt = Date().addingTimeInterval(-1)
+        #expect(try await store.apply(.accepted(remoteUUID: "u-p"), to: claimed, workerID: "w1", changes: changes, detail: nil))
+        let polled = try await store.claimDuePolls(workerID: "w1", limit: 5, lease: .seconds(30))
+        #expect(polled.map(\.id) == [id] && polled.first?.remoteUUID == "u-p")
+        #expect(try await store.claimDuePolls(workerID: "w2", limit: 5, lease: .seconds(30)).isEmpty, "held by w1")
+        #expect(try await store.schedulePoll(polled[0], workerID: "w1", at: Date().addingTimeInterval(3600), counting: true))
+        #expect(try await store.claimDuePolls(workerID: "w2", limit: 5, lease: .seconds(30)).isEmpty, "not due")
+        #expect(try await store.request(id: id)?.pollCount == 1)
+    }
+}
