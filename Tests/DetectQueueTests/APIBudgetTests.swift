@@ -48,11 +48,12 @@ struct APIBudgetTests {
 
     @Test func aPauseStopsEveryWorker() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
-        let first = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        let first = APIBudget(pool: pool, ratePerSecond: 100)
         let second = APIBudget(pool: PostgresConnectionPool(configuration: configuration, maximumConnections: 1), ratePerSecond: 100)
         try await first.acquire()
         try await first.throttled(retryAfter: .milliseconds(800), by: "first")
-        let until = try await first.pool.query("SELECT until FROM detectq.pauses WHERE kind = 'rate_limited'")[0].decode("until", as: Date.self)
+        let until = try await pool.query("SELECT until FROM detectq.pauses WHERE kind = 'rate_limited'")[0].decode("until", as: Date.self)
         let granted = try await second.acquire()
         // On the database's clock, shared by every worker: the other worker's slot comes after the pause.
         #expect(granted.slot >= until, "the other worker's slot \(granted.slot) is not before the pause's end \(until)")

@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Postgres
 import ResembleDetect
 
 /// The worker's HTTP endpoints: the API's callbacks (`POST /callbacks/{id}/{secret}`), `/healthz`, `/readyz`
@@ -16,6 +17,8 @@ struct CallbackReceiver: Sendable {
     let poller: ResultPoller
     /// Renders the metrics for `/metrics`; nil answers 404 there.
     let metricsExposition: (@Sendable () -> String)?
+    /// Where `/metrics` samples the queue's depth from.
+    let pool: PostgresConnectionPool
     /// Callback bodies larger than this are refused.
     static let maximumBody = 1 << 20
 
@@ -29,7 +32,7 @@ struct CallbackReceiver: Sendable {
         router.get("/metrics") { _, _ -> Response in
             guard let metricsExposition else { return text("metrics are not enabled in this process\n", status: .notFound) }
             do {
-                try await QueueMetrics.sampleDepth(processor.store.pool)
+                try await QueueMetrics.sampleDepth(pool)
             } catch {
                 processor.logger.warning("could not sample the queue depth for /metrics: \(error)")
             }
@@ -42,7 +45,7 @@ struct CallbackReceiver: Sendable {
             if let reason = processor.pause.currentReason { return text("paused: \(reason)\n", status: .serviceUnavailable) }
             do {
                 // Out of credit, no worker can submit: not ready, and saying why.
-                if let credit = try await SharedPause(pool: processor.store.pool).current().first(where: { $0.kind == .outOfCredit }) {
+                if let credit = try await processor.gate.pause.current().first(where: { $0.kind == .outOfCredit }) {
                     return text("paused: the account is out of credit; submitting is paused for every worker (\(credit.reason))\n", status: .serviceUnavailable)
                 }
                 return text("ready\n", status: .ok)

@@ -17,8 +17,9 @@ import ServiceLifecycle
 /// Reservations are coalesced: the callers that ask while one UPDATE is in flight reserve their slots
 /// together in the next, consecutive slots each, exactly as if they had asked one by one.
 package struct APIBudget: Sendable {
-    package let pool: PostgresConnectionPool
     package let ratePerSecond: Double
+    /// The pauses a 429 sets and every call honours.
+    package let pauses: any PauseStorage
     /// `DETECTQ_RETRY_AFTER_MAX_SECONDS`: the longest pause a 429's `Retry-After` may ask for.
     package let longestRetryAfter: Duration
     private let logger: Logger
@@ -33,44 +34,32 @@ package struct APIBudget: Sendable {
     /// reservation and pause check goes alone.
     package var writers: [any Service] { [reservations, pauseChecks] }
 
+    /// A budget kept in the database behind `pool`.
     package init(
         pool: PostgresConnectionPool, ratePerSecond: Double, longestRetryAfter: Duration = .seconds(3_600),
         logger: Logger = Logger(label: "detectq.budget")
     ) {
+        self.init(
+            slots: PostgresSlots(pool: pool), pauses: SharedPause(pool: pool), ratePerSecond: ratePerSecond,
+            longestRetryAfter: longestRetryAfter, logger: logger
+        )
+    }
+
+    /// A budget whose slots and pauses are kept by `slots` and `pauses`.
+    package init(
+        slots: any SlotStorage, pauses: any PauseStorage, ratePerSecond: Double, longestRetryAfter: Duration = .seconds(3_600),
+        logger: Logger = Logger(label: "detectq.budget")
+    ) {
         precondition(ratePerSecond > 0, "the rate limit must be positive")
-        self.pool = pool
+        self.pauses = pauses
         self.ratePerSecond = ratePerSecond
         self.longestRetryAfter = longestRetryAfter
         self.logger = logger
         reservations = Coalescer(maximumConcurrentBatches: 1) { batch in
-            try await Self.reserve(batch.count, ratePerSecond: ratePerSecond, on: pool)
+            try await slots.reserve(batch.count, ratePerSecond: ratePerSecond)
         }
         pauseChecks = Coalescer(maximumConcurrentBatches: 1) { batch in
-            let paused = try await pool.query("""
-                SELECT EXISTS (
-                    SELECT 1 FROM detectq.pauses WHERE kind = 'rate_limited' AND until > clock_timestamp()
-                ) AS paused
-                """)[0].decode("paused", as: Bool.self)
-            return Array(repeating: paused, count: batch.count)
-        }
-    }
-
-    /// Reserves `count` consecutive slots in one UPDATE; returns each slot and how long until it.
-    static func reserve(_ count: Int, ratePerSecond: Double, on pool: PostgresConnectionPool) async throws -> [(slot: Date, wait: Double)] {
-        let interval = 1 / ratePerSecond
-        let span = interval * Double(count)
-        let row = try await pool.query("""
-            UPDATE detectq.api_budget SET next_slot_at = GREATEST(
-                    next_slot_at, clock_timestamp() - make_interval(secs => \(tolerance(ratePerSecond))),
-                    (SELECT until FROM detectq.pauses WHERE kind = 'rate_limited')
-                ) + make_interval(secs => \(span))
-            RETURNING next_slot_at - make_interval(secs => \(span)) AS slot,
-                      EXTRACT(EPOCH FROM next_slot_at - make_interval(secs => \(span)) - clock_timestamp())::float8 AS wait
-            """)[0]
-        let first = try row.decode("slot", as: Date.self)
-        let wait = try row.decode("wait", as: Double.self)
-        return (0..<count).map { index in
-            (first.addingTimeInterval(interval * Double(index)), wait + interval * Double(index))
+            Array(repeating: try await pauses.isRateLimited(), count: batch.count)
         }
     }
 
@@ -102,7 +91,7 @@ package struct APIBudget: Sendable {
             logger.warning("the API asked for a Retry-After of \(Int(retryAfter.seconds)) s; pausing for DETECTQ_RETRY_AFTER_MAX_SECONDS (\(Int(longestRetryAfter.seconds)) s) instead")
             asked = longestRetryAfter
         }
-        return try await SharedPause(pool: pool).pauseRateLimited(retryAfter: asked, by: workerID)
+        return try await pauses.pauseRateLimited(retryAfter: asked, by: workerID)
     }
 
     /// `throttled`, for a caller that goes on either way: a pause the database could not record is logged (with
@@ -132,6 +121,30 @@ package struct APIBudget: Sendable {
                 try await throttled(retryAfter: retryAfter, by: workerID)
                 guard goOn() else { throw error }
             }
+        }
+    }
+}
+
+/// The rate limit's slot schedule in `detectq.api_budget`.
+package struct PostgresSlots: SlotStorage {
+    let pool: PostgresConnectionPool
+
+    /// Reserves `count` consecutive slots in one UPDATE; returns each slot and how long until it.
+    package func reserve(_ count: Int, ratePerSecond: Double) async throws -> [(slot: Date, wait: Double)] {
+        let interval = 1 / ratePerSecond
+        let span = interval * Double(count)
+        let row = try await pool.query("""
+            UPDATE detectq.api_budget SET next_slot_at = GREATEST(
+                    next_slot_at, clock_timestamp() - make_interval(secs => \(APIBudget.tolerance(ratePerSecond))),
+                    (SELECT until FROM detectq.pauses WHERE kind = 'rate_limited')
+                ) + make_interval(secs => \(span))
+            RETURNING next_slot_at - make_interval(secs => \(span)) AS slot,
+                      EXTRACT(EPOCH FROM next_slot_at - make_interval(secs => \(span)) - clock_timestamp())::float8 AS wait
+            """)[0]
+        let first = try row.decode("slot", as: Date.self)
+        let wait = try row.decode("wait", as: Double.self)
+        return (0..<count).map { index in
+            (first.addingTimeInterval(interval * Double(index)), wait + interval * Double(index))
         }
     }
 }

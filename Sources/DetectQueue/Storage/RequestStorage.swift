@@ -16,8 +16,10 @@ package protocol RequestStorage: Sendable {
     func rescueExpiredLeases(limit: Int, retryDelay: Duration) async throws -> RescueReport
     /// Writes what the state machine decides `event` does to `request`, as the worker saw it; false, changing
     /// nothing, when the request moved on.
+    @discardableResult
     func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges, detail: String?) async throws -> Bool
     /// Completes `request` with `result`, and creates one post-task per processor.
+    @discardableResult
     func complete(
         _ request: DetectionRequest, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
     ) async throws -> CompletionWrite
@@ -25,6 +27,7 @@ package protocol RequestStorage: Sendable {
     /// request holds the uuid.
     func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool
     /// Marks the request as about to be sent; false when `workerID` no longer holds it.
+    @discardableResult
     func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: SubmitPath, callbackSecretHash: String?) async throws -> Bool
     /// Keeps a secure-upload token beside a request in submission.
     func storeSecureUpload(_ token: SecureUploadToken, for request: DetectionRequest, workerID: String) async throws
@@ -35,6 +38,7 @@ package protocol RequestStorage: Sendable {
     /// Claims up to `limit` accepted requests whose next poll is due, under a poll lease.
     func claimDuePolls(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest]
     /// Sets an accepted request's next poll and gives up its poll lease.
+    @discardableResult
     func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date, counting: Bool) async throws -> Bool
     /// One request.
     func request(id: Int) async throws -> DetectionRequest?
@@ -42,6 +46,37 @@ package protocol RequestStorage: Sendable {
     func awaitingCallback(id: Int) async throws -> (DetectionRequest, [String])?
     /// What is stored of one request beyond what a worker reads: its state's columns, for tests and tools.
     func stored(id: Int) async throws -> StoredRequest?
+}
+
+extension RequestStorage {
+    /// `apply` with no columns of the caller's and no detail for the history.
+    @discardableResult
+    package func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?) async throws -> Bool {
+        try await apply(event, to: request, workerID: workerID, changes: RequestChanges(), detail: nil)
+    }
+
+    /// `apply` with the caller's columns.
+    @discardableResult
+    package func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges) async throws -> Bool {
+        try await apply(event, to: request, workerID: workerID, changes: changes, detail: nil)
+    }
+
+    /// `apply` with a detail for the history.
+    @discardableResult
+    package func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, detail: String?) async throws -> Bool {
+        try await apply(event, to: request, workerID: workerID, changes: RequestChanges(), detail: detail)
+    }
+
+    /// The next poll, counted (the interval grows).
+    @discardableResult
+    package func schedulePoll(_ request: DetectionRequest, workerID: String, at: Date) async throws -> Bool {
+        try await schedulePoll(request, workerID: workerID, at: at, counting: true)
+    }
+
+    /// A submission mark with no callback secret.
+    package func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: SubmitPath) async throws -> Bool {
+        try await markSubmitStarted(request, workerID: workerID, path: path, callbackSecretHash: nil)
+    }
 }
 
 /// What is stored of a request beyond `DetectionRequest`: the columns a worker writes and people read.

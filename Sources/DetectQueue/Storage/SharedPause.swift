@@ -6,7 +6,7 @@ import Postgres
 /// (a 402: submitting waits, and one submission probes again every `DETECTQ_CREDIT_RECHECK_SECONDS`), and an
 /// operator's `detectq pause` (submitting waits until `detectq resume`). Callbacks, polls and
 /// post-processing go on under the last two. Each pause keeps who set it, when and why.
-package struct SharedPause: Sendable {
+package struct SharedPause: PauseStorage {
     /// Why the API's use is paused.
     package enum Kind: String, Sendable, CaseIterable, PostgresDecodable {
         /// The API answered 429: every call waits for its `Retry-After`, or a backoff when it gave none.
@@ -59,6 +59,13 @@ package struct SharedPause: Sendable {
         if try row.decode("operator", as: Bool.self) { return .closed }
         guard try row.decode("out_of_credit", as: Bool.self) else { return .open }
         return try row.decode("probe", as: Bool.self) ? .probe : .closed
+    }
+
+    /// Whether a 429's pause is in force now.
+    package func isRateLimited() async throws -> Bool {
+        try await pool.query("""
+            SELECT EXISTS (SELECT 1 FROM detectq.pauses WHERE kind = 'rate_limited' AND until > clock_timestamp()) AS paused
+            """)[0].decode("paused", as: Bool.self)
     }
 
     /// The pauses in force.

@@ -19,7 +19,7 @@ import ResembleDetect
 struct LostAnswerSearch: Sendable {
     let client: any DetectAPI
     let budget: APIBudget
-    let store: RequestStore
+    let store: any RequestStorage
     /// This deployment's name (`detectq.installation`), carried in upload names.
     let installation: String
     /// How many pages one search may read.

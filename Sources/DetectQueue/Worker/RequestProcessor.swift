@@ -9,7 +9,7 @@ import Tracing
 /// Carries one claimed request through one attempt: chooses the submit path, spends the shared API
 /// budget before every call, submits, and records what happened through the state machine.
 struct RequestProcessor: Sendable {
-    let store: RequestStore
+    let store: any RequestStorage
     let client: any DetectAPI
     let budget: APIBudget
     let configuration: WorkerConfiguration
@@ -246,7 +246,7 @@ struct RequestProcessor: Sendable {
                 attributes: ["detectq.wait_mode": mode.rawValue]
             )
         }
-        if probe, try await SharedPause(pool: store.pool).endOutOfCredit() {
+        if probe, try await gate.pause.endOutOfCredit() {
             logger.notice("the API accepted a submission again: credit is back, and every worker resumes submitting")
         }
         var changes = RequestChanges()
@@ -331,7 +331,7 @@ struct RequestProcessor: Sendable {
         gate.close()
         do {
             let seconds = Int(configuration.creditRecheck.seconds.rounded())
-            if try await SharedPause(pool: store.pool).pauseOutOfCredit(
+            if try await gate.pause.pauseOutOfCredit(
                 reason: "\(error); one submission probes again every \(seconds) s", by: configuration.workerID,
                 recheck: configuration.creditRecheck
             ) {

@@ -8,7 +8,7 @@ import Tracing
 struct ResultPoller: Sendable {
     let processor: RequestProcessor
 
-    private var store: RequestStore { processor.store }
+    private var store: any RequestStorage { processor.store }
     private var configuration: WorkerConfiguration { processor.configuration }
 
     /// Polls the due requests once; returns how many it polled.

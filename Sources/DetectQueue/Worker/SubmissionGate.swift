@@ -3,13 +3,14 @@ import Synchronization
 /// A worker's view of the shared pause before it claims: read from the database again at most every
 /// `freshness` while submitting is open, and at every claim while it is not (so the probe is never missed).
 final class SubmissionGate: Sendable {
-    private let pause: SharedPause
+    /// The shared pauses this view reads.
+    let pause: any PauseStorage
     private let recheck: Duration
     private let freshness: Duration
     /// The gate as last seen, when, and whether this worker closed it itself (`close`).
     private let cached = Mutex<(at: ContinuousClock.Instant, gate: SharedPause.Gate, closedHere: Bool)?>(nil)
 
-    init(pause: SharedPause, recheck: Duration, freshness: Duration = .milliseconds(250)) {
+    init(pause: any PauseStorage, recheck: Duration, freshness: Duration = .milliseconds(250)) {
         self.pause = pause
         self.recheck = recheck
         self.freshness = freshness

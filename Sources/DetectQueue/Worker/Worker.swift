@@ -53,7 +53,7 @@ package final class Worker: Service {
             configuration: configuration, postProcessors: postProcessors, api: api, pause: pause, logger: logger
         )
         let router = Router()
-        CallbackReceiver(processor: dependencies.processor, poller: dependencies.poller, metricsExposition: metricsExposition)
+        CallbackReceiver(processor: dependencies.processor, poller: dependencies.poller, metricsExposition: metricsExposition, pool: dependencies.pool)
             .routes(into: router)
         additionalRoutes?(router)
         let http = Application(
