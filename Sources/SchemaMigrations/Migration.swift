@@ -11,6 +11,36 @@ package struct Migration: Sendable, Hashable {
     /// SHA-256 of the file's bytes, in hex: an applied migration whose file changed is caught by it.
     package let checksum: String
 
+    /// The first line that makes a migration run outside a transaction (`CREATE INDEX CONCURRENTLY`, which
+    /// holds no lock against writers while it builds): its statements then run one by one, each ending a line
+    /// with `;`, with no dollar-quoted bodies.
+    package static let noTransactionMarker = "-- detectq: no transaction"
+
+    /// Whether the migration runs outside a transaction (`noTransactionMarker` is its first line).
+    package var runsOutsideATransaction: Bool {
+        sql.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first?
+            .trimmingCharacters(in: .whitespaces) == Self.noTransactionMarker
+    }
+
+    /// The statements of a migration that runs outside a transaction, in order: each ends at a line that ends
+    /// with `;`, comment lines dropped.
+    package var statements: [String] {
+        var statements: [String] = []
+        var current: [Substring] = []
+        for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("--") || (trimmed.isEmpty && current.isEmpty) { continue }
+            current.append(line)
+            if trimmed.hasSuffix(";") {
+                statements.append(current.joined(separator: "\n"))
+                current = []
+            }
+        }
+        let rest = current.joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        if !rest.isEmpty { statements.append(rest) }
+        return statements
+    }
+
     /// A migration from a file named `<number>_<words>.sql` and its bytes.
     package init(fileName: String, bytes: [UInt8]) {
         guard let version = Int(fileName.prefix(while: \.isNumber)), fileName.hasSuffix(".sql") else {

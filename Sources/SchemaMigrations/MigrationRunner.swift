@@ -1,7 +1,9 @@
+import Foundation
 import Postgres
 
-/// Applies pending migrations in order, each in its own transaction, and records each one with its checksum
-/// in `detectq.schema_migrations`. A session-level advisory lock makes concurrent runs from many hosts safe:
+/// Applies pending migrations in order, each in its own transaction (or, when its first line asks, outside one,
+/// statement by statement: an index built `CONCURRENTLY`), and records each one with its checksum in
+/// `detectq.schema_migrations`. A session-level advisory lock makes concurrent runs from many hosts safe:
 /// they queue on the lock, and each later run finds the work done. That lock needs a session of its own, so
 /// a transaction-pooling connection (PgBouncer's `pool_mode = transaction`) is refused before anything runs.
 package struct MigrationRunner: Sendable {
@@ -66,20 +68,96 @@ package struct MigrationRunner: Sendable {
         var report = MigrationReport(applied: [], alreadyApplied: applied.count - unknown.count, unknownToThisBuild: unknown)
         for migration in migrations where applied[migration.version] == nil {
             do {
-                try await connection.transaction { connection in
-                    try await connection.executeScript(migration.sql)
-                    try await connection.query("""
-                        INSERT INTO detectq.schema_migrations (version, name, checksum)
-                        VALUES (\(migration.version), \(migration.name), \(migration.checksum))
-                        """)
+                if migration.runsOutsideATransaction {
+                    try await applyOutsideATransaction(migration, on: connection)
+                } else {
+                    try await connection.transaction { connection in
+                        try await connection.executeScript(migration.sql)
+                        try await record(migration, on: connection)
+                    }
                 }
             } catch let error as PostgresError {
-                throw MigrationError.failed(migration.name, error)
+                throw migration.runsOutsideATransaction
+                    ? MigrationError.failedOutsideATransaction(migration.name, error)
+                    : MigrationError.failed(migration.name, error)
             }
             report.applied.append(migration)
         }
         return report
     }
+
+    /// Runs a migration's statements one by one, outside a transaction. A run that was interrupted may have
+    /// left an index built `CONCURRENTLY` invalid (`IF NOT EXISTS` would then keep it, unusable): such an index
+    /// is dropped and built again. Recorded once every statement has run, so a failed run is run again whole.
+    private func applyOutsideATransaction(_ migration: Migration, on connection: PostgresConnection) async throws {
+        for statement in migration.statements {
+            if let index = Self.concurrentIndexName(statement) {
+                let invalid = try await connection.query("""
+                    SELECT c.relname AS name FROM pg_index i
+                    JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relname = \(index) AND n.nspname = 'detectq' AND NOT i.indisvalid
+                    """)
+                for row in invalid {
+                    try await connection.query("DROP INDEX CONCURRENTLY IF EXISTS detectq.\(identifier: try row.decode("name", as: String.self))")
+                }
+            }
+            try await connection.executeScript(statement)
+        }
+        try await record(migration, on: connection)
+    }
+
+    /// The unqualified name of the index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name` builds.
+    static func concurrentIndexName(_ statement: String) -> String? {
+        let words = statement.split(whereSeparator: \.isWhitespace).map { $0.lowercased() }
+        guard let concurrently = words.firstIndex(of: "concurrently"), concurrently >= 2, words[0] == "create",
+              words[concurrently - 1] == "index" else { return nil }
+        var position = concurrently + 1
+        if words.count > position + 3, words[position] == "if", words[position + 1] == "not", words[position + 2] == "exists" {
+            position += 3
+        }
+        guard position < words.count, words[position] != "on" else { return nil }
+        return String(words[position].split(separator: ".").last ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+    }
+
+    private func record(_ migration: Migration, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            INSERT INTO detectq.schema_migrations (version, name, checksum)
+            VALUES (\(migration.version), \(migration.name), \(migration.checksum))
+            """)
+    }
+
+    /// Each of this build's migrations and whether (and when) the database applied it, and the applied ones this
+    /// build does not know; reads only.
+    package func status() async throws -> [MigrationStatus] {
+        let connection = try await PostgresConnection.connect(configuration)
+        do {
+            let exists = try await connection.query("SELECT to_regclass('detectq.schema_migrations') IS NOT NULL AS e")[0]
+                .decode("e", as: Bool.self)
+            var applied: [Int: (name: String, at: Date)] = [:]
+            if exists {
+                for row in try await connection.query("SELECT version, name, applied_at FROM detectq.schema_migrations") {
+                    applied[try row.decode("version")] = (try row.decode("name"), try row.decode("applied_at"))
+                }
+            }
+            await connection.close()
+            let known = Set(migrations.map(\.version))
+            return migrations.map { MigrationStatus(name: $0.name, appliedAt: applied[$0.version]?.at, knownToThisBuild: true) }
+                + applied.filter { !known.contains($0.key) }.sorted { $0.key < $1.key }
+                    .map { MigrationStatus(name: $0.value.name, appliedAt: $0.value.at, knownToThisBuild: false) }
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+}
+
+/// One migration as `detectq migrate --status` lists it.
+package struct MigrationStatus: Sendable, Hashable {
+    package let name: String
+    /// When the database applied it; nil while pending.
+    package let appliedAt: Date?
+    /// False for a migration a newer detectq applied.
+    package let knownToThisBuild: Bool
 }
 
 /// What a migration run did.
@@ -97,6 +175,7 @@ package enum MigrationError: Error, CustomStringConvertible {
     case duplicateVersion(Int)
     case changedAfterApplying(String, recorded: String, current: String)
     case failed(String, PostgresError)
+    case failedOutsideATransaction(String, PostgresError)
     case transactionPooling
 
     package var description: String {
@@ -108,6 +187,9 @@ package enum MigrationError: Error, CustomStringConvertible {
                 + "\(current.prefix(12)) in this build); restore it and put the change in a new migration"
         case .failed(let name, let error):
             return "migration \(name) failed and was rolled back: \(error)"
+        case .failedOutsideATransaction(let name, let error):
+            return "migration \(name) failed (it runs outside a transaction, so what it finished stays; run detectq migrate "
+                + "again once the cause is fixed, and it resumes safely): \(error)"
         case .transactionPooling:
             return "migrations need a session connection, and DATABASE_URL lends a server per transaction (a PgBouncer in "
                 + "pool_mode = transaction), where the migration lock does not hold; run detectq migrate with DATABASE_URL "

@@ -16,6 +16,21 @@ struct MigrateCommandTests {
         #expect(second.standardOutput.contains("already applied"))
     }
 
+    @Test func statusListsPendingThenAppliedMigrationsAndChangesNothing() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let environment = ["DATABASE_URL": try TestDatabase.connectionURI(database: try #require(configuration.database))]
+        let before = try await DetectqExecutable.run(["migrate", "--status"], environment: environment)
+        #expect(before.status == 0, "\(before.standardError)")
+        #expect(before.standardOutput.contains("0001_create_schema.sql  pending"))
+        #expect(before.standardOutput.contains("13 pending: run detectq migrate"), "\(before.standardOutput)")
+        let again = try await DetectqExecutable.run(["migrate", "--status"], environment: environment)
+        #expect(again.standardOutput == before.standardOutput, "--status applied nothing")
+        #expect(try await DetectqExecutable.run(["migrate"], environment: environment).status == 0)
+        let after = try await DetectqExecutable.run(["migrate", "--status"], environment: environment)
+        #expect(after.standardOutput.contains("0013_sustained_trouble.sql  applied 20"), "\(after.standardOutput)")
+        #expect(after.standardOutput.hasSuffix("schema up to date\n"))
+    }
+
     @Test func anUnreachableDatabaseExitsNonZeroWithOneLine() async throws {
         let outcome = try await DetectqExecutable.run(
             ["migrate"], environment: ["DATABASE_URL": "postgresql://detectq:s3cret-pw@127.0.0.1:1/none?connect_timeout=2"]

@@ -23,6 +23,38 @@ struct MigrationTests {
         #expect(DetectqMigrations.all.map(\.version) == DetectqMigrations.all.map(\.version).sorted())
     }
 
+    /// An index built `CONCURRENTLY` holds no lock against writers, and cannot be built inside a transaction; a
+    /// build that breaks (here on duplicates, as an interrupted one would) leaves an invalid index, which the next
+    /// run drops and builds again rather than keeping it for `IF NOT EXISTS`.
+    @Test func aMigrationOutsideATransactionBuildsAnIndexConcurrentlyAndResumesAfterABrokenRun() async throws {
+        let configuration = try await TestDatabase.createDatabase()
+        let setup = migration(1, "CREATE TABLE detectq.t (x int); INSERT INTO detectq.t VALUES (1), (1), (2);")
+        let concurrent = migration(2, """
+            -- detectq: no transaction
+            -- One statement per line ending in a semicolon.
+            CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS t_x
+                ON detectq.t (x);
+            SELECT 1;
+            """)
+        #expect(concurrent.runsOutsideATransaction && concurrent.statements.count == 2)
+        #expect(!setup.runsOutsideATransaction)
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
+        func indexIsValid() async throws -> Bool? {
+            try await pool.query("""
+                SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 't_x'
+                """).first?.decode("indisvalid", as: Bool.self)
+        }
+        await #expect(throws: MigrationError.self) {
+            try await MigrationRunner(configuration: configuration, migrations: [setup, concurrent]).migrate()
+        }
+        #expect(try await indexIsValid() == false, "the broken build left an invalid index")
+        try await pool.query("DELETE FROM detectq.t a USING detectq.t b WHERE a.x = b.x AND a.ctid > b.ctid")
+        let report = try await MigrationRunner(configuration: configuration, migrations: [setup, concurrent]).migrate()
+        #expect(report.applied.map(\.version) == [2])
+        #expect(try await indexIsValid() == true, "dropped and built again")
+        await pool.close()
+    }
+
     @Test func aSecondRunIsANoOp() async throws {
         let configuration = try await TestDatabase.createDatabase()
         let first = try await MigrationRunner(configuration: configuration).migrate()
