@@ -36,8 +36,16 @@ struct LeaseTable: Sendable {
         let description: String
     }
 
+    /// `detectq.requests`, derived once (a claim, a heartbeat and a rescue each ask for it).
+    static func requests() throws -> LeaseTable { try derivedRequests.get() }
+    /// `detectq.post_tasks`, derived once.
+    static func postTasks() throws -> LeaseTable { try derivedPostTasks.get() }
+
+    private static let derivedRequests = Result { try deriveRequests() }
+    private static let derivedPostTasks = Result { try derivePostTasks() }
+
     /// `detectq.requests`, as `RequestStateMachine`'s claim and lost lease say.
-    static func requests() throws -> LeaseTable {
+    private static func deriveRequests() throws -> LeaseTable {
         let claims = RequestStateMachine.claims
         guard let claim = claims.first, claims.allSatisfy({ $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }) else {
             throw Unwritable(description: "the request claims are not alike")
@@ -63,7 +71,7 @@ struct LeaseTable: Sendable {
     }
 
     /// `detectq.post_tasks`, as `PostTaskStateMachine`'s claim and lost lease say.
-    static func postTasks() throws -> LeaseTable {
+    private static func derivePostTasks() throws -> LeaseTable {
         let claims = PostTaskStateMachine.claims
         guard let claim = claims.first, claims.allSatisfy({ $0.to == claim.to && $0.lease == .take && $0.attempts == .spendOne }) else {
             throw Unwritable(description: "the post-task claims are not alike")

@@ -63,8 +63,7 @@ package final class InMemoryPauses: PauseStorage {
     package func pauseRateLimited(retryAfter: Duration?, by workerID: String?) async throws -> Date {
         pauses.withLock { pauses in
             let now = Date()
-            let reason = retryAfter.map { "the API answered 429 Too Many Requests (Retry-After \(Int($0.seconds.rounded(.up))) s)" }
-                ?? "the API answered 429 Too Many Requests without Retry-After"
+            let reason = SharedPause.throttleReason(retryAfter: retryAfter)
             guard let existing = pauses[.rateLimited], let until = existing.entry.until else {
                 let until = now.addingTimeInterval(retryAfter?.seconds ?? 1)
                 pauses[.rateLimited] = Pause(

@@ -83,14 +83,19 @@ package struct SharedPause: PauseStorage {
     /// the pause ends are answered within it); a later one starts the backoff again at one second.
     package static let throttleContinues: Duration = .seconds(5)
 
+    /// Why a 429's pause is in force, as `detectq status` and the dashboard show it.
+    static func throttleReason(retryAfter: Duration?) -> String {
+        retryAfter.map { "the API answered 429 Too Many Requests (Retry-After \(Int($0.seconds.rounded(.up))) s)" }
+            ?? "the API answered 429 Too Many Requests without Retry-After: every worker backs off, from 1 s doubling to 60 s while the 429s go on"
+    }
+
     /// Pauses every API call after a 429: until `retryAfter` from now when the API gave one (or longer, if a
     /// pause already lasts longer), else for a backoff that starts at one second and doubles, up to a minute,
     /// while the 429s go on (a 429 within `throttleContinues` of the last pause's end). A 429 that answers a
     /// call sent before the pause in force leaves that pause as it is. Returns when the pause ends.
     @discardableResult
     package func pauseRateLimited(retryAfter: Duration?, by workerID: String?) async throws -> Date {
-        let reason = retryAfter.map { "the API answered 429 Too Many Requests (Retry-After \(Int($0.seconds.rounded(.up))) s)" }
-            ?? "the API answered 429 Too Many Requests without Retry-After: every worker backs off, from 1 s doubling to 60 s while the 429s go on"
+        let reason = Self.throttleReason(retryAfter: retryAfter)
         let longest = Self.longestThrottleBackoff.seconds
         return try await pool.query(PostgresQuery(sql: """
             INSERT INTO detectq.pauses AS p (kind, reason, paused_by, until, backoff_seconds)
