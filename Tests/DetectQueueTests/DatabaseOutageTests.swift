@@ -7,9 +7,10 @@ import SchemaMigrations
 import Testing
 import WorkerTestSupport
 
-/// PostgreSQL going away while the API works on a request: the worker must store the answer once the
-/// database is back, not leave the request to be taken over and submitted (and billed) again.
-@Suite("A database outage after the API accepted", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
+/// PostgreSQL going away during an attempt. After the API accepted, the worker must store the answer once the
+/// database is back, not leave the request to be taken over and submitted (and billed) again; before anything
+/// was sent, the claim goes back with its attempt unspent: an outage is not the request's failure.
+@Suite("A database outage during an attempt", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct DatabaseOutageTests {
     @Test(arguments: [ThrowawayPostgresCluster.ShutdownMode.fast, .immediate])
     func theAnswerIsStoredWhenTheDatabaseIsBackAndNothingIsSentTwice(mode: ThrowawayPostgresCluster.ShutdownMode) async throws {
@@ -42,6 +43,41 @@ struct DatabaseOutageTests {
         }
         let stats = await harness.simulator.state.snapshot()
         #expect(stats.submissions == 2, "each request was sent once: \(stats.submissionsByMedia)")
+        await harness.stop()
+        await cluster.destroy()
+    }
+
+    @Test func anOutageBeforeTheSubmissionGivesTheClaimBackWithItsAttemptUnspent() async throws {
+        let cluster = try await ThrowawayPostgresCluster.startForTest(durableCommits: true)
+        let database = PostgresConfiguration(connectionString: cluster.connectionString)
+        _ = try await MigrationRunner(configuration: database).migrate()
+        let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-outage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
+        let harness = WorkerHarness(
+            database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 2),
+            simulator: try await DetectSimulator.startForTest(configuration: .init(latency: .milliseconds(100))), mediaRoot: mediaRoot
+        )
+        let first = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/first.wav", "sync"])
+        let second = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/second.wav", "sync"])
+        // One API call every 4 s: the second request, claimed with the first, waits for its slot, and the
+        // database goes away while it waits.
+        let log = CapturedLog()
+        let worker = harness.startWorker(
+            try harness.configuration(environment: ["DETECTQ_API_RATE_LIMIT": "0.25", "DETECTQ_LEASE_SECONDS": "30"]), log: log
+        )
+        try await waitUntil("the API has the first submission") { await harness.simulator.state.snapshot().submissions == 1 }
+        try await cluster.stopServer(.fast)
+        try await waitUntil("the second request's attempt meets the outage") { log.contains("before this attempt sent anything") }
+        try await cluster.startServer()
+        for _ in 0..<harness.pool.maximumConnections { _ = try? await harness.pool.query("SELECT 1") }
+        try await harness.waitUntilFinished([first, second])
+        await worker.stop()
+
+        let row = try await harness.row(second)
+        #expect(try row.decode("state", as: String.self) == "completed")
+        #expect(try row.decode("attempt", as: Int.self) == 1, "the outage spent no attempt")
+        #expect(try await harness.history(second) == ["queued", "submitting", "queued", "submitting", "completed"], "given back, then sent")
+        #expect(await harness.simulator.state.snapshot().submissions == 2, "each request was sent once")
         await harness.stop()
         await cluster.destroy()
     }

@@ -14,12 +14,16 @@ struct ErrorPolicyTests {
     /// One worker's policy on in-memory stores, against a simulator of its own.
     struct Policy {
         let simulator: DetectSimulator
-        let store = InMemoryRequestStore()
+        let store: any RequestStorage
         let pauses = InMemoryPauses()
         let processor: RequestProcessor
         let poller: ResultPoller
 
-        init(simulator configuration: SimulatorConfiguration = .init(latency: .milliseconds(5)), environment: [String: String] = [:]) async throws {
+        init(
+            simulator configuration: SimulatorConfiguration = .init(latency: .milliseconds(5)), environment: [String: String] = [:],
+            store: any RequestStorage = InMemoryRequestStore()
+        ) async throws {
+            self.store = store
             simulator = try await DetectSimulator.startForTest(configuration: configuration)
             let settings = [
                 "DATABASE_URL": "postgresql://127.0.0.1:1/unused", "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": "policy",
@@ -146,5 +150,48 @@ struct ErrorPolicyTests {
         }
         let failed = try await policy.stored(id)
         #expect(failed.errorMessage?.contains(try #require(accepted.remoteUUID)) == true && failed.errorMessage?.contains("DETECTQ_RESULT_TIMEOUT") == true)
+    }
+
+    @Test func aDatabaseOutageBeforeAnythingIsSentSpendsNoAttempt() async throws {
+        // The database goes away as the attempt marks its submission, and stays away for the first two tries of
+        // giving the claim back.
+        let store = OutageStore { call, refusedBefore in
+            switch call {
+            case .markSubmitStarted: refusedBefore == 0
+            case .apply(.released): refusedBefore < 3
+            default: false
+            }
+        }
+        let policy = try await Policy(environment: ["DETECTQ_CALLBACK_URL": "http://127.0.0.1:9/detectq"], store: store)
+        let (id, ending) = try await policy.attempt("https://cdn.example.com/outage-before.wav", waitMode: "callback")
+        #expect(ending == .released)
+        #expect(store.refusedCalls == 3, "the claim was given back once the database answered")
+        let given = try await policy.stored(id)
+        #expect(given.state == .queued && given.attempt == 0 && given.errorMessage == nil, "\(given)")
+        #expect(await policy.simulator.state.snapshot().submissions == 0)
+        #expect(try await policy.again(id) == .recorded)
+        let sent = try await policy.stored(id)
+        #expect(sent.state == .awaitingResult && sent.attempt == 1, "the next claim sends it, as its first attempt: \(sent)")
+        #expect(await policy.simulator.state.snapshot().submissions == 1)
+    }
+
+    @Test func anAnswerTheDatabaseWouldNotTakeSpendsTheAttemptAndIsFoundNotSentAgain() async throws {
+        // The database refuses the acceptance for longer than a lease (through every try), then comes back.
+        let refusing = OutageStore { call, _ in
+            if case .apply(.accepted) = call { return true }
+            return false
+        }
+        let policy = try await Policy(environment: ["DETECTQ_LEASE_SECONDS": "0.4"], store: refusing)
+        let (id, ending) = try await policy.attempt("https://cdn.example.com/outage-after.wav", waitMode: "poll")
+        #expect(ending == .recorded)
+        #expect(refusing.refusedCalls >= 2, "the acceptance was asked again through the outage")
+        let spent = try await policy.stored(id)
+        #expect(spent.state == .retrying && spent.attempt == 1 && spent.unansweredSince != nil, "the attempt is spent, its answer owed: \(spent)")
+        #expect(spent.errorMessage?.contains("could not store what the API answered") == true, "\(spent.errorMessage ?? "")")
+        try await waitUntil("the retry is due") { try await policy.stored(id).runAt <= Date() }
+        _ = try await policy.again(id)
+        let adopted = try await policy.stored(id)
+        #expect(adopted.state == .awaitingResult && adopted.remoteUUID != nil, "\(adopted)")
+        #expect(await policy.simulator.state.snapshot().submissions == 1, "found, not paid for twice")
     }
 }

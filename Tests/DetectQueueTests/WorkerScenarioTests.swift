@@ -59,8 +59,9 @@ struct WorkerScenarioTests {
             FROM generate_series(1, 150) AS n
             """)
         let settings = ["DETECTQ_API_RATE_LIMIT": "40", "DETECTQ_CALLBACK_TIMEOUT": "1"]
+        let slots = RecordingSlots(pool: harness.pool)
         let workers = try ["f1", "f2", "f3"].map {
-            harness.startWorker(try harness.configuration(workerID: $0, callbacks: true, environment: settings))
+            harness.startWorker(try harness.configuration(workerID: $0, callbacks: true, environment: settings), slots: slots)
         }
         let ids = try await harness.pool.query("SELECT id FROM detectq.requests").map { try $0.decode("id", as: Int.self) }
         try await harness.waitUntilFinished(ids, timeout: .seconds(240))
@@ -78,11 +79,13 @@ struct WorkerScenarioTests {
         #expect(stats.injectedServerErrors > 0 && stats.injectedDrops > 0 && stats.injectedRateLimits > 0)
         #expect(stats.callbacksLost > 0 && stats.callbacksDuplicated > 0)
         #expect(stats.submissionsByMedia.count == 150)
-        // The budget grants at most the rate plus one in any second of the database's clock; what the simulator
-        // sees is when each request arrived, later by however long a busy machine took to send it, so a few
-        // granted in one second can land in the next. The benchmark measures the peak on a quiet machine (≤ 44).
-        #expect(Double(stats.peakRequestsPerSecond) <= 40 * 1.25, "peak \(stats.peakRequestsPerSecond) requests in one second")
-        print("faults: \(stats.injectedServerErrors) 503s, \(stats.injectedRateLimits) 429s, \(stats.injectedDrops) drops, \(stats.callbacksLost) lost and \(stats.callbacksDuplicated) duplicated callbacks; \(retried) requests retried; peak \(stats.peakRequestsPerSecond) req/s; \(stats.submissions) submissions for 150 requests")
+        // The budget's promise, across the three workers: at most the rate plus one slot granted in any second of
+        // the database's clock. When each request then reached the simulator is later by however long a busy
+        // machine took to send it (a few granted in one second can land in the next), so the simulator's own peak
+        // is printed, not held to the promise; the benchmark measures it on a quiet machine.
+        #expect(slots.count >= stats.submissions, "every call took a slot: \(slots.count) slots, \(stats.submissions) submissions")
+        #expect(slots.peakPerSecond <= 41, "peak \(slots.peakPerSecond) slots granted in one second")
+        print("faults: \(stats.injectedServerErrors) 503s, \(stats.injectedRateLimits) 429s, \(stats.injectedDrops) drops, \(stats.callbacksLost) lost and \(stats.callbacksDuplicated) duplicated callbacks; \(retried) requests retried; peak \(slots.peakPerSecond) slots granted and \(stats.peakRequestsPerSecond) requests arrived in one second; \(stats.submissions) submissions for 150 requests")
         await harness.stop()
     }
 

@@ -59,10 +59,14 @@ package struct WorkerHarness: Sendable {
 
     /// Runs a worker until `stop` is called on the returned handle; by default with one post-processor,
     /// `test.alert`, that applies to fakes and does nothing.
-    package func startWorker(_ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()]) -> RunningWorker {
+    package func startWorker(
+        _ configuration: WorkerConfiguration, postProcessors: [any PostProcessor] = [NoteFakes()], log: CapturedLog? = nil,
+        slots: RecordingSlots? = nil
+    ) -> RunningWorker {
         let worker = Worker(
             configuration: configuration, postProcessors: postProcessors,
-            logger: Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() })
+            logger: log?.logger(label: "test-worker") ?? Logger(label: "test-worker", factory: { _ in SwiftLogNoOpLogHandler() }),
+            slots: slots
         )
         let group = ServiceGroup(configuration: .init(services: [worker], logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })))
         let running = RunningWorker(worker: worker, group: group, task: Task { try await group.run() })

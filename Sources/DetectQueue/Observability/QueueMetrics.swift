@@ -128,6 +128,10 @@ enum DatabaseOperation: String, Sendable {
     case readCallbackRequest = "read_callback_request"
     /// Recording the shared pause a 429 asks for.
     case recordThrottle = "record_throttle"
+    /// An attempt's reads and writes before anything was sent (the claim goes back unspent).
+    case prepareSubmission = "prepare_submission"
+    /// A post-task's run (reading its outcome, writing an effect; the claim goes back unspent).
+    case runPostTask = "run_post_task"
 }
 
 /// What became of a callback, for `detectq_callbacks_received_total`.

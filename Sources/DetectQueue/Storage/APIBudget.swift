@@ -129,6 +129,10 @@ package struct APIBudget: Sendable {
 package struct PostgresSlots: SlotStorage {
     let pool: PostgresConnectionPool
 
+    package init(pool: PostgresConnectionPool) {
+        self.pool = pool
+    }
+
     /// Reserves `count` consecutive slots in one UPDATE; returns each slot and how long until it.
     package func reserve(_ count: Int, ratePerSecond: Double) async throws -> [(slot: Date, wait: Double)] {
         let interval = 1 / ratePerSecond

@@ -13,6 +13,8 @@ struct PostTaskRunner: Sendable {
     let budget: APIBudget
     let workerID: String
     let retryPolicy: RetryPolicy
+    /// `DETECTQ_LEASE_SECONDS`: how long a claim given back is asked again through a database outage.
+    let lease: Duration
     /// `DETECTQ_FAKE_THRESHOLD`, for the verdict the processors see.
     let fakeThreshold: Double?
     let logger: Logger
@@ -72,6 +74,12 @@ struct PostTaskRunner: Sendable {
             QueueMetrics.postTask(processor: task.processor, outcome: "failed")
             logger.error("post-task failed for good: \(undeclared)")
             await record { try await store.fail(task, workerID: workerID, reason: "\(undeclared)", retryAt: nil, notifications: []) }
+        } catch let error as PostgresError where error.isTransient {
+            // The database went away under the run (reading the outcome, or writing an effect): not the
+            // processor's failure, so the claim goes back and the attempt is not spent.
+            QueueMetrics.databaseFailed(.runPostTask)
+            logger.warning("the database went away during the post-task (\(error)); it goes back unspent once the database answers")
+            await record { try await throughOutage(for: lease, logger: logger) { try await store.release(task, workerID: workerID) } }
         } catch {
             QueueMetrics.postTask(processor: task.processor, outcome: "error")
             await retry(task, reason: String(describing: error), after: nil, notifications: notifications.all, logger: logger)

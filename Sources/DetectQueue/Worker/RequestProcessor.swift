@@ -49,6 +49,9 @@ struct RequestProcessor: Sendable {
             return try await ServiceContext.withValue(RequestTracing.context(requestID: request.id, traceparent: request.traceparent)) {
                 try await attempt(request, probe: probe, logger: logger, isShuttingDown: isShuttingDown)
             }
+        } catch let error as PostgresError where error.isTransient {
+            // Thrown before anything of this attempt reached the API (what it answered is `AnswerNotStored`).
+            return await giveBack(request, databaseAway: error, logger: logger)
         } catch let error as MediaPathError {
             await record(.failedPermanently(reason: error.description), request, logger: logger)
         } catch let error as DetectAPIError {
@@ -57,6 +60,13 @@ struct RequestProcessor: Sendable {
             await record(.failedRetryably(reason: "the worker could not finish the attempt: \(error)", retryAt: retryAt(request, nil)), request, cause: .workerError, logger: logger)
         }
         return .recorded
+    }
+
+    /// What the API answered this attempt could not be stored (the database stayed away for a lease time): the
+    /// attempt is spent, and the next one looks for what it created.
+    private struct AnswerNotStored: Error, CustomStringConvertible {
+        let underlying: PostgresError
+        var description: String { "could not store what the API answered: \(underlying)" }
     }
 
     /// Why a submission was not sent after all.
@@ -239,6 +249,20 @@ struct RequestProcessor: Sendable {
             logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
             return .recorded
         }
+        do {
+            try await recordAnswer(item, to: request, probe: probe, mode: mode, path: path, secretHash: secretHash, sent: sent, logger: logger)
+        } catch let error as PostgresError {
+            throw AnswerNotStored(underlying: error)
+        }
+        return .recorded
+    }
+
+    /// Stores what the API answered a submission: the verdict of a finished detection, or the acceptance of
+    /// one the worker now waits for.
+    private func recordAnswer(
+        _ item: DetectionItem, to request: DetectionRequest, probe: Bool, mode: DetectionRequest.WaitMode, path: SubmitPath,
+        secretHash: String?, sent: Date, logger: Logger
+    ) async throws {
         if item.isFinished {
             // Under Prefer: wait the detection ran inside the submission; its wait is that call.
             RequestTracing.recordSpan(
@@ -254,32 +278,14 @@ struct RequestProcessor: Sendable {
         changes.callbackSecretHash = secretHash
         if item.isFinished {
             changes.remoteUUID = item.uuid
-            try await untilStored(logger: logger) { try await finish(request, with: item, changes: changes, logger: logger) }
+            try await throughOutage(for: configuration.lease, logger: logger) { try await finish(request, with: item, changes: changes, logger: logger) }
         } else {
             let wait = mode == .callback ? configuration.callbackTimeout : configuration.pollInterval
             changes.runAt = Date().addingTimeInterval(wait.seconds)
-            if try await untilStored(logger: logger, {
+            if try await throughOutage(for: configuration.lease, logger: logger, {
                 try await store.apply(.accepted(remoteUUID: item.uuid), to: request, workerID: configuration.workerID, changes: changes)
             }) {
                 logger.info("accepted by the API; waiting", metadata: ["remote_uuid": "\(item.uuid)", "wait_mode": "\(mode.rawValue)"])
-            }
-        }
-        return .recorded
-    }
-
-    /// Runs a write of what the API has just accepted again and again through a database outage, for up to a
-    /// lease time: giving up would leave the request to another worker, which would submit it, and have it
-    /// billed, a second time.
-    private func untilStored<Result>(logger: Logger, _ write: () async throws -> Result) async throws -> Result {
-        let deadline = ContinuousClock.now + configuration.lease
-        var delay = Duration.milliseconds(100)
-        while true {
-            do {
-                return try await write()
-            } catch let error as PostgresError where error.isTransient && ContinuousClock.now + delay < deadline {
-                logger.warning("could not store what the API accepted (\(error)); trying again in \(delay)")
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(2))
             }
         }
     }
@@ -428,6 +434,23 @@ struct RequestProcessor: Sendable {
             try await store.apply(.released(answerOwedSince: request.unansweredSince), to: request, workerID: configuration.workerID, changes: changes)
         } catch {
             logger.error("could not release the request: \(error)")
+        }
+        return .released
+    }
+
+    /// Gives the claim back unsent, its attempt unspent, after the database went away before anything of the
+    /// attempt reached the API: an outage is not the request's failure, so it neither spends an attempt nor
+    /// grows the backoff. The release is asked again through the outage for up to a lease time; past that the
+    /// lease runs out and the rescue takes the request back instead.
+    private func giveBack(_ request: DetectionRequest, databaseAway error: PostgresError, logger: Logger) async -> Ending {
+        QueueMetrics.databaseFailed(.prepareSubmission)
+        logger.warning("the database went away before this attempt sent anything (\(error)); the claim goes back unspent once it answers")
+        do {
+            _ = try await throughOutage(for: configuration.lease, logger: logger) {
+                try await store.apply(.released(answerOwedSince: request.unansweredSince), to: request, workerID: configuration.workerID, changes: .init())
+            }
+        } catch {
+            logger.error("could not give the claim back (\(error)); its lease runs out, and the rescue takes it back")
         }
         return .released
     }

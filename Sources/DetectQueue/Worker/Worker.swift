@@ -20,23 +20,27 @@ package final class Worker: Service {
     private let pause = WorkerPause()
     private let metricsExposition: (@Sendable () -> String)?
     private let api: (any DetectAPI)?
+    private let slots: (any SlotStorage)?
     private let additionalRoutes: (@Sendable (Router<BasicRequestContext>) -> Void)?
 
     /// `postProcessors` are run on completed requests, each as a post-task of its own. `metricsExposition`
     /// renders the process's metrics for `GET /metrics` (after the queue's depth is sampled into them);
     /// without it, `/metrics` answers 404. `api` replaces the Detect API client made from `configuration`
-    /// (benchmarks measure the queue alone with an instant one). `additionalRoutes` adds pages to the
-    /// worker's HTTP port (the dashboard, when it is enabled there).
+    /// (benchmarks measure the queue alone with an instant one). `slots` replaces the API budget's slot schedule
+    /// in `detectq.api_budget` (tests wrap it to see every slot granted, on the database's clock).
+    /// `additionalRoutes` adds pages to the worker's HTTP port (the dashboard, when it is enabled there).
     package init(
         configuration: WorkerConfiguration,
         postProcessors: [any PostProcessor] = [],
         logger: Logger = Logger(label: "detectq.worker"),
         metricsExposition: (@Sendable () -> String)? = nil,
         api: (any DetectAPI)? = nil,
+        slots: (any SlotStorage)? = nil,
         additionalRoutes: (@Sendable (Router<BasicRequestContext>) -> Void)? = nil
     ) {
         self.configuration = configuration
         self.api = api
+        self.slots = slots
         self.additionalRoutes = additionalRoutes
         self.postProcessors = postProcessors
         self.metricsExposition = metricsExposition
@@ -50,7 +54,7 @@ package final class Worker: Service {
 
     package func run() async throws {
         let dependencies = try await WorkerDependencies.make(
-            configuration: configuration, postProcessors: postProcessors, api: api, pause: pause, logger: logger
+            configuration: configuration, postProcessors: postProcessors, api: api, slots: slots, pause: pause, logger: logger
         )
         let router = Router()
         CallbackReceiver(processor: dependencies.processor, poller: dependencies.poller, metricsExposition: metricsExposition, pool: dependencies.pool)

@@ -35,7 +35,8 @@ struct WorkerDependencies: Sendable {
     /// Builds the dependencies of a worker with `configuration`; fails when the database has no installation
     /// name (`detectq migrate` has not run).
     static func make(
-        configuration: WorkerConfiguration, postProcessors: [any PostProcessor], api: (any DetectAPI)?, pause: WorkerPause, logger: Logger
+        configuration: WorkerConfiguration, postProcessors: [any PostProcessor], api: (any DetectAPI)?, slots: (any SlotStorage)?,
+        pause: WorkerPause, logger: Logger
     ) async throws -> WorkerDependencies {
         let pool = PostgresConnectionPool(
             configuration: configuration.database, maximumConnections: min(32, max(4, configuration.concurrency / 8 + 4))
@@ -60,14 +61,15 @@ struct WorkerDependencies: Sendable {
         let requests = RequestStore(pool: pool)
         let postTasks = PostTaskStore(pool: pool)
         let budget = APIBudget(
-            pool: pool, ratePerSecond: configuration.apiRateLimit, longestRetryAfter: configuration.longestRetryAfter, logger: logger
+            slots: slots ?? PostgresSlots(pool: pool), pauses: SharedPause(pool: pool), ratePerSecond: configuration.apiRateLimit,
+            longestRetryAfter: configuration.longestRetryAfter, logger: logger
         )
         let postTaskSlots = Slots(gauge: Meter(label: QueueMetrics.postTasksInFlight))
         let handedPostTasks = ClaimInbox(slots: postTaskSlots)
         let runner = PostTaskRunner(
             store: postTasks, processors: Dictionary(postProcessors.map { ($0.name, $0) }) { first, _ in first },
             client: client, budget: budget, workerID: configuration.workerID, retryPolicy: configuration.retryPolicy,
-            fakeThreshold: configuration.fakeThreshold, logger: logger,
+            lease: configuration.lease, fakeThreshold: configuration.fakeThreshold, logger: logger,
             effects: PostProcessingEffects(pool: pool, processors: postProcessors)
         )
         let processor = RequestProcessor(
