@@ -155,6 +155,16 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "UpgradeCheck",
+            dependencies: [
+                "DetectSimulator", "EmbeddedPostgres", "Postgres", "ChildProcesses",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tooling/UpgradeCheck",
+            swiftSettings: strict
+        ),
+        .target(
             name: "FakeAlerts",
             dependencies: [
                 "TextEncodings",
@@ -201,6 +211,7 @@ let package = Package(
                 "QueueBenchmarks",
                 "QueueDashboard",
                 "ChaosRunner",
+                "UpgradeCheck",
                 "FakeAlerts", "IntelligenceArchive", "ExternalPlugins", "RetentionTracking", "ResembleDetect", "InputNumbers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -317,7 +328,7 @@ let package = Package(
         .testTarget(
             name: "CommandLineTests",
             dependencies: [
-                "detectq", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres", "ChaosRunner", "SchemaMigrations",
+                "detectq", "DetectQueue", "DetectqTestSupport", "Postgres", "ResembleDetect", "DetectSimulator", "EmbeddedPostgres", "ChaosRunner", "SchemaMigrations",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

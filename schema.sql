@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0013): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0014): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -25,7 +25,8 @@ CREATE TYPE detectq.request_state AS ENUM (
 );
 
 CREATE FUNCTION detectq.count_failure_reason_change() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     INSERT INTO detectq.failure_counts (state, reason, n, last_seen) VALUES
@@ -36,7 +37,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.count_statement() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     sign integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
@@ -72,7 +74,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.fold_state_counts() RETURNS void
-    LANGUAGE sql
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     WITH folded AS (DELETE FROM detectq.state_counts RETURNING kind, state, n)
     INSERT INTO detectq.state_counts (kind, state, n)
@@ -141,7 +144,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.post_tasks_record_event() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     previous detectq.post_task_state;
@@ -181,7 +185,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.requests_delete_history() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
     DELETE FROM detectq.request_events e USING deleted WHERE e.request_id = deleted.id;
@@ -199,7 +204,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.requests_record_inserts() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     actor text := detectq.current_actor();
@@ -215,7 +221,8 @@ END
 $$;
 
 CREATE FUNCTION detectq.requests_record_transitions() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
     actor text := detectq.current_actor();

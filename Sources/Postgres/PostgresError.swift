@@ -130,5 +130,7 @@ package struct SQLState: RawRepresentable, Hashable, Sendable, CustomStringConve
     package static let adminShutdown = SQLState(rawValue: "57P01")
     package static let serializationFailure = SQLState(rawValue: "40001")
     package static let deadlockDetected = SQLState(rawValue: "40P01")
+    /// A lock was not granted within `lock_timeout`.
+    package static let lockNotAvailable = SQLState(rawValue: "55P03")
     package static let undefinedTable = SQLState(rawValue: "42P01")
 }

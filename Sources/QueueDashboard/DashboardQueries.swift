@@ -159,7 +159,7 @@ struct DashboardQueries: Sendable {
 
     func request(id: Int) async throws -> RequestDetail? {
         let rows = try await pool.query("""
-            SELECT id, state::text AS state, media_url, media_path, media_token IS NOT NULL AS has_media_token,
+            SELECT id, state::text AS state, media_url, media_path, (media_url IS NULL AND media_path IS NULL) AS has_media_token,
                    visualize, intelligence, audio_source_tracing, use_reverse_search, use_ood_detector, zero_retention_mode,
                    frame_length, start_region::text AS start_region, end_region::text AS end_region,
                    max_video_secs::text AS max_video_secs, max_video_fps::text AS max_video_fps, model_types, pipeline,

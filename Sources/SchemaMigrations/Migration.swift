@@ -71,5 +71,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0011_statement_history.sql", bytes: PackageResources._011_statement_history_sql),
         Migration(fileName: "0012_history_pairs_by_grouping.sql", bytes: PackageResources._012_history_pairs_by_grouping_sql),
         Migration(fileName: "0013_sustained_trouble.sql", bytes: PackageResources._013_sustained_trouble_sql),
+        Migration(fileName: "0014_least_privilege.sql", bytes: PackageResources._014_least_privilege_sql),
     ]
 }

@@ -6,16 +6,33 @@ import Postgres
 /// `detectq.schema_migrations`. A session-level advisory lock makes concurrent runs from many hosts safe:
 /// they queue on the lock, and each later run finds the work done. That lock needs a session of its own, so
 /// a transaction-pooling connection (PgBouncer's `pool_mode = transaction`) is refused before anything runs.
+///
+/// Migrations run beside working workers. A table's lock that a long transaction holds (a report, a backup)
+/// would otherwise keep a migration waiting in the lock queue, and every worker's write queued behind it:
+/// each statement waits at most `lockTimeout` for its lock, and a migration that did not get it is rolled
+/// back and tried again after a pause (growing from half a second to ten), until `lockRetryLimit` has passed.
 package struct MigrationRunner: Sendable {
     package let configuration: PostgresConfiguration
     package let migrations: [Migration]
+    /// How long one statement may wait for a table's lock, holding the writers queued behind it.
+    package let lockTimeout: Duration
+    /// How long a migration that keeps meeting a held lock is tried again before `migrate` gives up.
+    package let lockRetryLimit: Duration
+    /// Told each time a migration gave way to a held lock and will be tried again (one line, for a person).
+    package let onLockWait: @Sendable (String) -> Void
 
     /// The advisory lock key: "detectq" in ASCII.
     static let lockKey = 0x64_65_74_65_63_74_71
 
-    package init(configuration: PostgresConfiguration, migrations: [Migration] = DetectqMigrations.all) {
+    package init(
+        configuration: PostgresConfiguration, migrations: [Migration] = DetectqMigrations.all, lockTimeout: Duration = .seconds(2),
+        lockRetryLimit: Duration = .seconds(600), onLockWait: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
         self.configuration = configuration
         self.migrations = migrations.sorted { $0.version < $1.version }
+        self.lockTimeout = lockTimeout
+        self.lockRetryLimit = lockRetryLimit
+        self.onLockWait = onLockWait
     }
 
     /// Applies what is pending and reports what was applied.
@@ -71,9 +88,12 @@ package struct MigrationRunner: Sendable {
                 if migration.runsOutsideATransaction {
                     try await applyOutsideATransaction(migration, on: connection)
                 } else {
-                    try await connection.transaction { connection in
-                        try await connection.executeScript(migration.sql)
-                        try await record(migration, on: connection)
+                    try await givingWayToHeldLocks(migration.name) {
+                        try await connection.transaction { connection in
+                            try await connection.query("SELECT set_config('lock_timeout', \(milliseconds(lockTimeout)), true)")
+                            try await connection.executeScript(migration.sql)
+                            try await record(migration, on: connection)
+                        }
                     }
                 }
             } catch let error as PostgresError {
@@ -91,19 +111,55 @@ package struct MigrationRunner: Sendable {
     /// is dropped and built again. Recorded once every statement has run, so a failed run is run again whole.
     private func applyOutsideATransaction(_ migration: Migration, on connection: PostgresConnection) async throws {
         for statement in migration.statements {
-            if let index = Self.concurrentIndexName(statement) {
-                let invalid = try await connection.query("""
-                    SELECT c.relname AS name FROM pg_index i
-                    JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE c.relname = \(index) AND n.nspname = 'detectq' AND NOT i.indisvalid
-                    """)
-                for row in invalid {
-                    try await connection.query("DROP INDEX CONCURRENTLY IF EXISTS detectq.\(identifier: try row.decode("name", as: String.self))")
-                }
+            // An index built CONCURRENTLY blocks no writer while it waits for older transactions: it waits as long
+            // as they last (a timeout there would leave an invalid index behind, to be built again).
+            let index = Self.concurrentIndexName(statement)
+            let timeout = index == nil ? milliseconds(lockTimeout) : "0"
+            try await connection.query("SELECT set_config('lock_timeout', \(timeout), false)")
+            try await givingWayToHeldLocks(migration.name) {
+                try await runOutsideATransaction(statement, buildingIndex: index, on: connection)
             }
-            try await connection.executeScript(statement)
         }
+        try await connection.query("SELECT set_config('lock_timeout', '0', false)")
         try await record(migration, on: connection)
+    }
+
+    /// Runs one statement of a migration outside a transaction; an index a broken run left invalid is dropped first.
+    private func runOutsideATransaction(_ statement: String, buildingIndex index: String?, on connection: PostgresConnection) async throws {
+        if let index {
+            let invalid = try await connection.query("""
+                SELECT c.relname AS name FROM pg_index i
+                JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relname = \(index) AND n.nspname = 'detectq' AND NOT i.indisvalid
+                """)
+            for row in invalid {
+                try await connection.query("DROP INDEX CONCURRENTLY IF EXISTS detectq.\(identifier: try row.decode("name", as: String.self))")
+            }
+        }
+        try await connection.executeScript(statement)
+    }
+
+    /// Runs `body` (one migration's transaction, or one statement outside a transaction) again after a pause each
+    /// time a lock was not granted within `lockTimeout`, until `lockRetryLimit` has passed.
+    private func givingWayToHeldLocks(_ name: String, _ body: () async throws -> Void) async throws {
+        let deadline = ContinuousClock.now + lockRetryLimit
+        var pause = Duration.milliseconds(500)
+        while true {
+            do {
+                return try await body()
+            } catch let error as PostgresError where error.sqlState == .lockNotAvailable && ContinuousClock.now + pause < deadline {
+                onLockWait("migration \(name) gave way after waiting \(milliseconds(lockTimeout)) ms for a lock another session holds "
+                    + "(a long transaction?), so that the workers' writes do not queue behind it; trying again in \(pause)")
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(10))
+            }
+        }
+    }
+
+    /// A duration as a whole number of milliseconds, as `lock_timeout` takes it.
+    private func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        return String(seconds * 1_000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 
     /// The unqualified name of the index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name` builds.

@@ -29,8 +29,8 @@ struct ReadmeTests {
     @Test func everyCommandTheExecutableHasIsDocumented() async throws {
         let help = try await DetectqExecutable.run(["--help"])
         let subcommands = help.standardOutput.components(separatedBy: "SUBCOMMANDS:").last?.split(separator: "\n")
-            .compactMap { line in line.prefixMatch(of: #/  ([a-z]+)  /#).map { String($0.1) } } ?? []
-        #expect(subcommands.count == 16, "\(help.standardOutput)")
+            .compactMap { line in line.prefixMatch(of: #/  ([a-z-]+)  /#).map { String($0.1) } } ?? []
+        #expect(subcommands.count == 18, "\(help.standardOutput)")
         for command in subcommands where command != "help" {
             #expect(try readme.contains("`detectq \(command)"), "the README documents detectq \(command)")
         }

@@ -7,29 +7,6 @@ import Testing
 /// moves, deletes, folds, and writers and folds running at once.
 @Suite("Counts by state, kept by triggers", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct StateCountTests {
-    /// The kept counts and the counted ones, both without zeros.
-    static func both(_ pool: PostgresConnectionPool) async throws -> (kept: [String: Int], counted: [String: Int]) {
-        func read(_ sql: PostgresQuery) async throws -> [String: Int] {
-            var counts: [String: Int] = [:]
-            for row in try await pool.query(sql) where try row.decode("n", as: Int.self) != 0 {
-                counts[try row.decode("key", as: String.self)] = try row.decode("n", as: Int.self)
-            }
-            return counts
-        }
-        return (
-            try await read("""
-                SELECT kind || '.' || state AS key, sum(n)::int8 AS n FROM detectq.state_counts GROUP BY 1
-                UNION ALL SELECT 'failure.' || state || '.' || reason, sum(n)::int8 FROM detectq.failure_counts GROUP BY 1
-                """),
-            try await read("""
-                SELECT 'request.' || state AS key, count(*)::int8 AS n FROM detectq.requests GROUP BY 1
-                UNION ALL SELECT 'post_task.' || state, count(*) FROM detectq.post_tasks GROUP BY 1
-                UNION ALL SELECT 'failure.' || state || '.' || coalesce(error_message, '(no reason)'), count(*)
-                FROM detectq.requests WHERE state IN ('failed', 'retrying') GROUP BY 1
-                """)
-        )
-    }
-
     @Test func theKeptCountsMatchTheTablesThroughEveryKindOfWriteAndFold() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 6)
@@ -51,7 +28,7 @@ struct StateCountTests {
         try await pool.query("UPDATE detectq.requests SET state = 'failed', locked_by = NULL, locked_until = NULL, error_message = 'gave up' WHERE id = 1")
         try await pool.query("INSERT INTO detectq.post_tasks (request_id, processor) SELECT id, 'alert.pg_notify' FROM detectq.requests WHERE id <= 8")
         try await pool.query("DELETE FROM detectq.requests WHERE id BETWEEN 21 AND 25")
-        var counts = try await Self.both(pool)
+        var counts = try await KeptCounts.both(pool)
         #expect(counts.kept == counts.counted)
         #expect(counts.counted["request.cancelled"] == 5 && counts.counted["post_task.queued"] == 8, "\(counts.counted)")
         #expect(counts.counted["failure.failed.gave up"] == 1 && counts.counted["failure.retrying.HTTP 503"] == 3, "\(counts.counted)")
@@ -60,13 +37,13 @@ struct StateCountTests {
 
         // A reason changed by hand, the state kept: the request changes group.
         try await pool.query("UPDATE detectq.requests SET error_message = 'HTTP 504' WHERE id = 2")
-        counts = try await Self.both(pool)
+        counts = try await KeptCounts.both(pool)
         #expect(counts.kept == counts.counted && counts.counted["failure.retrying.HTTP 504"] == 1)
 
         try await QueueDepth.foldCounts(pool)
         #expect(try await pool.query("SELECT count(*)::int8 AS n FROM detectq.state_counts")[0].decode("n", as: Int.self) == counts.counted.keys.count { !$0.hasPrefix("failure.") },
                 "one row per state after a fold")
-        counts = try await Self.both(pool)
+        counts = try await KeptCounts.both(pool)
         #expect(counts.kept == counts.counted)
 
         // Writers moving requests back and forth while two folders fold.
@@ -91,7 +68,7 @@ struct StateCountTests {
             }
             try await group.waitForAll()
         }
-        counts = try await Self.both(pool)
+        counts = try await KeptCounts.both(pool)
         #expect(counts.kept == counts.counted)
         let depth = try await QueueDepth.read(pool)
         #expect(depth.requests[.queued] == counts.counted["request.queued"] && depth.requests[.failed] == 1)

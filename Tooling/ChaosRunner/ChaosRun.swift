@@ -151,7 +151,8 @@ package struct ChaosRun: Sendable {
                 report.injected["hard case dealt: \(hardCase.rawValue)"] = produced.hardCases[hardCase, default: 0]
             }
             try await InvariantChecks(
-                pool: pool, detectionsByMedia: await simulator.state.detectionsByMedia(), deliveries: deliveries,
+                pool: pool, detectionsByMedia: await simulator.state.detectionsByMedia(), createdAt: await simulator.state.creationTimes(),
+                deliveries: deliveries,
                 confirmedInserts: produced.confirmed, leases: await monitor.figures, lease: Double(options.leaseSeconds),
                 behindLostAnswers: await simulator.state.detectionsBehindLostAnswers(),
                 creditWindows: report.faults[Fault.apiOutOfCredit.rawValue, default: 0], creditRefusals: stats.creditRefusals,

@@ -8,6 +8,8 @@ struct InvariantChecks: Sendable {
     let pool: PostgresConnectionPool
     /// The simulator's detections per media key, oldest first.
     let detectionsByMedia: [String: [String]]
+    /// When the simulator created each detection, by uuid.
+    let createdAt: [String: Date]
     let deliveries: AlertLedger.Deliveries
     let confirmedInserts: Set<String>
     /// What the lease monitor saw of killed workers' leases, and the lease time.
@@ -75,7 +77,7 @@ struct InvariantChecks: Sendable {
         countHardCases(rows, into: &report.hardCases)
         report.invariants += [
             try await everyRequestEnds(rows),
-            submittedOnce(rows),
+            try await submittedOnce(rows),
             alertedOnce(rows),
             try await postTasksFinish(),
             leasesReleased(),
@@ -141,8 +143,18 @@ struct InvariantChecks: Sendable {
         )
     }
 
-    /// No submission after a `remote_uuid` was stored, and at most one per attempt.
-    private func submittedOnce(_ rows: [Row]) -> ChaosReport.Invariant {
+    /// No submission after a `remote_uuid` was stored (no detection of the request's media created after the
+    /// request first moved on with a uuid: accepted, completed or failed by the API), and at most one per attempt.
+    /// A request may adopt an earlier detection than its last (a lost answer found after the next attempt sent):
+    /// that resubmission came before any uuid was stored, and is counted with those.
+    private func submittedOnce(_ rows: [Row]) async throws -> ChaosReport.Invariant {
+        var storedAt: [Int: Date] = [:]
+        for row in try await pool.query("""
+            SELECT e.request_id, min(e.at) AS at FROM detectq.request_events e JOIN detectq.requests r ON r.id = e.request_id
+            WHERE r.remote_uuid IS NOT NULL AND e.to_state IN ('awaiting_result', 'completed', 'failed') GROUP BY 1
+            """) {
+            storedAt[try row.decode("request_id", as: Int.self)] = try row.decode("at", as: Date.self)
+        }
         var afterStored: [Int] = []
         var overAttempts: [Int] = []
         var unknownUUID: [Int] = []
@@ -152,7 +164,9 @@ struct InvariantChecks: Sendable {
             if created.count > row.attempt { overAttempts.append(row.id) }
             if let uuid = row.remoteUUID {
                 if !created.contains(uuid) { unknownUUID.append(row.id) }
-                if created.last != uuid { afterStored.append(row.id) }
+                if let stored = storedAt[row.id], created.contains(where: { (createdAt[$0] ?? .distantPast) > stored }) {
+                    afterStored.append(row.id)
+                }
             }
             resubmittedBeforeUUID += max(0, created.count - 1)
         }

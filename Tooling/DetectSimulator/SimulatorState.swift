@@ -43,6 +43,9 @@ package actor SimulatorState {
     /// submitted (and billed) twice.
     package func detectionsByMedia() -> [String: [String]] { createdByMedia }
 
+    /// When each detection was created (this process's clock), by uuid.
+    package func creationTimes() -> [String: Date] { detections.mapValues(\.createdAt) }
+
     /// The uuids of the detections created by a `POST /detect` whose answer was then lost on purpose: each
     /// was billed, and the client never heard of it.
     package func detectionsBehindLostAnswers() -> Set<String> { createdBehindLostAnswers }

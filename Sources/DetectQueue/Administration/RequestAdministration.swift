@@ -34,7 +34,7 @@ package struct RequestAdministration: Sendable {
     private func apply(_ event: RequestEvent, to ids: [Int], refusal: (RequestState) -> String) async throws -> [(Int, Outcome)] {
         var outcomes: [(Int, Outcome)] = []
         for id in ids {
-            guard let request = try await store.request(id: id) else {
+            guard let request = try await store.requestWithoutTokens(id: id) else {
                 outcomes.append((id, .refused("there is no request \(id)")))
                 continue
             }

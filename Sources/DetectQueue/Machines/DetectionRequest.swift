@@ -51,6 +51,16 @@ package struct DetectionRequest: Sendable, Hashable {
         traceparent
         """
 
+    /// The columns `init(row:)` reads, with the tokens withheld (a media token read as a placeholder, no secure
+    /// upload): for commands that change a request's state and never send it, run under roles that may not read
+    /// the tokens (`detectq_operator`).
+    static let columnsWithoutTokens = columns
+        .replacingOccurrences(of: "media_token,", with: "CASE WHEN media_url IS NULL AND media_path IS NULL THEN '(withheld)' END AS media_token,")
+        .replacingOccurrences(
+            of: "secure_upload_token, secure_upload_token_issued_at,",
+            with: "NULL::text AS secure_upload_token, NULL::timestamptz AS secure_upload_token_issued_at,"
+        )
+
     /// A request not read from a row: a claimed, unsent attempt of `media` (the search for lost answers is
     /// tested on these).
     init(id: Int, media: Media, options: DetectionOptions = .init(), attempt: Int = 1, maxAttempts: Int = 8) {

@@ -43,7 +43,7 @@ extension RequestStore {
                        CASE WHEN v.worker IS NOT NULL THEN now() + make_interval(secs => v.lease) END
                 FROM done JOIN v ON v.id = done.id, jsonb_array_elements_text(v.processors) AS p(processor)
                 ON CONFLICT (request_id, processor) DO NOTHING
-                RETURNING *
+                RETURNING \(PostTask.columns)
             )
             SELECT done.id AS completed_id, done.completed_at AS request_completed_at, tasks.* FROM done LEFT JOIN tasks ON tasks.request_id = done.id
             """, parameters: parameters))

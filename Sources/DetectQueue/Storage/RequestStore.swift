@@ -243,6 +243,14 @@ package struct RequestStore: RequestStorage {
         ))
         return try rows.first.map(DetectionRequest.init(row:))
     }
+
+    /// Reads one request with its tokens withheld, for a command that changes its state and never sends it.
+    package func requestWithoutTokens(id: Int) async throws -> DetectionRequest? {
+        let rows = try await pool.query(PostgresQuery(
+            sql: "SELECT \(DetectionRequest.columnsWithoutTokens) FROM detectq.requests WHERE id = $1", parameters: [id]
+        ))
+        return try rows.first.map(DetectionRequest.init(row:))
+    }
 }
 
 /// What a rescue pass did.

@@ -22,7 +22,9 @@ struct MigrateCommand: AsyncParsableCommand {
         }
         let report: MigrationReport
         do {
-            report = try await MigrationRunner(configuration: configuration).migrate()
+            report = try await MigrationRunner(configuration: configuration) { line in
+                FileHandle.standardError.write(Data("detectq migrate: \(line)\n".utf8))
+            }.migrate()
         } catch {
             FileHandle.standardError.write(Data("detectq migrate: \(error)\n".utf8))
             throw ExitCode.failure

@@ -1,4 +1,6 @@
 import DetectQueue
+import EmbeddedPostgres
+import Foundation
 import Logging
 import OTel
 import ServiceLifecycle
@@ -28,10 +30,30 @@ enum Telemetry {
         configuration.serviceName = "detectq"
         configuration.metrics.enabled = false
         configuration.logs.enabled = false
+        // Over http/json the exporter posts to a relay that writes the ids as hex (OTLPJSONRelay says why).
+        let reader = EnvironmentReader(environment)
+        let relay: OTLPJSONRelay?
+        if (reader.text("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ?? reader.text("OTEL_EXPORTER_OTLP_PROTOCOL")) == "http/json" {
+            let upstream = reader.text("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") ?? {
+                let base = reader.text("OTEL_EXPORTER_OTLP_ENDPOINT") ?? ""
+                return base.hasSuffix("/") ? base + "v1/traces" : base + "/v1/traces"
+            }()
+            var relayLogger = Logger(label: "detectq.otlp-relay")
+            relayLogger.logLevel = .warning
+            let made = OTLPJSONRelay(upstream: upstream, port: try LoopbackPort.free(), logger: relayLogger)
+            setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", made.endpoint, 1)
+            relay = made
+        } else {
+            relay = nil
+        }
         do {
             let backend = try OTel.makeTracingBackend(configuration: configuration)
             InstrumentationSystem.bootstrap(backend.factory)
-            return Exporting(service: backend.service, logMetadata: OTel.makeLoggingMetadataProvider())
+            // The relay stops after the exporter, which flushes its last spans through it.
+            let service: any Service = relay.map {
+                ServiceGroup(configuration: .init(services: [$0, backend.service], logger: Logger(label: "detectq.telemetry")))
+            } ?? backend.service
+            return Exporting(service: service, logMetadata: OTel.makeLoggingMetadataProvider())
         } catch {
             throw ConfigurationError("OTEL_EXPORTER_OTLP_ENDPOINT", expected: "usable with the other OTEL_* settings (\(error))")
         }
