@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0014): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0015): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -289,8 +289,11 @@ $$;
 CREATE TABLE detectq.api_budget (
     singleton boolean DEFAULT true NOT NULL,
     next_slot_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    paused_until timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
     CONSTRAINT api_budget_single_row CHECK (singleton)
 );
+
+COMMENT ON COLUMN detectq.api_budget.paused_until IS 'Read and written only by workers of releases before migration 0006, during a rolling upgrade; detectq.pauses holds the rate-limit pause since.';
 
 CREATE TABLE detectq.failure_counts (
     state text NOT NULL,

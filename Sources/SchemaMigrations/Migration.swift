@@ -72,5 +72,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0012_history_pairs_by_grouping.sql", bytes: PackageResources._012_history_pairs_by_grouping_sql),
         Migration(fileName: "0013_sustained_trouble.sql", bytes: PackageResources._013_sustained_trouble_sql),
         Migration(fileName: "0014_least_privilege.sql", bytes: PackageResources._014_least_privilege_sql),
+        Migration(fileName: "0015_first_release_budget.sql", bytes: PackageResources._015_first_release_budget_sql),
     ]
 }

@@ -11,12 +11,18 @@ import WorkerTestSupport
 
 /// A rolling upgrade (REFERENCE.md section 10): a database on the previous release's schema, holding requests and
 /// post-tasks in every state as that release's workers leave them, then `detectq migrate` and this release's
-/// workers. The previous release is the schema before the newest migration, so every new migration is tried
-/// against the rows the release before it wrote.
+/// workers; and each migration this release adds, tried as an upgrade meets it.
 @Suite("A rolling upgrade from the previous release", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct RollingUpgradeTests {
-    /// The previous release's migrations: all but the newest.
-    static let previousRelease = Array(DetectqMigrations.all.dropLast())
+    /// The last migration of the previous release (the release before issue 27 shipped 0001 to 0013); raise it when a
+    /// release is cut, so that the migrations after it are what this release adds.
+    static let previousReleaseLastMigration = 13
+
+    /// The previous release's migrations.
+    static let previousRelease = DetectqMigrations.all.filter { $0.version <= previousReleaseLastMigration }
+
+    /// The migrations this release adds.
+    static let added = DetectqMigrations.all.filter { $0.version > previousReleaseLastMigration }
 
     @Test func everyRequestAndPostTaskThePreviousReleaseLeftIsTakenOverAndNoneIsBilledTwice() async throws {
         let database = try await TestDatabase.createDatabase()
@@ -52,7 +58,7 @@ struct RollingUpgradeTests {
 
         // The upgrade: this release's migrations, then its workers.
         let report = try await MigrationRunner(configuration: database).migrate()
-        #expect(report.applied.map(\.name) == [try #require(DetectqMigrations.all.last).name])
+        #expect(report.applied.map(\.name) == Self.added.map(\.name))
         let workers = try ["new-1", "new-2"].map { harness.startWorker(try harness.configuration(workerID: $0)) }
         let everything = queued + [retrying, unsent.id, lostAnswer, awaitingPoll, awaitingCallback, postTaskQueued, postTaskRunning,
                                    postTaskRetrying, failed, cancelled]
@@ -78,9 +84,11 @@ struct RollingUpgradeTests {
         #expect(counts.kept == counts.counted, "the kept counts agree with count(*) by state")
     }
 
-    @Test func theNewestMigrationNeitherRewritesATableNorHoldsWritersBehindIt() async throws {
-        let newest = try #require(DetectqMigrations.all.last)
-        let problems = try await MigrationSafetyCheck.run(newest, after: Self.previousRelease)
+    @Test(arguments: Self.added.map(\.name))
+    func eachAddedMigrationNeitherRewritesATableNorHoldsWritersBehindIt(name: String) async throws {
+        let migration = try #require(Self.added.first { $0.name == name })
+        let before = DetectqMigrations.all.filter { $0.version < migration.version }
+        let problems = try await MigrationSafetyCheck.run(migration, after: before)
         #expect(problems.isEmpty, "\(problems)")
     }
 
@@ -95,6 +103,9 @@ struct RollingUpgradeTests {
         let validated = migration("9003_check.sql", "ALTER TABLE detectq.requests ADD CONSTRAINT requests_label_short CHECK (length(label) < 100);")
         let validates = try await MigrationSafetyCheck.run(validated, after: DetectqMigrations.all)
         #expect(validates.contains { $0.contains("NOT VALID") }, "\(validates)")
+        let dropped = migration("9005_drop.sql", "ALTER TABLE detectq.requests DROP COLUMN traceparent;")
+        let drops = try await MigrationSafetyCheck.run(dropped, after: DetectqMigrations.all)
+        #expect(drops.contains { $0.contains("expand, then contract") }, "\(drops)")
         let queued = try await MigrationSafetyCheck.run(
             migration("9004_column.sql", "ALTER TABLE detectq.requests ADD COLUMN note text;"), after: DetectqMigrations.all, lockTimeout: .seconds(30)
         )
@@ -107,8 +118,9 @@ struct RollingUpgradeTests {
 /// and updates requests and post-tasks, each allowed to wait 2 s for its lock. Returns what went wrong, one line
 /// each: a writer that waited longer (the migration queued for a table's lock and held writers behind it), a
 /// table whose storage the migration rewrote (its `relfilenode` changed: an `ALTER COLUMN … TYPE`, a volatile
-/// default), and statements that hold writers off for as long as the table is large (an index built, or a
-/// constraint validated, inside the transaction).
+/// default), statements that hold writers off for as long as the table is large (an index built, or a
+/// constraint validated, inside the transaction), and a column dropped or renamed that the previous release's
+/// workers may still read (0006 dropped one the first release read on every API call).
 private enum MigrationSafetyCheck {
     static func run(_ migration: Migration, after base: [Migration], lockTimeout: Duration = .milliseconds(300)) async throws -> [String] {
         let database = try await TestDatabase.createDatabase()
@@ -167,7 +179,7 @@ private enum MigrationSafetyCheck {
         for (table, file) in tables where now[table] != file {
             problems.append("\(migration.name) rewrote detectq.\(table) (a copy of the whole table under an exclusive lock)")
         }
-        problems += statementsThatLockWhileTheyWork(migration, existing: Set(tables.keys))
+        problems += statementsThatHurtAnUpgrade(migration, existing: Set(tables.keys))
         return problems
     }
 
@@ -183,9 +195,10 @@ private enum MigrationSafetyCheck {
         return files
     }
 
-    /// Statements that hold a table's writers off for as long as the table is large: an index built without
-    /// `CONCURRENTLY`, a constraint validated as it is added (not `NOT VALID`), a column made `NOT NULL`.
-    private static func statementsThatLockWhileTheyWork(_ migration: Migration, existing: Set<String>) -> [String] {
+    /// Statements that hold a table's writers off for as long as the table is large (an index built without
+    /// `CONCURRENTLY`, a constraint validated as it is added, not `NOT VALID`, a column made `NOT NULL`), or that
+    /// take away what the previous release's workers read (a column dropped or renamed).
+    private static func statementsThatHurtAnUpgrade(_ migration: Migration, existing: Set<String>) -> [String] {
         let text = migration.sql.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("--") }
             .joined(separator: "\n").lowercased()
         var problems: [String] = []
@@ -199,6 +212,11 @@ private enum MigrationSafetyCheck {
                statement.contains(" check ") || statement.contains(" check(") || statement.contains("foreign key"), !statement.contains("not valid") {
                 problems.append("\(migration.name) validates a constraint on detectq.\(table) holding its writers off while it reads every row; "
                     + "add it NOT VALID, and VALIDATE CONSTRAINT in a later statement")
+            }
+            if statement.hasPrefix("alter table"), statement.contains(" drop column") || statement.contains(" rename ") {
+                problems.append("\(migration.name) drops or renames what the previous release's workers may still read on "
+                    + "detectq.\(table), so beside the new schema they fail every attempt; add the new one now, and drop the old "
+                    + "one a release later (expand, then contract)")
             }
             if statement.hasPrefix("alter table"), statement.contains("set not null") {
                 problems.append("\(migration.name) makes a column of detectq.\(table) NOT NULL, reading every row under an exclusive lock; "

@@ -89,6 +89,12 @@ package struct UpgradeCheck: Sendable {
                 """) {
                 report.changesByPreviousAfterMigrate[try row.decode("change", as: String.self)] = try row.decode("n", as: Int.self)
             }
+            for row in try await pool.query("""
+                SELECT coalesce(e.detail, '(none)') AS reason, count(*)::int8 AS n FROM detectq.request_events e
+                WHERE e.at > \(migratedAt) AND e.to_state IN ('retrying', 'failed') GROUP BY 1 ORDER BY 2 DESC LIMIT 3
+                """) {
+                report.previousFailuresAfterMigrate.append("\(try row.decode("n", as: Int.self))× \(try row.decode("reason", as: String.self).prefix(300))")
+            }
             report.previousExitedOnTheirOwn = previousWorkers.filter { !$0.isRunning }.count
             previousWorkers.first?.signal(SIGKILL)
             for worker in previousWorkers.dropFirst() { _ = await worker.stop(grace: .seconds(10)) }
@@ -195,6 +201,8 @@ package struct UpgradeReport: Sendable {
     package var migrateOutput = ""
     package var changesByPreviousAfterMigrate: [String: Int] = [:]
     package var previousExitedOnTheirOwn = 0
+    /// Why the previous workers' attempts failed after the migration, most frequent first.
+    package var previousFailuresAfterMigrate: [String] = []
     package var unfinishedAtHandOver = 0
     package var endStates: [String: Int] = [:]
     package var postTaskStates: [String: Int] = [:]
@@ -215,7 +223,8 @@ package struct UpgradeReport: Sendable {
                 + migrateOutput.split(separator: "\n").filter { $0.hasPrefix("applied") }.map { String($0.dropFirst(8)) }.joined(separator: ", "),
             "state changes by the previous workers in the 5 s after it: "
                 + changesByPreviousAfterMigrate.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                + "; previous workers that exited on their own: \(previousExitedOnTheirOwn)",
+                + "; previous workers that exited on their own: \(previousExitedOnTheirOwn)"
+                + (previousFailuresAfterMigrate.isEmpty ? "" : "; their failures: " + previousFailuresAfterMigrate.joined(separator: "; ")),
             "unfinished at the hand-over (one previous worker killed, the others stopped): \(unfinishedAtHandOver)",
             "after this release's workers: requests \(endStates.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); "
                 + "post-tasks \(postTaskStates.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); alerts delivered \(alertsDelivered)",
