@@ -61,9 +61,9 @@ final class OutageStore: RequestStorage {
         try check(.other)
         return try await inner.complete(request, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors)
     }
-    func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
+    func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String, callbackSecretHash: String?) async throws -> Bool {
         try check(.other)
-        return try await inner.adopt(uuid, for: request, workerID: workerID, via: via)
+        return try await inner.adopt(uuid, for: request, workerID: workerID, via: via, callbackSecretHash: callbackSecretHash)
     }
     func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: SubmitPath, callbackSecretHash: String?) async throws -> Bool {
         try check(.markSubmitStarted)

@@ -83,7 +83,7 @@ struct CallbackReceiver: Sendable {
             return text("not found\n", status: .notFound)
         }
         if waiting.remoteUUID == nil, waiting.state.adoptsACallback {
-            return await adoptEarly(waiting, body: body)
+            return await adoptEarly(waiting, body: body, secretHash: hash)
         }
         guard waiting.state == .awaitingResult else {
             QueueMetrics.callback(.duplicate)
@@ -97,7 +97,7 @@ struct CallbackReceiver: Sendable {
     /// A genuine callback (its secret is right) for a request whose answer has not been stored, because it is
     /// still on its way or was lost: the detection it names, once `GET /detect/{uuid}` confirms it, is adopted,
     /// and the request waits for it (its poll due now) instead of being submitted again.
-    private func adoptEarly(_ waiting: DetectionRequest, body: ByteBuffer) async -> Response {
+    private func adoptEarly(_ waiting: DetectionRequest, body: ByteBuffer, secretHash: String) async -> Response {
         guard let uuid = try? DetectResponses.item(from: Array(body.readableBytesView)).uuid else {
             QueueMetrics.callback(.unreadable)
             return text("the callback names no detection\n", status: .badRequest)
@@ -106,7 +106,7 @@ struct CallbackReceiver: Sendable {
             let confirmed = try await processor.budget.call(by: processor.configuration.workerID) {
                 try await processor.client.detection(uuid: uuid)
             }
-            guard confirmed.uuid == uuid, try await adopt(uuid, for: waiting) else {
+            guard confirmed.uuid == uuid, try await adopt(uuid, for: waiting, secretHash: secretHash) else {
                 QueueMetrics.callback(.duplicate)
                 return text("already recorded\n", status: .conflict)
             }
@@ -126,11 +126,12 @@ struct CallbackReceiver: Sendable {
     /// Adopts `uuid` for the request, in whichever unfinished state it is in now: a `Prefer: wait` answer cut
     /// off when the detection finishes arrives with its callback, so the worker may move the request from
     /// `submitting` to `retrying` (or give it back to `queued`) while the callback is being confirmed. Returns false when the request moved
-    /// on otherwise (it has a uuid, or it ended).
-    private func adopt(_ uuid: String, for waiting: DetectionRequest) async throws -> Bool {
+    /// on otherwise (it has a uuid, or it ended), or while a newer attempt that marked its send with another secret
+    /// may be sending (adopting then would store a uuid with a second submission on its way).
+    private func adopt(_ uuid: String, for waiting: DetectionRequest, secretHash: String) async throws -> Bool {
         var request = waiting
         for _ in 0..<4 {
-            if try await processor.store.adopt(uuid, for: request, workerID: nil, via: "callback") { return true }
+            if try await processor.store.adopt(uuid, for: request, workerID: nil, via: "callback", callbackSecretHash: secretHash) { return true }
             guard let now = try await processor.store.request(id: request.id), now.remoteUUID == nil,
                   now.state.adoptsACallback, now.state != request.state || now.attempt != request.attempt
             else { return false }

@@ -11,8 +11,10 @@ package enum RequestEvent: Sendable, Hashable {
     /// The API accepted the request and returned its uuid; the result is still to come.
     case accepted(remoteUUID: String)
     /// A detection an earlier attempt created, whose answer was lost, was found (in List Detects, or by a
-    /// genuine callback that came first) and is waited for instead of submitting again.
-    case adopted(remoteUUID: String, via: String)
+    /// genuine callback that came first) and is waited for instead of submitting again. A callback's adoption
+    /// carries the hash of the secret it came with: a request in submission adopts it only while that secret is
+    /// its current attempt's, since an attempt that marked its send with a newer secret may be sending now.
+    case adopted(remoteUUID: String, via: String, callbackSecretHash: String? = nil)
     /// The detection result arrived (in the `Prefer: wait` response, a callback confirmed by a GET, or a poll).
     case completed
     /// An attempt failed in a way worth retrying (a network fault, a 429 or 5xx); retried at `retryAt`

@@ -59,6 +59,9 @@ package struct RequestTransition: Sendable {
     /// Whether the change may only be made while the request has no `remote_uuid` (an adoption: a uuid is
     /// adopted once, and never over one the API gave).
     package let requiresNoRemoteUUID: Bool
+    /// The callback secret hash the request must still hold as its current one (an adoption by callback from
+    /// `submitting`: a newer attempt that marked its send with another secret would be billed a second time).
+    package let requiresCallbackSecretHash: String?
 
     /// Whether the state changes (a submission mark keeps it).
     package var changesState: Bool { from != to }
@@ -88,6 +91,7 @@ package enum RequestStateMachine {
         var attempts = AttemptEffect.unchanged
         var createsPostTasks = false
         var requiresNoRemoteUUID = false
+        var requiresCallbackSecretHash: String?
         let next: RequestState
         switch (state, event) {
         case (.queued, .claimed), (.retrying, .claimed):
@@ -106,11 +110,13 @@ package enum RequestStateMachine {
         case (.submitting, .accepted(let uuid)):
             next = .awaitingResult
             changes.remoteUUID = uuid
-        case (.submitting, .adopted(let uuid, _)), (.retrying, .adopted(let uuid, _)), (.queued, .adopted(let uuid, _)):
+        case (.submitting, .adopted(let uuid, _, let secretHash)), (.retrying, .adopted(let uuid, _, let secretHash)),
+             (.queued, .adopted(let uuid, _, let secretHash)):
             next = .awaitingResult
             changes.remoteUUID = uuid
             changes.runAt = Date()
             requiresNoRemoteUUID = true
+            if state == .submitting { requiresCallbackSecretHash = secretHash }
         case (.submitting, .completed), (.awaitingResult, .completed):
             next = .completed
             changes.stampsCompletedAt = true
@@ -151,7 +157,8 @@ package enum RequestStateMachine {
         guard next == state || state.canChange(to: next) else { throw IllegalEvent(state: state, event: event) }
         return RequestTransition(
             from: state, to: next, lease: lease, attempts: attempts, changes: changes,
-            createsPostTasks: createsPostTasks, requiresNoRemoteUUID: requiresNoRemoteUUID
+            createsPostTasks: createsPostTasks, requiresNoRemoteUUID: requiresNoRemoteUUID,
+            requiresCallbackSecretHash: requiresCallbackSecretHash
         )
     }
 

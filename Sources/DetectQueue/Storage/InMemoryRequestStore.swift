@@ -151,9 +151,11 @@ package final class InMemoryRequestStore: RequestStorage {
         }
     }
 
-    package func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
+    package func adopt(
+        _ uuid: String, for request: DetectionRequest, workerID: String?, via: String, callbackSecretHash: String?
+    ) async throws -> Bool {
         do {
-            return try await apply(.adopted(remoteUUID: uuid, via: via), to: request, workerID: workerID)
+            return try await apply(.adopted(remoteUUID: uuid, via: via, callbackSecretHash: callbackSecretHash), to: request, workerID: workerID)
         } catch is Refused {
             return false
         }
@@ -250,6 +252,7 @@ package final class InMemoryRequestStore: RequestStorage {
         if let workerID, [.submitting, .awaitingResult].contains(transition.from) {
             guard row.request.lockedBy == workerID || (transition.from == .awaitingResult && row.request.lockedBy == nil) else { return false }
         }
+        if let hash = transition.requiresCallbackSecretHash, row.callbackSecretHash != hash { return false }
         return !transition.requiresNoRemoteUUID || row.request.remoteUUID == nil
     }
 

@@ -196,6 +196,10 @@ extension RequestTransition {
         let assignments = assignments(parameters: &parameters)
         var condition = "r.id = $1 AND " + Self.guardCondition(expected: "$2::detectq.request_state", worker: "$3::text", row: "r")
         if requiresNoRemoteUUID { condition += " AND r.remote_uuid IS NULL" }
+        if let requiresCallbackSecretHash {
+            parameters.append(requiresCallbackSecretHash)
+            condition += " AND r.callback_secret_hash = $\(parameters.count)"
+        }
         // Setting updated_at here spares the row its trigger call (requests_touch).
         return PostgresQuery(
             sql: "UPDATE detectq.requests AS r SET \((assignments + ["updated_at = now()"]).joined(separator: ", ")) WHERE \(condition)",

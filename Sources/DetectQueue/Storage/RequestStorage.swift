@@ -24,8 +24,9 @@ package protocol RequestStorage: Sendable {
         _ request: DetectionRequest, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
     ) async throws -> CompletionWrite
     /// Adopts `uuid`, found for a request whose answer was lost; false when the request moved on or another
-    /// request holds the uuid.
-    func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool
+    /// request holds the uuid. A callback's adoption passes the hash of its secret: a request in submission adopts
+    /// it only while that secret is still its current attempt's.
+    func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String, callbackSecretHash: String?) async throws -> Bool
     /// Marks the request as about to be sent; false when `workerID` no longer holds it.
     @discardableResult
     func markSubmitStarted(_ request: DetectionRequest, workerID: String, path: SubmitPath, callbackSecretHash: String?) async throws -> Bool
@@ -49,6 +50,11 @@ package protocol RequestStorage: Sendable {
 }
 
 extension RequestStorage {
+    /// `adopt` of a detection found in List Detects (no callback secret to match).
+    package func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
+        try await adopt(uuid, for: request, workerID: workerID, via: via, callbackSecretHash: nil)
+    }
+
     /// `apply` with no columns of the caller's and no detail for the history.
     @discardableResult
     package func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?) async throws -> Bool {

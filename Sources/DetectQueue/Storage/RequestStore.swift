@@ -126,10 +126,13 @@ package struct RequestStore: RequestStorage {
     /// found. Returns false, changing nothing, when the request moved on or another request holds the uuid.
     /// `workerID` is the lease holder that found it (List Detects); nil for a callback, which may come while
     /// any worker, or none, holds the request.
-    package func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
+    package func adopt(
+        _ uuid: String, for request: DetectionRequest, workerID: String?, via: String, callbackSecretHash: String?
+    ) async throws -> Bool {
         let detail = "adopted via \(via): detection \(uuid), created by an earlier attempt whose answer was lost, is waited for instead of submitting again"
         do {
-            let adopted = try await apply(.adopted(remoteUUID: uuid, via: via), to: request, workerID: workerID, detail: detail)
+            let event = RequestEvent.adopted(remoteUUID: uuid, via: via, callbackSecretHash: callbackSecretHash)
+            let adopted = try await apply(event, to: request, workerID: workerID, detail: detail)
             if adopted { QueueMetrics.adopted(via: via) }
             return adopted
         } catch let error as PostgresError where error.constraint == "requests_remote_uuid_unique" {
