@@ -12,8 +12,9 @@ import WorkerTestSupport
 /// was sent, the claim goes back with its attempt unspent: an outage is not the request's failure.
 @Suite("A database outage during an attempt", .enabled(if: TestDatabase.isEnabled), .stopsWhatItStarts)
 struct DatabaseOutageTests {
-    @Test(arguments: [ThrowawayPostgresCluster.ShutdownMode.fast, .immediate])
-    func theAnswerIsStoredWhenTheDatabaseIsBackAndNothingIsSentTwice(mode: ThrowawayPostgresCluster.ShutdownMode) async throws {
+    /// A migrated throwaway cluster of the test's own (to stop and start), and a harness on it whose simulator
+    /// takes `latency` per detection.
+    static func outageHarness(latency: Duration) async throws -> (ThrowawayPostgresCluster, WorkerHarness) {
         let cluster = try await ThrowawayPostgresCluster.startForTest(durableCommits: true)
         let database = PostgresConfiguration(connectionString: cluster.connectionString)
         _ = try await MigrationRunner(configuration: database).migrate()
@@ -21,8 +22,14 @@ struct DatabaseOutageTests {
         try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
         let harness = WorkerHarness(
             database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 2),
-            simulator: try await DetectSimulator.startForTest(configuration: .init(latency: .seconds(2))), mediaRoot: mediaRoot
+            simulator: try await DetectSimulator.startForTest(configuration: .init(latency: latency)), mediaRoot: mediaRoot
         )
+        return (cluster, harness)
+    }
+
+    @Test(arguments: [ThrowawayPostgresCluster.ShutdownMode.fast, .immediate])
+    func theAnswerIsStoredWhenTheDatabaseIsBackAndNothingIsSentTwice(mode: ThrowawayPostgresCluster.ShutdownMode) async throws {
+        let (cluster, harness) = try await Self.outageHarness(latency: .seconds(2))
         let sync = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-sync.wav", "sync"])
         let polled = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-poll.wav", "poll"])
         let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "20"]))
@@ -48,15 +55,7 @@ struct DatabaseOutageTests {
     }
 
     @Test func anOutageBeforeTheSubmissionGivesTheClaimBackWithItsAttemptUnspent() async throws {
-        let cluster = try await ThrowawayPostgresCluster.startForTest(durableCommits: true)
-        let database = PostgresConfiguration(connectionString: cluster.connectionString)
-        _ = try await MigrationRunner(configuration: database).migrate()
-        let mediaRoot = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-outage-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: mediaRoot, withIntermediateDirectories: true)
-        let harness = WorkerHarness(
-            database: database, pool: PostgresConnectionPool(configuration: database, maximumConnections: 2),
-            simulator: try await DetectSimulator.startForTest(configuration: .init(latency: .milliseconds(100))), mediaRoot: mediaRoot
-        )
+        let (cluster, harness) = try await Self.outageHarness(latency: .milliseconds(100))
         let first = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/first.wav", "sync"])
         let second = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/second.wav", "sync"])
         // One API call every 4 s: the second request, claimed with the first, waits for its slot, and the
