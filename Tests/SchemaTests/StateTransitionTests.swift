@@ -97,8 +97,10 @@ struct StateTransitionTests {
     /// The history trigger pairs a statement's old and new rows by grouping them (migration 0012), so an UPDATE
     /// of thousands of rows (a lease heartbeat) costs it time in proportion to its rows, even in a session whose
     /// first UPDATE changed one row: the planner sizes the transition tables at that first parse, and the join
-    /// it planned then for one row compared 25 million pairs for 5,000. Joined, 4,500 rows cost nine times as
-    /// much per row as 500; grouped, about as much. The best of five readings keeps a loaded machine's noise out.
+    /// it planned then for one row compared 25 million pairs for 5,000 (2.5 s of trigger for an UPDATE of 0.1 s).
+    /// The trigger's time is read against the UPDATE's own in the same statement's plan, so a loaded machine slows
+    /// both alike; the best of five readings keeps a moment's noise out. Grouped, the trigger costs about what the
+    /// UPDATE does; joined, tens of times more.
     @Test func aHeartbeatOverThousandsOfLeasesCostsTheHistoryTriggerTimeInProportion() async throws {
         let configuration = try await TestDatabase.createMigratedDatabase()
         let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 1)
@@ -110,27 +112,27 @@ struct StateTransitionTests {
             WHERE id = (SELECT max(id) FROM detectq.requests)
             """)
         try await pool.query("""
-            UPDATE detectq.requests SET state = 'submitting', attempt = 1, locked_until = now() + interval '1 minute',
-                locked_by = CASE WHEN id % 10 = 0 THEN 'small' ELSE 'large' END
+            UPDATE detectq.requests SET state = 'submitting', attempt = 1, locked_until = now() + interval '1 minute', locked_by = 'many'
             WHERE state = 'queued'
             """)
         #expect(try await pool.query("""
             SELECT count(*)::int8 AS n FROM detectq.request_events WHERE from_state = 'queued' AND to_state = 'submitting'
             """)[0].decode("n", as: Int.self) == 5001, "each row's change of state is one event")
-        func triggerMillisecondsPerRow(_ worker: String, rows: Int) async throws -> Double {
-            var best = Double.infinity
-            for _ in 0..<5 {
-                let plan = try await pool.query("""
-                    EXPLAIN (ANALYZE) UPDATE detectq.requests SET locked_until = now() + interval '1 minute' WHERE locked_by = \(worker)
-                    """).map { try $0.decode("QUERY PLAN", as: String.self) }.joined(separator: "\n")
-                let time = try #require(plan.firstMatch(of: /Trigger requests_record_transitions: time=([0-9.]+)/), "\(plan)")
-                best = min(best, try #require(Double(time.1)) / Double(rows))
-            }
-            return best
+        var best = Double.infinity
+        var plans: [String] = []
+        for _ in 0..<5 {
+            let plan = try await pool.query("""
+                EXPLAIN (ANALYZE) UPDATE detectq.requests SET locked_until = now() + interval '1 minute' WHERE locked_by = 'many'
+                """).map { try $0.decode("QUERY PLAN", as: String.self) }.joined(separator: "\n")
+            let trigger = try #require(plan.firstMatch(of: /Trigger requests_record_transitions: time=([0-9.]+)/), "\(plan)")
+            let total = try #require(plan.firstMatch(of: /Execution Time: ([0-9.]+) ms/), "\(plan)")
+            let triggerTime = try #require(Double(trigger.1))
+            let updateTime = try #require(Double(total.1)) - triggerTime
+            best = min(best, triggerTime / max(updateTime, 0.001))
+            plans.append(plan)
         }
-        let small = try await triggerMillisecondsPerRow("small", rows: 500)
-        let large = try await triggerMillisecondsPerRow("large", rows: 4_500)
-        #expect(large / small < 5, "per row: \(large) ms for 4,500 rows against \(small) ms for 500")
+        print("history trigger over 5,000 leases: \(best) times the UPDATE's own time")
+        #expect(best < 4, "the trigger took \(best) times the UPDATE's own time over 5,000 rows:\n\(plans.joined(separator: "\n\n"))")
     }
 
     /// The history is written once per statement (migration 0011): a backfill by INSERT … SELECT or COPY, and an
