@@ -73,5 +73,7 @@ package enum DetectqMigrations {
         Migration(fileName: "0013_sustained_trouble.sql", bytes: PackageResources._013_sustained_trouble_sql),
         Migration(fileName: "0014_least_privilege.sql", bytes: PackageResources._014_least_privilege_sql),
         Migration(fileName: "0015_first_release_budget.sql", bytes: PackageResources._015_first_release_budget_sql),
+        Migration(fileName: "0016_queues.sql", bytes: PackageResources._016_queues_sql),
+        Migration(fileName: "0017_queue_indexes.sql", bytes: PackageResources._017_queue_indexes_sql),
     ]
 }

@@ -43,7 +43,12 @@ package struct MigrationRunner: Sendable {
         }
         let connection = try await PostgresConnection.connect(configuration)
         do {
-            try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
+            // Asked for again and again, never waited for inside a statement: an index built CONCURRENTLY by the
+            // run that holds the lock waits for every open transaction, and a statement waiting for the lock is one,
+            // which would wait for that run in turn (a deadlock).
+            while try await !connection.query("SELECT pg_try_advisory_lock(\(Self.lockKey)) AS taken")[0].decode("taken", as: Bool.self) {
+                try await Task.sleep(for: .milliseconds(200))
+            }
             let report = try await applyPending(on: connection)
             await connection.close()
             return report

@@ -83,9 +83,9 @@ struct MetricsTests {
         ))
         let port = try LoopbackPort.free()
         try await pool.query("""
-            INSERT INTO detectq.requests (media_url, wait_mode, max_attempts)
+            INSERT INTO detectq.requests (media_url, wait_mode, max_attempts, queue)
             SELECT 'https://cdn.example.com/' || CASE WHEN n % 2 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav',
-                   (ARRAY['callback', 'poll', 'sync', 'callback'])[n % 4 + 1], 20
+                   (ARRAY['callback', 'poll', 'sync', 'callback'])[n % 4 + 1], 20, CASE WHEN n <= 5 THEN 'live' ELSE 'default' END
             FROM generate_series(1, 20) AS n
             """)
         let worker = try await DetectqProcess.start(["worker"], environment: [
@@ -100,7 +100,7 @@ struct MetricsTests {
         try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state <> 'queued'", atLeast: 5)
         let during = try PrometheusText.parse(try await scrape(port))
         #expect(during.has("detectq_requests_in_flight"))
-        #expect(during.filter { $0.name == "detectq_queue_depth" }.count == 7, "every state is reported")
+        #expect(during.filter { $0.name == "detectq_queue_depth" }.count == 14, "every state of each queue is reported")
         #expect(during.sum("detectq_queue_depth") == 20)
 
         try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state = 'completed'", atLeast: 20)
@@ -133,6 +133,11 @@ struct MetricsTests {
         #expect(after.sum("detectq_fakes_found_total") == 10)
         #expect(after.sum("detectq_queue_depth", ["state": "completed"]) == 20)
         #expect(after.sum("detectq_queue_depth", ["state": "queued"]) == 0)
+        #expect(after.sum("detectq_queue_depth", ["queue": "live", "state": "completed"]) == 5)
+        #expect(after.sum("detectq_claims_total", ["queue": "live"]) >= 5)
+        #expect(after.sum("detectq_claims_total") == after.sum("detectq_request_transitions_total", ["to": "submitting"]))
+        #expect(after.sum("detectq_detections_billed_total", ["queue": "live"]) == 5)
+        #expect(after.sum("detectq_detections_billed_total") == 20, "each detection billed once, whichever way its answer came")
         #expect(after.sum("detectq_requests_in_flight") == 0)
         #expect(after.has("detectq_oldest_claimable_age_seconds"))
         #expect(after.sum("detectq_post_task_depth", ["state": "completed"]) >= 10)

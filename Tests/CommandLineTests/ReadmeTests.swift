@@ -30,7 +30,7 @@ struct ReadmeTests {
         let help = try await DetectqExecutable.run(["--help"])
         let subcommands = help.standardOutput.components(separatedBy: "SUBCOMMANDS:").last?.split(separator: "\n")
             .compactMap { line in line.prefixMatch(of: #/  ([a-z-]+)  /#).map { String($0.1) } } ?? []
-        #expect(subcommands.count == 18, "\(help.standardOutput)")
+        #expect(subcommands.count == 19, "\(help.standardOutput)")
         for command in subcommands where command != "help" {
             #expect(try readme.contains("`detectq \(command)"), "the README documents detectq \(command)")
         }

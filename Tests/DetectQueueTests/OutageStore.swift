@@ -39,9 +39,9 @@ final class OutageStore: RequestStorage {
     }
 
     func enqueue(_ requests: [NewRequest]) async throws -> [Int] { try await inner.enqueue(requests) }
-    func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
+    func claim(workerID: String, limit: Int, lease: Duration, priorityAging: Duration, pacing: ClaimPacing?) async throws -> RequestClaim {
         try check(.other)
-        return try await inner.claim(workerID: workerID, limit: limit, lease: lease)
+        return try await inner.claim(workerID: workerID, limit: limit, lease: lease, priorityAging: priorityAging, pacing: pacing)
     }
     func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int> {
         try check(.other)

@@ -20,6 +20,10 @@ package final class RecordingSlots: SlotStorage {
         return slots
     }
 
+    package func noteGranted(_ slot: Date) {
+        granted.withLock { $0.append(slot) }
+    }
+
     /// The most slots granted in any one second (a window starting at a granted slot).
     package var peakPerSecond: Int {
         let slots = granted.withLock { $0 }.sorted()

@@ -22,8 +22,8 @@ package enum DatabaseRoles {
     /// a migration adds cannot be left out by mistake.
     package static let tables = [
         "api_budget", "failure_counts", "installation", "intelligence_archive", "pauses", "post_task_events",
-        "post_task_state_transitions", "post_tasks", "request_events", "request_state_transitions", "requests",
-        "schema_migrations", "state_counts", "workers",
+        "post_task_state_transitions", "post_tasks", "queue_billing", "queues", "request_events", "request_state_transitions",
+        "requests", "schema_migrations", "state_counts", "workers",
     ]
 
     /// The columns of `detectq.requests` that hold a token or a secret: a media token, a secure upload's token
@@ -40,15 +40,22 @@ package enum DatabaseRoles {
         "locked_by", "locked_until", "remote_uuid", "submit_path", "submit_started_at", "media_type", "label", "is_fake",
         "aggregated_score", "result", "file_deleted_at", "error_message", "created_at", "updated_at", "completed_at",
         "callback_secret_hash", "secure_upload_token", "secure_upload_token_issued_at", "accepted_at", "poll_count", "audio_label",
-        "visual_label", "unanswered_since", "traceparent", "earlier_callback_secret_hashes",
+        "visual_label", "unanswered_since", "traceparent", "earlier_callback_secret_hashes", "queue", "group_key",
     ]
 
     /// The columns a producer's INSERT may set (REFERENCE.md section 1): the media, the options, how to wait,
-    /// priority, schedule, attempts, idempotency key, metadata and trace context; never a state's columns.
+    /// priority, schedule, attempts, idempotency key, metadata, trace context, queue and group; never a state's
+    /// columns.
     package static let producerInsertColumns = [
         "media_url", "media_path", "media_token", "visualize", "intelligence", "audio_source_tracing", "use_reverse_search",
         "use_ood_detector", "zero_retention_mode", "frame_length", "start_region", "end_region", "max_video_secs", "max_video_fps",
         "model_types", "pipeline", "wait_mode", "priority", "run_at", "max_attempts", "idempotency_key", "metadata", "traceparent",
+        "queue", "group_key",
+    ]
+
+    /// The settings of `detectq.queues` an operator sets (`detectq queue set|pause|resume`).
+    package static let queueSettingColumns = [
+        "weight", "max_in_flight", "group_max_in_flight", "rate_limit", "daily_limit", "paused_at", "paused_by", "pause_reason",
     ]
 
     /// The columns an operator's retry and cancel write (the state machine's changes for them).
@@ -86,10 +93,12 @@ package enum DatabaseRoles {
             "GRANT SELECT (\(readable)) ON detectq.requests TO \(viewer);",
             "GRANT SELECT ON \(others) TO \(viewer);",
             "",
-            "-- \(`operator`): the viewer's, plus retry, cancel, pause, resume and prune.",
+            "-- \(`operator`): the viewer's, plus retry, cancel, pause, resume, prune and the queues' settings.",
             "GRANT \(viewer) TO \(`operator`);",
             "GRANT UPDATE (\(operatorUpdateColumns.joined(separator: ", "))), DELETE ON detectq.requests TO \(`operator`);",
             "GRANT INSERT, DELETE ON detectq.pauses TO \(`operator`);",
+            "GRANT INSERT (name, \(queueSettingColumns.joined(separator: ", "))), UPDATE (\(queueSettingColumns.joined(separator: ", ")))",
+            "    ON detectq.queues TO \(`operator`);",
             "",
             "-- \(worker): claims, submits and records; runs post-tasks; shares the budget and the pauses; no DDL or TRUNCATE.",
             "GRANT \(viewer) TO \(worker);",
@@ -98,8 +107,10 @@ package enum DatabaseRoles {
             "GRANT INSERT, UPDATE ON detectq.intelligence_archive TO \(worker);",
             "GRANT INSERT, UPDATE, DELETE ON detectq.workers, detectq.pauses TO \(worker);",
             "GRANT UPDATE ON detectq.api_budget TO \(worker);",
-            "GRANT EXECUTE ON FUNCTION detectq.fold_state_counts(), detectq.next_claimable_requests(bigint),",
-            "    detectq.next_claimable_post_tasks(bigint) TO \(worker);",
+            "-- (next_claimable_requests is the claim of the releases before the queues, for their workers during an upgrade.)",
+            "GRANT EXECUTE ON FUNCTION detectq.fold_state_counts(),",
+            "    detectq.next_fair_claims(bigint, double precision, double precision, double precision),",
+            "    detectq.next_claimable_requests(bigint), detectq.next_claimable_post_tasks(bigint) TO \(worker);",
             "COMMIT;",
         ]
         return lines.joined(separator: "\n") + "\n"

@@ -20,6 +20,9 @@ package struct DetectionRequest: Sendable, Hashable {
 
     package let id: Int
     package var media: Media
+    /// The lane it was enqueued in (`queue`), and its group within the lane, if any (`group_key`).
+    package var queue: String
+    package var groupKey: String?
     package var options: DetectionOptions
     package var waitMode: WaitMode
     package var state: RequestState
@@ -37,6 +40,8 @@ package struct DetectionRequest: Sendable, Hashable {
     /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
     /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
     package var unansweredSince: Date?
+    /// Set by a claim that spends the shared budget: the slot it reserved for this attempt's first API call.
+    package var apiSlot: APISlot?
 
     /// Whether a failure of the current attempt may be retried.
     package var attemptsLeft: Bool { attempt < maxAttempts }
@@ -48,7 +53,7 @@ package struct DetectionRequest: Sendable, Hashable {
         end_region::float8 AS end_region, max_video_secs::float8 AS max_video_secs,
         max_video_fps::float8 AS max_video_fps, model_types, pipeline, wait_mode, state, attempt, max_attempts,
         remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata,
-        traceparent
+        traceparent, queue, group_key
         """
 
     /// The columns `init(row:)` reads, with the tokens withheld (a media token read as a placeholder, no secure
@@ -66,6 +71,7 @@ package struct DetectionRequest: Sendable, Hashable {
     init(id: Int, media: Media, options: DetectionOptions = .init(), attempt: Int = 1, maxAttempts: Int = 8) {
         self.id = id
         self.media = media
+        queue = "default"
         self.options = options
         waitMode = .auto
         state = .submitting
@@ -84,6 +90,8 @@ package struct DetectionRequest: Sendable, Hashable {
         } else {
             media = .token(try row.decode("media_token", as: String.self))
         }
+        queue = try row.decode("queue")
+        groupKey = try row.decode("group_key")
         func flag(_ column: String) throws -> Bool? {
             try row.decode(column, as: Bool.self) ? true : nil
         }

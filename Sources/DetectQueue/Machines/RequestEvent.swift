@@ -56,6 +56,14 @@ extension RequestEvent {
         case .retriedByUser: "retried by user"
         }
     }
+
+    /// Whether the event stores a detection's uuid: the API accepted (and billed) the request.
+    package var givesRemoteUUID: Bool {
+        switch self {
+        case .accepted, .adopted: true
+        default: false
+        }
+    }
 }
 
 extension RequestEvent {

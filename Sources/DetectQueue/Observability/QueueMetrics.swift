@@ -37,7 +37,11 @@ package enum QueueMetrics {
     /// Decisions about a request or a callback that could not be written or read (the database failed), by
     /// `operation`: each is also logged with its request; the request is taken up again when its lease expires.
     package static let databaseFailures = "detectq_database_failures_total"
-    /// Requests by `state` and post-tasks by `state`, sampled from the database when `/metrics` is read.
+    /// Requests this worker claimed, by `queue`.
+    package static let claims = "detectq_claims_total"
+    /// Detections the API accepted (and billed) for this worker's submissions, by `queue`.
+    package static let detectionsBilled = "detectq_detections_billed_total"
+    /// Requests by `queue` and `state`, and post-tasks by `state`, sampled from the database when `/metrics` is read.
     package static let queueDepth = "detectq_queue_depth"
     package static let postTaskDepth = "detectq_post_task_depth"
     /// Age in seconds of the oldest request that is claimable now (0 when none is).
@@ -64,6 +68,14 @@ package enum QueueMetrics {
 
     static func claimed(_ count: Int, kind: String) {
         Recorder(label: claimBatchSize, dimensions: [("kind", kind)]).record(count)
+    }
+
+    static func claimed(inQueue queue: String) {
+        Counter(label: claims, dimensions: [("queue", queue)]).increment()
+    }
+
+    static func billed(inQueue queue: String) {
+        Counter(label: detectionsBilled, dimensions: [("queue", queue)]).increment()
     }
 
     static func retry(cause: RetryCause) {
@@ -110,8 +122,10 @@ package enum QueueMetrics {
     /// Reads the queue's depth from the database into the depth gauges; every state is reported, zeros too.
     static func sampleDepth(_ pool: PostgresConnectionPool) async throws {
         let depth = try await QueueDepth.read(pool)
-        for (state, count) in depth.requests {
-            Gauge(label: queueDepth, dimensions: [("state", state.rawValue)]).record(count)
+        for (queue, states) in depth.requestsByQueue {
+            for (state, count) in states {
+                Gauge(label: queueDepth, dimensions: [("queue", queue), ("state", state.rawValue)]).record(count)
+            }
         }
         for (state, count) in depth.postTasks {
             Gauge(label: postTaskDepth, dimensions: [("state", state.rawValue)]).record(count)

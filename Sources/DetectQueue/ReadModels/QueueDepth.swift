@@ -7,6 +7,8 @@ import Postgres
 /// costs the same with ten million finished requests as with none.
 package struct QueueDepth: Sendable, Hashable {
     package var requests: [RequestState: Int]
+    /// The same by queue (every queue of `detectq.queues`, every state, zeros included).
+    package var requestsByQueue: [String: [RequestState: Int]] = [:]
     package var postTasks: [PostTask.State: Int]
     /// Seconds since the oldest request that is claimable now became due; nil when none is.
     package var oldestClaimableAge: Double?
@@ -23,16 +25,25 @@ package struct QueueDepth: Sendable, Hashable {
             postTasks: Dictionary(uniqueKeysWithValues: PostTask.State.allCases.map { ($0, 0) }),
             oldestClaimableAge: nil
         )
+        let zeros = Dictionary(uniqueKeysWithValues: RequestState.allCases.map { ($0, 0) })
         let rows = try await pool.query("""
-            SELECT kind, state, sum(n)::int8 AS n, NULL::float8 AS age FROM detectq.state_counts GROUP BY kind, state
+            SELECT kind, queue, state, sum(n)::int8 AS n, NULL::float8 AS age FROM detectq.state_counts GROUP BY kind, queue, state
             UNION ALL
-            SELECT 'oldest', NULL, 0, EXTRACT(EPOCH FROM now() - min(run_at))::float8
+            SELECT 'queue', name, NULL, 0, NULL FROM detectq.queues
+            UNION ALL
+            SELECT 'oldest', NULL, NULL, 0, EXTRACT(EPOCH FROM now() - min(run_at))::float8
             FROM detectq.requests WHERE state IN ('queued', 'retrying') AND run_at <= now()
             """)
         for row in rows {
             switch try row.decode("kind", as: String.self) {
             case "request":
-                if let state = RequestState(rawValue: try row.decode("state")) { depth.requests[state] = try row.decode("n") }
+                guard let state = RequestState(rawValue: try row.decode("state")) else { continue }
+                let count: Int = try row.decode("n")
+                depth.requests[state, default: 0] += count
+                depth.requestsByQueue[try row.decode("queue", as: String?.self) ?? "default", default: zeros][state, default: 0] += count
+            case "queue":
+                depth.requestsByQueue[try row.decode("queue", as: String.self), default: zeros] = depth.requestsByQueue[
+                    try row.decode("queue", as: String.self)] ?? zeros
             case "post_task":
                 if let state = PostTask.State(rawValue: try row.decode("state")) { depth.postTasks[state] = try row.decode("n") }
             default:

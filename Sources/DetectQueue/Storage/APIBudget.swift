@@ -3,6 +3,7 @@ import Logging
 import Postgres
 import ResembleDetect
 import ServiceLifecycle
+import Synchronization
 
 /// The API's request budget, shared by every worker through the database (`detectq.api_budget`, and the
 /// rate-limit pause in `detectq.pauses`).
@@ -23,6 +24,7 @@ package struct APIBudget: Sendable {
     /// `DETECTQ_RETRY_AFTER_MAX_SECONDS`: the longest pause a 429's `Retry-After` may ask for.
     package let longestRetryAfter: Duration
     private let logger: Logger
+    private let slots: any SlotStorage
     private let reservations: Coalescer<Bool, (slot: Date, wait: Double)>
     private let pauseChecks: Coalescer<Bool, Bool>
 
@@ -51,6 +53,7 @@ package struct APIBudget: Sendable {
         logger: Logger = Logger(label: "detectq.budget")
     ) {
         precondition(ratePerSecond > 0, "the rate limit must be positive")
+        self.slots = slots
         self.pauses = pauses
         self.ratePerSecond = ratePerSecond
         self.longestRetryAfter = longestRetryAfter
@@ -63,11 +66,27 @@ package struct APIBudget: Sendable {
         }
     }
 
-    /// Waits for a slot for one more API request. Returns the slot (on the database's clock, shared by every
-    /// worker) and how long this caller waited.
+    /// A slot a claim reserved for the first API call of the attempt this task runs (`SlotGrant`): that call
+    /// takes it instead of reserving one.
+    @TaskLocal package static var granted: SlotGrant?
+
+    /// Waits for a slot for one more API request: the slot the claim reserved for this attempt's first call, or
+    /// the next free one. Returns the slot (on the database's clock, shared by every worker) and how long this
+    /// caller waited.
     @discardableResult
     package func acquire() async throws -> (slot: Date, waited: Duration) {
         let started = ContinuousClock.now
+        if let slot = Self.granted?.take() {
+            slots.noteGranted(slot.at)
+            guard slot.due > started else { return (slot.at, .zero) }
+            try await Task.sleep(until: slot.due)
+            // A 429 may have paused every worker meanwhile: then this call waits for a slot after the pause.
+            if try await !pauseChecks.submit(true) {
+                let waited = ContinuousClock.now - started
+                QueueMetrics.rateLimitWait(waited)
+                return (slot.at, waited)
+            }
+        }
         while true {
             let (slot, wait) = try await reservations.submit(true)
             guard wait > 0 else { return (slot, ContinuousClock.now - started) }
@@ -121,6 +140,23 @@ package struct APIBudget: Sendable {
                 try await throttled(retryAfter: retryAfter, by: workerID)
                 guard goOn() else { throw error }
             }
+        }
+    }
+}
+
+/// The slot a claim reserved for the first API call of one attempt, taken once by that call.
+package final class SlotGrant: Sendable {
+    private let slot: Mutex<APISlot?>
+
+    package init(_ slot: APISlot) {
+        self.slot = Mutex(slot)
+    }
+
+    /// The slot, the first time it is asked for; nil after.
+    func take() -> APISlot? {
+        slot.withLock { slot in
+            defer { slot = nil }
+            return slot
         }
     }
 }

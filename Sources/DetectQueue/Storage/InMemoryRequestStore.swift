@@ -48,20 +48,29 @@ package final class InMemoryRequestStore: RequestStorage {
                 request.waitMode = new.waitMode.flatMap(DetectionRequest.WaitMode.init(rawValue:)) ?? .auto
                 request.options.zeroRetentionMode = new.zeroRetentionMode ? true : nil
                 request.options.intelligence = new.intelligence ? true : nil
+                request.queue = new.queue ?? "default"
+                request.groupKey = new.groupKey
                 table.rows[id] = Row(request: request, priority: new.priority ?? 0, runAt: new.runAt ?? Date())
                 return id
             }
         }
     }
 
-    package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
+    /// Claims by priority aged as the fair claim ages it (one higher for each `priorityAging` a request has been
+    /// due), oldest first; the shares and limits of queues, and the budget's pacing, are the database's alone
+    /// (there is one lane here, and a worker's calls reserve their slots as they go).
+    package func claim(
+        workerID: String, limit: Int, lease: Duration, priorityAging: Duration, pacing: ClaimPacing?
+    ) async throws -> RequestClaim {
         try table.withLock { table in
             let now = Date()
+            func aged(_ row: Row) -> Double {
+                Double(row.priority) + (now.timeIntervalSince(row.runAt) / priorityAging.seconds).rounded(.down)
+            }
             let due = table.rows.values
                 .filter { RequestStateMachine.claims.map(\.from).contains($0.request.state) && $0.runAt <= now }
-                .sorted { ($0.priority, $1.runAt, $1.request.id) > ($1.priority, $0.runAt, $0.request.id) }
-                .prefix(limit)
-            return try due.map { row in
+                .sorted { (aged($0), $1.runAt, $1.request.id) > (aged($1), $0.runAt, $0.request.id) }
+            let claimed = try due.prefix(limit).map { row in
                 let prior = row.request.unansweredSince
                 let transition = try RequestStateMachine.transition(of: row.request, on: .claimed)
                 var written = row
@@ -71,6 +80,7 @@ package final class InMemoryRequestStore: RequestStorage {
                 claimed.unansweredSince = prior
                 return claimed
             }.sorted { $0.id < $1.id }
+            return RequestClaim(requests: claimed, claimAgain: due.count > limit ? .now : .whenAnnounced)
         }
     }
 

@@ -10,9 +10,15 @@ struct LeaseTable: Sendable {
     let table: String
     /// Its state enum type.
     let stateType: String
-    /// The function that finds and locks the next claimable rows, in claim order (migration 0011): the
-    /// states the state machine claims from, due now, rows others hold skipped.
+    /// The call that finds and locks the next claimable rows, in claim order: the states the state machine
+    /// claims from, due now, rows others hold skipped. It reads the limit as `$3` and the claim's parameters from
+    /// `$4` on, and returns `claimable_id`, `claimed_from` and `claimExtras`.
     let claimable: String
+    /// What else the claimable rows carry, returned with each claimed row.
+    let claimExtras: [String]
+    /// Whether `claimable` also says when to claim again (`claim_again_at`, on every row, and on a row with no
+    /// id when it took nothing).
+    let claimSaysWhenAgain: Bool
     /// The state of a claimed row.
     let runningState: String
     /// What else a claim sets (unqualified assignments, no parameters).
@@ -57,7 +63,8 @@ struct LeaseTable: Sendable {
             throw Unwritable(description: "a request claim sets a value of its own, or a lost lease keeps it")
         }
         return LeaseTable(
-            table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_claimable_requests",
+            table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_fair_claims($3, $4, $5, $6)",
+            claimExtras: ["prior_unanswered_since", "slot_at", "slot_in"], claimSaysWhenAgain: true,
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
             // Within max_attempts only: the claim after the last attempt searches, and one that dies ends.
@@ -81,7 +88,8 @@ struct LeaseTable: Sendable {
         guard parameters.isEmpty else { throw Unwritable(description: "a post-task claim sets a value of its own") }
         let lost = try PostTaskStateMachine.leaseLost()
         return LeaseTable(
-            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks",
+            table: "detectq.post_tasks", stateType: "detectq.post_task_state", claimable: "detectq.next_claimable_post_tasks($3)",
+            claimExtras: [], claimSaysWhenAgain: false,
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue, answerOwed: nil, pollingStates: [],
             errorColumn: "last_error", columns: PostTask.columns
@@ -93,19 +101,30 @@ struct LeaseTable: Sendable {
     }
 
     /// Claims up to `limit` due rows in claim order under a lease, skipping rows others hold. Each row also
-    /// carries `claimed_from`, the state it was claimed from. With `returnsPrior`, the row's
-    /// `unanswered_since` before the claim comes back too, as `prior_unanswered_since` (requests only).
+    /// carries `claimed_from`, the state it was claimed from, and `claimExtras`. Where the claim says when to claim
+    /// again, there is always one row at least, each with `claim_again_in` (seconds, on the database's clock):
+    /// a row whose `id` is NULL carries only that.
     func claim(
-        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, returnsPrior: Bool = false
+        on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, parameters: [any PostgresEncodable] = []
     ) async throws -> PostgresRows {
-        try await pool.query(PostgresQuery(sql: """
+        let extras = claimExtras.map { ", claimable.\($0)" }.joined()
+        let update = """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),
                 attempt = r.attempt + 1, updated_at = now()\(claimAssignments.map { ", " + $0 }.joined())
-            FROM \(claimable)($3) AS claimable
+            FROM claimable
             WHERE r.id = claimable.claimable_id
-            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(returnsPrior ? ", claimable.prior_unanswered_since" : "")
-            """, parameters: [workerID, lease.seconds, limit]))
+            RETURNING \(columns.replacingOccurrences(of: "id,", with: "r.id,", options: .anchored)), claimable.claimed_from\(extras)
+            """
+        let sql = claimSaysWhenAgain
+            ? """
+                WITH claimable AS MATERIALIZED (SELECT * FROM \(claimable)), claimed AS (\(update))
+                SELECT claimed.*, CASE WHEN isfinite(again.at) THEN extract(EPOCH FROM again.at - clock_timestamp())::float8
+                                       WHEN again.at IS NOT NULL THEN 'Infinity'::float8 END AS claim_again_in
+                FROM (SELECT max(claim_again_at) AS at FROM claimable) AS again LEFT JOIN claimed ON true
+                """
+            : "WITH claimable AS MATERIALIZED (SELECT * FROM \(claimable)) \(update)"
+        return try await pool.query(PostgresQuery(sql: sql, parameters: [workerID, lease.seconds, limit] + parameters))
     }
 
     /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.

@@ -39,6 +39,9 @@ package struct NewRequest: Sendable {
     package var zeroRetentionMode = false
     /// The producer's W3C `traceparent`, whose trace the request's spans continue.
     package var traceparent: String?
+    /// The lane (`queue`; nil: `default`) and the group within it (`group_key`).
+    package var queue: String?
+    package var groupKey: String?
 
     package init(media: Media) {
         self.media = media
@@ -69,6 +72,8 @@ package struct NewRequest: Sendable {
         add("model_types", modelTypes)
         add("pipeline", pipeline)
         add("traceparent", traceparent)
+        add("queue", queue)
+        add("group_key", groupKey)
         let flags = [
             ("visualize", visualize), ("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing),
             ("use_reverse_search", useReverseSearch), ("use_ood_detector", useOodDetector), ("zero_retention_mode", zeroRetentionMode),

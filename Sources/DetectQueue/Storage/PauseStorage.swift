@@ -25,6 +25,13 @@ package protocol SlotStorage: Sendable {
     /// Reserves `count` consecutive slots `1 / ratePerSecond` apart, none before a 429's pause ends; returns
     /// each slot and how many seconds until it.
     func reserve(_ count: Int, ratePerSecond: Double) async throws -> [(slot: Date, wait: Double)]
+    /// Hears of a slot a claim reserved (in the claim's own statement) as its request's first call takes it.
+    func noteGranted(_ slot: Date)
+}
+
+extension SlotStorage {
+    /// The schedule itself has nothing to do: the claim's statement moved it already.
+    package func noteGranted(_ slot: Date) {}
 }
 
 /// The shared pauses in memory, with the same rules as `SharedPause`'s SQL.

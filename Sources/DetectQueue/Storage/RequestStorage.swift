@@ -8,8 +8,10 @@ import ResembleDetect
 package protocol RequestStorage: Sendable {
     /// Inserts `requests` as a producer would; returns their new ids.
     func enqueue(_ requests: [NewRequest]) async throws -> [Int]
-    /// Claims up to `limit` claimable requests (queued or retrying, due), highest priority first, under a lease.
-    func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest]
+    /// Claims up to `limit` claimable requests (queued or retrying, due) under a lease, shared fairly among the
+    /// queues (a priority aged by `priorityAging`), no more than `pacing`'s budget lets be sent soon (nil: no
+    /// budget), and says when claiming again may find more.
+    func claim(workerID: String, limit: Int, lease: Duration, priorityAging: Duration, pacing: ClaimPacing?) async throws -> RequestClaim
     /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.
     func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int>
     /// Takes back expired leases (`RequestStateMachine`'s lost lease).
@@ -50,6 +52,13 @@ package protocol RequestStorage: Sendable {
 }
 
 extension RequestStorage {
+    /// `claim` with the default priority aging and no budget, for callers that only want the requests (tests,
+    /// benchmarks).
+    package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
+        try await claim(workerID: workerID, limit: limit, lease: lease, priorityAging: WorkerConfiguration.defaultPriorityAging, pacing: nil)
+            .requests
+    }
+
     /// `adopt` of a detection found in List Detects (no callback secret to match).
     package func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String) async throws -> Bool {
         try await adopt(uuid, for: request, workerID: workerID, via: via, callbackSecretHash: nil)

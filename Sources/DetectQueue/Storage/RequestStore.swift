@@ -28,21 +28,35 @@ package struct RequestStore: RequestStorage {
     /// goes alone.
     package var writers: [any Service] { [completions, submitStarts] }
 
-    /// Claims up to `limit` claimable requests (queued or retrying, `run_at` due), highest priority first,
-    /// under a lease of `lease`, in one statement; rows other workers hold are skipped, not waited for.
+    /// Claims up to `limit` due requests (queued or retrying) under a lease of `lease`, in one statement, shared
+    /// fairly among the queues and their groups (migration 0016: weights, priority aged by `priorityAging`,
+    /// groups in turn, each queue's pause and limits), and with `pacing` no more than the shared budget's slots
+    /// due soon, one reserved for each (`apiSlot`); rows other workers hold are skipped, not waited for.
     /// `submit_started_at` is stamped here: a request sent at once needs no second write, and one that waits
     /// (for the rate limit, for an upload) is stamped again just before it is sent.
-    package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
-        guard limit > 0 else { return [] }
-        let rows = try await LeaseTable.requests().claim(on: pool, workerID: workerID, limit: limit, lease: lease, returnsPrior: true)
+    package func claim(
+        workerID: String, limit: Int, lease: Duration, priorityAging: Duration, pacing: ClaimPacing?
+    ) async throws -> RequestClaim {
+        guard limit > 0 else { return RequestClaim(requests: [], claimAgain: .whenAnnounced) }
+        let rows = try await LeaseTable.requests().claim(
+            on: pool, workerID: workerID, limit: limit, lease: lease,
+            parameters: [max(priorityAging.seconds, 0.001), pacing?.ratePerSecond, pacing?.horizon.seconds]
+        )
+        let claimed = ContinuousClock.now
+        var requests: [DetectionRequest] = []
+        var claimAgain = ClaimAgain.whenAnnounced
         for row in rows {
+            claimAgain = ClaimAgain(claimAgainIn: try row.decode("claim_again_in"))
+            guard try row.decode("id", as: Int?.self) != nil else { continue }
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
-        }
-        return try rows.map { row in
             var request = try DetectionRequest(row: row)
             request.unansweredSince = try row.decode("prior_unanswered_since")
-            return request
-        }.sorted { $0.id < $1.id }
+            if let at = try row.decode("slot_at", as: Date?.self), let slotIn = try row.decode("slot_in", as: Double?.self) {
+                request.apiSlot = APISlot(at: at, due: claimed + .seconds(slotIn))
+            }
+            requests.append(request)
+        }
+        return RequestClaim(requests: requests.sorted { $0.id < $1.id }, claimAgain: claimAgain)
     }
 
     /// Extends the leases `workerID` still holds among `ids`; returns the ids whose lease it still holds.
@@ -91,6 +105,9 @@ package struct RequestStore: RequestStorage {
             applied = try await pool.query(update).affectedRows == 1
         }
         if applied && transition.changesState { QueueMetrics.transition(from: request.state, to: transition.to) }
+        if applied && request.acceptedAt == nil && (changes.remoteUUID != nil || event.givesRemoteUUID) {
+            QueueMetrics.billed(inQueue: request.queue)
+        }
         return applied
     }
 
@@ -108,6 +125,7 @@ package struct RequestStore: RequestStorage {
         ))
         if written.completed {
             QueueMetrics.transition(from: request.state, to: .completed)
+            if request.acceptedAt == nil && result.remoteUUID != nil { QueueMetrics.billed(inQueue: request.queue) }
             if result.isFake == true { QueueMetrics.fakeFound() }
         }
         return written

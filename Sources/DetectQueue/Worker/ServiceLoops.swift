@@ -16,6 +16,8 @@ final class ClaimLoop: Service {
     static let idleCheck = Duration.seconds(1)
     /// One claim: its id and the work that carries it through.
     typealias Claimed = (id: Int, work: @Sendable () async -> Void)
+    /// One round's claims, and when claiming again may find more.
+    typealias Round = (claimed: [Claimed], again: ClaimAgain)
 
     let slots: Slots
     /// Labels the claim metrics (`requests`, `post_tasks`).
@@ -23,7 +25,7 @@ final class ClaimLoop: Service {
     let concurrency: Int
     let gracePeriod: Duration
     let logger: Logger
-    private let claim: @Sendable (Int) async throws -> [Claimed]
+    private let claim: @Sendable (Int) async throws -> Round
     private let inbox: ClaimInbox?
     private let onStop: @Sendable () -> Void
     private let stopping = Atomic<Bool>(false)
@@ -32,7 +34,7 @@ final class ClaimLoop: Service {
     /// it has not sent. Claims handed to `inbox` are run like the loop's own.
     init(
         slots: Slots, kind: String, concurrency: Int, gracePeriod: Duration, logger: Logger, inbox: ClaimInbox? = nil,
-        onStop: @escaping @Sendable () -> Void, claim: @escaping @Sendable (Int) async throws -> [Claimed]
+        onStop: @escaping @Sendable () -> Void, claim: @escaping @Sendable (Int) async throws -> Round
     ) {
         self.slots = slots
         self.kind = kind
@@ -69,6 +71,8 @@ final class ClaimLoop: Service {
                 if !handed.isEmpty { QueueMetrics.claimed(handed.count, kind: kind) }
                 for (id, work) in handed { start(id, work) }
             }
+            // When a queue's rate or daily limit said work comes due.
+            var timedClaim: ContinuousClock.Instant?
             while !isStopping && !Task.isCancelled {
                 startHanded()
                 let free = concurrency - slots.count
@@ -78,11 +82,22 @@ final class ClaimLoop: Service {
                 } else if slots.takeClaimDue() {
                     let batch = min(free, 100)
                     do {
-                        let claimed = try await claim(batch)
+                        let (claimed, again) = try await claim(batch)
                         if !claimed.isEmpty { QueueMetrics.claimed(claimed.count, kind: kind) }
                         for (id, work) in claimed {
                             slots.take(id)
                             start(id, work)
+                        }
+                        switch again {
+                        case .now:
+                            slots.announceWork()
+                            continue
+                        case .after(let delay):
+                            timedClaim = ContinuousClock.now + delay
+                        case .whenARequestEnds:
+                            slots.announceWorkWhenFreed()
+                        case .whenAnnounced:
+                            break
                         }
                         if claimed.count == batch {
                             // There may be more: claim again (or as soon as a slot frees).
@@ -95,7 +110,13 @@ final class ClaimLoop: Service {
                     }
                 }
                 let waited = ContinuousClock.now
-                await slots.wake.wait(timeout: Self.idleCheck)
+                var timeout = Self.idleCheck
+                if let timedClaim { timeout = min(timeout, max(timedClaim - waited, .zero)) }
+                await slots.wake.wait(timeout: timeout)
+                if let due = timedClaim, ContinuousClock.now >= due {
+                    timedClaim = nil
+                    slots.announceWork()
+                }
                 // Nothing announced for a whole idle check: look anyway (a notification missed, a run_at come due).
                 if ContinuousClock.now - waited >= Self.idleCheck { slots.announceWork() }
             }
@@ -231,6 +252,7 @@ final class Slots: Sendable {
     private let held = Mutex<Set<Int>>([])
     private let claimDue = Atomic<Bool>(true)
     private let waitingForFree = Atomic<Bool>(false)
+    private let claimWhenFreed = Atomic<Bool>(false)
     private let gauge: Meter
 
     init(gauge: Meter) {
@@ -244,10 +266,16 @@ final class Slots: Sendable {
         gauge.set(held.withLock { $0.insert(id); return $0.count })
     }
 
-    /// Frees `id`'s slot; wakes the loop if it is waiting for one.
+    /// Frees `id`'s slot; wakes the loop if it is waiting for one, and announces work if a cap held work back.
     func free(_ id: Int) {
         gauge.set(held.withLock { $0.remove(id); return $0.count })
+        if claimWhenFreed.exchange(false, ordering: .sequentiallyConsistent) { announceWork() }
         if waitingForFree.exchange(false, ordering: .sequentiallyConsistent) { wake.signal() }
+    }
+
+    /// A cap on requests in flight held work back: the next freed slot announces work.
+    func announceWorkWhenFreed() {
+        claimWhenFreed.store(true, ordering: .sequentiallyConsistent)
     }
 
     /// There may be work to claim: the loop's next round claims.

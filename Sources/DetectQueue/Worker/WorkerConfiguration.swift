@@ -43,6 +43,12 @@ package struct WorkerConfiguration: Sendable {
     /// `DETECTQ_AUTH_RECHECK_SECONDS`: while the API refuses the token, how often one call that bills
     /// nothing (a List Detects page) probes again.
     package var authRecheck: Duration = .seconds(60)
+    /// `DETECTQ_PRIORITY_AGING_SECONDS`: a request due this long counts as one priority higher, and one more for
+    /// each such period again, so that low-priority work is delayed, never starved.
+    package var priorityAging: Duration = WorkerConfiguration.defaultPriorityAging
+
+    /// The default of `DETECTQ_PRIORITY_AGING_SECONDS`.
+    package static let defaultPriorityAging = Duration.seconds(600)
 
     /// A worker's `application_name` is this and its id; the event history takes the id back from it.
     private static let applicationNamePrefix = "detectq worker "
@@ -125,7 +131,8 @@ package struct WorkerConfiguration: Sendable {
             fakeThreshold: reader.text("DETECTQ_FAKE_THRESHOLD") == nil ? nil : try reader.number("DETECTQ_FAKE_THRESHOLD", default: 0, in: 0...1),
             longestRetryAfter: try reader.seconds("DETECTQ_RETRY_AFTER_MAX_SECONDS", default: .seconds(3_600), in: .seconds(1)...day),
             lostAnswerSearchPages: try reader.integer("DETECTQ_LOST_ANSWER_SEARCH_PAGES", default: 20, in: 1...10_000),
-            authRecheck: try reader.seconds("DETECTQ_AUTH_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day)
+            authRecheck: try reader.seconds("DETECTQ_AUTH_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day),
+            priorityAging: try reader.seconds("DETECTQ_PRIORITY_AGING_SECONDS", default: defaultPriorityAging, in: .seconds(1)...week)
         )
     }
 }

@@ -34,12 +34,16 @@ enum WorkerServices {
             slots: dependencies.requestSlots, kind: "requests", concurrency: configuration.concurrency,
             gracePeriod: configuration.shutdownGracePeriod, logger: dependencies.logger, onStop: { stopping.raise() }
         ) { limit in
-            guard !processor.pause.isPaused else { return [] }
+            guard !processor.pause.isPaused else { return ([], .whenAnnounced) }
             let state = try await processor.gate.current()
-            guard state != .closed else { return [] }
+            guard state != .closed else { return ([], .whenAnnounced) }
             let probe = state == .probe
             let started = Date()
-            let claimed = try await requests.claim(workerID: configuration.workerID, limit: probe ? 1 : limit, lease: configuration.lease)
+            let claim = try await requests.claim(
+                workerID: configuration.workerID, limit: probe ? 1 : limit, lease: configuration.lease, priorityAging: configuration.priorityAging,
+                pacing: ClaimPacing(ratePerSecond: configuration.apiRateLimit)
+            )
+            let claimed = claim.requests
             let ended = Date()
             for request in claimed {
                 RequestTracing.recordSpan(
@@ -49,7 +53,15 @@ enum WorkerServices {
                     ]
                 )
             }
-            return claimed.map { request in (request.id, { _ = await processor.process(request, probe: probe) { stopping.isRaised } }) }
+            for request in claimed { QueueMetrics.claimed(inQueue: request.queue) }
+            return (claimed.map { request in
+                (request.id, {
+                    // The claim reserved this attempt's first API call's slot of the shared budget.
+                    _ = await APIBudget.$granted.withValue(request.apiSlot.map(SlotGrant.init)) {
+                        await processor.process(request, probe: probe) { stopping.isRaised }
+                    }
+                })
+            }, claim.claimAgain)
         }
     }
 
@@ -60,8 +72,8 @@ enum WorkerServices {
             slots: dependencies.postTaskSlots, kind: "post_tasks", concurrency: max(4, configuration.concurrency / 4),
             gracePeriod: configuration.shutdownGracePeriod, logger: dependencies.logger, inbox: dependencies.handedPostTasks, onStop: {}
         ) { limit in
-            try await postTasks.claim(workerID: configuration.workerID, limit: limit, lease: configuration.lease)
-                .map { task in (task.id, { await runner.run(task) }) }
+            let claimed = try await postTasks.claim(workerID: configuration.workerID, limit: limit, lease: configuration.lease)
+            return (claimed.map { task in (task.id, { await runner.run(task) }) }, .whenAnnounced)
         }
     }
 

@@ -5,8 +5,8 @@ import Postgres
 import ResembleDetect
 import TextEncodings
 
-/// `detectq status`: counts by state, the oldest claimable request's age, claims per worker, failures
-/// grouped by reason, and the post-task backlog per processor.
+/// `detectq status`: counts by state, each queue and why it waits, the oldest claimable request's age, claims per
+/// worker, failures grouped by reason, and the post-task backlog per processor.
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the queue: states, age, workers, failures, post-tasks.")
 
@@ -25,6 +25,24 @@ struct StatusCommand: AsyncParsableCommand {
         var failuresByReason: [Failure] = []
         var postTaskBacklog: [String: [String: Int]] = [:]
         var pauses: [Pause] = []
+        var queues: [Queue] = []
+
+        /// One queue: what it has due, in flight and billed today, and why its due requests wait, if they do.
+        struct Queue: Encodable {
+            var name: String
+            var weight: Int
+            var due: Int
+            var inFlight: Int
+            var billedToday: Int
+            var paused: Bool
+            var waits: [String]
+
+            enum CodingKeys: String, CodingKey {
+                case name, weight, due, paused, waits
+                case inFlight = "in_flight"
+                case billedToday = "billed_today"
+            }
+        }
 
         /// A shared pause in force: who set it, when, why, and until when (none for an operator's).
         struct Pause: Encodable {
@@ -52,7 +70,7 @@ struct StatusCommand: AsyncParsableCommand {
             case inFlightByWorker = "in_flight_by_worker"
             case failuresByReason = "failures_by_reason"
             case postTaskBacklog = "post_task_backlog"
-            case pauses
+            case pauses, queues
         }
     }
 
@@ -109,6 +127,12 @@ struct StatusCommand: AsyncParsableCommand {
             Report.Pause(kind: $0.kind.rawValue, reason: $0.reason, pausedBy: $0.pausedBy,
                          pausedAt: ISO8601Timestamp.format($0.pausedAt), until: $0.until.map(ISO8601Timestamp.format))
         }
+        report.queues = try await QueueOverview.read(pool).map {
+            Report.Queue(
+                name: $0.settings.name, weight: $0.settings.weight, due: $0.due, inFlight: $0.inFlight, billedToday: $0.billedToday,
+                paused: $0.settings.pause != nil, waits: $0.holds.map(\.description)
+            )
+        }
         for backlog in try await QueueBreakdown.postTaskBacklogs(pool) {
             report.postTaskBacklog[backlog.processor] = Dictionary(uniqueKeysWithValues: backlog.counts.map { ($0.key.rawValue, $0.value) })
         }
@@ -124,6 +148,11 @@ struct StatusCommand: AsyncParsableCommand {
         lines.append("requests:")
         for state in RequestState.allCases.map(\.rawValue) {
             lines.append("  \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) \(report.states[state] ?? 0)")
+        }
+        lines.append("queues:")
+        for queue in report.queues {
+            let waits = queue.waits.isEmpty ? (queue.paused ? "; paused" : "") : "; waits: " + queue.waits.joined(separator: "; ")
+            lines.append("  \(queue.name) (weight \(queue.weight)): \(queue.due) due, \(queue.inFlight) in flight, \(queue.billedToday) billed today\(waits)")
         }
         lines.append("oldest claimable: " + (report.oldestClaimableSeconds.map { String(format: "%.1f s", $0) } ?? "none"))
         lines.append("in flight by worker:" + (report.inFlightByWorker.isEmpty ? " none" : ""))
