@@ -101,7 +101,10 @@ BEGIN
                CASE WHEN settings.group_max_in_flight IS NULL OR walked.lane IS NULL THEN quota
                     ELSE settings.group_max_in_flight - (
                         SELECT count(*) FROM detectq.requests AS r
-                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('submitting', 'awaiting_result')) END
+                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('submitting', 'awaiting_result')) - (
+                        SELECT count(*) FROM detectq.requests AS r
+                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('queued', 'retrying')
+                          AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL) END
            )::detectq.claim_lane_state ORDER BY walked.position), '{}')
     INTO lanes
     FROM walked, LATERAL (
@@ -235,7 +238,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION detectq.claimed_rows(ids bigint[], claim_again timestamp with time zone, budget_bound boolean, budget_start timestamp with time zone, api_rate double precision, horizon_seconds double precision) RETURNS TABLE(claimable_id bigint, claimed_from text, prior_unanswered_since timestamp with time zone, claim_again_at timestamp with time zone, slot_at timestamp with time zone, slot_in double precision)
+CREATE FUNCTION detectq.claimed_rows(ids bigint[], claim_again timestamp with time zone, budget_bound boolean, budget_start timestamp with time zone, schedule_start timestamp with time zone, api_rate double precision, horizon_seconds double precision) RETURNS TABLE(claimable_id bigint, claimed_from text, prior_unanswered_since timestamp with time zone, claim_again_at timestamp with time zone, slot_at timestamp with time zone, slot_in double precision)
     LANGUAGE plpgsql SECURITY DEFINER ROWS 100
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET jit TO 'off'
@@ -244,7 +247,7 @@ DECLARE
     next_slot timestamptz;
 BEGIN
     IF api_rate IS NOT NULL AND cardinality(ids) > 0 THEN
-        next_slot := budget_start + make_interval(secs => cardinality(ids) / api_rate);
+        next_slot := schedule_start + make_interval(secs => cardinality(ids) / api_rate);
         UPDATE detectq.api_budget SET next_slot_at = next_slot;
         IF budget_bound THEN
             claim_again := next_slot - make_interval(secs => horizon_seconds);
@@ -382,6 +385,8 @@ DECLARE
     rounds integer := 0;
     queues_with_room integer;
     wanted_at_most bigint := how_many;
+    limited text[];
+    schedule_start timestamptz;
     budget_start timestamptz;
     budget_room bigint;
 BEGIN
@@ -402,10 +407,18 @@ BEGIN
            ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1);
     IF cardinality(candidates) = 0 THEN RETURN; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
+    -- While several queues have work, the claim may take one slot early (the schedule still moves on by every
+    -- slot it takes): a queue whose turn it is then finds a slot now, not behind the slots another queue's
+    -- claims booked just before. The budget's busiest second may so hold two slots more than its rate.
     IF api_rate IS NOT NULL THEN
         SELECT greatest(b.next_slot_at, clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
                         coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
-        INTO budget_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        INTO schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        budget_start := CASE WHEN cardinality(candidates) > 1
+                             THEN greatest(schedule_start - make_interval(secs => 1 / api_rate),
+                                           clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
+                                           coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
+                             ELSE schedule_start END;
         budget_room := CASE WHEN budget_start > clock_timestamp() + make_interval(secs => horizon_seconds) THEN 0
                             ELSE floor(extract(epoch FROM clock_timestamp() + make_interval(secs => horizon_seconds) - budget_start)
                                        * api_rate)::bigint + 1 END;
@@ -429,7 +442,7 @@ BEGIN
         claimed_ids := detectq.claim_from_queue(candidates[1], how_many, aging_seconds, claimed_ids);
         claim_again := CASE WHEN cardinality(claimed_ids) >= how_many THEN now() END;
         RETURN QUERY SELECT * FROM detectq.claimed_rows(
-            claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, api_rate,
+            claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
             horizon_seconds
         );
         RETURN;
@@ -455,15 +468,22 @@ BEGIN
     FROM detectq.queues AS q,
     LATERAL (SELECT greatest(q.next_slot_at, now() - make_interval(secs => least(1 / q.rate_limit, 0.1))) AS slot_start) AS slot,
     LATERAL (SELECT
+        -- In flight: submitting or awaiting a result, and every request waiting with an answer owed, which a
+        -- callback may move to awaiting_result without a claim.
         CASE WHEN q.max_in_flight IS NULL THEN how_many ELSE q.max_in_flight - (
-            SELECT count(*) FROM detectq.requests AS r WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result')) END
+            SELECT count(*) FROM detectq.requests AS r WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result')) - (
+            SELECT count(*) FROM detectq.requests AS r
+            WHERE r.queue = q.name AND r.state IN ('queued', 'retrying') AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL) END
             AS in_flight_room,
+        -- Billed today, and every request that may yet be: being sent, or sent today with its answer owed, whatever
+        -- became of it since (cancelled, failed after a search that found nothing, waiting).
         CASE WHEN q.daily_limit IS NULL THEN how_many ELSE q.daily_limit
             - coalesce((SELECT sum(b.n) FROM detectq.queue_billing AS b WHERE b.queue = q.name AND b.day = today), 0)
             - (SELECT count(*) FROM detectq.requests AS r
                WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result') AND r.state = 'submitting' AND r.remote_uuid IS NULL)
             - (SELECT count(*) FROM detectq.requests AS r
-               WHERE r.queue = q.name AND r.unanswered_since IS NOT NULL AND r.remote_uuid IS NULL AND r.state IN ('queued', 'retrying'))
+               WHERE r.queue = q.name AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL AND r.state <> 'submitting'
+                 AND r.unanswered_since >= today::timestamp AT TIME ZONE 'UTC')
             END AS daily_room,
         CASE WHEN q.rate_limit IS NULL THEN how_many
              WHEN slot.slot_start > now() THEN 0
@@ -483,6 +503,22 @@ BEGIN
         JOIN detectq.queues AS q ON q.name = f.name,
         LATERAL (SELECT min(o.pass) AS pass FROM unnest(queue_states) AS o JOIN detectq.queues AS oq ON oq.name = o.name
                  WHERE o.room > 0 AND oq.passed_at >= now() - interval '2 seconds') AS fresh;
+    END IF;
+
+    -- Requests with an answer owed count as in flight already (a callback may move them to awaiting_result
+    -- without a claim) and as maybe billed: in a queue with caps or a daily limit they are claimed whatever room
+    -- those leave, or they would hold the room they wait for.
+    SELECT coalesce(array_agg(f.name), '{}') INTO limited FROM unnest(queue_states) AS f JOIN detectq.queues AS q ON q.name = f.name
+    WHERE q.max_in_flight IS NOT NULL OR q.group_max_in_flight IS NOT NULL OR q.daily_limit IS NOT NULL;
+    IF cardinality(limited) > 0 THEN
+        SELECT coalesce(array_agg(owed.id), '{}') INTO claimed_ids FROM (
+            SELECT r.id FROM detectq.requests AS r
+            WHERE r.queue = ANY (limited) AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL
+              AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
+            ORDER BY r.run_at, r.id
+            LIMIT how_many
+            FOR UPDATE SKIP LOCKED
+        ) AS owed;
     END IF;
 
     -- The claim goes to the queue whose pass is lowest (with what this claim took from it already), as much as
@@ -526,7 +562,7 @@ BEGIN
     INTO claim_again FROM unnest(queue_states) AS f;
 
     RETURN QUERY SELECT * FROM detectq.claimed_rows(
-        claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, api_rate,
+        claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
         horizon_seconds
     );
 END
@@ -1107,7 +1143,7 @@ CREATE INDEX requests_leased_idx ON detectq.requests USING btree (locked_until) 
 
 CREATE INDEX requests_metadata_search_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb));
 
-CREATE INDEX requests_queue_answer_owed_idx ON detectq.requests USING btree (queue) WHERE ((unanswered_since IS NOT NULL) AND (remote_uuid IS NULL));
+CREATE INDEX requests_queue_answer_owed_idx ON detectq.requests USING btree (queue, group_key, unanswered_since) WHERE ((unanswered_since IS NOT NULL) AND (accepted_at IS NULL));
 
 CREATE INDEX requests_queue_claimable_idx ON detectq.requests USING btree (queue, group_key, priority DESC, run_at, id) WHERE (state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state]));
 

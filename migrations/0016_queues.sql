@@ -346,7 +346,10 @@ BEGIN
                CASE WHEN settings.group_max_in_flight IS NULL OR walked.lane IS NULL THEN quota
                     ELSE settings.group_max_in_flight - (
                         SELECT count(*) FROM detectq.requests AS r
-                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('submitting', 'awaiting_result')) END
+                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('submitting', 'awaiting_result')) - (
+                        SELECT count(*) FROM detectq.requests AS r
+                        WHERE r.queue = queue_name AND r.group_key = walked.lane AND r.state IN ('queued', 'retrying')
+                          AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL) END
            )::detectq.claim_lane_state ORDER BY walked.position), '{}')
     INTO lanes
     FROM walked, LATERAL (
@@ -400,12 +403,13 @@ END
 $$;
 
 -- What the fair claim returns for `ids` (in claim order): each row's state before, its owed answer, when to
--- claim again, and its budget slot, reserved here (consecutive slots from `budget_start`, `api_rate` a second).
+-- claim again, and its budget slot, reserved here (consecutive slots from `budget_start`, `api_rate` a second;
+-- the schedule moves on from `schedule_start`, where it stood, by as many slots).
 -- When the budget held the claim back (`budget_bound`: it took all the budget let it, and would have taken
 -- more), claim again when the next slot comes into the horizon. A claim that took nothing and has a time to say is one row with no id.
 CREATE FUNCTION detectq.claimed_rows(
-    ids bigint[], claim_again timestamptz, budget_bound boolean, budget_start timestamptz, api_rate double precision,
-    horizon_seconds double precision
+    ids bigint[], claim_again timestamptz, budget_bound boolean, budget_start timestamptz, schedule_start timestamptz,
+    api_rate double precision, horizon_seconds double precision
 )
 RETURNS TABLE (
     claimable_id bigint, claimed_from text, prior_unanswered_since timestamptz, claim_again_at timestamptz,
@@ -416,7 +420,7 @@ DECLARE
     next_slot timestamptz;
 BEGIN
     IF api_rate IS NOT NULL AND cardinality(ids) > 0 THEN
-        next_slot := budget_start + make_interval(secs => cardinality(ids) / api_rate);
+        next_slot := schedule_start + make_interval(secs => cardinality(ids) / api_rate);
         UPDATE detectq.api_budget SET next_slot_at = next_slot;
         IF budget_bound THEN
             claim_again := next_slot - make_interval(secs => horizon_seconds);
@@ -478,6 +482,8 @@ DECLARE
     rounds integer := 0;
     queues_with_room integer;
     wanted_at_most bigint := how_many;
+    limited text[];
+    schedule_start timestamptz;
     budget_start timestamptz;
     budget_room bigint;
 BEGIN
@@ -498,10 +504,18 @@ BEGIN
            ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1);
     IF cardinality(candidates) = 0 THEN RETURN; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
+    -- While several queues have work, the claim may take one slot early (the schedule still moves on by every
+    -- slot it takes): a queue whose turn it is then finds a slot now, not behind the slots another queue's
+    -- claims booked just before. The budget's busiest second may so hold two slots more than its rate.
     IF api_rate IS NOT NULL THEN
         SELECT greatest(b.next_slot_at, clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
                         coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
-        INTO budget_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        INTO schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        budget_start := CASE WHEN cardinality(candidates) > 1
+                             THEN greatest(schedule_start - make_interval(secs => 1 / api_rate),
+                                           clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
+                                           coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
+                             ELSE schedule_start END;
         budget_room := CASE WHEN budget_start > clock_timestamp() + make_interval(secs => horizon_seconds) THEN 0
                             ELSE floor(extract(epoch FROM clock_timestamp() + make_interval(secs => horizon_seconds) - budget_start)
                                        * api_rate)::bigint + 1 END;
@@ -525,7 +539,7 @@ BEGIN
         claimed_ids := detectq.claim_from_queue(candidates[1], how_many, aging_seconds, claimed_ids);
         claim_again := CASE WHEN cardinality(claimed_ids) >= how_many THEN now() END;
         RETURN QUERY SELECT * FROM detectq.claimed_rows(
-            claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, api_rate,
+            claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
             horizon_seconds
         );
         RETURN;
@@ -551,15 +565,22 @@ BEGIN
     FROM detectq.queues AS q,
     LATERAL (SELECT greatest(q.next_slot_at, now() - make_interval(secs => least(1 / q.rate_limit, 0.1))) AS slot_start) AS slot,
     LATERAL (SELECT
+        -- In flight: submitting or awaiting a result, and every request waiting with an answer owed, which a
+        -- callback may move to awaiting_result without a claim.
         CASE WHEN q.max_in_flight IS NULL THEN how_many ELSE q.max_in_flight - (
-            SELECT count(*) FROM detectq.requests AS r WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result')) END
+            SELECT count(*) FROM detectq.requests AS r WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result')) - (
+            SELECT count(*) FROM detectq.requests AS r
+            WHERE r.queue = q.name AND r.state IN ('queued', 'retrying') AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL) END
             AS in_flight_room,
+        -- Billed today, and every request that may yet be: being sent, or sent today with its answer owed, whatever
+        -- became of it since (cancelled, failed after a search that found nothing, waiting).
         CASE WHEN q.daily_limit IS NULL THEN how_many ELSE q.daily_limit
             - coalesce((SELECT sum(b.n) FROM detectq.queue_billing AS b WHERE b.queue = q.name AND b.day = today), 0)
             - (SELECT count(*) FROM detectq.requests AS r
                WHERE r.queue = q.name AND r.state IN ('submitting', 'awaiting_result') AND r.state = 'submitting' AND r.remote_uuid IS NULL)
             - (SELECT count(*) FROM detectq.requests AS r
-               WHERE r.queue = q.name AND r.unanswered_since IS NOT NULL AND r.remote_uuid IS NULL AND r.state IN ('queued', 'retrying'))
+               WHERE r.queue = q.name AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL AND r.state <> 'submitting'
+                 AND r.unanswered_since >= today::timestamp AT TIME ZONE 'UTC')
             END AS daily_room,
         CASE WHEN q.rate_limit IS NULL THEN how_many
              WHEN slot.slot_start > now() THEN 0
@@ -579,6 +600,22 @@ BEGIN
         JOIN detectq.queues AS q ON q.name = f.name,
         LATERAL (SELECT min(o.pass) AS pass FROM unnest(queue_states) AS o JOIN detectq.queues AS oq ON oq.name = o.name
                  WHERE o.room > 0 AND oq.passed_at >= now() - interval '2 seconds') AS fresh;
+    END IF;
+
+    -- Requests with an answer owed count as in flight already (a callback may move them to awaiting_result
+    -- without a claim) and as maybe billed: in a queue with caps or a daily limit they are claimed whatever room
+    -- those leave, or they would hold the room they wait for.
+    SELECT coalesce(array_agg(f.name), '{}') INTO limited FROM unnest(queue_states) AS f JOIN detectq.queues AS q ON q.name = f.name
+    WHERE q.max_in_flight IS NOT NULL OR q.group_max_in_flight IS NOT NULL OR q.daily_limit IS NOT NULL;
+    IF cardinality(limited) > 0 THEN
+        SELECT coalesce(array_agg(owed.id), '{}') INTO claimed_ids FROM (
+            SELECT r.id FROM detectq.requests AS r
+            WHERE r.queue = ANY (limited) AND r.unanswered_since IS NOT NULL AND r.accepted_at IS NULL
+              AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
+            ORDER BY r.run_at, r.id
+            LIMIT how_many
+            FOR UPDATE SKIP LOCKED
+        ) AS owed;
     END IF;
 
     -- The claim goes to the queue whose pass is lowest (with what this claim took from it already), as much as
@@ -622,7 +659,7 @@ BEGIN
     INTO claim_again FROM unnest(queue_states) AS f;
 
     RETURN QUERY SELECT * FROM detectq.claimed_rows(
-        claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, api_rate,
+        claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
         horizon_seconds
     );
 END
@@ -630,5 +667,6 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION detectq.claim_lane(text, text, bigint, double precision, bigint[]) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION detectq.claim_from_queue(text, bigint, double precision, bigint[]) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION detectq.claimed_rows(bigint[], timestamptz, boolean, timestamptz, double precision, double precision) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION detectq.claimed_rows(bigint[], timestamptz, boolean, timestamptz, timestamptz, double precision, double precision)
+    FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION detectq.next_fair_claims(bigint, double precision, double precision, double precision) FROM PUBLIC;

@@ -16,7 +16,7 @@ struct ChaosTests {
         for invariant in report.invariants {
             #expect(invariant.held, "\(invariant.name): \(invariant.detail)")
         }
-        #expect(report.invariants.count == 13)
+        #expect(report.invariants.count == 16)
         for fault in Fault.allCases {
             #expect(report.faults[fault.rawValue, default: 0] >= 1, "\(fault.rawValue) was injected")
         }

@@ -56,27 +56,26 @@ struct DatabaseOutageTests {
 
     @Test func anOutageBeforeTheSubmissionGivesTheClaimBackWithItsAttemptUnspent() async throws {
         let (cluster, harness) = try await Self.outageHarness(latency: .milliseconds(100))
-        let first = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/first.wav", "sync"])
         let second = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/second.wav", "sync"])
-        // One API call every 4 s: the second request, claimed with the first, waits for its slot, and the
-        // database goes away while it waits.
+        // The API throttles: the attempt waits out the shared pause before it asks again (a claim's own first slot
+        // is spent at once), and the database goes away while it waits.
+        await harness.simulator.state.setThrottled(true)
         let log = CapturedLog()
-        let worker = harness.startWorker(
-            try harness.configuration(environment: ["DETECTQ_API_RATE_LIMIT": "0.25", "DETECTQ_LEASE_SECONDS": "30"]), log: log
-        )
-        try await waitUntil("the API has the first submission") { await harness.simulator.state.snapshot().submissions == 1 }
+        let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "30"]), log: log)
+        try await waitUntil("the API throttled the request") { await harness.simulator.state.snapshot().throttledRequests >= 1 }
         try await cluster.stopServer(.fast)
-        try await waitUntil("the second request's attempt meets the outage") { log.contains("before this attempt sent anything") }
+        await harness.simulator.state.setThrottled(false)
+        try await waitUntil("the request's attempt meets the outage") { log.contains("before this attempt sent anything") }
         try await cluster.startServer()
         for _ in 0..<harness.pool.maximumConnections { _ = try? await harness.pool.query("SELECT 1") }
-        try await harness.waitUntilFinished([first, second])
+        try await harness.waitUntilFinished([second])
         await worker.stop()
 
         let row = try await harness.row(second)
         #expect(try row.decode("state", as: String.self) == "completed")
         #expect(try row.decode("attempt", as: Int.self) == 1, "the outage spent no attempt")
         #expect(try await harness.history(second) == ["queued", "submitting", "queued", "submitting", "completed"], "given back, then sent")
-        #expect(await harness.simulator.state.snapshot().submissions == 2, "each request was sent once")
+        #expect(await harness.simulator.state.snapshot().submissions == 1, "sent once")
         await harness.stop()
         await cluster.destroy()
     }

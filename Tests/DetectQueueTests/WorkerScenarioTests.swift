@@ -143,9 +143,11 @@ struct WorkerScenarioTests {
         )
         #expect(readiness.status.code == 503, "a paused worker is not ready")
         _ = try await readiness.body.collect(upTo: 1 << 16)
-        let states = try await harness.pool.query("SELECT state::text AS state, attempt FROM detectq.requests")
+        let states = try await harness.pool.query("SELECT id, state::text AS state, attempt FROM detectq.requests ORDER BY id")
+        let described = try states.map { "\(try $0.decode("id", as: Int.self)) \(try $0.decode("state", as: String.self)) \(try $0.decode("attempt", as: Int.self))" }
+        let history = try await harness.history(ids[0])
         #expect(try states.allSatisfy { try $0.decode("state", as: String.self) == "queued" && $0.decode("attempt", as: Int.self) == 0 },
-                "no request failed or spent an attempt")
+                "no request failed or spent an attempt: \(described); the first's history: \(history)")
         await wrong.stop()
 
         let right = harness.startWorker(try harness.configuration(environment: ["RESEMBLE_API_TOKEN": "the-right-token"]))

@@ -90,6 +90,7 @@ package struct ChaosRun: Sendable {
             "DETECTQ_ALERT_WEBHOOK_URL": ledger.url, "DETECTQ_ALERT_WEBHOOK_SECRET": webhookSecret,
         ], logDirectory: logs)
         let pool = PostgresConnectionPool(configuration: database, maximumConnections: 4)
+        try await QueueLanes.configure(pool)
         let producer = Producer(pool: pool, mediaRoot: mediaRoot, seed: options.seed)
         let monitor = LeaseMonitor(pool: pool, fleet: fleet)
 
@@ -98,6 +99,7 @@ package struct ChaosRun: Sendable {
         report.workers = options.workers
         let started = ContinuousClock.now
         var background: [Task<Void, Never>] = []
+        var pausing: Task<QueueLanes.PauseWindow?, Never>?
         do {
             for _ in 0..<options.workers { try await fleet.spawn() }
             say("chaos: \(options.workers) workers, simulator on \(simulator.baseURL), PostgreSQL primary on port \(await cluster.primary.port) "
@@ -105,6 +107,10 @@ package struct ChaosRun: Sendable {
                 + "faults for \(options.duration), one every \(options.faultInterval)")
             let producing = Task { await producer.run(interval: options.requestInterval) }
             let monitoring = Task { await monitor.run() }
+            // One lane is paused for a fifth of the faults' time, from a third of the way in.
+            pausing = Task { [duration = options.duration] in
+                await QueueLanes.pauseOnce(pool, after: duration * 0.3, for: max(duration * 0.2, .seconds(3)))
+            }
             background = [producing, monitoring]
             let injected = try await injectFaults(cluster: cluster, simulator: simulator, ledger: ledger, fleet: fleet, monitor: monitor, started: started)
             report.faults = injected.counts
@@ -113,6 +119,7 @@ package struct ChaosRun: Sendable {
             }
             producing.cancel()
             await producing.value
+            let pauseWindow = await pausing?.value
             await simulator.state.setFaults(.none)
             await simulator.state.setOutOfCredit(false)
             await simulator.state.setThrottled(false)
@@ -161,10 +168,11 @@ package struct ChaosRun: Sendable {
                     "the API token": [token], "the webhook secret": [webhookSecret],
                     "callback secrets": await simulator.state.callbackURLs().values.compactMap { $0.split(separator: "/").last.map(String.init) },
                 ],
-                unexpectedExits: exits, failovers: injected.failovers
+                unexpectedExits: exits, failovers: injected.failovers, pauseWindow: pauseWindow
             ).run(into: &report)
         } catch {
             for task in background { task.cancel() }
+            pausing?.cancel()
             await fleet.stopAll(grace: .seconds(5))
             await cleanUp(pool: pool, ledger: ledger, simulator: simulator, cluster: cluster)
             say("chaos: stopped by an error; worker logs kept in \(logs.path)")
@@ -270,8 +278,13 @@ package struct ChaosRun: Sendable {
         var lastReport = ContinuousClock.now
         while ContinuousClock.now < deadline {
             try await fleet.replaceExited()
+            // (A queue's requests that its daily limit holds until the next UTC day are not waited for.)
             if let row = try? await pool.query("""
-                SELECT (SELECT count(*) FROM detectq.requests WHERE state NOT IN ('completed', 'failed', 'cancelled'))::int8 AS requests,
+                SELECT (SELECT count(*) FROM detectq.requests AS r WHERE state NOT IN ('completed', 'failed', 'cancelled')
+                        AND NOT (r.queue = 'metered' AND r.state IN ('queued', 'retrying')
+                                 AND (SELECT coalesce(sum(n), 0) FROM detectq.queue_billing
+                                      WHERE queue = 'metered' AND day = (now() AT TIME ZONE 'UTC')::date) >= \(QueueLanes.meteredDailyLimit)))::int8
+                       AS requests,
                        (SELECT count(*) FROM detectq.post_tasks WHERE state NOT IN ('completed', 'failed'))::int8 AS tasks
                 """).first {
                 let requests: Int = try row.decode("requests")

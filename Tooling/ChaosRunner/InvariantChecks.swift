@@ -27,6 +27,8 @@ struct InvariantChecks: Sendable {
     let unexpectedExits: [String]
     /// When each failover's promotion ended.
     let failovers: [Date]
+    /// When one lane was paused, if the run got that far.
+    let pauseWindow: QueueLanes.PauseWindow?
 
     /// One request as the checks need it.
     struct Row {
@@ -75,8 +77,9 @@ struct InvariantChecks: Sendable {
         let adoptions = try await adoptions()
         report.lostAnswers = lostAnswers(rows, adoptions: adoptions)
         countHardCases(rows, into: &report.hardCases)
+        let heldForTheDay = try await heldForTheDay()
         report.invariants += [
-            try await everyRequestEnds(rows),
+            try await everyRequestEnds(rows, heldForTheDay: heldForTheDay),
             try await submittedOnce(rows),
             alertedOnce(rows),
             try await postTasksFinish(),
@@ -89,6 +92,9 @@ struct InvariantChecks: Sendable {
             await creditWindowsCostNothing(rows),
             throttlesFailNothing(rows),
             try await claimingResumesAfterFailovers(),
+            try await queuesKeptTheirCaps(),
+            try await dailyLimitsHeld(rows, held: heldForTheDay),
+            try await pausedQueueClaimedNothing(pauseWindow),
         ]
     }
 
@@ -118,10 +124,11 @@ struct InvariantChecks: Sendable {
             """)[0].decode("delay", as: Double?.self)
     }
 
-    /// Requests enqueued = completed + failed (with a reason) + cancelled, and every confirmed insert is there.
-    private func everyRequestEnds(_ rows: [Row]) async throws -> ChaosReport.Invariant {
+    /// Requests enqueued = completed + failed (with a reason) + cancelled (+ those a daily limit holds for the next
+    /// UTC day, unfailed), and every confirmed insert is there.
+    private func everyRequestEnds(_ rows: [Row], heldForTheDay: Set<Int>) async throws -> ChaosReport.Invariant {
         let ended: Set<RequestState> = [.completed, .failed, .cancelled]
-        let unfinished = rows.filter { !ended.contains($0.state) }
+        let unfinished = rows.filter { !ended.contains($0.state) && !heldForTheDay.contains($0.id) }
         let present = Set(rows.map(\.key))
         let lost = confirmedInserts.subtracting(present)
         let reasonless = try await pool.query("""
@@ -136,7 +143,8 @@ struct InvariantChecks: Sendable {
             name: "no request lost or stuck",
             held: unfinished.isEmpty && lost.isEmpty && reasonless == 0,
             detail: "\(rows.count) enqueued (\(confirmedInserts.count) inserts confirmed, \(lost.count) missing) = "
-                + "\(rows.count - unfinished.count) ended; \(unfinished.count) unfinished"
+                + "\(rows.count - unfinished.count - heldForTheDay.count) ended, \(heldForTheDay.count) held for the next UTC day by a daily limit; "
+                + "\(unfinished.count) unfinished"
                 + (unfinished.isEmpty ? "" : " (ids \(unfinished.prefix(5).map { "\($0.id) \($0.state.rawValue)" }))")
                 + "; \(reasonless) failed without a reason"
                 + (reasons.isEmpty ? "" : "; failures: " + reasons.joined(separator: ", "))

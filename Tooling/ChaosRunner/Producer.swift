@@ -4,7 +4,8 @@ import Foundation
 import Postgres
 
 /// The stream of work of a chaos run: plain INSERTs at a steady rate, as a producer would write them, that
-/// outlast database restarts, plus the odd cancellation, and a few of the API's hard cases (`HardCase`).
+/// outlast database restarts, spread over the run's queues (`QueueLanes`), plus the odd cancellation, and a few
+/// of the API's hard cases (`HardCase`).
 ///
 /// Every insert carries `idempotency_key = chaos-<n>`, so one retried after an ambiguous failure (a commit
 /// whose answer was lost in a restart) is inserted at most once, and what was confirmed can be checked later.
@@ -69,12 +70,13 @@ actor Producer {
         let intelligence = random.chance(0.15)
         let sourceTracing = hardCase == .forbiddenProduct
         let cancelLater = random.chance(0.03)
+        let lane = QueueLanes.lane(using: &random)
         let statement = PostgresQuery(sql: """
             INSERT INTO detectq.requests (\(media.column), wait_mode, zero_retention_mode, intelligence, audio_source_tracing,
-                                          idempotency_key, metadata)
-            VALUES ($1, $2, $3, $4, $5, $6, jsonb_strip_nulls(jsonb_build_object('chaos', $6::text, 'case', $7::text)))
+                                          idempotency_key, metadata, queue, group_key)
+            VALUES ($1, $2, $3, $4, $5, $6, jsonb_strip_nulls(jsonb_build_object('chaos', $6::text, 'case', $7::text)), $8, $9)
             ON CONFLICT (idempotency_key) DO NOTHING
-            """, parameters: [media.value, waitMode, zeroRetention, intelligence, sourceTracing, key, hardCase?.rawValue])
+            """, parameters: [media.value, waitMode, zeroRetention, intelligence, sourceTracing, key, hardCase?.rawValue, lane.queue, lane.group])
         while !Task.isCancelled {
             do {
                 try await pool.query(statement)

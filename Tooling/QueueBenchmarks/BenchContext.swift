@@ -81,10 +81,13 @@ struct BenchDatabase: Sendable {
             .decode("n", as: Int.self)
     }
 
-    /// Waits until `condition` holds for `expected` requests, checking every `interval`.
-    func waitFor(_ condition: String, count expected: Int, timeout: Duration, interval: Duration = .milliseconds(200)) async throws {
+    /// Waits until `condition` holds for `expected` requests (or, `atMost`, for no more than that), checking every
+    /// `interval`.
+    func waitFor(
+        _ condition: String, count expected: Int, timeout: Duration, interval: Duration = .milliseconds(200), atMost: Bool = false
+    ) async throws {
         let deadline = ContinuousClock.now + timeout
-        while try await count(condition) < expected {
+        while try await atMost ? count(condition) > expected : count(condition) < expected {
             guard ContinuousClock.now < deadline else { throw BenchError("timed out waiting for \(expected) requests where \(condition)") }
             try await Task.sleep(for: interval)
         }
@@ -108,6 +111,17 @@ struct BenchDatabase: Sendable {
         try await pool.query("""
             INSERT INTO detectq.requests (media_url, wait_mode)
             SELECT 'https://bench.invalid/' || CASE WHEN n % 10 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav', \(waitMode)
+            FROM generate_series(1, \(count)) AS n
+            """)
+        return try await now()
+    }
+
+    /// Inserts `count` sync requests like `insertURLRequests`, spread round robin over `queues` queues
+    /// (`lane-1`…) and `groups` groups; returns the database's clock once they are committed and claimable.
+    func insertURLRequests(_ count: Int, queues: Int, groups: Int) async throws -> Date {
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode, queue, group_key)
+            SELECT 'https://bench.invalid/real-' || n || '.wav', 'sync', 'lane-' || (n % \(queues) + 1), 'customer-' || (n % \(groups))
             FROM generate_series(1, \(count)) AS n
             """)
         return try await now()

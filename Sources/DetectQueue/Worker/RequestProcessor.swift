@@ -246,7 +246,7 @@ struct RequestProcessor: Sendable {
         } catch Unsent.givenBack {
             return await release(request, logger: logger)
         } catch Unsent.movedOn {
-            logger.info("the request moved on before it was sent (cancelled or taken over); not sending it")
+            logger.notice("the request moved on before it was sent (cancelled or taken over); not sending it")
             return .recorded
         }
         do {
