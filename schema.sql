@@ -406,6 +406,9 @@ BEGIN
            WHERE r.queue = names.name AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
            ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1);
     IF cardinality(candidates) = 0 THEN RETURN; END IF;
+    -- With one queue there is no one to be fair to: its claims take what they can, and each call reserves its
+    -- slot as it goes. Once a second queue exists, the claims spend the budget.
+    IF (SELECT count(*) FROM detectq.queues) < 2 THEN api_rate := NULL; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
     -- While several queues have work, the claim may take one slot early (the schedule still moves on by every
     -- slot it takes): a queue whose turn it is then finds a slot now, not behind the slots another queue's

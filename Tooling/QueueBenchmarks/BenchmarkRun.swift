@@ -128,7 +128,7 @@ package struct BenchmarkRun: Sendable {
             let shared = try await scenarios.queueCore(jobs: jobs, workers: 2, queues: 10, groups: 1_000)
             let one = try await bestCore(jobs: jobs).best
             add(BenchmarkRow(
-                scenario: "8a 10 queues, 1,000 groups, 2 workers", figure: Self.rate(shared), reference: "1 queue core \(Self.rate(one))",
+                scenario: "12a 10 queues, 1,000 groups, 2 workers", figure: Self.rate(shared), reference: "1 queue core \(Self.rate(one))",
                 ratio: shared / one, target: "≥ 90% of one queue", met: shared / one >= 0.9
             ))
         }
@@ -138,12 +138,12 @@ package struct BenchmarkRun: Sendable {
                 split: .seconds(max(10, 30 * min(1, scenarios.scale * 4)))
             )
             add(BenchmarkRow(
-                scenario: "8b live beside a 20,000 backfill: insert to submission p95", figure: String(format: "%.0f ms", result.liveP95),
+                scenario: "12b live beside a 20,000 backfill: insert to submission p95", figure: String(format: "%.0f ms", result.liveP95),
                 reference: String(format: "live alone %.0f ms", result.idleP95), ratio: result.liveP95 / result.idleP95,
                 target: "≤ 2× alone", met: result.liveP95 <= 2 * result.idleP95
             ))
             add(BenchmarkRow(
-                scenario: "8b both backlogged: live's share of submissions", figure: String(format: "%.1f%% at %.1f/s", result.liveShare * 100, result.rate),
+                scenario: "12b both backlogged: live's share of submissions", figure: String(format: "%.1f%% at %.1f/s", result.liveShare * 100, result.rate),
                 reference: "weights 4:1 (80%)", ratio: result.liveShare / 0.8, target: "within 10%", met: abs(result.liveShare / 0.8 - 1) <= 0.1
             ))
         }

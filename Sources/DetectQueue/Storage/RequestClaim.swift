@@ -41,12 +41,13 @@ package struct ClaimPacing: Sendable, Hashable {
     package var ratePerSecond: Double
     package var horizon: Duration
 
-    /// The pacing of `ratePerSecond`: claims book no slot more than 5 ms ahead, so that little of the budget is
-    /// booked before a queue whose turn it is asks (at a high rate, 5 ms still holds a batch: 100 at 20,000 a
-    /// second).
+    /// The pacing of `ratePerSecond`: claims book no slot more than 20 ms ahead. That is less than one slot at the
+    /// API's 40 a second (and a queue whose turn it is may take one slot early), yet enough at a high rate for a
+    /// claim that takes a while on a busy database to keep up: a claim only takes the slots due within the
+    /// horizon, and a slot that passes unclaimed is gone.
     package init(ratePerSecond: Double) {
         self.ratePerSecond = ratePerSecond
-        horizon = .milliseconds(5)
+        horizon = .milliseconds(20)
     }
 }
 
