@@ -36,7 +36,7 @@ struct QueueCommandTests {
         #expect(try await run(["resume", "backfill"]).standardOutput.contains("was not paused"))
 
         for (arguments, complaint) in [
-            (["set", "Live Uploads"], "requests_queue_name"), (["set", "live", "--weight", "0"], "--weight"),
+            (["set", "Live Uploads"], "requests_queue_name"), (["set", "live", "--weight", "0"], "--weight"), (["set", "live", "--weight", "none"], "--weight"),
             (["set", "live", "--max-in-flight", "lots"], "--max-in-flight"), (["set", "live", "--rate", "-1"], "--rate"),
             (["pause", "live", "--reason", " "], "--reason"),
         ] {

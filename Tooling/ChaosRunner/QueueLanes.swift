@@ -144,7 +144,7 @@ extension InvariantChecks {
     /// queue before the pause committed, to just before its resume).
     func pausedQueueClaimedNothing(_ window: QueueLanes.PauseWindow?) async throws -> ChaosReport.Invariant {
         guard let window else {
-            return .init(name: "a paused queue claimed nothing", held: true, detail: "the run ended before its pause")
+            return .init(name: "a paused queue claimed nothing", held: false, detail: "the run ended before its pause: nothing was checked")
         }
         let from = window.from.addingTimeInterval(2)
         let claims = try await pool.query("""

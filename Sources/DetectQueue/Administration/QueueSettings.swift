@@ -52,10 +52,6 @@ package enum SettingChange<Value: Sendable & Hashable>: Sendable, Hashable {
     case removed
     case set(Value)
 
-    /// The value it sets, if it sets one.
-    package var value: Value? {
-        if case .set(let value) = self { value } else { nil }
-    }
 }
 
 /// The changes of one `detectq queue set`.

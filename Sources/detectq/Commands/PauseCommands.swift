@@ -3,16 +3,16 @@ import DetectQueue
 import Foundation
 import Postgres
 
-/// Who runs an operator's command, as the shared pause records it: `detectq pause (user@host)`.
-private func operatorName(_ command: String) -> String {
+/// Who runs an operator's command, as a pause records it: `detectq pause (user@host)`.
+func operatorName(_ command: String) -> String {
     "detectq \(command) (\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")@\(ProcessInfo.processInfo.hostName))"
 }
 
-/// Runs `action` on the shared pause over a one-connection pool, closing it whatever happens.
-private func withSharedPause<Result>(_ command: String, _ action: (SharedPause) async throws -> Result) async throws -> Result {
+/// Runs `action` over a one-connection pool named after the operator's command, closing it whatever happens.
+func withOperatorPool<Result>(_ command: String, _ action: (PostgresConnectionPool) async throws -> Result) async throws -> Result {
     let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: operatorName(command)), maximumConnections: 1)
     do {
-        let result = try await action(SharedPause(pool: pool))
+        let result = try await action(pool)
         await pool.close()
         return result
     } catch {
@@ -35,7 +35,7 @@ struct PauseCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let paused = try await withSharedPause("pause") { try await $0.pause(reason: reason, by: operatorName("pause")) }
+        let paused = try await withOperatorPool("pause") { try await SharedPause(pool: $0).pause(reason: reason, by: operatorName("pause")) }
         print(paused
             ? "submitting paused on every worker: \(reason) (detectq resume restarts it)"
             : "submitting was already paused by an operator; nothing changed (detectq status says by whom)")
@@ -47,7 +47,7 @@ struct ResumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "resume", abstract: "End an operator's pause: every worker submits again.")
 
     func run() async throws {
-        let resumed = try await withSharedPause("resume") { try await $0.resume() }
+        let resumed = try await withOperatorPool("resume") { try await SharedPause(pool: $0).resume() }
         print(resumed ? "submitting resumed on every worker" : "submitting was not paused by an operator; nothing changed")
     }
 }

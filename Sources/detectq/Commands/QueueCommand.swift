@@ -12,24 +12,6 @@ struct QueueCommand: AsyncParsableCommand {
         subcommands: [QueueListCommand.self, QueueSetCommand.self, QueuePauseCommand.self, QueueResumeCommand.self]
     )
 
-    /// Who runs the command, as a queue's pause records it: `detectq queue pause (user@host)`.
-    static func operatorName(_ verb: String) -> String {
-        "detectq queue \(verb) (\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")@\(ProcessInfo.processInfo.hostName))"
-    }
-
-    /// Runs `action` over a one-connection pool as `detectq queue <verb>`, closing it whatever happens.
-    static func withDatabase<Result>(_ verb: String, _ action: (PostgresConnectionPool) async throws -> Result) async throws -> Result {
-        let pool = PostgresConnectionPool(configuration: .fromEnvironment(applicationName: operatorName(verb)), maximumConnections: 1)
-        do {
-            let result = try await action(pool)
-            await pool.close()
-            return result
-        } catch {
-            await pool.close()
-            throw error
-        }
-    }
-
     /// Refuses a name no request could use, in the words of the constraint.
     static func validate(name: String) throws {
         guard QueueSettings.isValidName(name) else {
@@ -51,7 +33,7 @@ struct QueueListCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "Every queue: settings, due, in flight, billed today, why it waits.")
 
     func run() async throws {
-        let queues = try await QueueCommand.withDatabase("list") { try await QueueOverview.read($0) }
+        let queues = try await withOperatorPool("queue list") { try await QueueOverview.read($0) }
         let header = ["QUEUE", "WEIGHT", "MAX-IN-FLIGHT", "GROUP-MAX", "RATE/S", "DAILY", "DUE", "IN-FLIGHT", "BILLED-TODAY", "STATUS"]
         let rows = queues.map { queue -> [String] in
             let settings = queue.settings
@@ -100,8 +82,13 @@ struct QueueSetCommand: AsyncParsableCommand {
             }
         }
         var change = QueueSettingsChange()
-        change.weight = try limit(weight) { text throws(InputNumberError) in try InputNumbers.count(text, from: "--weight", in: 1...1_000_000) }
-            .value
+        if let weight {
+            do {
+                change.weight = try InputNumbers.count(weight, from: "--weight", in: 1...1_000_000)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         change.maxInFlight = try limit(maxInFlight) { text throws(InputNumberError) in
             try InputNumbers.count(text, from: "--max-in-flight", in: 1...1_000_000_000)
         }
@@ -122,7 +109,7 @@ struct QueueSetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let change = try change()
-        let settings = try await QueueCommand.withDatabase("set") { try await QueueSettingsStore(pool: $0).set(name, change) }
+        let settings = try await withOperatorPool("queue set") { try await QueueSettingsStore(pool: $0).set(name, change) }
         print("queue \(settings.name): \(QueueCommand.describe(settings))")
     }
 }
@@ -143,8 +130,8 @@ struct QueuePauseCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let paused = try await QueueCommand.withDatabase("pause") {
-            try await QueueSettingsStore(pool: $0).pause(name, reason: reason, by: QueueCommand.operatorName("pause"))
+        let paused = try await withOperatorPool("queue pause") {
+            try await QueueSettingsStore(pool: $0).pause(name, reason: reason, by: operatorName("queue pause"))
         }
         print(paused
             ? "queue \(name) paused: \(reason) (detectq queue resume \(name) restarts it)"
@@ -163,7 +150,7 @@ struct QueueResumeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let resumed = try await QueueCommand.withDatabase("resume") { try await QueueSettingsStore(pool: $0).resume(name) }
+        let resumed = try await withOperatorPool("queue resume") { try await QueueSettingsStore(pool: $0).resume(name) }
         print(resumed ? "queue \(name) resumed" : "queue \(name) was not paused; nothing changed")
     }
 }
