@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0017): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0018): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -334,6 +334,9 @@ CREATE FUNCTION detectq.fold_state_counts() RETURNS void
     WITH folded AS (DELETE FROM detectq.queue_billing RETURNING queue, day, n)
     INSERT INTO detectq.queue_billing (queue, day, n)
     SELECT queue, day, sum(n) FROM folded WHERE day >= (now() AT TIME ZONE 'UTC')::date - 40 GROUP BY queue, day;
+    WITH folded AS (DELETE FROM detectq.queue_claims RETURNING queue, minute, n)
+    INSERT INTO detectq.queue_claims (queue, minute, n)
+    SELECT queue, minute, sum(n) FROM folded WHERE minute >= now() - interval '1 day' GROUP BY queue, minute;
 $$;
 
 CREATE FUNCTION detectq.keep_earlier_callback_secret() RETURNS trigger
@@ -724,6 +727,11 @@ BEGIN
         SELECT queue, (accepted_at AT TIME ZONE 'UTC')::date, count(*)
         FROM moved WHERE old_accepted_at IS NULL AND accepted_at IS NOT NULL
         GROUP BY 1, 2
+    ), claimed AS (
+        INSERT INTO detectq.queue_claims (queue, minute, n)
+        SELECT queue, date_trunc('minute', updated_at), count(*)
+        FROM moved WHERE to_state = 'submitting' AND from_state IN ('queued', 'retrying')
+        GROUP BY 1, 2
     )
     SELECT moved.id, moved.from_state, moved.to_state INTO illegal
     FROM moved
@@ -866,6 +874,14 @@ CREATE TABLE detectq.queue_billing (
 );
 
 COMMENT ON TABLE detectq.queue_billing IS 'Detections billed per queue and UTC day, as rows to add up (each statement that billed adds one; the fold sums them).';
+
+CREATE TABLE detectq.queue_claims (
+    queue text NOT NULL,
+    minute timestamp with time zone NOT NULL,
+    n bigint NOT NULL
+);
+
+COMMENT ON TABLE detectq.queue_claims IS 'Claims (moves from queued or retrying to submitting) per queue and minute, as rows to add up; the fold sums them and keeps a day.';
 
 CREATE TABLE detectq.queues (
     name text NOT NULL,
@@ -1131,6 +1147,8 @@ CREATE INDEX post_tasks_leased_idx ON detectq.post_tasks USING btree (locked_unt
 CREATE INDEX post_tasks_unfinished_idx ON detectq.post_tasks USING btree (processor, state) INCLUDE (run_at) WHERE (state <> 'completed'::detectq.post_task_state);
 
 CREATE INDEX queue_billing_queue_day_idx ON detectq.queue_billing USING btree (queue, day);
+
+CREATE INDEX queue_claims_minute_idx ON detectq.queue_claims USING btree (minute, queue);
 
 CREATE INDEX request_events_request_idx ON detectq.request_events USING btree (request_id, id);
 

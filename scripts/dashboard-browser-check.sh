@@ -3,7 +3,8 @@
 # metadata), serves `detectq dashboard`, and has scripts/dashboard_browser_check.py drive headless Chromium
 # through it over the DevTools protocol in one session: log in through the form, filter the request list to
 # the failed requests, open one, retry it through its form (psql confirms it is queued), visit the other
-# pages and retry a failure group, accepting its confirm(). Any console error, uncaught exception, failed
+# pages, retry a failure group, accepting its confirm(), pause, resume and set a queue on the Queues page, and
+# filter the list by queue. Any console error, uncaught exception, failed
 # asset or unexpected dialog fails it. A screenshot of each page goes to $DETECTQ_SCREENSHOTS (default
 # .build/dashboard-screenshots). Installs Chromium when missing; scripts/test.sh runs it at the end.
 # DETECTQ_BINARY=path uses that detectq instead of building one.

@@ -8,8 +8,8 @@ and writes its own to its fd 4.
 
 One browser session (one cookie jar) logs in through the login form, opens the request list, filters it
 to the failed requests, follows one to its page, retries it through the page's form and sees it queued
-(and psql agrees), visits the other pages, and retries a failure group through its form, accepting the
-confirm() the page raises. Any console error, uncaught exception, failed or 4xx/5xx subresource, or dialog
+(and psql agrees), visits the other pages, retries a failure group through its form, accepting the
+confirm() the page raises, pauses, resumes and sets a queue on the Queues page, and filters the list by queue. Any console error, uncaught exception, failed or 4xx/5xx subresource, or dialog
 nobody expected fails the check. A screenshot of every page visited goes to --screenshots.
 
 Environment: DETECTQ_DASHBOARD_TOKEN (the token typed into the login form) and DATABASE_URL (for psql).
@@ -545,8 +545,91 @@ class Check:
             raise CheckFailed(f"{left} requests of the group are still failed in the database")
         self.done(f"accepted the confirm {group['confirm']!r}: the group's {count} failed request(s) queued again, as psql says", self.screenshot("failures-retried"))
 
+        self.step = "7 queues"
+        self.click('header nav a[href="/dashboard/queues"]', "/dashboard/queues")
+        shown = self.evaluate("""[...document.querySelectorAll('article.queue')].map(a => ({
+            name: a.querySelector('h2').textContent.trim(),
+            status: a.querySelector('.title-row .pill').textContent.trim(),
+            chart: !!a.querySelector('figure svg.chart'),
+        }))""")
+        expected = self.psql("SELECT name FROM detectq.queues ORDER BY name").split()
+        if [queue["name"] for queue in shown] != expected:
+            raise CheckFailed(f"the Queues page lists {[q['name'] for q in shown]}, the database {expected}")
+        if not {"demo-backfill", "demo-live"} <= set(expected):
+            raise CheckFailed(f"the demo's two lanes are not among the queues: {expected}")
+        if not all(queue["chart"] for queue in shown):
+            raise CheckFailed("a queue has no chart of its claims per minute")
+        claims = self.evaluate("""[...document.querySelectorAll('#queue-demo-live .queue-figures tr')]
+            .filter(tr => tr.textContent.includes('Claimed, last hour')).map(tr => tr.querySelectorAll('td')[1].textContent.trim())[0]""")
+        counted = self.psql("SELECT coalesce(sum(n), 0) FROM detectq.queue_claims WHERE queue = 'demo-live' AND minute >= date_trunc('minute', now()) - interval '59 minutes'")
+        if claims != counted or counted == "0":
+            raise CheckFailed(f"demo-live shows {claims!r} claims in the last hour, the database counts {counted}")
+        self.done(f"followed the Queues link: {', '.join(expected)}, each with its chart; demo-live claimed {claims}, as psql counts", self.screenshot("queues"))
+
+        form = 'form[action="/dashboard/queues/pause"]:has(input[name=name][value="demo-backfill"])'
+        confirm = self.evaluate(f"""(() => {{
+            const form = document.querySelector({json.dumps(form)});
+            if (!form) return null;
+            form.elements.reason.focus();
+            return form.getAttribute('data-confirm');
+        }})()""")
+        if not confirm:
+            raise CheckFailed("demo-backfill has no pause form asking a confirm()")
+        self.browser.page("Input.insertText", {"text": "browser check <pause>"})
+        self.expected_confirm = confirm
+        self.submit(form, "/dashboard/queues", query={"notice": "queue-paused", "queue": "demo-backfill"})
+        if self.expected_confirm is not None:
+            raise CheckFailed(f"the pause form asks {confirm!r} first, but no confirm() came")
+        stored = self.psql("SELECT pause_reason FROM detectq.queues WHERE name = 'demo-backfill' AND paused_at IS NOT NULL")
+        if stored != "browser check <pause>":
+            raise CheckFailed(f"after the pause the database holds demo-backfill's pause reason as {stored!r}")
+        status = self.evaluate("document.querySelector('#queue-demo-backfill .title-row .pill').textContent.trim()")
+        if status != "paused" or "Queue demo-backfill is paused" not in self.page_state()["notice"]:
+            raise CheckFailed(f"after the pause demo-backfill shows {status!r} and notice {self.page_state()['notice']!r}")
+        self.done(f"typed a reason and accepted the confirm {confirm!r}: demo-backfill paused, with that reason in psql", self.screenshot("queues-paused"))
+
+        form = 'form[action="/dashboard/queues/resume"]:has(input[name=name][value="demo-backfill"])'
+        self.expected_confirm = self.evaluate(f"(document.querySelector({json.dumps(form)}) || {{ getAttribute: () => null }}).getAttribute('data-confirm')")
+        if not self.expected_confirm:
+            raise CheckFailed("the paused demo-backfill offers no resume form asking a confirm()")
+        self.submit(form, "/dashboard/queues", query={"notice": "queue-resumed", "queue": "demo-backfill"})
+        if self.psql("SELECT paused_at IS NULL FROM detectq.queues WHERE name = 'demo-backfill'") != "t":
+            raise CheckFailed("after the resume demo-backfill is still paused in the database")
+
+        form = 'form.settings:has(input[name=name][value="demo-live"])'
+        if not self.evaluate(f"""(() => {{
+            const form = document.querySelector({json.dumps(form)});
+            if (!form) return false;
+            form.elements.max_in_flight.value = '3';
+            form.elements.rate_limit.value = '2.5';
+            form.elements.rate_limit.focus();  // the auto-refresh leaves a page alone while a form has the focus
+            return true;
+        }})()"""):
+            raise CheckFailed("demo-live has no settings form")
+        self.submit(form, "/dashboard/queues", query={"notice": "queue-set", "queue": "demo-live"})
+        stored = self.psql("SELECT weight || ' ' || max_in_flight || ' ' || rate_limit || ' ' || (group_max_in_flight IS NULL) FROM detectq.queues WHERE name = 'demo-live'")
+        if stored != "4 3 2.5 true":
+            raise CheckFailed(f"after saving demo-live's settings the database holds weight, max_in_flight, rate_limit, no group cap as {stored!r}")
+        self.done("resumed demo-backfill; saved demo-live's max_in_flight 3 and rate 2.5/s through its form, as psql reads them", self.screenshot("queues-set"))
+
+        self.step = "8 request list by queue"
+        self.click('header nav a[href="/dashboard/requests"]', "/dashboard/requests")
+        if not self.evaluate("""(() => {
+            const select = document.querySelector('form.filters select[name=queue]');
+            if (!select || ![...select.options].some(o => o.value === 'demo-live')) return false;
+            select.value = 'demo-live';
+            return true;
+        })()"""):
+            raise CheckFailed("the filter form has no queue select with demo-live")
+        self.submit("form.filters", "/dashboard/requests", query={"queue": "demo-live"})
+        listed = self.evaluate("[...document.querySelectorAll('table.requests tbody tr')].map(tr => tr.querySelector('td a').textContent.trim())")
+        expected = self.psql("SELECT id FROM detectq.requests WHERE queue = 'demo-live' ORDER BY created_at DESC, id DESC LIMIT 50").split()
+        if not listed or listed != expected:
+            raise CheckFailed(f"filtering on queue=demo-live lists {listed}, the database {expected}")
+        self.done(f"filtered on queue=demo-live: {len(listed)} rows, as psql lists them", self.screenshot("requests-demo-live"))
+
         # Whatever the last page logs while it settles is still checked: one more round trip through it.
-        self.step = "7 end"
+        self.step = "9 end"
         self.evaluate("document.readyState")
 
 

@@ -6,8 +6,8 @@ import Logging
 import Postgres
 
 /// The web dashboard: server-rendered pages under `/dashboard` to watch the queue (overview, request list,
-/// request page, failures) and act on it (retry, cancel), for `detectq dashboard` and, when enabled, the
-/// worker's own HTTP port.
+/// request page, failures, queues) and act on it (retry, cancel, pause, resume, a queue's settings and pause),
+/// for `detectq dashboard` and, when enabled, the worker's own HTTP port.
 ///
 /// Every page needs the token (a bearer header, or the login form's session cookie); every action is a POST
 /// with a CSRF token, goes through the same state machine as `detectq retry` and `detectq cancel`, and is
@@ -16,6 +16,7 @@ package struct Dashboard: Sendable {
     let configuration: DashboardConfiguration
     let queries: DashboardQueries
     let administration: RequestAdministration
+    let queueSettings: QueueSettingsStore
     let authenticator: DashboardAuthenticator
     let renderer: DashboardRenderer
     let logger: Logger
@@ -30,6 +31,7 @@ package struct Dashboard: Sendable {
         self.configuration = configuration
         queries = DashboardQueries(pool: pool)
         administration = RequestAdministration(store: RequestStore(pool: pool))
+        queueSettings = QueueSettingsStore(pool: pool)
         authenticator = DashboardAuthenticator(token: configuration.token)
         renderer = try DashboardRenderer()
         self.logger = logger
@@ -86,6 +88,46 @@ package struct Dashboard: Sendable {
                 return redirect(to: "/dashboard?" + Formatting.query([("notice", resumed ? "resumed" : "not-paused")]))
             }
         }
+        signedIn.get("queues") { request, context in await page(request, context) { try await queues(request, $0) } }
+        signedIn.post("queues/set") { request, context in
+            await queueAction(request, context) { name, fields in
+                // A limit left empty is no limit; an empty weight leaves the weight as it is.
+                var text: [QueueSettingsChange.Field: String] = [:]
+                for field in QueueSettingsChange.Field.allCases {
+                    guard let value = fields[field.column]?.trimmingCharacters(in: .whitespaces) else { continue }
+                    if value.isEmpty {
+                        if field != .weight { text[field] = "none" }
+                    } else {
+                        text[field] = value
+                    }
+                }
+                let change: QueueSettingsChange
+                do {
+                    change = try QueueSettingsChange(text: text, name: \.column)
+                } catch {
+                    return plain("\(error); nothing was changed\n", status: .badRequest)
+                }
+                let existed = try await queueSettings.exists(name)
+                try await queueSettings.set(name, change)
+                logger.info("dashboard: queue \(name) \(existed ? "settings changed" : "created")")
+                return queuesRedirect(notice: existed ? "queue-set" : "queue-created", name: name)
+            }
+        }
+        signedIn.post("queues/pause") { request, context in
+            await queueAction(request, context) { name, fields in
+                let reason = fields["reason"].map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.flatMap { $0.isEmpty ? nil : $0 }
+                let paused = try await queueSettings.pause(name, reason: reason ?? "paused from the dashboard", by: nil)
+                logger.info("dashboard: queue \(name) \(paused ? "paused" : "was already paused")")
+                return queuesRedirect(notice: paused ? "queue-paused" : "queue-already-paused", name: name)
+            }
+        }
+        signedIn.post("queues/resume") { request, context in
+            await queueAction(request, context) { name, _ in
+                let resumed = try await queueSettings.resume(name)
+                logger.info("dashboard: queue \(name) \(resumed ? "resumed" : "was not paused")")
+                return queuesRedirect(notice: resumed ? "queue-resumed" : "queue-not-paused", name: name)
+            }
+        }
         signedIn.post("failures/retry") { request, context in await changeGroup(request, context, state: .failed, verb: "retried") }
         signedIn.post("failures/cancel") { request, context in await changeGroup(request, context, state: .retrying, verb: "cancelled") }
     }
@@ -115,7 +157,10 @@ package struct Dashboard: Sendable {
         let started = ContinuousClock.now
         let page = try await RequestListQuery.page(filter, on: queries.pool)
         let elapsed = ContinuousClock.now - started
-        return html(renderer.render(RequestListPageBuilder.page(page, filter: filter, chrome: chrome, elapsed: elapsed), template: "requests"))
+        let queues = try await queries.queueNames()
+        return html(renderer.render(
+            RequestListPageBuilder.page(page, filter: filter, queues: queues, chrome: chrome, elapsed: elapsed), template: "requests"
+        ))
     }
 
     private func requestPage(_ id: Int?, _ request: Request, _ chrome: Chrome) async throws -> Response {
@@ -140,7 +185,34 @@ package struct Dashboard: Sendable {
         return html(renderer.render(FailuresPageBuilder.page(groups, chrome: chrome), template: "failures"))
     }
 
+    private func queues(_ request: Request, _ chrome: Chrome) async throws -> Response {
+        var chrome = chrome
+        chrome.title = "Queues"
+        chrome.onQueues = true
+        chrome.refreshes = true
+        chrome.notice = Self.notice(FormFields(request.uri.query))
+        let overview = try await queries.queues()
+        return html(renderer.render(QueuesPageBuilder.page(overview, chrome: chrome), template: "queues"))
+    }
+
     // MARK: - Actions
+
+    /// An action on the queue its form names (`name`), refused when no request could name such a queue.
+    private func queueAction(
+        _ request: Request, _ context: DashboardRequestContext,
+        _ body: @escaping @Sendable (String, FormFields) async throws -> Response
+    ) async -> Response {
+        await action(request, context) { fields in
+            guard let name = fields["name"]?.trimmingCharacters(in: .whitespaces), QueueSettings.isValidName(name) else {
+                return plain("a queue's name is 1 to 63 of a-z, 0-9, _, - and . (requests_queue_name); nothing was changed\n", status: .badRequest)
+            }
+            return try await body(name, fields)
+        }
+    }
+
+    private func queuesRedirect(notice: String, name: String) -> Response {
+        redirect(to: "/dashboard/queues?" + Formatting.query([("notice", notice), ("queue", name)]) + "#queue-" + name)
+    }
 
     private func change(
         _ request: Request, _ context: DashboardRequestContext, verb: String,
@@ -247,6 +319,17 @@ package struct Dashboard: Sendable {
         case "already-paused": return "Nothing changed: submitting was already paused by an operator."
         case "resumed": return "Submitting resumed on every worker."
         case "not-paused": return "Nothing changed: submitting was not paused by an operator."
+        default: break
+        }
+        // A queue's name may be shown: only names a request could use (a-z, 0-9, _, - and .) are.
+        guard let queue = fields["queue"], QueueSettings.isValidName(queue) else { return nil }
+        switch fields["notice"] {
+        case "queue-set": return "Saved the settings of queue \(queue); every worker's next claim follows them."
+        case "queue-created": return "Created queue \(queue)."
+        case "queue-paused": return "Queue \(queue) is paused: its requests are not claimed; those in flight finish."
+        case "queue-already-paused": return "Nothing changed: queue \(queue) was already paused."
+        case "queue-resumed": return "Queue \(queue) resumed."
+        case "queue-not-paused": return "Nothing changed: queue \(queue) was not paused."
         default: return nil
         }
     }

@@ -44,6 +44,16 @@ struct Overview: Sendable {
     var pauses: [SharedPause.Entry]
 }
 
+/// The Queues page's figures: every queue as `QueueOverview` reads it, and its claims in each minute of the last
+/// hour (kept by migration 0018's `detectq.queue_claims`).
+struct QueuesOverview: Sendable {
+    var queues: [QueueOverview]
+    /// The sixty minutes of the charts, oldest first.
+    var minutes: [Date]
+    /// Each queue's claims, one count per minute of `minutes`.
+    var claims: [String: [Int]]
+}
+
 /// A request with everything the request page shows: its row, its history, its post-tasks and their
 /// attempts, and its archived intelligence. Secrets (`media_token`, the secure-upload token, the callback
 /// secret's hash) are not read.
@@ -145,6 +155,39 @@ struct DashboardQueries: Sendable {
                 .map { Overview.WorkerRow(workerID: $0.workerID, registration: nil, leases: $0) }
         let backlogs = try await QueueBreakdown.postTaskBacklogs(pool)
         return Overview(depth: depth, minutes: minutes, backlogs: backlogs, workers: workers, pauses: try await SharedPause(pool: pool).current())
+    }
+
+    /// The names of every queue, for the request list's filter.
+    func queueNames() async throws -> [String] {
+        try await pool.query("SELECT name FROM detectq.queues ORDER BY name").map { try $0.decode("name") }
+    }
+
+    func queues() async throws -> QueuesOverview {
+        let queues = try await QueueOverview.read(pool)
+        // The sums of the hour first, then joined to the sixty minutes by equality (as the overview's chart).
+        let rows = try await pool.query("""
+            SELECT m.start, coalesce(c.queue, '') AS queue, coalesce(c.claims, 0)::int8 AS claims
+            FROM generate_series(date_trunc('minute', now()) - interval '59 minutes', date_trunc('minute', now()),
+                                 interval '1 minute') AS m(start)
+            LEFT JOIN (
+                SELECT queue, minute, sum(n) AS claims FROM detectq.queue_claims
+                WHERE minute >= date_trunc('minute', now()) - interval '59 minutes'
+                GROUP BY queue, minute
+            ) AS c ON c.minute = m.start
+            ORDER BY m.start
+            """)
+        var minutes: [Date] = []
+        var counts: [String: [Date: Int]] = [:]
+        for row in rows {
+            let start: Date = try row.decode("start")
+            if minutes.last != start { minutes.append(start) }
+            let queue: String = try row.decode("queue")
+            if !queue.isEmpty { counts[queue, default: [:]][start] = try row.decode("claims") }
+        }
+        let claims = Dictionary(uniqueKeysWithValues: queues.map { queue in
+            (queue.settings.name, minutes.map { counts[queue.settings.name]?[$0] ?? 0 })
+        })
+        return QueuesOverview(queues: queues, minutes: minutes, claims: claims)
     }
 
     /// The ids of a failure group's requests in `state`, oldest first, at most `limit`.

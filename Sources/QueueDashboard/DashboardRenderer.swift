@@ -20,6 +20,7 @@ struct DashboardRenderer: Sendable {
             ("tree", PackageResources.tree_mustache),
             ("timeline", PackageResources.timeline_mustache),
             ("failures", PackageResources.failures_mustache),
+            ("queues", PackageResources.queues_mustache),
             ("login", PackageResources.login_mustache),
             ("message", PackageResources.message_mustache),
         ]

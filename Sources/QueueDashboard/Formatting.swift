@@ -67,6 +67,11 @@ enum Formatting {
         value.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
     }
 
+    /// A rate such as `2.5` or `40`: up to six significant digits, no trailing zeros (as a form field reads it back).
+    static func rate(_ value: Double) -> String {
+        String(format: "%g", value)
+    }
+
     /// The query string of `items`, percent-encoded.
     static func query(_ items: [(String, String)]) -> String {
         var components = URLComponents()

@@ -74,7 +74,9 @@ enum OverviewPageBuilder {
 
 /// Turns a page of requests and its filters into the list page, with its filter form and page links.
 enum RequestListPageBuilder {
-    static func page(_ page: RequestListPage, filter: RequestListFilter, chrome: Chrome, elapsed: Duration) -> RequestListPageModel {
+    static func page(
+        _ page: RequestListPage, filter: RequestListFilter, queues: [String], chrome: Chrome, elapsed: Duration
+    ) -> RequestListPageModel {
         func choices(_ values: [String], selected: String?, any: String) -> [Choice] {
             [Choice(value: "", label: any, selected: selected == nil)]
                 + values.map { Choice(value: $0, label: $0.replacingOccurrences(of: "_", with: " "), selected: $0 == selected) }
@@ -89,11 +91,16 @@ enum RequestListPageBuilder {
             verdicts: choices(RequestListFilter.Verdict.allCases.map(\.rawValue), selected: filter.verdict?.rawValue, any: "any verdict"),
             mediaTypes: choices(RequestListFilter.mediaTypes, selected: filter.mediaType, any: "any media"),
             submitPaths: choices(RequestListFilter.submitPaths, selected: filter.submitPath, any: "any submit path"),
+            queues: [Choice(value: "", label: "any queue", selected: filter.queue == nil)]
+                + (queues.contains { $0 == filter.queue } || filter.queue == nil ? queues : queues + [filter.queue ?? ""]).map {
+                    Choice(value: $0, label: $0, selected: $0 == filter.queue)
+                },
+            group: filter.group ?? "",
             from: filter.createdFrom.map(RequestListFilter.formInputTime) ?? "",
             to: filter.createdBefore.map(RequestListFilter.formInputTime) ?? "",
             q: filter.text ?? "",
             reason: filter.reason,
-            rows: page.rows.map(row),
+            rows: page.rows.map { row($0, filter: filter) },
             isEmpty: page.rows.isEmpty,
             isFiltered: filter.isFiltered,
             newerLink: page.hasNewer ? page.rows.first.map { link("after", $0) } ?? newest : nil,
@@ -108,8 +115,15 @@ enum RequestListPageBuilder {
         return url.pathComponents.count > 2 ? "\(host)/…/\(url.lastPathComponent)" : "\(host)/\(url.lastPathComponent)"
     }
 
-    private static func row(_ summary: RequestSummary) -> RequestListPageModel.Row {
-        RequestListPageModel.Row(
+    private static func row(_ summary: RequestSummary, filter: RequestListFilter) -> RequestListPageModel.Row {
+        func narrowed(queue: String, group: String?) -> String {
+            var narrower = filter
+            narrower.queue = queue
+            narrower.group = group
+            return "/dashboard/requests?" + Formatting.query(narrower.queryItems)
+        }
+        return
+RequestListPageModel.Row(
             id: summary.id,
             state: summary.state.rawValue,
             media: shortMedia(summary.media),
@@ -122,7 +136,12 @@ enum RequestListPageBuilder {
             attempts: "\(summary.attempt)/\(summary.maxAttempts)",
             created: Formatting.compactTime(summary.createdAt),
             error: summary.errorMessage.flatMap { $0.isEmpty ? nil : $0 },
-            metadata: summary.metadata == "{}" ? "" : summary.metadata
+            metadata: summary.metadata == "{}" ? "" : summary.metadata,
+            queue: summary.queue,
+            queueLink: narrowed(queue: summary.queue, group: nil),
+            group: summary.groupKey ?? "",
+            hasGroup: summary.groupKey != nil,
+            groupLink: summary.groupKey.map { narrowed(queue: summary.queue, group: $0) } ?? ""
         )
     }
 }
@@ -142,6 +161,53 @@ enum FailuresPageBuilder {
                 )
             },
             isEmpty: groups.isEmpty
+        )
+    }
+}
+
+/// Turns the queues' overview into the Queues page: each queue's settings, load, why it waits, its claims per
+/// minute, and the actions of `detectq queue set|pause|resume`.
+enum QueuesPageBuilder {
+    static func page(_ overview: QueuesOverview, chrome: Chrome) -> QueuesPageModel {
+        QueuesPageModel(
+            chrome: chrome,
+            queues: overview.queues.map { queue in
+                let settings = queue.settings
+                let claims = overview.claims[settings.name] ?? []
+                let bars = zip(overview.minutes, claims).map { SVGChart.Bar(label: Formatting.minute($0), value: $1) }
+                let status: (String, String) =
+                    if settings.pause != nil { ("paused", "bad") }
+                    else if !queue.holds.isEmpty { ("waits", "warn") }
+                    else if queue.due > 0 { ("claiming", "ok") }
+                    else { ("idle", "muted") }
+                return QueuesPageModel.Queue(
+                    name: settings.name,
+                    weight: String(settings.weight),
+                    maxInFlight: settings.maxInFlight.map(Formatting.count) ?? "none",
+                    groupMaxInFlight: settings.groupMaxInFlight.map(Formatting.count) ?? "none",
+                    rateLimit: settings.rateLimit.map { Formatting.rate($0) + " /s" } ?? "none",
+                    dailyLimit: settings.dailyLimit.map(Formatting.count) ?? "none",
+                    formMaxInFlight: settings.maxInFlight.map(String.init) ?? "",
+                    formGroupMaxInFlight: settings.groupMaxInFlight.map(String.init) ?? "",
+                    formRateLimit: settings.rateLimit.map(Formatting.rate) ?? "",
+                    formDailyLimit: settings.dailyLimit.map(String.init) ?? "",
+                    due: Formatting.count(queue.due), inFlight: Formatting.count(queue.inFlight),
+                    billedToday: Formatting.count(queue.billedToday),
+                    claimsLastHour: Formatting.count(claims.reduce(0, +)),
+                    status: status.0, statusClass: status.1,
+                    holds: queue.holds.isEmpty
+                        ? settings.pause.map { ["Nothing due; " + QueueOverview.Hold.paused($0).description] } ?? []
+                        : queue.holds.map { "Waits: " + $0.description },
+                    hasHolds: !queue.holds.isEmpty || settings.pause != nil,
+                    chart: SVGChart.bars(bars, title: "Requests of \(settings.name) claimed per minute, last hour (UTC)", style: "bar"),
+                    listLink: "/dashboard/requests?" + Formatting.query([("queue", settings.name)]),
+                    canPause: !chrome.readOnly && settings.pause == nil,
+                    canResume: !chrome.readOnly && settings.pause != nil,
+                    canChange: !chrome.readOnly
+                )
+            },
+            isEmpty: overview.queues.isEmpty,
+            canCreate: !chrome.readOnly
         )
     }
 }

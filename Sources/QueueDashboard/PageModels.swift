@@ -11,6 +11,7 @@ struct Chrome: Sendable {
     var onOverview = false
     var onRequests = false
     var onFailures = false
+    var onQueues = false
     var csrf: String
     var readOnly: Bool
     var generatedAt = Formatting.time(Date())
@@ -104,6 +105,12 @@ struct RequestListPageModel: Sendable {
         var created: String
         var error: String?
         var metadata: String
+        var queue: String
+        var queueLink: String
+        /// Empty, and `hasGroup` false, when the request has no group (a section of an empty string would show).
+        var group: String
+        var hasGroup: Bool
+        var groupLink: String
     }
 
     var chrome: Chrome
@@ -111,6 +118,8 @@ struct RequestListPageModel: Sendable {
     var verdicts: [Choice]
     var mediaTypes: [Choice]
     var submitPaths: [Choice]
+    var queues: [Choice]
+    var group: String
     var from: String
     var to: String
     var q: String
@@ -121,6 +130,42 @@ struct RequestListPageModel: Sendable {
     var newerLink: String?
     var olderLink: String?
     var elapsed: String
+}
+
+struct QueuesPageModel: Sendable {
+    struct Queue: Sendable {
+        var name: String
+        /// The settings in words ("none" for no limit).
+        var weight: String
+        var maxInFlight: String
+        var groupMaxInFlight: String
+        var rateLimit: String
+        var dailyLimit: String
+        /// The settings as the form's fields hold them (empty for no limit).
+        var formMaxInFlight: String
+        var formGroupMaxInFlight: String
+        var formRateLimit: String
+        var formDailyLimit: String
+        var due: String
+        var inFlight: String
+        var billedToday: String
+        var claimsLastHour: String
+        var status: String
+        var statusClass: String
+        /// Why its due requests wait, one sentence each, or its pause when nothing is due (empty when neither).
+        var holds: [String]
+        var hasHolds: Bool
+        var chart: String
+        var listLink: String
+        var canPause: Bool
+        var canResume: Bool
+        var canChange: Bool
+    }
+
+    var chrome: Chrome
+    var queues: [Queue]
+    var isEmpty: Bool
+    var canCreate: Bool
 }
 
 struct FailuresPageModel: Sendable {

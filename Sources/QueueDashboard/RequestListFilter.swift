@@ -50,6 +50,10 @@ struct RequestListFilter: Sendable, Hashable {
     var verdict: Verdict?
     var mediaType: String?
     var submitPath: String?
+    /// The requests of one queue (CONTRACT section 8).
+    var queue: String?
+    /// The requests of one `group_key`, exactly as written.
+    var group: String?
     var createdFrom: Date?
     var createdBefore: Date?
     /// Words to find in the metadata's keys and values (PostgreSQL web-search syntax: `"a phrase"`, `or`, `-word`).
@@ -78,6 +82,14 @@ struct RequestListFilter: Sendable, Hashable {
         verdict = try oneOf("verdict", Verdict.allCases.map(\.rawValue)).flatMap(Verdict.init)
         mediaType = try oneOf("media_type", Self.mediaTypes)
         submitPath = try oneOf("submit_path", Self.submitPaths)
+        if let name = value("queue") {
+            guard QueueSettings.isValidName(name) else { throw Invalid(description: "queue must be 1 to 63 of a-z, 0-9, _, - and .") }
+            queue = name
+        }
+        if let key = value("group") {
+            guard key.count <= 200 else { throw Invalid(description: "group must be at most 200 characters (a group_key)") }
+            group = key
+        }
         createdFrom = try Self.time(value("from"), field: "from")
         createdBefore = try Self.time(value("to"), field: "to")
         text = value("q")
@@ -98,6 +110,8 @@ struct RequestListFilter: Sendable, Hashable {
         if let verdict { items.append(("verdict", verdict.rawValue)) }
         if let mediaType { items.append(("media_type", mediaType)) }
         if let submitPath { items.append(("submit_path", submitPath)) }
+        if let queue { items.append(("queue", queue)) }
+        if let group { items.append(("group", group)) }
         if let createdFrom { items.append(("from", Self.formInputTime(createdFrom))) }
         if let createdBefore { items.append(("to", Self.formInputTime(createdBefore))) }
         if let text { items.append(("q", text)) }

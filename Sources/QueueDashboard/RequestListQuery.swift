@@ -17,6 +17,8 @@ struct RequestSummary: Sendable, Hashable {
     var createdAt: Date
     var errorMessage: String?
     var metadata: String
+    var queue: String
+    var groupKey: String?
     var cursor: RequestListFilter.Cursor
 }
 
@@ -60,7 +62,7 @@ enum RequestListQuery {
         let sql = """
             SELECT id, state::text AS state, \(mediaColumn) AS media, media_type, submit_path, label, is_fake,
                    aggregated_score, attempt, max_attempts, created_at, error_message,
-                   left(metadata::text, 160) AS metadata, \(cursorTime) AS cursor_at
+                   left(metadata::text, 160) AS metadata, queue, group_key, \(cursorTime) AS cursor_at
             FROM detectq.requests
             \(conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND "))
             ORDER BY created_at \(ascending ? "ASC" : "DESC"), id \(ascending ? "ASC" : "DESC")
@@ -75,6 +77,7 @@ enum RequestListQuery {
                 attempt: try row.decode("attempt"), maxAttempts: try row.decode("max_attempts"),
                 createdAt: try row.decode("created_at"),
                 errorMessage: try row.decode("error_message"), metadata: try row.decode("metadata"),
+                queue: try row.decode("queue"), groupKey: try row.decode("group_key"),
                 cursor: .init(id: try row.decode("id"), createdAt: try row.decode("cursor_at"))
             )
         }
@@ -110,6 +113,8 @@ enum RequestListQuery {
             }
             if let mediaType = filter.mediaType { conditions.append("media_type = \(bind(mediaType))") }
             if let submitPath = filter.submitPath { conditions.append("submit_path = \(bind(submitPath))") }
+            if let queue = filter.queue { conditions.append("queue = \(bind(queue))") }
+            if let group = filter.group { conditions.append("group_key = \(bind(group))") }
             if let from = filter.createdFrom { conditions.append("created_at >= \(bind(from))") }
             if let to = filter.createdBefore { conditions.append("created_at < \(bind(to))") }
             if let text = filter.text {

@@ -123,7 +123,7 @@ struct DemoCommandTests {
 
     @Test func withDATABASE_URLTheSummaryMatchesTheDatabase() async throws {
         let database = try await TestDatabase.createDatabase()
-        let outcome = try await DetectqExecutable.run(["demo", "--requests", "14", "--latency", "0.2"], environment: [
+        let outcome = try await DetectqExecutable.run(["demo", "--requests", "14", "--live", "4", "--live-every", "0.2", "--latency", "0.2"], environment: [
             "DATABASE_URL": try TestDatabase.connectionURI(database: database.database!), "RESEMBLE_API_TOKEN": "",
         ])
         let output = outcome.standardOutput
@@ -134,24 +134,31 @@ struct DemoCommandTests {
             try await pool.query(PostgresQuery(sql: "SELECT count(*) AS n " + sql, parameters: [runID]))[0].decode("n", as: Int.self)
         }
         let mine = "FROM detectq.requests WHERE metadata->>'demo' = $1"
-        #expect(number("requests", in: output) == 15)
-        #expect(try await count(mine) == 15)
+        #expect(number("requests", in: output) == 19)
+        #expect(try await count(mine) == 19)
         #expect(number("completed", in: output) == (try await count(mine + " AND state = 'completed'")))
-        #expect(number("completed", in: output) == 15)
+        #expect(number("completed", in: output) == 19)
         #expect(number("unfinished", in: output) == 0)
+        #expect(number("demo-backfill", in: output) == 15 && number("demo-live", in: output) == 4, "each lane's line")
+        #expect(try await count(mine + " AND queue = 'demo-backfill'") == 15)
+        #expect(try await count(mine + " AND queue = 'demo-live'") == 4)
+        #expect(try await count("FROM detectq.queues WHERE name = 'demo-live' AND weight = 4 AND $1 <> ''") == 1, "the live lane weighs 4")
+        #expect(output.range(of: #"demo-live\s+4\s+median \d+\.\d\d s, p95 \d+\.\d\d s, longest \d+\.\d\d s"#, options: .regularExpression) != nil)
+        #expect(try await count(mine + " AND queue = 'demo-live' AND created_at > (SELECT min(created_at) + interval '0.5 s' \(mine))") >= 1,
+                "the live requests were trickled in while the backfill drained, not enqueued with it")
         #expect(number("fakes found", in: output) == (try await count(mine + " AND is_fake")))
-        #expect(number("fakes found", in: output) == 8, "7 of the 14 alternate and the large file is fake")
+        #expect(number("fakes found", in: output) == 10, "7 of the 14 alternate, the large file is fake, and 2 of the 4 live")
         #expect(number("alerts sent", in: output) == (try await count("""
             FROM detectq.post_tasks t JOIN detectq.requests r ON r.id = t.request_id
             WHERE r.metadata->>'demo' = $1 AND t.processor LIKE 'alert.%' AND t.state = 'completed'
             """)))
-        #expect(output.range(of: #"alerts sent\s+8\s+pg_notify on detectq_alerts; 8 received by this demo"#, options: .regularExpression) != nil)
+        #expect(output.range(of: #"alerts sent\s+10\s+pg_notify on detectq_alerts; 10 received by this demo"#, options: .regularExpression) != nil)
         #expect(number("archive rows", in: output) == (try await count("""
             FROM detectq.intelligence_archive a JOIN detectq.requests r ON r.id = a.request_id WHERE r.metadata->>'demo' = $1
             """)))
         #expect(number("retention confirmed", in: output) == (try await count(mine + " AND zero_retention_mode AND file_deleted_at IS NOT NULL")))
         #expect(try await count(mine + " AND submit_path = 'secure_upload'") == 1, "the large file went through a secure upload")
-        #expect(number("API submissions", in: output) == 15)
+        #expect(number("API submissions", in: output) == 19)
         #expect(output.contains("0 media submitted more than once"))
         #expect(output.contains("detectq show <id>"), "it says where to look next")
         await pool.close()
@@ -167,7 +174,8 @@ struct DemoCommandTests {
         #expect(!FileManager.default.fileExists(atPath: directory), "the cluster's directory is removed")
         #expect(output.contains("stopped and removed the throwaway PostgreSQL cluster"))
         #expect(output.contains("stopped the simulator"))
-        #expect(number("completed", in: output) == 4)
+        #expect(number("completed", in: output) == 12, "4 in the backfill lane and 8 live, by default")
+        #expect(number("demo-backfill", in: output) == 4 && number("demo-live", in: output) == 8)
         #expect(output.contains("the throwaway cluster is gone"))
     }
 }

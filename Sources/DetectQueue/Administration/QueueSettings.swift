@@ -1,4 +1,5 @@
 import Foundation
+import InputNumbers
 import Postgres
 
 /// One queue's share of the API and its limits, as `detectq.queues` keeps them (CONTRACT section 8). A limit
@@ -63,6 +64,56 @@ package struct QueueSettingsChange: Sendable, Hashable {
     package var dailyLimit: SettingChange<Int> = .unchanged
 
     package init() {}
+
+    /// A setting as an operator names it: `detectq queue set` by its option, the dashboard's form by its field.
+    package enum Field: Sendable, CaseIterable {
+        case weight, maxInFlight, groupMaxInFlight, rateLimit, dailyLimit
+
+        /// The option of `detectq queue set`.
+        package var option: String {
+            switch self {
+            case .weight: "--weight"
+            case .maxInFlight: "--max-in-flight"
+            case .groupMaxInFlight: "--group-max-in-flight"
+            case .rateLimit: "--rate"
+            case .dailyLimit: "--daily-limit"
+            }
+        }
+
+        /// The column of `detectq.queues`, which the dashboard's form fields are named after.
+        package var column: String {
+            switch self {
+            case .weight: "weight"
+            case .maxInFlight: "max_in_flight"
+            case .groupMaxInFlight: "group_max_in_flight"
+            case .rateLimit: "rate_limit"
+            case .dailyLimit: "daily_limit"
+            }
+        }
+    }
+
+    /// The change asked for in text, each value checked: a field with no text (nil) is left as it is, `none`
+    /// removes a limit (the weight cannot be removed). Errors name the field as `name` says.
+    package init(text: [Field: String], name: (Field) -> String) throws(InputNumberError) {
+        func limit<Value>(_ field: Field, _ read: (String, String) throws(InputNumberError) -> Value) throws(InputNumberError) -> SettingChange<Value> {
+            guard let value = text[field] else { return .unchanged }
+            if value.trimmingCharacters(in: .whitespaces) == "none" { return .removed }
+            do {
+                return .set(try read(value, name(field)))
+            } catch {
+                throw InputNumberError(source: error.source, expected: error.expected + ", or none")
+            }
+        }
+        if let weight = text[.weight] { self.weight = try InputNumbers.count(weight, from: name(.weight), in: 1...1_000_000) }
+        maxInFlight = try limit(.maxInFlight) { text, source throws(InputNumberError) in try InputNumbers.count(text, from: source, in: 1...1_000_000_000) }
+        groupMaxInFlight = try limit(.groupMaxInFlight) { text, source throws(InputNumberError) in
+            try InputNumbers.count(text, from: source, in: 1...1_000_000_000)
+        }
+        rateLimit = try limit(.rateLimit) { text, source throws(InputNumberError) in try InputNumbers.amount(text, from: source, in: 0.001...100_000) }
+        dailyLimit = try limit(.dailyLimit) { text, source throws(InputNumberError) in
+            try InputNumbers.count(text, from: source, in: 1...1_000_000_000_000)
+        }
+    }
 }
 
 /// Reads and changes `detectq.queues`: the settings and pauses `detectq queue` and the dashboard's Queues page
@@ -110,13 +161,14 @@ package struct QueueSettingsStore: Sendable {
 
     /// Pauses `name` (making it, paused, if it has no row): its requests are not claimed until it is resumed.
     /// False, changing nothing, when it was paused already.
-    package func pause(_ name: String, reason: String, by actor: String) async throws -> Bool {
+    /// `actor` nil is the session's actor (`detectq.current_actor()`: its worker id or application name).
+    package func pause(_ name: String, reason: String, by actor: String?) async throws -> Bool {
         try await pool.transaction { connection in
             try await connection.query("INSERT INTO detectq.queues (name) VALUES (\(name)) ON CONFLICT (name) DO NOTHING")
-            return try await connection.query("""
-                UPDATE detectq.queues SET paused_at = now(), paused_by = \(actor), pause_reason = \(reason)
-                WHERE name = \(name) AND paused_at IS NULL
-                """).affectedRows == 1
+            return try await connection.query(PostgresQuery(sql: """
+                UPDATE detectq.queues SET paused_at = now(), paused_by = coalesce($3, detectq.current_actor()), pause_reason = $2
+                WHERE name = $1 AND paused_at IS NULL
+                """, parameters: [name, reason, actor])).affectedRows == 1
         }
     }
 

@@ -31,6 +31,18 @@ package struct BatchOutcome: Sendable {
     package var submitPaths: [String: Int]
     /// From the first request's creation to the last completion.
     package var drainSeconds: Double
+    /// The batch's requests by queue, and how long they waited from their INSERT to their first claim.
+    package var lanes: [Lane]
+
+    /// One queue's part of the batch.
+    package struct Lane: Sendable, Hashable {
+        package var queue: String
+        package var requests: Int
+        /// Seconds from INSERT to the first claim (the move to `submitting`), of those claimed; nil when none was.
+        package var waitMedian: Double?
+        package var wait95: Double?
+        package var waitLongest: Double?
+    }
 
     /// The progress of the batch tagged `key` = `value`.
     package static func progress(key: String, value: String, on pool: PostgresConnectionPool) async throws -> Progress {
@@ -68,12 +80,30 @@ package struct BatchOutcome: Sendable {
             """) {
             paths[try path.decode("submit_path")] = try path.decode("n")
         }
+        let lanes = try await pool.query("""
+            SELECT r.queue, count(*)::int8 AS n,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY w.seconds) AS median,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY w.seconds) AS p95,
+                   max(w.seconds) AS longest
+            FROM detectq.requests r
+            CROSS JOIN LATERAL (
+                SELECT EXTRACT(EPOCH FROM min(e.at) - r.created_at)::float8 AS seconds
+                FROM detectq.request_events e WHERE e.request_id = r.id AND e.to_state = 'submitting'
+            ) AS w
+            WHERE r.metadata->>\(key) = \(value)
+            GROUP BY r.queue ORDER BY r.queue
+            """).map { lane in
+            Lane(
+                queue: try lane.decode("queue"), requests: try lane.decode("n"), waitMedian: try lane.decode("median"),
+                wait95: try lane.decode("p95"), waitLongest: try lane.decode("longest")
+            )
+        }
         return BatchOutcome(
             progress: try await progress(key: key, value: value, on: pool),
             fakes: try row.decode("fakes"), alertsSent: try row.decode("alerts"),
             zeroRetention: try row.decode("zero_retention"), retentionConfirmed: try row.decode("retention_confirmed"),
             intelligenceRequested: try row.decode("intelligence"), archiveRows: try row.decode("archive_rows"),
-            submitPaths: paths, drainSeconds: try row.decode("drain")
+            submitPaths: paths, drainSeconds: try row.decode("drain"), lanes: lanes
         )
     }
 }

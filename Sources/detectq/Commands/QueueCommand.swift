@@ -1,7 +1,6 @@
 import ArgumentParser
 import DetectQueue
 import Foundation
-import InputNumbers
 import Postgres
 
 /// `detectq queue list|set|pause|resume`: the queues' shares of the API, their limits and pauses (CONTRACT
@@ -72,34 +71,14 @@ struct QueueSetCommand: AsyncParsableCommand {
 
     /// The change the options ask for, each value checked.
     func change() throws -> QueueSettingsChange {
-        func limit<Value>(_ text: String?, _ read: (String) throws(InputNumberError) -> Value) throws -> SettingChange<Value> {
-            guard let text else { return .unchanged }
-            if text == "none" { return .removed }
-            do {
-                return .set(try read(text))
-            } catch {
-                throw ValidationError("\(error), or none")
-            }
+        let given: [QueueSettingsChange.Field: String?] = [
+            .weight: weight, .maxInFlight: maxInFlight, .groupMaxInFlight: groupMaxInFlight, .rateLimit: rate, .dailyLimit: dailyLimit,
+        ]
+        do {
+            return try QueueSettingsChange(text: given.compactMapValues { $0 }, name: \.option)
+        } catch {
+            throw ValidationError("\(error)")
         }
-        var change = QueueSettingsChange()
-        if let weight {
-            do {
-                change.weight = try InputNumbers.count(weight, from: "--weight", in: 1...1_000_000)
-            } catch {
-                throw ValidationError("\(error)")
-            }
-        }
-        change.maxInFlight = try limit(maxInFlight) { text throws(InputNumberError) in
-            try InputNumbers.count(text, from: "--max-in-flight", in: 1...1_000_000_000)
-        }
-        change.groupMaxInFlight = try limit(groupMaxInFlight) { text throws(InputNumberError) in
-            try InputNumbers.count(text, from: "--group-max-in-flight", in: 1...1_000_000_000)
-        }
-        change.dailyLimit = try limit(dailyLimit) { text throws(InputNumberError) in
-            try InputNumbers.count(text, from: "--daily-limit", in: 1...1_000_000_000_000)
-        }
-        change.rateLimit = try limit(rate) { text throws(InputNumberError) in try InputNumbers.amount(text, from: "--rate", in: 0.001...100_000) }
-        return change
     }
 
     func validate() throws {

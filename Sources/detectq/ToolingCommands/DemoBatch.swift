@@ -1,9 +1,10 @@
 import DetectQueue
 import Foundation
 
-/// The demo's sample requests: public URLs, small audio files it writes itself, and one file over the API's
-/// 150 MB direct-upload cap, mixing fakes and reals, sync, callback and poll waits, intelligence and zero
-/// retention. Every row carries `metadata.demo`, so the demo can follow its own batch in a shared database.
+/// The demo's sample requests for one lane (queue): public URLs, small audio files it writes itself, and one
+/// file over the API's 150 MB direct-upload cap, mixing fakes and reals, sync, callback and poll waits,
+/// intelligence and zero retention. Every row carries `metadata.demo`, so the demo can follow its own batch in a
+/// shared database.
 struct DemoBatch {
     /// One request of the batch: where its media is and which options it sets.
     struct Sample {
@@ -24,19 +25,28 @@ struct DemoBatch {
     /// Size of the large file: over the 150 MB cap, so it takes the secure-upload path.
     static let largeFileBytes: Int64 = 160_000_000
 
+    /// The lanes of the demo: a backfill enqueued at once, and a live trickle beside it with four times its weight.
+    static let backfillQueue = "demo-backfill"
+    static let liveQueue = "demo-live"
+
     let runID: String
+    /// The queue the batch's requests name.
+    let queue: String
     let samples: [Sample]
 
     /// `count` samples in a repeating pattern, plus the large file when `largeFile`. With `simulated`, URLs
     /// point at the simulator's invented media (a URL containing "fake" is judged fake); against the real API
     /// only `urls` given by the user are used, since invented URLs cannot be fetched.
-    init(runID: String, count: Int, largeFile: Bool, simulated: Bool, urls: [String]) {
+    /// `prefix` starts every sample's name (and so its file and simulated URL), so two batches of one run never
+    /// share media.
+    init(runID: String, queue: String, prefix: String = "", count: Int, largeFile: Bool, simulated: Bool, urls: [String]) {
         self.runID = runID
+        self.queue = queue
         var samples: [Sample] = []
         for index in 0..<count {
             let number = String(format: "%03d", index + 1)
             let fake = index % 2 == 1
-            let kind = fake ? "fake" : "real"
+            let kind = prefix + (fake ? "fake" : "real")
             let url: String? = simulated
                 ? "https://media.detectq-demo.invalid/\(kind)-\(number).\(["mp3", "mp4", "jpg"][index % 3])"
                 : (urls.isEmpty ? nil : urls[index % urls.count])
@@ -61,7 +71,7 @@ struct DemoBatch {
     func writeMedia(into directory: URL) throws {
         for sample in samples {
             guard case .file(let name) = sample.media else { continue }
-            let fake = name.hasPrefix("fake") || name.hasPrefix("large-fake")
+            let fake = name.contains("fake")
             let path = directory.appendingPathComponent(name)
             if name.hasPrefix("large") {
                 let header = Self.waveHeader(dataBytes: UInt32(Self.largeFileBytes - 44 - 12), comment: fake ? "FAKE" : "REAL")
@@ -93,6 +103,7 @@ struct DemoBatch {
             request.zeroRetentionMode = sample.zeroRetention
             request.audioSourceTracing = sample.audioSourceTracing
             request.useReverseSearch = sample.reverseSearch
+            request.queue = queue
             request.metadata = #"{"demo": "\#(runID)", "sample": "\#(sample.name)"}"#
             return request
         }

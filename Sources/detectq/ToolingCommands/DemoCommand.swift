@@ -12,11 +12,12 @@ import Synchronization
 
 /// `detectq demo`: the whole pipeline on embedded defaults. It starts what the environment does not name (a
 /// throwaway PostgreSQL cluster without `DATABASE_URL`, the simulator without `RESEMBLE_API_TOKEN`), migrates,
-/// enqueues a mixed batch, runs two workers with live progress, prints a summary, and stops all it started.
+/// enqueues a mixed batch in a backfill lane and trickles live requests into a second lane of four times its
+/// weight, runs two workers with live progress, prints a summary with each lane's wait, and stops all it started.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Run the whole pipeline on embedded defaults: PostgreSQL, the simulator, a sample batch, two workers, a summary.",
+        abstract: "Run the whole pipeline on embedded defaults: PostgreSQL, the simulator, a backfill and a live lane, two workers, a summary.",
         discussion: """
             With DATABASE_URL set, the demo uses that database (its rows stay, tagged metadata.demo); with \
             RESEMBLE_API_TOKEN set, it calls the real API at RESEMBLE_BASE_URL (files only, unless --url names \
@@ -24,7 +25,15 @@ struct DemoCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Requests in the batch, besides the large file.") var requests = 24
+    @Option(help: "Requests in the backfill lane's batch, besides the large file.") var requests = 24
+
+    @Option(help: "Requests trickled into the live lane while the backfill drains.") var live = 8
+
+    @Option(
+        name: .customLong("live-every"), help: "Seconds between two live requests.",
+        transform: SecondsOption.parser("--live-every", in: .milliseconds(10)...(.seconds(60)))
+    )
+    var liveEvery: Duration = .milliseconds(500)
 
     @Flag(inversion: .prefixedNo, help: "Include a file over 150 MB (the secure-upload path).") var largeFile = true
 
@@ -37,6 +46,7 @@ struct DemoCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(requests) else { throw ValidationError("--requests must be from 1 to 10000") }
+        guard (0...10_000).contains(live) else { throw ValidationError("--live must be from 0 to 10000") }
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be more than 0 seconds") }
     }
 
@@ -107,20 +117,34 @@ struct DemoCommand: AsyncParsableCommand {
         say("migrated the schema (\(migration.applied.count) applied, \(migration.alreadyApplied) already there)")
 
         let runID = String(UUID().uuidString.prefix(8).lowercased())
-        let batch = DemoBatch(runID: runID, count: requests, largeFile: largeFile, simulated: simulator != nil, urls: url)
+        let batch = DemoBatch(
+            runID: runID, queue: DemoBatch.backfillQueue, count: requests, largeFile: largeFile, simulated: simulator != nil, urls: url
+        )
+        let liveBatch = DemoBatch(
+            runID: runID, queue: DemoBatch.liveQueue, prefix: "live-", count: live, largeFile: false, simulated: simulator != nil, urls: url
+        )
         let media = workDirectory.appendingPathComponent("media")
         try batch.writeMedia(into: media)
-        let pool = PostgresConnectionPool(configuration: database, maximumConnections: 1)
+        try liveBatch.writeMedia(into: media)
+        let pool = PostgresConnectionPool(configuration: database, maximumConnections: 2)
+        let queues = QueueSettingsStore(pool: pool)
+        // A database's own settings for these lanes are kept; a new lane gets the demo's weights.
+        for (queue, weight) in [(DemoBatch.backfillQueue, 1), (DemoBatch.liveQueue, 4)] where try await !queues.exists(queue) {
+            var change = QueueSettingsChange()
+            change.weight = weight
+            try await queues.set(queue, change)
+        }
         let started = Date()
-        let ids = try await RequestStore(pool: pool).enqueue(batch.requests)
-        say("enqueued \(ids.count) requests (demo run \(runID), ids \(ids.first ?? 0)–\(ids.last ?? 0)) with plain SQL INSERTs")
+        let store = RequestStore(pool: pool)
+        let ids = try await store.enqueue(batch.requests)
+        say("enqueued \(ids.count) requests in queue \(DemoBatch.backfillQueue) (demo run \(runID), ids \(ids.first ?? 0)–\(ids.last ?? 0)) with plain SQL INSERTs")
 
         let alerts = AlertCounter()
         let listening = await alerts.start(database)
         let workers = try (1...2).map { number in
             try makeWorker(number: number, databaseURL: databaseURL, api: api, media: media, archive: workDirectory.appendingPathComponent("archive"))
         }
-        say("started 2 workers (\(workers.map(\.configuration.workerID).joined(separator: ", "))), 8 requests in flight each\n")
+        say("started 2 workers (\(workers.map(\.configuration.workerID).joined(separator: ", "))), 8 requests in flight each")
         let group = ServiceGroup(configuration: .init(
             services: workers, gracefulShutdownSignals: [.sigint, .sigterm], logger: Logger(label: "detectq.demo")
         ))
@@ -130,8 +154,29 @@ struct DemoCommand: AsyncParsableCommand {
             try await group.run()
         }
 
+        let trickling = Atomic<Bool>(!liveBatch.samples.isEmpty)
+        let interval = liveEvery
+        let trickle = Task {
+            defer { trickling.store(false, ordering: .relaxed) }
+            for request in liveBatch.requests {
+                try await Task.sleep(for: interval)
+                _ = try await store.enqueue([request])
+            }
+        }
+        if live > 0 {
+            say("trickling \(live) requests into queue \(DemoBatch.liveQueue) (weight 4 to the backfill's 1), one every \(interval.seconds.formatted()) s\n")
+        }
+
         let progress = DemoProgress(runID: runID, pool: pool)
-        let finished = try await progress.follow(until: Date().addingTimeInterval(timeout)) { groupEnded.load(ordering: .relaxed) }
+        let finished = try await progress.follow(until: Date().addingTimeInterval(timeout)) {
+            trickling.load(ordering: .relaxed)
+        } stopped: {
+            groupEnded.load(ordering: .relaxed)
+        }
+        trickle.cancel()
+        if case .failure(let error) = await trickle.result, !(error is CancellationError) {
+            FileHandle.standardError.write(Data("detectq demo: a live request could not be enqueued: \(error)\n".utf8))
+        }
         await group.triggerGracefulShutdown()
         try? await running.value
         listening.cancel()

@@ -9,9 +9,9 @@ struct DemoProgress {
     let runID: String
     let pool: PostgresConnectionPool
 
-    /// Follows the batch until every request is final and every post-task done (true), or until `deadline` or
-    /// `stopped()` (false).
-    func follow(until deadline: Date, stopped: () -> Bool) async throws -> Bool {
+    /// Follows the batch until, with nothing more `enqueuing()`, every request is final and every post-task
+    /// done (true), or until `deadline` or `stopped()` (false).
+    func follow(until deadline: Date, enqueuing: () -> Bool, stopped: () -> Bool) async throws -> Bool {
         let started = Date()
         let terminal = isatty(STDOUT_FILENO) == 1
         var lastLine = ""
@@ -23,7 +23,7 @@ struct DemoProgress {
                 + "  awaiting \(progress[.awaitingResult])  retrying \(progress[.retrying])"
                 + " │ completed \(progress[.completed])  failed \(progress[.failed])"
                 + " │ post-tasks pending \(progress.pendingPostTasks)"
-            let done = progress.unfinished == 0 && progress.pendingPostTasks == 0
+            let done = !enqueuing() && progress.unfinished == 0 && progress.pendingPostTasks == 0
             let ending = done || stopped() || Date() >= deadline
             if terminal {
                 print("\r" + line + "\u{1B}[K", terminator: ending ? "\n" : "")
@@ -82,6 +82,12 @@ struct DemoSummary {
         lines.append("  " + "submit paths".padding(toLength: 22, withPad: " ", startingAt: 0) + "      " + paths.joined(separator: ", "))
         if let simulatorSubmissions, let submittedMoreThanOnce {
             lines.append("  " + line("API submissions", simulatorSubmissions, "counted by the simulator; \(submittedMoreThanOnce) media submitted more than once"))
+        }
+        if !outcome.lanes.isEmpty { lines.append("  wait from INSERT to claim, by lane") }
+        for lane in outcome.lanes {
+            func seconds(_ value: Double?) -> String { value.map { String(format: "%.2f s", $0) } ?? "-" }
+            lines.append("  " + line("  " + lane.queue, lane.requests,
+                "median \(seconds(lane.waitMedian)), p95 \(seconds(lane.wait95)), longest \(seconds(lane.waitLongest))"))
         }
         lines.append("  " + "time to drain".padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%8.1f s", outcome.drainSeconds))
         let rate = outcome.drainSeconds > 0 ? Double(progress.finished) / outcome.drainSeconds : 0
