@@ -226,14 +226,16 @@ struct APIHardCaseTests {
         // The answer is cut off; the retry waits long enough that the callback comes first.
         let harness = try await WorkerHarness.start(.init(latency: .milliseconds(500), faults: .init(lostResponseRate: 1, endpoints: ["POST /detect"])))
         let id = try await harness.insert("media_url, wait_mode, zero_retention_mode", ["https://cdn.example.com/fake-early.wav", mode, true])
+        let log = CapturedLog()
         let worker = harness.startWorker(try harness.configuration(callbacks: true, environment: [
             "DETECTQ_RETRY_BASE_SECONDS": "60", "DETECTQ_RETRY_MAX_SECONDS": "60",
-        ]))
-        try await harness.waitUntilFinished([id])
+        ]), log: log)
+        try await log.explaining { try await harness.waitUntilFinished([id]) }
         await worker.stop()
         let row = try await harness.row(id)
-        #expect(try row.decode("state", as: String.self) == "completed" && row.decode("attempt", as: Int.self) == 1)
-        #expect(await harness.simulator.state.snapshot().submissions == 1, "not submitted again")
+        #expect(try row.decode("state", as: String.self) == "completed" && row.decode("attempt", as: Int.self) == 1, "\(log.text)")
+        let stats = await harness.simulator.state.snapshot()
+        #expect(stats.submissions == 1, "not submitted again; callbacks sent \(stats.callbacksSent), failed \(stats.callbackFailures)")
         let detail = try await harness.pool.query("""
             SELECT detail FROM detectq.request_events WHERE request_id = \(id) AND to_state = 'awaiting_result'
             """).first?.decode("detail", as: String?.self)

@@ -32,24 +32,27 @@ struct DatabaseOutageTests {
         let (cluster, harness) = try await Self.outageHarness(latency: .seconds(2))
         let sync = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-sync.wav", "sync"])
         let polled = try await harness.insert("media_url, wait_mode", ["https://cdn.example.com/fake-poll.wav", "poll"])
-        let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "20"]))
-        try await waitUntil("the API has both submissions") { await harness.simulator.state.snapshot().submissions == 2 }
+        let log = CapturedLog()
+        let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "20"]), log: log)
+        try await log.explaining {
+            try await waitUntil("the API has both submissions") { await harness.simulator.state.snapshot().submissions == 2 }
+        }
         try await cluster.stopServer(mode)
         // The outage outlasts the sync detection's 2 s, so its answer arrives while the database is down.
         try await Task.sleep(for: .seconds(3))
         try await cluster.startServer()
         // The test's own pool finds each of its connections broken once.
         for _ in 0..<harness.pool.maximumConnections { _ = try? await harness.pool.query("SELECT 1") }
-        try await harness.waitUntilFinished([sync, polled])
+        try await log.explaining { try await harness.waitUntilFinished([sync, polled]) }
         await worker.stop()
 
         for id in [sync, polled] {
             let row = try await harness.row(id)
             #expect(try row.decode("state", as: String.self) == "completed")
-            #expect(try row.decode("attempt", as: Int.self) == 1, "no second attempt")
+            #expect(try row.decode("attempt", as: Int.self) == 1, "no second attempt:\n\(log.text)")
         }
         let stats = await harness.simulator.state.snapshot()
-        #expect(stats.submissions == 2, "each request was sent once: \(stats.submissionsByMedia)")
+        #expect(stats.submissions == 2, "each request was sent once: \(stats.submissionsByMedia)\n\(log.text)")
         await harness.stop()
         await cluster.destroy()
     }

@@ -96,9 +96,14 @@ struct WorkerRetryTests {
         _ = FileManager.default.createFile(atPath: big.path, contents: nil)
         try FileHandle(forWritingTo: big).truncate(atOffset: 151_000_000)
         let id = try await harness.insert("media_path", ["long-call.wav"])
-        let worker = harness.startWorker(try harness.configuration())
-        try await waitUntil("request \(id) is on its second attempt") {
-            try await harness.pool.query("SELECT attempt FROM detectq.requests WHERE id = \(id)")[0].decode("attempt", as: Int.self) >= 2
+        // A lease that outlasts the upload of 151 MB on a starved machine: this is about the retry after a 503,
+        // not about an attempt whose lease ran out mid-upload (which uploads again, having no token yet).
+        let log = CapturedLog()
+        let worker = harness.startWorker(try harness.configuration(environment: ["DETECTQ_LEASE_SECONDS": "60"]), log: log)
+        try await log.explaining {
+            try await waitUntil("request \(id) is on its second attempt") {
+                try await harness.pool.query("SELECT attempt FROM detectq.requests WHERE id = \(id)")[0].decode("attempt", as: Int.self) >= 2
+            }
         }
         await harness.simulator.state.setFaults(.none)
         try await harness.waitUntilFinished([id])
@@ -108,7 +113,7 @@ struct WorkerRetryTests {
         #expect(try row.decode("attempt", as: Int.self) >= 2)
         #expect(try row.decode("submit_path", as: String?.self) == "secure_upload")
         let stats = await harness.simulator.state.snapshot()
-        #expect(stats.secureUploads == 1, "uploaded once, the token reused by the retries")
+        #expect(stats.secureUploads == 1, "uploaded once, the token reused by the retries:\n\(log.text)")
         #expect(stats.injectedServerErrors >= 1 && stats.submissions == 1)
         await harness.stop()
     }

@@ -13,6 +13,29 @@ package final class CapturedLog: Sendable {
         messages.withLock { $0.contains { $0.contains(text) } }
     }
 
+    /// Every message kept, one a line, with its metadata: what a failed expectation shows of the worker.
+    package var text: String {
+        messages.withLock { $0.joined(separator: "\n") }
+    }
+
+    /// Runs `body`; an error it throws comes back with the messages kept, so that a wait that timed out shows
+    /// what the worker did meanwhile.
+    package func explaining<Value>(_ body: () async throws -> Value) async throws -> Value {
+        do {
+            return try await body()
+        } catch {
+            throw Explained(error: error, log: text)
+        }
+    }
+
+    /// An error and the worker's log at the time.
+    package struct Explained: Error, CustomStringConvertible {
+        package let error: any Error
+        package let log: String
+
+        package var description: String { "\(error)\n--- the worker's log:\n\(log)" }
+    }
+
     /// A logger whose messages (at `notice` and above) are kept here.
     package func logger(label: String) -> Logger {
         Logger(label: label) { _ in Handler(log: self) }
@@ -33,7 +56,9 @@ package final class CapturedLog: Sendable {
         }
 
         func log(event: LogEvent) {
-            log.append(event.message.description)
+            let fields = metadata.merging(event.metadata ?? [:]) { $1 }
+            let context = fields.isEmpty ? "" : " " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            log.append("\(event.level) \(event.message)\(context)")
         }
     }
 }
