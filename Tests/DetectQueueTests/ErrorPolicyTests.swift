@@ -171,7 +171,9 @@ struct ErrorPolicyTests {
         #expect(await policy.simulator.state.snapshot().submissions == 0)
         #expect(try await policy.again(id) == .recorded)
         let sent = try await policy.stored(id)
-        #expect(sent.state == .awaitingResult && sent.attempt == 1, "the next claim sends it, as its first attempt: \(sent)")
+        // Accepted, and on a loaded machine perhaps answered done already: the simulator's 5 ms detection can finish
+        // before its answer to the submission is written.
+        #expect([.awaitingResult, .completed].contains(sent.state) && sent.attempt == 1, "the next claim sends it, as its first attempt: \(sent)")
         #expect(await policy.simulator.state.snapshot().submissions == 1)
     }
 

@@ -19,16 +19,25 @@ struct WorkerScenarioTests {
             FROM generate_series(1, 2000) AS n
             """)
         let started = ContinuousClock.now
+        let log = CapturedLog()
         let workers = try ["w1", "w2", "w3"].map {
-            harness.startWorker(try harness.configuration(workerID: $0, environment: ["DETECTQ_API_RATE_LIMIT": "5000"]))
+            harness.startWorker(try harness.configuration(workerID: $0, environment: ["DETECTQ_API_RATE_LIMIT": "5000"]), log: log)
         }
         let ids = try await harness.pool.query("SELECT id FROM detectq.requests").map { try $0.decode("id", as: Int.self) }
-        try await harness.waitUntilFinished(ids, timeout: .seconds(240))
+        try await log.explaining { try await harness.waitUntilFinished(ids, timeout: .seconds(240)) }
         let elapsed = ContinuousClock.now - started
         for worker in workers { await worker.stop() }
 
         let states = try await harness.pool.query("SELECT state::text AS state, count(*) AS n FROM detectq.requests GROUP BY state")
-        #expect(try states.map { "\(try $0.decode("state", as: String.self))=\(try $0.decode("n", as: Int.self))" } == ["completed=2000"])
+        let unfinished = try await harness.pool.query("""
+            SELECT r.id, r.state::text || ' after ' || r.attempt || ' attempts: ' || coalesce(r.error_message, '') || ' | '
+                   || string_agg(coalesce(e.from_state::text, '-') || '>' || e.to_state || ' by ' || coalesce(e.worker_id, '?')
+                                 || coalesce(' (' || e.detail || ')', ''), '; ' ORDER BY e.id) AS h
+            FROM detectq.requests r JOIN detectq.request_events e ON e.request_id = r.id
+            WHERE r.state <> 'completed' GROUP BY r.id ORDER BY r.id LIMIT 3
+            """).map { try $0.decode("h", as: String.self) }
+        #expect(try states.map { "\(try $0.decode("state", as: String.self))=\(try $0.decode("n", as: Int.self))" } == ["completed=2000"],
+                "\(unfinished.joined(separator: "\n"))\n--- the workers' log (notices and above):\n\(log.text.suffix(6_000))")
         let stats = await harness.simulator.state.snapshot()
         let twice = stats.submissionsByMedia.filter { $0.value > 1 }.keys.sorted()
         let history = try await harness.pool.query("""
