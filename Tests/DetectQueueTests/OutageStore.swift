@@ -47,9 +47,9 @@ final class OutageStore: RequestStorage {
         try check(.other)
         return try await inner.heartbeat(workerID: workerID, ids: ids, lease: lease)
     }
-    func rescueExpiredLeases(limit: Int, retryDelay: Duration) async throws -> RescueReport {
+    func rescueExpiredLeases(limit: Int, retryDelay: Duration, sendGrace: Duration) async throws -> RescueReport {
         try check(.other)
-        return try await inner.rescueExpiredLeases(limit: limit, retryDelay: retryDelay)
+        return try await inner.rescueExpiredLeases(limit: limit, retryDelay: retryDelay, sendGrace: sendGrace)
     }
     func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges, detail: String?) async throws -> Bool {
         try check(.apply(event))

@@ -99,7 +99,7 @@ struct RequestStoreTests {
         try await Task.sleep(for: .milliseconds(400))
 
         let rescuer = fixture.store(worker: "rescuer")
-        let report = try await rescuer.rescueExpiredLeases()
+        let report = try await rescuer.rescueExpiredLeases(sendGrace: .zero)
         // The claims may have reached the API: on the last attempt, the detection a lost answer may have left is
         // looked for (by one more claim that never submits) before the request fails.
         #expect(report.failed.isEmpty)
@@ -110,7 +110,7 @@ struct RequestStoreTests {
         let searching = try await dead.claim(workerID: "dead-worker", limit: 1, lease: .milliseconds(200))
         #expect(searching.first.map { $0.attempt > $0.maxAttempts } == true)
         try await Task.sleep(for: .milliseconds(400))
-        let again = try await rescuer.rescueExpiredLeases()
+        let again = try await rescuer.rescueExpiredLeases(sendGrace: .zero)
         #expect(again.failed == searching.map(\.id), "a lost lease past the last attempt fails the request")
         let (state, lockedBy, reason) = try await fixture.state(ids[3])
         #expect(state == .retrying && lockedBy == nil)
@@ -120,7 +120,7 @@ struct RequestStoreTests {
 
         let late = try #require(claimed.first { $0.id == ids[3] })
         #expect(try await dead.apply(.completed, to: late, workerID: "dead-worker") == false, "the old owner is fenced off")
-        #expect(try await rescuer.rescueExpiredLeases() == RescueReport(), "nothing twice")
+        #expect(try await rescuer.rescueExpiredLeases(sendGrace: .zero) == RescueReport(), "nothing twice")
     }
 
     @Test func acceptanceStoresTheRemoteUUIDAndReleasesTheLease() async throws {

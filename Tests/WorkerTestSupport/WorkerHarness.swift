@@ -39,7 +39,7 @@ package struct WorkerHarness: Sendable {
     package func configuration(workerID: String = "test-worker", callbacks: Bool = false, environment: [String: String] = [:]) throws -> WorkerConfiguration {
         var settings = [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": workerID, "DETECTQ_MEDIA_ROOT": mediaRoot.path,
-            "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "3", "DETECTQ_POLL_INTERVAL": "0.2",
+            "DETECTQ_HTTP_PORT": "\(try LoopbackPort.free())", "DETECTQ_LEASE_SECONDS": "10", "DETECTQ_POLL_INTERVAL": "0.2",
             "DETECTQ_RETRY_BASE_SECONDS": "0.1", "DETECTQ_RETRY_MAX_SECONDS": "1", "DETECTQ_CONCURRENCY": "16", "DETECTQ_API_RATE_LIMIT": "200",
             "DETECTQ_SHUTDOWN_GRACE_SECONDS": "5",
         ]

@@ -94,7 +94,7 @@ package final class InMemoryRequestStore: RequestStorage {
         }
     }
 
-    package func rescueExpiredLeases(limit: Int, retryDelay: Duration) async throws -> RescueReport {
+    package func rescueExpiredLeases(limit: Int, retryDelay: Duration, sendGrace: Duration) async throws -> RescueReport {
         try table.withLock { table in
             var report = RescueReport()
             let now = Date()
@@ -117,7 +117,7 @@ package final class InMemoryRequestStore: RequestStorage {
                 written.errorMessage = reason
                 try Self.write(transition, to: &written, workerID: nil, lease: nil, in: table)
                 written.errorMessage = reason
-                written.runAt = now.addingTimeInterval(retryDelay.seconds)
+                written.runAt = now.addingTimeInterval(owed ? max(retryDelay, sendGrace).seconds : retryDelay.seconds)
                 if written.request.state == .failed { report.failed.append(row.request.id) } else { report.retrying.append(row.request.id) }
             }
             return report

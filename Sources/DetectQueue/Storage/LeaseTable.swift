@@ -135,12 +135,17 @@ struct LeaseTable: Sendable {
     }
 
     /// Takes back expired leases: a running row goes to retrying (or failed on its last attempt, unless its
-    /// answer may have been lost) after
-    /// `retryDelay`; a polling lease is cleared. The UPDATE re-checks state and expiry, so a row that moved on
-    /// meanwhile is left alone. Returns each rescued row's id and new state.
-    func rescueExpiredLeases(on pool: PostgresConnectionPool, limit: Int, retryDelay: Duration) async throws -> [(id: Int, state: String)] {
+    /// answer may have been lost) after `retryDelay`, or after `sendGrace` if longer when its answer may be owed
+    /// (the worker that lost the lease may be stalled, not dead, with its send still on its way: the next
+    /// attempt's search for a lost answer must come after that send has reached the API); a polling lease is
+    /// cleared. The UPDATE re-checks state and expiry, so a row that moved on meanwhile is left alone. Returns
+    /// each rescued row's id and new state.
+    func rescueExpiredLeases(
+        on pool: PostgresConnectionPool, limit: Int, retryDelay: Duration, sendGrace: Duration
+    ) async throws -> [(id: Int, state: String)] {
         let leased = list([runningState] + pollingStates)
         let owedState = answerOwed.map { "WHEN \($0.condition) THEN '\($0.state)'::\(stateType)" } ?? ""
+        let owedDelay = answerOwed.map { "CASE WHEN \($0.condition) THEN greatest($2, $3) ELSE $2 END" } ?? "$2"
         let owedReason = answerOwed.map {
             "WHEN \($0.condition) THEN '; its answer may have been lost, so the detection it may have created is looked for before the request fails'"
         } ?? ""
@@ -162,12 +167,12 @@ struct LeaseTable: Sendable {
                     THEN 'the worker ' || r.locked_by || ' stopped renewing its lease during attempt ' || r.attempt
                          || CASE WHEN r.attempt < r.max_attempts THEN '; retrying' \(owedReason) ELSE '; no attempts left' END
                     ELSE r.\(errorColumn) END,
-                run_at = CASE WHEN r.state = '\(runningState)' THEN now() + make_interval(secs => $2) ELSE r.run_at END,
+                run_at = CASE WHEN r.state = '\(runningState)' THEN now() + make_interval(secs => \(owedDelay)) ELSE r.run_at END,
                 locked_by = NULL, locked_until = NULL
             FROM expired
             WHERE r.id = expired.id AND r.locked_until < now() AND r.state IN (\(leased))
             RETURNING r.id, r.state::text AS state
-            """, parameters: [limit, retryDelay.seconds]))
+            """, parameters: [limit, retryDelay.seconds, sendGrace.seconds]))
         return try rows.map { (try $0.decode("id", as: Int.self), try $0.decode("state", as: String.self)) }
     }
 }

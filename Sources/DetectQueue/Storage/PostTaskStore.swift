@@ -32,7 +32,7 @@ package struct PostTaskStore: Sendable {
 
     /// Takes back expired leases; returns the tasks now retrying and those that failed for good.
     package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> (retrying: [Int], failed: [Int]) {
-        let rescued = try await LeaseTable.postTasks().rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay)
+        let rescued = try await LeaseTable.postTasks().rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay, sendGrace: .zero)
         return (
             rescued.filter { $0.state == PostTask.State.retrying.rawValue }.map(\.id),
             rescued.filter { $0.state == PostTask.State.failed.rawValue }.map(\.id)

@@ -14,8 +14,9 @@ package protocol RequestStorage: Sendable {
     func claim(workerID: String, limit: Int, lease: Duration, priorityAging: Duration, pacing: ClaimPacing?) async throws -> RequestClaim
     /// Extends the leases `workerID` still holds among `ids`; returns the ids it still holds.
     func heartbeat(workerID: String, ids: [Int], lease: Duration) async throws -> Set<Int>
-    /// Takes back expired leases (`RequestStateMachine`'s lost lease).
-    func rescueExpiredLeases(limit: Int, retryDelay: Duration) async throws -> RescueReport
+    /// Takes back expired leases (`RequestStateMachine`'s lost lease), retrying after `retryDelay`, or after
+    /// `sendGrace` if longer for a request that may have been sent.
+    func rescueExpiredLeases(limit: Int, retryDelay: Duration, sendGrace: Duration) async throws -> RescueReport
     /// Writes what the state machine decides `event` does to `request`, as the worker saw it; false, changing
     /// nothing, when the request moved on.
     @discardableResult

@@ -65,11 +65,16 @@ package struct RequestStore: RequestStorage {
     }
 
     /// Takes back leases that expired: a `submitting` request goes to `retrying` (or `failed` when its
-    /// attempts are spent) at `retryAt`; a poll lease on an `awaiting_result` request is just cleared. The
-    /// UPDATE re-checks state and expiry, so a request that moved on meanwhile is left alone.
-    package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1)) async throws -> RescueReport {
+    /// attempts are spent) after `retryDelay`, or after `sendGrace` when it may have been sent (its answer is
+    /// owed): a worker that stopped renewing may be stalled rather than dead, its send still on its way, and the
+    /// next attempt's search for a lost answer must not look before that send can have reached the API. A poll
+    /// lease on an `awaiting_result` request is just cleared. The UPDATE re-checks state and expiry, so a
+    /// request that moved on meanwhile is left alone.
+    package func rescueExpiredLeases(limit: Int = 500, retryDelay: Duration = .seconds(1), sendGrace: Duration) async throws -> RescueReport {
         var report = RescueReport()
-        for (id, state) in try await LeaseTable.requests().rescueExpiredLeases(on: pool, limit: limit, retryDelay: retryDelay) {
+        for (id, state) in try await LeaseTable.requests().rescueExpiredLeases(
+            on: pool, limit: limit, retryDelay: retryDelay, sendGrace: sendGrace
+        ) {
             switch state {
             case RequestState.retrying.rawValue: report.retrying.append(id)
             case RequestState.failed.rawValue: report.failed.append(id)

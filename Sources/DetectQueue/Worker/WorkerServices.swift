@@ -95,7 +95,9 @@ enum WorkerServices {
         return PeriodicLoop(
             name: "the lease rescue", interval: max(.seconds(1), dependencies.configuration.lease / 2), jitterMilliseconds: 500, logger: logger
         ) {
-            let report = try await dependencies.requests.rescueExpiredLeases()
+            // A stalled worker's send may reach the API up to a lease after its lease ran out (it checked the lease,
+            // then stalled): the search for a lost answer waits that long before it looks.
+            let report = try await dependencies.requests.rescueExpiredLeases(sendGrace: dependencies.configuration.lease)
             let tasks = try await dependencies.postTasks.rescueExpiredLeases()
             if !report.retrying.isEmpty || !report.failed.isEmpty || !tasks.retrying.isEmpty || !tasks.failed.isEmpty {
                 logger.warning("took over expired leases", metadata: [
