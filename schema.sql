@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0018): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0019): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -392,6 +392,7 @@ DECLARE
     schedule_start timestamptz;
     budget_start timestamptz;
     budget_room bigint;
+    fresh_since timestamptz;
 BEGIN
     IF how_many <= 0 THEN RETURN; END IF;
     -- The queues with due work: a loose scan of the claim index, one probe per queue with claimable requests.
@@ -413,14 +414,18 @@ BEGIN
     -- slot as it goes. Once a second queue exists, the claims spend the budget.
     IF (SELECT count(*) FROM detectq.queues) < 2 THEN api_rate := NULL; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
-    -- While several queues have work, the claim may take one slot early (the schedule still moves on by every
-    -- slot it takes): a queue whose turn it is then finds a slot now, not behind the slots another queue's
-    -- claims booked just before. The budget's busiest second may so hold two slots more than its rate.
+    -- While several queues have work and one of them had no claim for two slots (work arriving, not a backlog
+    -- draining), the claim may take one slot early (the schedule still moves on by every slot it takes): that
+    -- queue, whose turn it is, then finds a slot now, not behind the slots another queue's claims booked just
+    -- before. The budget's busiest second may so hold two slots more than its rate.
     IF api_rate IS NOT NULL THEN
         SELECT greatest(b.next_slot_at, clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
                         coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
         INTO schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
-        budget_start := CASE WHEN cardinality(candidates) > 1
+        budget_start := CASE WHEN cardinality(candidates) > 1 AND EXISTS (
+                                 SELECT 1 FROM detectq.queues AS q
+                                 WHERE q.name = ANY (candidates) AND q.paused_at IS NULL
+                                   AND (q.passed_at IS NULL OR q.passed_at < clock_timestamp() - make_interval(secs => 2 / api_rate)))
                              THEN greatest(schedule_start - make_interval(secs => 1 / api_rate),
                                            clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
                                            coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
@@ -499,16 +504,19 @@ BEGIN
 
     SELECT count(*) INTO queues_with_room FROM unnest(queue_states) AS f WHERE f.room > 0;
     IF queues_with_room > 1 THEN
-        -- A queue with no claim for 2 s starts just below the lowest pass of the queues that had one: its turn is
-        -- next, and it is neither owed for the time it had no work nor owing for what it had before.
+        -- A queue with no claim for 2 s before the latest claim of the others starts just below the lowest pass of
+        -- the queues that had one: its turn is next, and it is neither owed for the time it had no work nor owing
+        -- for what it had before. (Measured from the latest claim, not from now: on a starved database claims
+        -- may come seconds apart, and every queue would look idle and start level again, whatever its weight.)
+        SELECT max(q.passed_at) - interval '2 seconds' INTO fresh_since FROM detectq.queues AS q WHERE q.name = ANY (candidates);
         SELECT array_agg(ROW(f.name, f.weight,
-                   CASE WHEN q.passed_at >= now() - interval '2 seconds' THEN f.pass ELSE coalesce(fresh.pass - 1e-6, 0) END,
+                   CASE WHEN q.passed_at >= fresh_since THEN f.pass ELSE coalesce(fresh.pass - 1e-6, 0) END,
                    f.room, f.taken, f.done, f.rate_limit, f.slot_start, f.again)::detectq.claim_queue_state ORDER BY f.name)
         INTO queue_states
         FROM unnest(queue_states) AS f
         JOIN detectq.queues AS q ON q.name = f.name,
         LATERAL (SELECT min(o.pass) AS pass FROM unnest(queue_states) AS o JOIN detectq.queues AS oq ON oq.name = o.name
-                 WHERE o.room > 0 AND oq.passed_at >= now() - interval '2 seconds') AS fresh;
+                 WHERE o.room > 0 AND oq.passed_at >= fresh_since) AS fresh;
     END IF;
 
     -- Requests with an answer owed count as in flight already (a callback may move them to awaiting_result
@@ -551,7 +559,7 @@ BEGIN
     -- Added to the pass as it is now, not as this claim read it: claims at the same instant each add theirs.
     UPDATE detectq.queues AS q SET
         pass = CASE WHEN queues_with_room <= 1 THEN q.pass
-                    WHEN q.passed_at >= now() - interval '2 seconds' THEN q.pass + f.taken::double precision / f.weight
+                    WHEN q.passed_at >= fresh_since THEN q.pass + f.taken::double precision / f.weight
                     ELSE f.pass + f.taken::double precision / f.weight END,
         passed_at = CASE WHEN queues_with_room > 1 THEN now() ELSE q.passed_at END,
         next_slot_at = CASE WHEN f.rate_limit IS NULL THEN q.next_slot_at

@@ -76,5 +76,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0016_queues.sql", bytes: PackageResources._016_queues_sql),
         Migration(fileName: "0017_queue_indexes.sql", bytes: PackageResources._017_queue_indexes_sql),
         Migration(fileName: "0018_queue_claims.sql", bytes: PackageResources._018_queue_claims_sql),
+        Migration(fileName: "0019_fair_claim_under_load.sql", bytes: PackageResources._019_fair_claim_under_load_sql),
     ]
 }
