@@ -107,10 +107,9 @@ package struct Dashboard: Sendable {
                 } catch {
                     return plain("\(error); nothing was changed\n", status: .badRequest)
                 }
-                let existed = try await queueSettings.exists(name)
-                try await queueSettings.set(name, change)
-                logger.info("dashboard: queue \(name) \(existed ? "settings changed" : "created")")
-                return queuesRedirect(notice: existed ? "queue-set" : "queue-created", name: name)
+                let created = try await queueSettings.set(name, change).created
+                logger.info("dashboard: queue \(name) \(created ? "created" : "settings changed")")
+                return queuesRedirect(notice: created ? "queue-created" : "queue-set", name: name)
             }
         }
         signedIn.post("queues/pause") { request, context in

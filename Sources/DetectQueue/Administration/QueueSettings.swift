@@ -131,9 +131,10 @@ package struct QueueSettingsStore: Sendable {
         try await pool.query(PostgresQuery(sql: "SELECT \(QueueSettings.columns) FROM detectq.queues ORDER BY name", parameters: [])).map(QueueSettings.init(row:))
     }
 
-    /// Changes `name`'s settings (making the queue with the defaults first, if it has no row); returns them.
+    /// Changes `name`'s settings (making the queue with the defaults first, if it has no row); returns them, and
+    /// whether this call made the queue.
     @discardableResult
-    package func set(_ name: String, _ change: QueueSettingsChange) async throws -> QueueSettings {
+    package func set(_ name: String, _ change: QueueSettingsChange) async throws -> (settings: QueueSettings, created: Bool) {
         var parameters: [any PostgresEncodable] = [name]
         var assignments: [String] = []
         func assign<Value: PostgresEncodable & Sendable & Hashable>(_ column: String, _ value: SettingChange<Value>) {
@@ -151,11 +152,13 @@ package struct QueueSettingsStore: Sendable {
         assign("rate_limit", change.rateLimit)
         assign("daily_limit", change.dailyLimit)
         return try await pool.transaction { connection in
-            try await connection.query(PostgresQuery(sql: "INSERT INTO detectq.queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", parameters: [name]))
+            let created = try await connection.query(PostgresQuery(
+                sql: "INSERT INTO detectq.queues (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", parameters: [name]
+            )).affectedRows == 1
             let sql = assignments.isEmpty
                 ? "SELECT \(QueueSettings.columns) FROM detectq.queues WHERE name = $1"
                 : "UPDATE detectq.queues SET \(assignments.joined(separator: ", ")) WHERE name = $1 RETURNING \(QueueSettings.columns)"
-            return try QueueSettings(row: try await connection.query(PostgresQuery(sql: sql, parameters: parameters))[0])
+            return (try QueueSettings(row: try await connection.query(PostgresQuery(sql: sql, parameters: parameters))[0]), created)
         }
     }
 

@@ -88,7 +88,7 @@ struct QueueSetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let change = try change()
-        let settings = try await withOperatorPool("queue set") { try await QueueSettingsStore(pool: $0).set(name, change) }
+        let settings = try await withOperatorPool("queue set") { try await QueueSettingsStore(pool: $0).set(name, change).settings }
         print("queue \(settings.name): \(QueueCommand.describe(settings))")
     }
 }
