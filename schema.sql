@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0019): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0020): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -265,7 +265,9 @@ BEGIN
                extract(epoch FROM slot.at - clock_timestamp())::double precision
         FROM unnest(ids) WITH ORDINALITY AS c(id, position),
              LATERAL (SELECT * FROM detectq.requests AS r WHERE r.id = c.id LIMIT 1) AS r,
-             LATERAL (SELECT budget_start + make_interval(secs => (c.position - 1) / api_rate) AS at) AS slot;
+             LATERAL (SELECT CASE WHEN c.position = 1 OR budget_start >= schedule_start
+                                  THEN budget_start + make_interval(secs => (c.position - 1) / api_rate)
+                                  ELSE schedule_start + make_interval(secs => (c.position - 2) / api_rate) END AS at) AS slot;
 END
 $$;
 
@@ -414,27 +416,42 @@ BEGIN
     -- slot as it goes. Once a second queue exists, the claims spend the budget.
     IF (SELECT count(*) FROM detectq.queues) < 2 THEN api_rate := NULL; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
-    -- While several queues have work and one of them had no claim for two slots (work arriving, not a backlog
-    -- draining), the claim may take one slot early (the schedule still moves on by every slot it takes): that
-    -- queue, whose turn it is, then finds a slot now, not behind the slots another queue's claims booked just
-    -- before. The budget's busiest second may so hold two slots more than its rate.
+    -- While several queues have work and one of them has at most two requests due and had no claim for two
+    -- slots (work arriving, not a backlog draining), the claim takes one slot more, now (or one slot before the
+    -- schedule's next, if that is sooner): that queue, whose turn it is, finds a slot at once, not behind the
+    -- slots other queues' claims booked up to the horizon ahead. The schedule still moves on by every slot taken,
+    -- so the slot is moved, not added: the budget's busiest second may hold a slot or two more than its rate,
+    -- never more calls over a longer time. (Whether work is arriving is read once the budget's row is locked: the
+    -- workers a notification woke together would each have seen the same request arriving, and taken a slot
+    -- early after the first had claimed it.)
     IF api_rate IS NOT NULL THEN
         SELECT greatest(b.next_slot_at, clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
                         coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
         INTO schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
-        budget_start := CASE WHEN cardinality(candidates) > 1 AND EXISTS (
-                                 SELECT 1 FROM detectq.queues AS q
-                                 WHERE q.name = ANY (candidates) AND q.paused_at IS NULL
-                                   AND (q.passed_at IS NULL OR q.passed_at < clock_timestamp() - make_interval(secs => 2 / api_rate)))
-                             THEN greatest(schedule_start - make_interval(secs => 1 / api_rate),
-                                           clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
-                                           coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
-                             ELSE schedule_start END;
-        budget_room := CASE WHEN budget_start > clock_timestamp() + make_interval(secs => horizon_seconds) THEN 0
-                            ELSE floor(extract(epoch FROM clock_timestamp() + make_interval(secs => horizon_seconds) - budget_start)
+        budget_room := CASE WHEN schedule_start > clock_timestamp() + make_interval(secs => horizon_seconds) THEN 0
+                            ELSE floor(extract(epoch FROM clock_timestamp() + make_interval(secs => horizon_seconds) - schedule_start)
                                        * api_rate)::bigint + 1 END;
+        budget_start := schedule_start;
+        IF cardinality(candidates) > 1 AND EXISTS (
+            SELECT 1 FROM detectq.queues AS q
+            WHERE q.name = ANY (candidates) AND q.paused_at IS NULL
+              AND (q.passed_at IS NULL OR q.passed_at < clock_timestamp() - make_interval(secs => 2 / api_rate))
+              -- (No third request due: a probe in the claim index's order, which reads three entries at most.)
+              AND (SELECT r.id FROM detectq.requests AS r
+                   WHERE r.queue = q.name AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
+                   ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id OFFSET 2 LIMIT 1) IS NULL
+        ) THEN
+            budget_start := greatest(least(schedule_start - make_interval(secs => 1 / api_rate), clock_timestamp()),
+                                     clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
+                                     coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'));
+            IF budget_start < schedule_start THEN budget_room := budget_room + 1; END IF;
+        END IF;
+        -- The schedule is booked beyond the horizon: another claim took the slots due (the worker that booked them
+        -- comes back for the next ones when they come due). This one comes back four slots (at least 100 ms) after
+        -- the next is due, in case that worker does not; so that at each slot one worker claims, not every one.
         IF budget_room <= 0 THEN
-            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::timestamptz, budget_start - make_interval(secs => horizon_seconds),
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::timestamptz,
+                                budget_start + make_interval(secs => greatest(4 / api_rate, 0.1)),
                                 NULL::timestamptz, NULL::double precision;
             RETURN;
         END IF;

@@ -77,5 +77,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0017_queue_indexes.sql", bytes: PackageResources._017_queue_indexes_sql),
         Migration(fileName: "0018_queue_claims.sql", bytes: PackageResources._018_queue_claims_sql),
         Migration(fileName: "0019_fair_claim_under_load.sql", bytes: PackageResources._019_fair_claim_under_load_sql),
+        Migration(fileName: "0020_early_slot_now.sql", bytes: PackageResources._020_early_slot_now_sql),
     ]
 }

@@ -215,6 +215,9 @@ struct RolesTests {
             "DATABASE_URL": workerLogin.uri, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_WORKER_ID": "least-privilege",
             "DETECTQ_HTTP_PORT": "\(port)", "DETECTQ_CALLBACK_URL": "http://127.0.0.1:\(port)", "DETECTQ_POLL_INTERVAL": "0.3",
             "DETECTQ_ALERT_WEBHOOK_URL": sink.baseURL + "/alerts", "DETECTQ_ALERT_WEBHOOK_SECRET": "roles-webhook-secret",
+            // The simulator posts each callback once, as a real sender may give up: one refused under the suite's
+            // load (a 503 while the database is slow to answer) is then found by the poll after this, inside the wait.
+            "DETECTQ_CALLBACK_TIMEOUT": "10",
         ])
         do {
             try await waitUntil("every request and post-task finished under the worker role") {
@@ -225,7 +228,18 @@ struct RolesTests {
                 return open == 0
             }
         } catch {
-            Issue.record("\(error); the worker printed:\n\(worker.output.suffix(3000))")
+            let unfinished = try await setup.owner.query("""
+                SELECT id FROM detectq.requests WHERE state NOT IN ('completed', 'failed', 'cancelled') ORDER BY id
+                """).map { try $0.decode("id", as: Int.self) }
+            let lines = worker.output.split(separator: "\n").filter { line in
+                unfinished.contains { line.contains("request_id=\($0) ") } || line.contains(" warning ") || line.contains(" error ")
+            }
+            let callbacks = await simulator.state.snapshot()
+            Issue.record("""
+                \(error); unfinished \(unfinished); callbacks sent \(callbacks.callbacksSent), refused \(callbacks.callbackFailures); \
+                the worker's lines for them and its warnings:
+                \(lines.suffix(60).joined(separator: "\n"))
+                """)
         }
         let status = await worker.stop()
         #expect(status == 0, "a clean stop")

@@ -34,10 +34,17 @@ extension Scenarios {
         /// Live's insert-to-submission (the simulator's receipt) p95, in ms, beside the backfill and alone.
         package var liveP95: Double
         package var idleP95: Double
+        /// The same requests' insert-to-claim p95 (the claim's event in the history), in ms, beside the backfill
+        /// and alone: what of the wait is the claim's, and what the wait for a budget slot and the call's.
+        package var liveClaimP95: Double
+        package var idleClaimP95: Double
         /// Live's share of the submissions while both queues were backlogged, and the weights' share (0.8).
         package var liveShare: Double
         /// Submissions a second while both were backlogged.
         package var rate: Double
+        /// The most submissions the simulator received in any one second (a sliding window) from the backfill's
+        /// start to the end of the split: what the early slots of arriving work add to the budget's rate.
+        package var busiestSecond: Int
     }
 
     /// Three workers at `rate` a second against the simulator with 1 s detections. First `live` alone receives
@@ -71,24 +78,37 @@ extension Scenarios {
                 next += .milliseconds(200)
             }
         }
-        /// The p95 in ms of insert-to-submission of the live requests whose URL carries `label`, once all are done.
-        func liveP95(_ label: String) async throws -> Double {
+        /// The p95s in ms of insert-to-submission and insert-to-claim of the live requests whose URL carries
+        /// `label`, once all are done.
+        func liveP95(_ label: String) async throws -> (submission: Double, claim: Double) {
             try await database.waitFor("queue = 'live' AND media_url LIKE '%\(label)-%' AND state <> 'completed'", count: 0,
                                        timeout: .seconds(600), interval: .milliseconds(250), atMost: true)
             let created = await simulator.state.creationTimes()
-            let waits = try await database.pool.query(PostgresQuery(sql: """
-                SELECT remote_uuid, created_at FROM detectq.requests WHERE queue = 'live' AND media_url LIKE $1
-                """, parameters: ["%\(label)-%"])).compactMap { row -> Double? in
-                guard let uuid = try row.decode("remote_uuid", as: String?.self), let sent = created[uuid] else { return nil }
-                return sent.timeIntervalSince(try row.decode("created_at", as: Date.self)) * 1_000
-            }.sorted()
-            guard !waits.isEmpty else { throw BenchError("no live request of \(label) reached the simulator") }
-            return waits[min(waits.count - 1, Int(Double(waits.count) * 0.95))]
+            var submissions: [Double] = []
+            var claims: [Double] = []
+            for row in try await database.pool.query(PostgresQuery(sql: """
+                SELECT r.remote_uuid, r.created_at,
+                       (SELECT min(e.at) FROM detectq.request_events AS e WHERE e.request_id = r.id AND e.to_state = 'submitting') AS claimed_at
+                FROM detectq.requests AS r WHERE r.queue = 'live' AND r.media_url LIKE $1
+                """, parameters: ["%\(label)-%"])) {
+                let inserted = try row.decode("created_at", as: Date.self)
+                if let claimed = try row.decode("claimed_at", as: Date?.self) { claims.append(claimed.timeIntervalSince(inserted) * 1_000) }
+                if let uuid = try row.decode("remote_uuid", as: String?.self), let sent = created[uuid] {
+                    submissions.append(sent.timeIntervalSince(inserted) * 1_000)
+                }
+            }
+            guard !submissions.isEmpty else { throw BenchError("no live request of \(label) reached the simulator") }
+            func p95(_ values: [Double]) -> Double {
+                let sorted = values.sorted()
+                return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
+            }
+            return (p95(submissions), p95(claims))
         }
 
         try await trickleLive("idle", for: trickle)
         let idleP95 = try await liveP95("idle")
 
+        let backfillStart = Date()
         try await database.pool.query("""
             INSERT INTO detectq.requests (media_url, wait_mode, queue)
             SELECT 'https://bench.invalid/backfill-' || n || '.wav', 'sync', 'backfill' FROM generate_series(1, \(backlog)) AS n
@@ -111,13 +131,20 @@ extension Scenarios {
             guard let at = created[try row.decode("remote_uuid", as: String.self)], at >= from, at < to else { continue }
             counts[try row.decode("queue", as: String.self), default: 0] += 1
         }
+        let arrivals = created.values.filter { $0 >= backfillStart && $0 < to }.sorted()
+        var busiest = 0
+        var first = 0
+        for (last, at) in arrivals.enumerated() {
+            while at.timeIntervalSince(arrivals[first]) >= 1 { first += 1 }
+            busiest = max(busiest, last - first + 1)
+        }
         for child in children { await child.stop() }
         await simulator.stop()
         await context.drop(database)
         let total = Double(counts.values.reduce(0, +))
         return NoisyNeighbour(
-            liveP95: busyP95, idleP95: idleP95, liveShare: total > 0 ? Double(counts["live"] ?? 0) / total : 0,
-            rate: total / to.timeIntervalSince(from)
+            liveP95: busyP95.submission, idleP95: idleP95.submission, liveClaimP95: busyP95.claim, idleClaimP95: idleP95.claim, liveShare: total > 0 ? Double(counts["live"] ?? 0) / total : 0,
+            rate: total / to.timeIntervalSince(from), busiestSecond: busiest
         )
     }
 }

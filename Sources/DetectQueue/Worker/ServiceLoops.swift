@@ -93,7 +93,11 @@ final class ClaimLoop: Service {
                             slots.announceWork()
                             continue
                         case .after(let delay):
-                            timedClaim = ContinuousClock.now + delay
+                            // The sooner of this time and one an earlier claim gave: a claim woken early (by a
+                            // notification) that finds the budget booked is told to come back later than the slot
+                            // this worker booked last asked for.
+                            let due = ContinuousClock.now + delay
+                            timedClaim = min(timedClaim ?? due, due)
                         case .whenARequestEnds:
                             slots.announceWorkWhenFreed()
                         case .whenAnnounced:
