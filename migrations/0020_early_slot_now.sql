@@ -20,6 +20,14 @@
 -- budget's row, the live request's claim among them. Such a claim now comes back four slots (at least 100 ms)
 -- after the next slot is due, in case the worker that booked the slots does not; that worker comes back for them
 -- as before, and keeps the sooner of its times when something else wakes it.
+--
+-- And a queue that the latest claim did not find with room starts level with the others, not one with no claim
+-- for 2 s. A live queue whose requests came 200 ms apart kept its pass, a quarter more for each request, while
+-- the backlog beside it, claimed alone in between, was charged nothing; within a few requests the backlog's pass
+-- was the lower and it took the live request's early slot, and the live request waited for the next claim. Each
+-- claim now stamps every queue it found with room (alone too, once there are other queues), and a queue whose
+-- stamp is older than the latest starts just below the others: a live request arriving alone goes first, and
+-- queues that stay backlogged are compared by their passes as before, however far apart the claims come.
 
 CREATE OR REPLACE FUNCTION detectq.next_fair_claims(
     how_many bigint, aging_seconds double precision, api_rate double precision, horizon_seconds double precision
@@ -46,6 +54,8 @@ DECLARE
     budget_start timestamptz;
     budget_room bigint;
     fresh_since timestamptz;
+    stamp timestamptz;
+    shared boolean;
 BEGIN
     IF how_many <= 0 THEN RETURN; END IF;
     -- The queues with due work: a loose scan of the claim index, one probe per queue with claimable requests.
@@ -65,7 +75,8 @@ BEGIN
     IF cardinality(candidates) = 0 THEN RETURN; END IF;
     -- With one queue there is no one to be fair to: its claims take what they can, and each call reserves its
     -- slot as it goes. Once a second queue exists, the claims spend the budget.
-    IF (SELECT count(*) FROM detectq.queues) < 2 THEN api_rate := NULL; END IF;
+    shared := (SELECT count(*) FROM detectq.queues) >= 2;
+    IF NOT shared THEN api_rate := NULL; END IF;
     -- The budget's slots due within the horizon (none before a 429's pause ends), held until this claim ends.
     -- While several queues have work and one of them has at most two requests due and had no claim for two
     -- slots (work arriving, not a backlog draining), the claim takes one slot more, now (or one slot before the
@@ -120,6 +131,11 @@ BEGIN
     ) THEN
         claimed_ids := detectq.claim_from_queue(candidates[1], how_many, aging_seconds, claimed_ids);
         claim_again := CASE WHEN cardinality(claimed_ids) >= how_many THEN now() END;
+        -- Once there are other queues, the claims that find this one alone stamp it too (see the end of this
+        -- function): a queue that drains alone between another's requests is here, not away.
+        IF shared THEN
+            UPDATE detectq.queues AS q SET passed_at = greatest(q.passed_at, clock_timestamp()) WHERE q.name = candidates[1];
+        END IF;
         RETURN QUERY SELECT * FROM detectq.claimed_rows(
             claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
             horizon_seconds
@@ -172,11 +188,13 @@ BEGIN
 
     SELECT count(*) INTO queues_with_room FROM unnest(queue_states) AS f WHERE f.room > 0;
     IF queues_with_room > 1 THEN
-        -- A queue with no claim for 2 s before the latest claim of the others starts just below the lowest pass of
-        -- the queues that had one: its turn is next, and it is neither owed for the time it had no work nor owing
-        -- for what it had before. (Measured from the latest claim, not from now: on a starved database claims
-        -- may come seconds apart, and every queue would look idle and start level again, whatever its weight.)
-        SELECT max(q.passed_at) - interval '2 seconds' INTO fresh_since FROM detectq.queues AS q WHERE q.name = ANY (candidates);
+        -- A queue that the latest claim did not find with room (it had no work, or was paused or at a cap) starts
+        -- just below the lowest pass of the queues it found: its turn is next, and it is neither owed for the time
+        -- it was away nor owing for what it had before. (Read from the claims, not from the clock: a live queue
+        -- whose requests come one at a time is away between them however briefly, and on a starved database
+        -- claims may come seconds apart while both queues stay backlogged.)
+        SELECT max(q.passed_at) INTO fresh_since FROM unnest(queue_states) AS f JOIN detectq.queues AS q ON q.name = f.name
+        WHERE f.room > 0;
         SELECT array_agg(ROW(f.name, f.weight,
                    CASE WHEN q.passed_at >= fresh_since THEN f.pass ELSE coalesce(fresh.pass - 1e-6, 0) END,
                    f.room, f.taken, f.done, f.rate_limit, f.slot_start, f.again)::detectq.claim_queue_state ORDER BY f.name)
@@ -224,16 +242,20 @@ BEGIN
         INTO queue_states FROM unnest(queue_states) AS f;
     END LOOP;
 
-    -- Added to the pass as it is now, not as this claim read it: claims at the same instant each add theirs.
+    -- Added to the pass as it is now, not as this claim read it: claims at the same instant each add theirs. Every
+    -- queue this claim found with room is stamped with one time (never earlier than a stamp a later claim wrote
+    -- first), alone or not, so that the next claim knows which queues were here; a queue that started level
+    -- again keeps that start even if it took nothing.
+    stamp := clock_timestamp();
     UPDATE detectq.queues AS q SET
         pass = CASE WHEN queues_with_room <= 1 THEN q.pass
                     WHEN q.passed_at >= fresh_since THEN q.pass + f.taken::double precision / f.weight
                     ELSE f.pass + f.taken::double precision / f.weight END,
-        passed_at = CASE WHEN queues_with_room > 1 THEN now() ELSE q.passed_at END,
+        passed_at = greatest(q.passed_at, stamp),
         next_slot_at = CASE WHEN f.rate_limit IS NULL THEN q.next_slot_at
                             ELSE f.slot_start + make_interval(secs => f.taken / f.rate_limit) END
     FROM unnest(queue_states) AS f
-    WHERE q.name = f.name AND f.taken > 0 AND (queues_with_room > 1 OR f.rate_limit IS NOT NULL);
+    WHERE q.name = f.name AND f.room > 0;
 
     SELECT CASE
         WHEN bool_or(NOT f.done AND f.room > f.taken) THEN now()

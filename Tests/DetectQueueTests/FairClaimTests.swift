@@ -231,6 +231,22 @@ struct FairClaimTests {
         #expect(try await claim().requests.isEmpty, "live was claimed a moment ago: its next request takes no early slot")
     }
 
+    /// A live queue whose requests come one at a time beside a draining backlog is away between them, however
+    /// briefly: each of its requests starts level with the backlog and goes first, every time (0019 counted it as
+    /// present for 2 s, so its pass grew by a quarter a request while the backlog, claimed alone, was charged
+    /// nothing, and the backlog took the live request's turn).
+    @Test func aRequestArrivingAloneBesideABacklogGoesFirstEveryTime() async throws {
+        try await enqueue(200, queue: "backfill")
+        try await pool.query("INSERT INTO detectq.queues (name, weight) VALUES ('live', 4)")
+        var order: [String] = []
+        for _ in 0..<12 {
+            for _ in 0..<3 { _ = try await store.claim(workerID: "one", limit: 1, lease: .seconds(60)) }
+            try await enqueue(1, queue: "live")
+            order.append(contentsOf: try await store.claim(workerID: "one", limit: 1, lease: .seconds(60)).map(\.queue))
+        }
+        #expect(order == Array(repeating: "live", count: 12), "\(order)")
+    }
+
     @Test func aDailyLimitIsNeverPassedEvenByClaimersAtTheSameInstant() async throws {
         try await enqueue(40, queue: "metered")
         try await QueueSettingsStore(pool: pool).set("metered", { var change = QueueSettingsChange(); change.dailyLimit = .set(9); return change }())
