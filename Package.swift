@@ -276,6 +276,7 @@ let package = Package(
                 "DetectQueue", "Postgres", "DetectqTestSupport", "WorkerTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
                 "FakeAlerts", "SchemaMigrations",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -397,6 +397,7 @@ DECLARE
     fresh_since timestamptz;
     stamp timestamptz;
     shared boolean;
+    earliest timestamptz;
 BEGIN
     IF how_many <= 0 THEN RETURN; END IF;
     -- The queues with due work: a loose scan of the claim index, one probe per queue with claimable requests.
@@ -428,9 +429,13 @@ BEGIN
     -- workers a notification woke together would each have seen the same request arriving, and taken a slot
     -- early after the first had claimed it.)
     IF api_rate IS NOT NULL THEN
-        SELECT greatest(b.next_slot_at, clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
-                        coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'))
-        INTO schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        -- No slot is earlier than one slot ago (at most 0.1 s: a slot that passed unclaimed is gone) or than the
+        -- end of a 429's pause.
+        SELECT greatest(clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
+                        coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity')),
+               b.next_slot_at
+        INTO earliest, schedule_start FROM detectq.api_budget AS b FOR NO KEY UPDATE;
+        schedule_start := greatest(schedule_start, earliest);
         budget_room := CASE WHEN schedule_start > clock_timestamp() + make_interval(secs => horizon_seconds) THEN 0
                             ELSE floor(extract(epoch FROM clock_timestamp() + make_interval(secs => horizon_seconds) - schedule_start)
                                        * api_rate)::bigint + 1 END;
@@ -444,9 +449,7 @@ BEGIN
                    WHERE r.queue = q.name AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
                    ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id OFFSET 2 LIMIT 1) IS NULL
         ) THEN
-            budget_start := greatest(least(schedule_start - make_interval(secs => 1 / api_rate), clock_timestamp()),
-                                     clock_timestamp() - make_interval(secs => least(1 / api_rate, 0.1)),
-                                     coalesce((SELECT p.until FROM detectq.pauses AS p WHERE p.kind = 'rate_limited'), '-infinity'));
+            budget_start := greatest(least(schedule_start - make_interval(secs => 1 / api_rate), clock_timestamp()), earliest);
             IF budget_start < schedule_start THEN budget_room := budget_room + 1; END IF;
         END IF;
         -- The schedule is booked beyond the horizon: another claim took the slots due (the worker that booked them

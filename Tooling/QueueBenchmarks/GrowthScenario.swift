@@ -114,8 +114,7 @@ extension Scenarios {
             WHERE r.id > \(baseline) ORDER BY 1
             """).map { try $0.decode("ms", as: Double.self) }
         await worker.stop()
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        return (percentile(0.5), percentile(0.95))
+        return (latencies.percentile(0.5), latencies.percentile(0.95))
     }
 
     /// `detectq prune` of the oldest day (`--older-than 29d` over 30 days of history), timed, with the claim

@@ -98,11 +98,7 @@ extension Scenarios {
                 }
             }
             guard !submissions.isEmpty else { throw BenchError("no live request of \(label) reached the simulator") }
-            func p95(_ values: [Double]) -> Double {
-                let sorted = values.sorted()
-                return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.95))]
-            }
-            return (p95(submissions), p95(claims))
+            return (submissions.percentile(0.95), claims.percentile(0.95))
         }
 
         try await trickleLive("idle", for: trickle)

@@ -250,8 +250,7 @@ package struct Scenarios: Sendable {
         await worker.stop()
         await simulator.stop()
         await context.drop(database)
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
-        return (percentile(0.5), percentile(0.95), percentile(0.99))
+        return (latencies.percentile(0.5), latencies.percentile(0.95), latencies.percentile(0.99))
     }
 
     // MARK: - PgQueuer

@@ -25,6 +25,8 @@ final class ClaimLoop: Service {
     let concurrency: Int
     let gracePeriod: Duration
     let logger: Logger
+    /// How long this loop waits for a wake-up before it looks anyway (`ClaimLoop.idleCheck`).
+    private let lookAnywayAfter: Duration
     private let claim: @Sendable (Int) async throws -> Round
     private let inbox: ClaimInbox?
     private let onStop: @Sendable () -> Void
@@ -34,8 +36,10 @@ final class ClaimLoop: Service {
     /// it has not sent. Claims handed to `inbox` are run like the loop's own.
     init(
         slots: Slots, kind: String, concurrency: Int, gracePeriod: Duration, logger: Logger, inbox: ClaimInbox? = nil,
+        idleCheck: Duration = ClaimLoop.idleCheck,
         onStop: @escaping @Sendable () -> Void, claim: @escaping @Sendable (Int) async throws -> Round
     ) {
+        self.lookAnywayAfter = idleCheck
         self.slots = slots
         self.kind = kind
         self.concurrency = concurrency
@@ -114,7 +118,7 @@ final class ClaimLoop: Service {
                     }
                 }
                 let waited = ContinuousClock.now
-                var timeout = Self.idleCheck
+                var timeout = lookAnywayAfter
                 if let timedClaim { timeout = min(timeout, max(timedClaim - waited, .zero)) }
                 await slots.wake.wait(timeout: timeout)
                 if let due = timedClaim, ContinuousClock.now >= due {
@@ -122,7 +126,7 @@ final class ClaimLoop: Service {
                     slots.announceWork()
                 }
                 // Nothing announced for a whole idle check: look anyway (a notification missed, a run_at come due).
-                if ContinuousClock.now - waited >= Self.idleCheck { slots.announceWork() }
+                if ContinuousClock.now - waited >= lookAnywayAfter { slots.announceWork() }
             }
             let deadline = ContinuousClock.now + gracePeriod
             while slots.count > 0 && ContinuousClock.now < deadline && !Task.isCancelled {
