@@ -274,7 +274,7 @@ let package = Package(
             name: "DetectQueueTests",
             dependencies: [
                 "DetectQueue", "Postgres", "DetectqTestSupport", "WorkerTestSupport", "DetectSimulator", "ResembleDetect", "EmbeddedPostgres",
-                "FakeAlerts", "SchemaMigrations",
+                "FakeAlerts", "RetentionTracking", "SchemaMigrations",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

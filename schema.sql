@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0020): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0022): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -320,6 +320,64 @@ BEGIN
         RETURN name;
     END IF;
     RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.find_identical_media(p_worker text, p_within interval, p_ids bigint[], p_hashes text[], p_may_reuse boolean[]) RETURNS TABLE(id bigint, outcome text, other_id bigint)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    held bigint[];
+    item record;
+    found_other record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(20261207, keys.k)
+    FROM (SELECT DISTINCT hashtext(lower(h)) AS k FROM unnest(p_hashes) AS h ORDER BY 1) AS keys;
+    WITH stored AS (
+        UPDATE detectq.requests r SET media_sha256 = lower(given.hash), waiting_for = NULL
+        FROM unnest(p_ids, p_hashes) AS given(id, hash)
+        WHERE r.id = given.id AND r.state = 'submitting' AND r.locked_by = p_worker
+        RETURNING r.id
+    )
+    SELECT coalesce(array_agg(stored.id), '{}') INTO held FROM stored;
+    FOR item IN SELECT given.id, given.may_reuse FROM unnest(p_ids, p_may_reuse) AS given(id, may_reuse) LOOP
+        id := item.id;
+        other_id := NULL;
+        IF NOT item.id = ANY(held) THEN
+            outcome := 'moved_on';
+        ELSIF NOT item.may_reuse THEN
+            outcome := 'send';
+        ELSE
+            SELECT o.id, o.state INTO found_other
+            FROM detectq.requests me
+            JOIN detectq.requests o ON o.media_sha256 = me.media_sha256 AND o.id <> me.id AND o.reused_from IS NULL
+                AND o.visualize = me.visualize AND o.intelligence = me.intelligence
+                AND o.audio_source_tracing = me.audio_source_tracing AND o.use_reverse_search = me.use_reverse_search
+                AND o.use_ood_detector = me.use_ood_detector AND o.zero_retention_mode = me.zero_retention_mode
+                AND o.frame_length IS NOT DISTINCT FROM me.frame_length AND o.start_region IS NOT DISTINCT FROM me.start_region
+                AND o.end_region IS NOT DISTINCT FROM me.end_region AND o.max_video_secs IS NOT DISTINCT FROM me.max_video_secs
+                AND o.max_video_fps IS NOT DISTINCT FROM me.max_video_fps AND o.model_types IS NOT DISTINCT FROM me.model_types
+                AND o.pipeline IS NOT DISTINCT FROM me.pipeline
+            WHERE me.id = item.id
+              AND ((o.state = 'completed' AND o.completed_at >= now() - p_within)
+                   OR (o.state IN ('submitting', 'awaiting_result', 'retrying') AND o.waiting_for IS NULL))
+            ORDER BY o.state = 'completed' DESC, o.completed_at DESC, o.id
+            LIMIT 1;
+            IF NOT FOUND THEN
+                outcome := 'send';
+            ELSIF found_other.state = 'completed' THEN
+                outcome := 'reuse';
+                other_id := found_other.id;
+            ELSE
+                -- Marked at once, so that an identical request later in this batch sees this one waiting.
+                outcome := 'wait';
+                other_id := found_other.id;
+                UPDATE detectq.requests r SET waiting_for = found_other.id WHERE r.id = item.id;
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
 
@@ -694,6 +752,16 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION detectq.requests_lower_media_sha256() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    NEW.media_sha256 := lower(NEW.media_sha256);
+    RETURN NEW;
+END
+$$;
+
 CREATE FUNCTION detectq.requests_notify_claimable() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -738,10 +806,11 @@ BEGIN
                    max(error_message) FILTER (WHERE is_before) AS old_error, max(error_message) FILTER (WHERE NOT is_before) AS error_message,
                    max(updated_at) FILTER (WHERE NOT is_before) AS updated_at,
                    max(accepted_at) FILTER (WHERE is_before) AS old_accepted_at, max(accepted_at) FILTER (WHERE NOT is_before) AS accepted_at,
-                   max(queue) FILTER (WHERE is_before) AS old_queue, max(queue) FILTER (WHERE NOT is_before) AS queue
+                   max(queue) FILTER (WHERE is_before) AS old_queue, max(queue) FILTER (WHERE NOT is_before) AS queue,
+                   max(reused_from) FILTER (WHERE NOT is_before) AS reused_from
             FROM (
-                SELECT id, state, error_message, updated_at, accepted_at, queue, true AS is_before FROM before_rows
-                UNION ALL SELECT id, state, error_message, updated_at, accepted_at, queue, false FROM after_rows
+                SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, true AS is_before FROM before_rows
+                UNION ALL SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, false FROM after_rows
             ) AS versions
             GROUP BY id
         ) AS paired
@@ -749,7 +818,10 @@ BEGIN
     ), events AS (
         INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
         SELECT id, from_state, to_state, actor,
-               coalesce(given_detail, CASE WHEN to_state IN ('retrying', 'failed') THEN error_message END)
+               coalesce(given_detail, CASE WHEN to_state IN ('retrying', 'failed') THEN error_message
+                                           WHEN to_state = 'completed' AND reused_from IS NOT NULL
+                                           THEN 'verdict reused from request ' || reused_from
+                                                || ' (identical media and options): not sent to the API' END)
         FROM moved WHERE from_state <> to_state ORDER BY id
     ), counted AS (
         -- By queue: a request moved to another queue by hand leaves the old one's count for the new one's.
@@ -787,6 +859,17 @@ BEGIN
                   SCHEMA = 'detectq', TABLE = 'requests',
                   HINT = 'detectq.request_state_transitions lists the legal transitions';
     END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_release_waiters() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE detectq.requests SET run_at = now(), waiting_for = NULL
+    WHERE waiting_for = NEW.id AND state = 'queued';
     RETURN NULL;
 END
 $$;
@@ -1040,6 +1123,10 @@ CREATE TABLE detectq.requests (
     earlier_callback_secret_hashes text[],
     queue text DEFAULT 'default'::text NOT NULL,
     group_key text,
+    media_sha256 text,
+    reuse_verdict boolean DEFAULT true NOT NULL,
+    reused_from bigint,
+    waiting_for bigint,
     CONSTRAINT requests_attempt_non_negative CHECK ((attempt >= 0)),
     CONSTRAINT requests_awaiting_result_has_remote_uuid CHECK (((state <> 'awaiting_result'::detectq.request_state) OR (remote_uuid IS NOT NULL))),
     CONSTRAINT requests_completed_has_result CHECK (((state <> 'completed'::detectq.request_state) OR ((result IS NOT NULL) AND (completed_at IS NOT NULL)))),
@@ -1055,6 +1142,7 @@ CREATE TABLE detectq.requests (
     CONSTRAINT requests_max_video_fps_non_negative CHECK (((max_video_fps >= (0)::numeric) AND (max_video_fps < 'Infinity'::numeric))),
     CONSTRAINT requests_max_video_secs_non_negative CHECK (((max_video_secs >= (0)::numeric) AND (max_video_secs < 'Infinity'::numeric))),
     CONSTRAINT requests_media_path_not_blank CHECK ((btrim(media_path) <> ''::text)),
+    CONSTRAINT requests_media_sha256_hex CHECK ((media_sha256 ~ '^[0-9a-f]{64}$'::text)),
     CONSTRAINT requests_media_token_not_blank CHECK ((btrim(media_token) <> ''::text)),
     CONSTRAINT requests_media_url_not_blank CHECK ((btrim(media_url) <> ''::text)),
     CONSTRAINT requests_metadata_is_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
@@ -1062,9 +1150,10 @@ CREATE TABLE detectq.requests (
     CONSTRAINT requests_pipeline_not_blank CHECK ((btrim(pipeline) <> ''::text)),
     CONSTRAINT requests_poll_count_non_negative CHECK ((poll_count >= 0)),
     CONSTRAINT requests_queue_name CHECK ((queue ~ '^[a-z0-9_.-]{1,63}$'::text)),
+    CONSTRAINT requests_reused_from_with_reused_path CHECK (((reused_from IS NOT NULL) = (NOT (submit_path IS DISTINCT FROM 'reused'::text)))),
     CONSTRAINT requests_secure_upload_token_dated CHECK (((secure_upload_token IS NULL) = (secure_upload_token_issued_at IS NULL))),
     CONSTRAINT requests_start_region_non_negative CHECK (((start_region >= (0)::numeric) AND (start_region < 'Infinity'::numeric))),
-    CONSTRAINT requests_submit_path_valid CHECK ((submit_path = ANY (ARRAY['url'::text, 'multipart'::text, 'secure_upload'::text, 'media_token'::text]))),
+    CONSTRAINT requests_submit_path_valid CHECK ((submit_path = ANY (ARRAY['url'::text, 'multipart'::text, 'secure_upload'::text, 'media_token'::text, 'reused'::text]))),
     CONSTRAINT requests_submitting_has_lease CHECK (((state <> 'submitting'::detectq.request_state) OR (locked_by IS NOT NULL))),
     CONSTRAINT requests_wait_mode_valid CHECK ((wait_mode = ANY (ARRAY['auto'::text, 'sync'::text, 'callback'::text, 'poll'::text])))
 );
@@ -1084,6 +1173,14 @@ COMMENT ON COLUMN detectq.requests.earlier_callback_secret_hashes IS 'SHA-256 (h
 COMMENT ON COLUMN detectq.requests.queue IS 'The lane: 1-63 of a-z 0-9 _ - . ; its settings are the row of detectq.queues with this name.';
 
 COMMENT ON COLUMN detectq.requests.group_key IS 'Optional, at most 200 characters (a customer, a channel): within a queue and a priority, groups take turns.';
+
+COMMENT ON COLUMN detectq.requests.media_sha256 IS 'SHA-256 of the media, 64 hex characters (stored in lower case); the worker computes it for a media_path.';
+
+COMMENT ON COLUMN detectq.requests.reuse_verdict IS 'Whether the request may complete with the verdict of identical media and options detected before (or in flight).';
+
+COMMENT ON COLUMN detectq.requests.reused_from IS 'The request whose detection gave this one its verdict (submit_path reused); it was never sent to the API.';
+
+COMMENT ON COLUMN detectq.requests.waiting_for IS 'While queued: the request with identical media and options in flight whose verdict this one waits for.';
 
 ALTER TABLE detectq.requests ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     SEQUENCE NAME detectq.requests_id_seq
@@ -1204,6 +1301,8 @@ CREATE INDEX requests_created_at_idx ON detectq.requests USING btree (created_at
 
 CREATE INDEX requests_leased_idx ON detectq.requests USING btree (locked_until) WHERE (locked_by IS NOT NULL);
 
+CREATE INDEX requests_media_sha256_idx ON detectq.requests USING btree (media_sha256, completed_at DESC) WHERE ((media_sha256 IS NOT NULL) AND (reused_from IS NULL));
+
 CREATE INDEX requests_metadata_search_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb));
 
 CREATE INDEX requests_queue_answer_owed_idx ON detectq.requests USING btree (queue, group_key, unanswered_since) WHERE ((unanswered_since IS NOT NULL) AND (accepted_at IS NULL));
@@ -1212,7 +1311,11 @@ CREATE INDEX requests_queue_claimable_idx ON detectq.requests USING btree (queue
 
 CREATE INDEX requests_queue_in_flight_idx ON detectq.requests USING btree (queue, group_key) WHERE (state = ANY (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state]));
 
+CREATE INDEX requests_reused_idx ON detectq.requests USING btree (completed_at) WHERE (reused_from IS NOT NULL);
+
 CREATE INDEX requests_state_created_at_idx ON detectq.requests USING btree (state, created_at, id);
+
+CREATE INDEX requests_waiting_for_idx ON detectq.requests USING btree (waiting_for) WHERE (waiting_for IS NOT NULL);
 
 CREATE TRIGGER post_tasks_check_update BEFORE UPDATE ON detectq.post_tasks FOR EACH ROW EXECUTE FUNCTION detectq.post_tasks_check_update();
 
@@ -1240,11 +1343,15 @@ CREATE TRIGGER requests_delete_history AFTER DELETE ON detectq.requests REFERENC
 
 CREATE TRIGGER requests_keep_earlier_callback_secret BEFORE UPDATE OF callback_secret_hash ON detectq.requests FOR EACH ROW WHEN (((old.callback_secret_hash IS NOT NULL) AND (new.callback_secret_hash IS DISTINCT FROM old.callback_secret_hash))) EXECUTE FUNCTION detectq.keep_earlier_callback_secret();
 
+CREATE TRIGGER requests_lower_media_sha256 BEFORE INSERT OR UPDATE OF media_sha256 ON detectq.requests FOR EACH ROW WHEN ((new.media_sha256 <> lower(new.media_sha256))) EXECUTE FUNCTION detectq.requests_lower_media_sha256();
+
 CREATE TRIGGER requests_notify_claimable AFTER UPDATE OF state, run_at ON detectq.requests FOR EACH ROW WHEN (((new.state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.run_at <= now()))) EXECUTE FUNCTION detectq.requests_notify_claimable();
 
 CREATE TRIGGER requests_record_inserts AFTER INSERT ON detectq.requests REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_inserts();
 
 CREATE TRIGGER requests_record_transitions AFTER UPDATE ON detectq.requests REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_transitions();
+
+CREATE TRIGGER requests_release_waiters AFTER UPDATE OF state ON detectq.requests FOR EACH ROW WHEN (((old.state = ANY (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.state <> ALL (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.media_sha256 IS NOT NULL))) EXECUTE FUNCTION detectq.requests_release_waiters();
 
 CREATE TRIGGER requests_touch BEFORE UPDATE ON detectq.requests FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION detectq.requests_touch();
 
@@ -1278,3 +1385,4 @@ INSERT INTO detectq.request_state_transitions VALUES ('retrying', 'cancelled');
 INSERT INTO detectq.request_state_transitions VALUES ('failed', 'queued');
 INSERT INTO detectq.request_state_transitions VALUES ('retrying', 'awaiting_result');
 INSERT INTO detectq.request_state_transitions VALUES ('queued', 'awaiting_result');
+INSERT INTO detectq.request_state_transitions VALUES ('queued', 'completed');

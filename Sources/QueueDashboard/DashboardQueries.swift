@@ -112,6 +112,11 @@ struct RequestDetail: Sendable {
     var postTasks: [PostTaskRow]
     var archivedIntelligence: String?
     var archivedAt: Date?
+    /// CONTRACT section 9: the media's hash, the request whose verdict this one took, and the one in flight it waits for.
+    var mediaSHA256: String?
+    var reuseVerdict: Bool
+    var reusedFrom: Int?
+    var waitingFor: Int?
 }
 
 /// The dashboard's reads. Each is a handful of statements on indexed columns.
@@ -209,7 +214,8 @@ struct DashboardQueries: Sendable {
                    wait_mode, priority::int4 AS priority, run_at, attempt, max_attempts, idempotency_key,
                    jsonb_pretty(metadata) AS metadata, locked_by, locked_until, remote_uuid, submit_path, media_type,
                    label, is_fake, aggregated_score, result::text AS result, file_deleted_at, error_message,
-                   created_at, updated_at, accepted_at, completed_at, poll_count
+                   created_at, updated_at, accepted_at, completed_at, poll_count, media_sha256, reuse_verdict, reused_from,
+                   CASE WHEN state = 'queued' THEN waiting_for END AS waiting_for
             FROM detectq.requests WHERE id = \(id)
             """)
         guard let row = rows.first else { return nil }
@@ -266,7 +272,9 @@ struct DashboardQueries: Sendable {
             updatedAt: try row.decode("updated_at"), acceptedAt: try row.decode("accepted_at"),
             completedAt: try row.decode("completed_at"), pollCount: try row.decode("poll_count"),
             events: events, postTasks: tasks,
-            archivedIntelligence: try archive?.decode("intelligence"), archivedAt: try archive?.decode("archived_at")
+            archivedIntelligence: try archive?.decode("intelligence"), archivedAt: try archive?.decode("archived_at"),
+            mediaSHA256: try row.decode("media_sha256"), reuseVerdict: try row.decode("reuse_verdict"),
+            reusedFrom: try row.decode("reused_from"), waitingFor: try row.decode("waiting_for")
         )
     }
 

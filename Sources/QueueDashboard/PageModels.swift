@@ -285,4 +285,8 @@ struct RequestPageModel: Sendable {
     var otherTasks: [PostTask]
     var hasPostTasks: Bool
     var rawResult: String?
+    /// The request whose verdict this one took (identical media and options, never sent), linked.
+    var reusedFrom: Int?
+    /// The request in flight with identical media and options whose verdict this queued one waits for, linked.
+    var waitingFor: Int?
 }

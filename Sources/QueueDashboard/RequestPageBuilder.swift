@@ -28,7 +28,9 @@ enum RequestPageBuilder {
             alerts: alerts,
             otherTasks: others,
             hasPostTasks: !detail.postTasks.isEmpty,
-            rawResult: detail.result.map(prettyJSON)
+            rawResult: detail.result.map(prettyJSON),
+            reusedFrom: detail.reusedFrom,
+            waitingFor: detail.waitingFor
         )
     }
 
@@ -38,6 +40,8 @@ enum RequestPageBuilder {
         if let path = detail.mediaPath { fields.append(Field(name: "media_path", value: path)) }
         if detail.hasMediaToken { fields.append(Field(name: "media_token", value: "(set; a secret, not shown)")) }
         if let path = detail.submitPath { fields.append(Field(name: "submit path", value: path)) }
+        if let sha256 = detail.mediaSHA256 { fields.append(Field(name: "media_sha256", value: sha256)) }
+        if !detail.reuseVerdict { fields.append(Field(name: "reuse_verdict", value: "false: detected by itself")) }
         fields.append(Field(name: "wait_mode", value: detail.waitMode))
         for (name, value) in detail.options { fields.append(Field(name: name, value: value)) }
         fields.append(Field(name: "priority", value: String(detail.priority)))
@@ -193,6 +197,10 @@ enum RequestPageBuilder {
     private static func retention(_ detail: RequestDetail, item: DetectionItem?) -> RequestPageModel.Retention? {
         guard detail.zeroRetention || detail.fileDeletedAt != nil || item?.retention.zeroRetentionMode == true else { return nil }
         var fields = [Field(name: "zero_retention_mode", value: detail.zeroRetention ? "requested" : "not requested")]
+        if let source = detail.reusedFrom {
+            fields.append(Field(name: "file_deleted_at", value: "no media was sent: the verdict was reused from request \(source)"))
+            return RequestPageModel.Retention(fields: fields)
+        }
         if let deleted = detail.fileDeletedAt {
             fields.append(Field(name: "file_deleted_at", value: Formatting.time(deleted)))
             if let completed = detail.completedAt {

@@ -78,5 +78,7 @@ package enum DetectqMigrations {
         Migration(fileName: "0018_queue_claims.sql", bytes: PackageResources._018_queue_claims_sql),
         Migration(fileName: "0019_fair_claim_under_load.sql", bytes: PackageResources._019_fair_claim_under_load_sql),
         Migration(fileName: "0020_early_slot_now.sql", bytes: PackageResources._020_early_slot_now_sql),
+        Migration(fileName: "0021_spend_each_detection_once.sql", bytes: PackageResources._021_spend_each_detection_once_sql),
+        Migration(fileName: "0022_identical_media_index.sql", bytes: PackageResources._022_identical_media_index_sql),
     ]
 }

@@ -16,7 +16,8 @@ struct ChaosTests {
         for invariant in report.invariants {
             #expect(invariant.held, "\(invariant.name): \(invariant.detail)")
         }
-        #expect(report.invariants.count == 16)
+        #expect(report.invariants.count == 18)
+        #expect(report.injected["requests repeating an earlier one's media and options", default: 0] > 0, "duplicates were enqueued")
         for fault in Fault.allCases {
             #expect(report.faults[fault.rawValue, default: 0] >= 1, "\(fault.rawValue) was injected")
         }

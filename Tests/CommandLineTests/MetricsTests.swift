@@ -5,6 +5,7 @@ import EmbeddedPostgres
 import Foundation
 import NIOCore
 import Postgres
+import ResembleDetect
 import Testing
 
 /// One sample of a Prometheus text exposition.
@@ -148,6 +149,42 @@ struct MetricsTests {
         #expect(after.has("detectq_oldest_claimable_age_seconds"))
         #expect(after.sum("detectq_post_task_depth", ["state": "completed"]) >= 10)
         #expect(text.contains("# TYPE detectq_api_request_duration_seconds histogram"))
+    }
+
+    @Test func reusedVerdictsAreCountedOnMetricsAndInStatus() async throws {
+        let configuration = try await TestDatabase.createMigratedDatabase()
+        let pool = PostgresConnectionPool(configuration: configuration, maximumConnections: 2)
+        let simulator = try await DetectSimulator.startForTest(configuration: .init(latency: .milliseconds(50)))
+        let port = try LoopbackPort.free()
+        let databaseURL = try TestDatabase.connectionURI(database: configuration.database!)
+        let hash = String(repeating: "e", count: 64)
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode, media_sha256) VALUES ('https://cdn.example.com/fake-once.mp4', 'sync', \(hash))
+            """)
+        let worker = try await DetectqProcess.start(["worker"], environment: [
+            "DATABASE_URL": databaseURL, "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_HTTP_PORT": "\(port)",
+            "DETECTQ_WORKER_ID": "reuse-worker",
+        ])
+        _ = try await worker.waitForLine(containing: "worker started")
+        try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state = 'completed'", atLeast: 1)
+        try await pool.query("""
+            INSERT INTO detectq.requests (media_url, wait_mode, media_sha256)
+            SELECT 'https://mirror.example.com/copy-' || n || '.mp4', 'sync', \(hash) FROM generate_series(1, 3) AS n
+            """)
+        try await waitFor(pool, "SELECT count(*) FROM detectq.requests WHERE state = 'completed'", atLeast: 4)
+        let metrics = try PrometheusText.parse(try await scrape(port))
+        #expect(await worker.stop() == 0)
+        await simulator.stop()
+        #expect(metrics.sum("detectq_detections_reused_total") == 3)
+        #expect(metrics.sum("detectq_detections_billed_total") == 1, "one detection for four requests")
+
+        let environment = ["DATABASE_URL": databaseURL]
+        let text = try await DetectqExecutable.run(["status"], environment: environment)
+        #expect(text.standardOutput.contains("identical media: 3 reused today (not sent to the API), 0 waiting for one in flight"), "\(text.standardOutput)")
+        let json = try await DetectqExecutable.run(["status", "--json"], environment: environment)
+        let report = try JSONDecoder().decode([String: JSONValue].self, from: Data(json.standardOutput.utf8))
+        #expect(report["reused_today"] == .number(3))
+        await pool.close()
     }
 
     @Test func theParserRejectsWhatIsNotPrometheusText() throws {

@@ -134,25 +134,28 @@ struct DemoCommandTests {
             try await pool.query(PostgresQuery(sql: "SELECT count(*) AS n " + sql, parameters: [runID]))[0].decode("n", as: Int.self)
         }
         let mine = "FROM detectq.requests WHERE metadata->>'demo' = $1"
-        #expect(number("requests", in: output) == 19)
-        #expect(try await count(mine) == 19)
+        #expect(number("requests", in: output) == 22)
+        #expect(try await count(mine) == 22)
         #expect(number("completed", in: output) == (try await count(mine + " AND state = 'completed'")))
-        #expect(number("completed", in: output) == 19)
+        #expect(number("completed", in: output) == 22)
+        #expect(output.contains("22 requests, 19 detections, 3 reused"), "three copies of earlier files spent no detection")
+        #expect(number("reused", in: output) == 3)
+        #expect(try await count(mine + " AND submit_path = 'reused' AND reused_from IS NOT NULL") == 3)
         #expect(number("unfinished", in: output) == 0)
-        #expect(number("demo-backfill", in: output) == 15 && number("demo-live", in: output) == 4, "each lane's line")
-        #expect(try await count(mine + " AND queue = 'demo-backfill'") == 15)
+        #expect(number("demo-backfill", in: output) == 18 && number("demo-live", in: output) == 4, "each lane's line")
+        #expect(try await count(mine + " AND queue = 'demo-backfill'") == 18)
         #expect(try await count(mine + " AND queue = 'demo-live'") == 4)
         #expect(try await count("FROM detectq.queues WHERE name = 'demo-live' AND weight = 4 AND $1 <> ''") == 1, "the live lane weighs 4")
         #expect(output.range(of: #"demo-live\s+4\s+median \d+\.\d\d s, p95 \d+\.\d\d s, longest \d+\.\d\d s"#, options: .regularExpression) != nil)
         #expect(try await count(mine + " AND queue = 'demo-live' AND created_at > (SELECT min(created_at) + interval '0.5 s' \(mine))") >= 1,
                 "the live requests were trickled in while the backfill drained, not enqueued with it")
         #expect(number("fakes found", in: output) == (try await count(mine + " AND is_fake")))
-        #expect(number("fakes found", in: output) == 10, "7 of the 14 alternate, the large file is fake, and 2 of the 4 live")
+        #expect(number("fakes found", in: output) == 11, "7 of the 14 alternate, the large file is fake, 2 of the 4 live, and one copy")
         #expect(number("alerts sent", in: output) == (try await count("""
             FROM detectq.post_tasks t JOIN detectq.requests r ON r.id = t.request_id
             WHERE r.metadata->>'demo' = $1 AND t.processor LIKE 'alert.%' AND t.state = 'completed'
             """)))
-        #expect(output.range(of: #"alerts sent\s+10\s+pg_notify on detectq_alerts; 10 received by this demo"#, options: .regularExpression) != nil)
+        #expect(output.range(of: #"alerts sent\s+11\s+pg_notify on detectq_alerts; 11 received by this demo"#, options: .regularExpression) != nil)
         #expect(number("archive rows", in: output) == (try await count("""
             FROM detectq.intelligence_archive a JOIN detectq.requests r ON r.id = a.request_id WHERE r.metadata->>'demo' = $1
             """)))
@@ -174,8 +177,8 @@ struct DemoCommandTests {
         #expect(!FileManager.default.fileExists(atPath: directory), "the cluster's directory is removed")
         #expect(output.contains("stopped and removed the throwaway PostgreSQL cluster"))
         #expect(output.contains("stopped the simulator"))
-        #expect(number("completed", in: output) == 12, "4 in the backfill lane and 8 live, by default")
-        #expect(number("demo-backfill", in: output) == 4 && number("demo-live", in: output) == 8)
+        #expect(number("completed", in: output) == 13, "4 in the backfill lane, a copy of its one file, and 8 live, by default")
+        #expect(number("demo-backfill", in: output) == 5 && number("demo-live", in: output) == 8)
         #expect(output.contains("the throwaway cluster is gone"))
     }
 }

@@ -68,6 +68,45 @@ struct DashboardHTTPTests {
         }
     }
 
+    @Test("a reused verdict's page links to the request it came from, and a waiting request's to the one in flight")
+    func identicalMediaPages() async throws {
+        try await DashboardFixture.serve { dashboard in
+            let hash = String(repeating: "d", count: 64)
+            let source = try await dashboard.request(state: "completed", fake: true, zeroRetention: true)
+            let inFlight = try await dashboard.request(state: "submitting")
+            try await dashboard.admin.query("UPDATE detectq.requests SET media_sha256 = \(hash) WHERE id IN (\(source), \(inFlight))")
+            let reused = try await dashboard.request(zeroRetention: true)
+            let waiting = try await dashboard.request()
+            // As the worker writes them: claimed, then completed with the source's verdict; claimed, then handed back.
+            for id in [reused, waiting] {
+                try await dashboard.admin.query("""
+                    UPDATE detectq.requests SET state = 'submitting', attempt = 1, locked_by = 'test-worker',
+                        locked_until = now() + interval '1 minute', media_sha256 = \(hash) WHERE id = \(id)
+                    """)
+            }
+            try await dashboard.admin.query("""
+                UPDATE detectq.requests r SET state = 'completed', locked_by = NULL, locked_until = NULL, submit_path = 'reused',
+                    reused_from = s.id, result = s.result, label = s.label, is_fake = s.is_fake, completed_at = now()
+                FROM detectq.requests s WHERE r.id = \(reused) AND s.id = \(source)
+                """)
+            try await dashboard.admin.query("""
+                UPDATE detectq.requests SET state = 'queued', attempt = 0, locked_by = NULL, locked_until = NULL,
+                    waiting_for = \(inFlight), run_at = now() + interval '10 minutes' WHERE id = \(waiting)
+                """)
+
+            let page = try await dashboard.get("/dashboard/requests/\(reused)")
+            #expect(page.status == 200)
+            #expect(page.body.contains(#"Verdict reused from <a href="/dashboard/requests/\#(source)">request \#(source)</a>"#))
+            #expect(page.body.contains("verdict reused from request \(source)"), "the timeline's detail names it")
+            #expect(page.body.contains("no media was sent: the verdict was reused from request \(source)"), "retention says no media was sent")
+            #expect(page.body.contains(hash))
+            let waitingPage = try await dashboard.get("/dashboard/requests/\(waiting)")
+            #expect(waitingPage.body.contains(#"Waiting for the verdict of <a href="/dashboard/requests/\#(inFlight)">request \#(inFlight)</a>"#))
+            let sourcePage = try await dashboard.get("/dashboard/requests/\(source)")
+            #expect(!sourcePage.body.contains("Verdict reused from"), "a request detected itself says nothing of reuse")
+        }
+    }
+
     @Test("hostile metadata, error messages and API strings are shown as text")
     func escaping() async throws {
         try await DashboardFixture.serve { dashboard in

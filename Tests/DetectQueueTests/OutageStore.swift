@@ -56,10 +56,20 @@ final class OutageStore: RequestStorage {
         return try await inner.apply(event, to: request, workerID: workerID, changes: changes, detail: detail)
     }
     func complete(
-        _ request: DetectionRequest, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
+        _ request: DetectionRequest, on event: RequestEvent, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
     ) async throws -> CompletionWrite {
         try check(.other)
-        return try await inner.complete(request, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors)
+        return try await inner.complete(request, on: event, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors)
+    }
+    func findIdenticalMedia(
+        _ request: DetectionRequest, sha256: String, within: Duration, mayReuse: Bool, workerID: String
+    ) async throws -> IdenticalMediaFinding {
+        try check(.other)
+        return try await inner.findIdenticalMedia(request, sha256: sha256, within: within, mayReuse: mayReuse, workerID: workerID)
+    }
+    func detectedVerdict(of id: Int) async throws -> PostgresJSON? {
+        try check(.other)
+        return try await inner.detectedVerdict(of: id)
     }
     func adopt(_ uuid: String, for request: DetectionRequest, workerID: String?, via: String, callbackSecretHash: String?) async throws -> Bool {
         try check(.other)

@@ -28,11 +28,16 @@ struct RequestStorageConformanceTests {
         }
     }
 
-    func enqueue(_ store: any RequestStorage, _ url: String, priority: Int = 0, runAt: Date? = nil, maxAttempts: Int? = nil) async throws -> Int {
+    func enqueue(
+        _ store: any RequestStorage, _ url: String, priority: Int = 0, runAt: Date? = nil, maxAttempts: Int? = nil, mediaSHA256: String? = nil,
+        intelligence: Bool = false
+    ) async throws -> Int {
         var request = NewRequest(media: .url(url))
         request.priority = priority
         request.runAt = runAt
         request.maxAttempts = maxAttempts
+        request.mediaSHA256 = mediaSHA256
+        request.intelligence = intelligence
         return try await store.enqueue([request])[0]
     }
 
@@ -76,7 +81,7 @@ struct RequestStorageConformanceTests {
         result.isFake = true
         result.result = PostgresJSON(text: #"{"uuid": "u-\#(id)", "status": "completed", "metrics": {"label": "fake"}}"#)
         let written = try await store.complete(claimed, workerID: "w1", lease: .seconds(30), result: result, postProcessors: ["alert", "archive"])
-        guard case .completed(_, let postTasks) = written else { Issue.record("not completed: \(written)"); return }
+        guard case .completed(_, let postTasks, _) = written else { Issue.record("not completed: \(written)"); return }
         #expect(Set(postTasks.map(\.processor)) == ["alert", "archive"] && postTasks.allSatisfy { $0.state == .running })
         #expect(try await !store.complete(claimed, workerID: "w1", lease: .seconds(30), result: result, postProcessors: ["alert"]).completed)
         let stored = try #require(try await store.stored(id: id))
@@ -171,5 +176,95 @@ struct RequestStorageConformanceTests {
         #expect(try await store.schedulePoll(polled[0], workerID: "w1", at: Date().addingTimeInterval(3600), counting: true))
         #expect(try await store.claimDuePolls(workerID: "w2", limit: 5, lease: .seconds(30)).isEmpty, "not due")
         #expect(try await store.request(id: id)?.pollCount == 1)
+    }
+}
+
+/// CONTRACT section 9 on both stores: the lookup of identical media, the hand-back of a waiting request, its
+/// completion by its source's, and its release when the source fails.
+extension RequestStorageConformanceTests {
+    static let hash = String(repeating: "c", count: 64)
+
+    func enqueueIdentical(_ store: any RequestStorage, _ url: String, intelligence: Bool = false) async throws -> Int {
+        try await enqueue(store, url, mediaSHA256: Self.hash, intelligence: intelligence)
+    }
+
+    @Test(arguments: Kind.available)
+    func identicalMediaIsSentOnceWaitedForAndThenReused(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
+        let twin = try await enqueueIdentical(store, "https://mirror.example.com/a.mp4")
+        let other = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4", intelligence: true)
+        let claimed = Dictionary(uniqueKeysWithValues: try await store.claim(workerID: "w1", limit: 3, lease: .seconds(30)).map { ($0.id, $0) })
+        let (a, b, c) = (try #require(claimed[first]), try #require(claimed[twin]), try #require(claimed[other]))
+        #expect(try await store.findIdenticalMedia(a, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w2") == .movedOn)
+        // Looked up first, the first finds its twin in flight; the twin then finds it waiting, not in flight.
+        #expect(try await store.findIdenticalMedia(a, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: twin))
+        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
+        #expect(try await store.findIdenticalMedia(c, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send,
+                "other options, another detection")
+        var waiting = RequestChanges()
+        waiting.waitingFor = twin
+        #expect(try await store.apply(.waitingForIdenticalMedia(inFlight: twin, answerOwedSince: nil), to: a, workerID: "w1", changes: waiting, detail: nil))
+        let parked = try #require(try await store.stored(id: first))
+        #expect(parked.state == .queued && parked.waitingFor == twin && parked.attempt == 0 && parked.runAt > Date())
+
+        var result = RequestChanges()
+        result.remoteUUID = "u-twin"
+        result.label = "fake"
+        result.isFake = true
+        result.result = PostgresJSON(text: #"{"uuid": "u-twin", "status": "completed", "metrics": {"label": "fake"}}"#)
+        let written = try await store.complete(b, on: .completed, workerID: "w1", lease: .seconds(30), result: result, postProcessors: ["alert"])
+        guard case .completed(_, _, let reusedBy) = written else { Issue.record("not completed: \(written)"); return }
+        #expect(reusedBy == 1)
+        let reused = try #require(try await store.stored(id: first))
+        #expect(reused.state == .completed && reused.submitPath == .reused && reused.reusedFrom == twin && reused.waitingFor == nil)
+        #expect(reused.label == "fake" && reused.isFake == true && reused.remoteUUID == nil && reused.postTasks == ["alert"])
+
+        let later = try await enqueueIdentical(store, "https://cdn.example.com/again.mp4")
+        let d = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        #expect(d.id == later)
+        #expect(try await store.findIdenticalMedia(d, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .reuse(source: twin),
+                "the detection itself, not the request that reused it")
+        #expect(try await store.findIdenticalMedia(d, sha256: Self.hash, within: .seconds(3_600), mayReuse: false, workerID: "w1") == .send)
+        #expect(try await store.detectedVerdict(of: twin) != nil)
+        #expect(try await store.detectedVerdict(of: first) == nil, "a reused verdict is not passed on")
+    }
+
+    @Test(arguments: Kind.available)
+    func whenTheOneInFlightFailsTheWaitingOneIsClaimableAtOnce(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
+        let second = try await enqueueIdentical(store, "https://cdn.example.com/b.mp4")
+        let claimed = Dictionary(uniqueKeysWithValues: try await store.claim(workerID: "w1", limit: 2, lease: .seconds(30)).map { ($0.id, $0) })
+        let (a, b) = (try #require(claimed[first]), try #require(claimed[second]))
+        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: first))
+        var waiting = RequestChanges()
+        waiting.waitingFor = first
+        #expect(try await store.apply(.waitingForIdenticalMedia(inFlight: first, answerOwedSince: nil), to: b, workerID: "w1", changes: waiting, detail: nil))
+        #expect(try await store.findIdenticalMedia(a, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
+        #expect(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).isEmpty, "the waiting one is not due")
+        #expect(try await store.apply(.failedPermanently(reason: "HTTP 400"), to: a, workerID: "w1", changes: .init(), detail: nil))
+        let released = try #require(try await store.stored(id: second))
+        #expect(released.state == .queued && released.waitingFor == nil && released.runAt <= Date())
+        let again = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        #expect(again.id == second)
+        #expect(try await store.findIdenticalMedia(again, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
+    }
+
+    @Test(arguments: Kind.available)
+    func aHandBackFindingItsTwinOutOfFlightChangesNothing(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
+        let second = try await enqueueIdentical(store, "https://cdn.example.com/b.mp4")
+        let claimed = Dictionary(uniqueKeysWithValues: try await store.claim(workerID: "w1", limit: 2, lease: .seconds(30)).map { ($0.id, $0) })
+        let (a, b) = (try #require(claimed[first]), try #require(claimed[second]))
+        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: first))
+        // The twin ends before the hand-back is written: the hand-back must not leave the request waiting for nothing.
+        #expect(try await store.apply(.cancelled, to: a, workerID: "w1", changes: .init(), detail: nil))
+        var waiting = RequestChanges()
+        waiting.waitingFor = first
+        #expect(try await !store.apply(.waitingForIdenticalMedia(inFlight: first, answerOwedSince: nil), to: b, workerID: "w1", changes: waiting, detail: nil))
+        #expect(try await store.stored(id: second)?.state == .submitting)
+        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
     }
 }

@@ -59,7 +59,7 @@ struct StateMachinePropertyTests {
     }
 
     @Test func everyHistoryIsALegalPathThatNeverLeavesAnEnd() async {
-        #expect(Self.schemaTransitions.count == 16, "the migration's table was read: \(Self.schemaTransitions)")
+        #expect(Self.schemaTransitions.count == 17, "the migration's table was read: \(Self.schemaTransitions)")
         #expect(Self.schemaPostTaskTransitions.count == 7, "the migration's table was read: \(Self.schemaPostTaskTransitions)")
         await propertyCheck(count: 3_000, input: Self.history, Gen.int(in: 1...6)) { events, maxAttempts in
             var model = Model(maxAttempts: maxAttempts)

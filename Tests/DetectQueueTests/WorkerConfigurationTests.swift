@@ -16,6 +16,19 @@ struct WorkerConfigurationTests {
         #expect(configuration.api.token == nil && configuration.callbackURL == nil && configuration.mediaRoot == nil)
         #expect(configuration.concurrency == 100)
         #expect(configuration.api.maximumConnections >= configuration.concurrency, "every request in flight can hold a connection")
+        #expect(configuration.reuseVerdictWithin == .seconds(86_400), "DETECTQ_REUSE_VERDICT_WITHIN defaults to 24h")
+    }
+
+    @Test func reuseWindowIsADurationAndZeroTurnsReuseOff() throws {
+        func window(_ text: String) throws -> Duration? {
+            try WorkerConfiguration.fromEnvironment(simulator.merging(["DETECTQ_REUSE_VERDICT_WITHIN": text]) { $1 }).reuseVerdictWithin
+        }
+        #expect(try window("90m") == .seconds(5_400))
+        #expect(try window("7d") == .seconds(604_800))
+        #expect(try window("3600") == .seconds(3_600))
+        #expect(try window("0") == nil)
+        #expect(throws: ConfigurationError.self) { try window("soon") }
+        #expect(throws: ConfigurationError.self) { try window("-1h") }
     }
 
     @Test(arguments: [
@@ -25,6 +38,7 @@ struct WorkerConfigurationTests {
         (["DETECTQ_API_RATE_LIMIT": "-1"], "DETECTQ_API_RATE_LIMIT must be a number from 0.001 to 100000"),
         (["DETECTQ_API_RATE_LIMIT": "nan"], "DETECTQ_API_RATE_LIMIT must be a number from 0.001 to 100000"),
         (["DETECTQ_LEASE_SECONDS": "soon"], "DETECTQ_LEASE_SECONDS must be a number of seconds from 0.1 to 86400"),
+        (["DETECTQ_REUSE_VERDICT_WITHIN": "a day"], "DETECTQ_REUSE_VERDICT_WITHIN must be a duration such as 3600, 90m, 24h or 7d"),
         // Numbers that once trapped the worker when they became durations.
         (["DETECTQ_LEASE_SECONDS": "1e300"], "DETECTQ_LEASE_SECONDS must be a number of seconds from 0.1 to 86400"),
         (["DETECTQ_CALLBACK_TIMEOUT": "inf"], "DETECTQ_CALLBACK_TIMEOUT must be a number of seconds from 0.001 to 604800"),

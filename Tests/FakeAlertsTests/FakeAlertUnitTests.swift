@@ -68,6 +68,16 @@ struct FakeAlertUnitTests {
         #expect(fields["detected_at"] == .string("2023-11-14T22:13:20.000Z"))
     }
 
+    @Test func aReusedVerdictsAlertCarriesReusedFromAndAnEventOfItsOwn() throws {
+        var reused = try outcome(label: "fake", score: "0.92")
+        reused.reusedFrom = 3
+        let fields = try JSONDecoder().decode([String: JSONValue].self, from: Data(try FakeAlertEvent(reused).json().utf8))
+        #expect(fields["reused_from"] == .number(3))
+        #expect(fields["remote_uuid"] == .string("u-1"), "the detection the verdict came from")
+        #expect(fields["event_id"] == .string("detection.fake:u-1:7"), "not the source's event: a sink deduplicating by event_id hears of both")
+        #expect(FakeAlertEvent(reused).withoutMetadata.reusedFrom == 3)
+    }
+
     @Test func anOversizedEventDropsItsMetadataAndSaysSo() throws {
         let big = #"{"notes": ""# + String(repeating: "x", count: 10_000) + #""}"#
         let event = FakeAlertEvent(try outcome(label: "fake", score: "0.9", metadata: big))

@@ -168,17 +168,17 @@ struct StateTransitionTests {
             WHERE id = ANY(\(moved))
             """)
         #expect(try await events("from_state = 'queued' AND to_state = 'submitting'") == 30)
-        // Nineteen legal moves (queued to cancelled) and one illegal (queued to completed) in one statement.
+        // Nineteen legal moves (queued to cancelled) and one illegal (queued to failed) in one statement.
         let mixed = Array(ids[30..<50])
         let illegal = try await #require(throws: PostgresError.self) {
             try await pool.query("""
-                UPDATE detectq.requests SET state = CASE WHEN id = \(mixed[0]) THEN 'completed'::detectq.request_state ELSE 'cancelled' END,
-                    result = CASE WHEN id = \(mixed[0]) THEN '{}'::jsonb END, completed_at = CASE WHEN id = \(mixed[0]) THEN now() END
+                UPDATE detectq.requests SET state = CASE WHEN id = \(mixed[0]) THEN 'failed'::detectq.request_state ELSE 'cancelled' END,
+                    error_message = CASE WHEN id = \(mixed[0]) THEN 'no reason to skip the attempt' END
                 WHERE id = ANY(\(mixed))
                 """)
         }
         #expect(illegal.constraint == "requests_legal_state_transition", "\(illegal)")
-        #expect(try await events("to_state IN ('cancelled', 'completed')") == 0, "the whole statement was refused")
+        #expect(try await events("to_state IN ('cancelled', 'failed')") == 0, "the whole statement was refused")
         #expect(try await pool.query("SELECT count(*)::int8 AS n FROM detectq.requests WHERE id = ANY(\(mixed)) AND state = 'queued'")[0]
             .decode("n", as: Int.self) == 20)
 

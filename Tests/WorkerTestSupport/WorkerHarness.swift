@@ -118,7 +118,7 @@ package struct WorkerHarness: Sendable {
     package func row(_ id: Int) async throws -> PostgresRow {
         try await pool.query("""
             SELECT state::text, label, is_fake, aggregated_score, remote_uuid, submit_path, error_message, media_type,
-                   result, attempt, file_deleted_at FROM detectq.requests WHERE id = \(id)
+                   result, attempt, file_deleted_at, media_sha256, reused_from FROM detectq.requests WHERE id = \(id)
             """)[0]
     }
 

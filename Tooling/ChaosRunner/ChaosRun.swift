@@ -146,6 +146,7 @@ package struct ChaosRun: Sendable {
                 "inserts retried by the producer": produced.insertRetries,
                 "cancellations asked": produced.cancellationsAsked, "cancellations applied": produced.cancellationsApplied,
                 "workers that exited on their own": exits.count, "requests uploaded from media_path": produced.mediaFiles,
+                "requests repeating an earlier one's media and options": produced.duplicates,
                 "API submissions answered 402 (out of credit)": stats.creditRefusals,
                 "API submissions answered 403 (a product the key may not use)": stats.productRefusals,
                 "API requests answered 429 with no Retry-After (throttle phases)": stats.throttledRequests,

@@ -25,6 +25,10 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
         (allCases + [.workerKilled]).shuffled(using: &random)
     }
 
+    /// The ticks after a throttle during which no phase that needs the API's traffic is dealt (the throttle's own
+    /// and its backoff's: `ChaosRun`'s busy time, two fault intervals and 8 s, at the usual 4 s interval).
+    static let throttleBusyTicks = 3
+
     /// Whether the phase acts on the API's requests or on what they complete (alerts), which a throttle stops.
     var needsAPITraffic: Bool {
         switch self {
@@ -40,11 +44,17 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
     }
 
     /// The next card of `deck`, passing over (to deal later) a phase that needs the API's traffic while a
-    /// throttle is busy, a throttle while such a phase is on, the alert sink's failing while completions are
-    /// thin, and a phase that thins them while the sink fails, when the deck holds a card that does not clash.
+    /// throttle is busy, a throttle while such a phase is on (or while too few cards that need no API traffic are
+    /// left to deal during the throttle's busy ticks, before the round's last API phases), the alert sink's failing
+    /// while completions are thin, and a phase that thins them while the sink fails, when the deck holds a card
+    /// that does not clash.
     static func deal(from deck: inout [Fault], throttleBusy: Bool, apiPhaseActive: Bool, completionsThin: Bool, sinkFailing: Bool) -> Fault {
+        // Dealt second to last before the round's last API phase, a throttle once left that phase no traffic to
+        // act on (no connection dropped in a whole run).
+        let others = deck.filter { $0 != .apiThrottled }
+        let throttleWouldStarve = others.contains(where: \.needsAPITraffic) && others.count(where: { !$0.needsAPITraffic }) < throttleBusyTicks
         func clashes(_ fault: Fault) -> Bool {
-            if fault == .apiThrottled { return apiPhaseActive }
+            if fault == .apiThrottled { return apiPhaseActive || throttleWouldStarve }
             if fault == .sinkFailing && completionsThin { return true }
             if fault.thinsCompletions && sinkFailing { return true }
             return fault.needsAPITraffic && throttleBusy

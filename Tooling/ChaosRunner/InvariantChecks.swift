@@ -95,6 +95,8 @@ struct InvariantChecks: Sendable {
             try await queuesKeptTheirCaps(),
             try await dailyLimitsHeld(rows, held: heldForTheDay),
             try await pausedQueueClaimedNothing(pauseWindow),
+            try await reusedVerdictsComeFromTheirSource(rows),
+            try await identicalMediaSentOneAtATime(rows),
         ]
     }
 

@@ -107,10 +107,12 @@ struct BenchDatabase: Sendable {
 
     /// Inserts `count` sync requests for URLs (one in ten fake) in one statement; returns the database's clock
     /// once they are committed and claimable.
-    func insertURLRequests(_ count: Int, waitMode: String = "sync") async throws -> Date {
+    func insertURLRequests(_ count: Int, waitMode: String = "sync", hashed: Bool = false) async throws -> Date {
+        // With `hashed`, each carries a `media_sha256` of its own, which no other request has.
         try await pool.query("""
-            INSERT INTO detectq.requests (media_url, wait_mode)
-            SELECT 'https://bench.invalid/' || CASE WHEN n % 10 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav', \(waitMode)
+            INSERT INTO detectq.requests (media_url, wait_mode, media_sha256)
+            SELECT 'https://bench.invalid/' || CASE WHEN n % 10 = 0 THEN 'fake' ELSE 'real' END || '-' || n || '.wav', \(waitMode),
+                   CASE WHEN \(hashed) THEN encode(sha256(convert_to('bench media ' || n, 'UTF8')), 'hex') END
             FROM generate_series(1, \(count)) AS n
             """)
         return try await now()
@@ -158,18 +160,11 @@ final class ChildProcess: Sendable {
     var log: URL { process.log }
 
     /// Its resident set now and at its peak, in bytes, from `/proc`.
-    var memory: (resident: Int64, peak: Int64) {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        func field(_ name: String) -> Int64 {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-            return (Int64(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
-        }
-        return (field("VmRSS"), field("VmHWM"))
-    }
+    var memory: (resident: Int64, peak: Int64) { ProcessMemory.read(pid: pid) }
 
-    /// Resets the peak resident set to the current one (`/proc/PID/clear_refs`).
+    /// Resets the peak resident set to the current one.
     func resetPeakMemory() {
-        try? "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+        ProcessMemory.resetPeak(pid: pid)
     }
 
     /// Waits for it to exit on its own; its exit code.
@@ -189,5 +184,23 @@ package struct BenchError: Error, CustomStringConvertible {
 
     package init(_ description: String) {
         self.description = description
+    }
+}
+
+/// A process's resident set from `/proc`, now and at its peak.
+enum ProcessMemory {
+    /// The resident set of process `pid` now and at its peak, in bytes.
+    static func read(pid: Int32) -> (resident: Int64, peak: Int64) {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        func field(_ name: String) -> Int64 {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
+            return (Int64(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+        }
+        return (field("VmRSS"), field("VmHWM"))
+    }
+
+    /// Resets the peak resident set of process `pid` to its current one (`/proc/PID/clear_refs`).
+    static func resetPeak(pid: Int32) {
+        try? "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
     }
 }

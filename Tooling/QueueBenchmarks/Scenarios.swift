@@ -3,6 +3,7 @@ import DetectSimulator
 import EmbeddedPostgres
 import Foundation
 import Postgres
+import ResembleDetect
 import TextEncodings
 
 /// The benchmark's scenarios, each measured against its reference in the same run.
@@ -35,8 +36,10 @@ package struct Scenarios: Sendable {
         package var cpu: CPUPerJob
     }
 
-    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API.
-    package func queueCore(jobs: Int, workers: Int) async throws -> Drain {
+    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API; with
+    /// `hashed`, every request carries a `media_sha256` that matches no other (the lookup of identical media runs
+    /// for each and finds nothing).
+    package func queueCore(jobs: Int, workers: Int, hashed: Bool = false) async throws -> Drain {
         let database = try await context.freshDatabase("core_\(workers)")
         var children: [ChildProcess] = []
         for number in 1...workers {
@@ -47,7 +50,7 @@ package struct Scenarios: Sendable {
         try await database.waitForWorkers("core\(workers)-", count: workers)
         let backend = try await database.backendPID()
         let before = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
-        let start = try await database.insertURLRequests(jobs)
+        let start = try await database.insertURLRequests(jobs, hashed: hashed)
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
         let after = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
         let rate = try await database.throughput(since: start, completed: jobs)
@@ -193,7 +196,7 @@ package struct Scenarios: Sendable {
     /// One file of `bytes` through one worker process (multipart up to 150 MB, a secure upload above): MB/s from
     /// insert to completion, and how much the worker's peak resident set grew. A 1 MB upload goes first, so
     /// that what the HTTP client and its threads set up once is not counted against the file.
-    package func upload(bytes: Int64, name: String) async throws -> UploadResult {
+    package func upload(bytes: Int64, name: String, environment: [String: String] = [:]) async throws -> UploadResult {
         let simulator = try await DetectSimulator.start(configuration: .init(purgeDelay: nil))
         let database = try await context.freshDatabase("upload")
         let media = context.logDirectory.appendingPathComponent("media-\(name)")
@@ -208,7 +211,7 @@ package struct Scenarios: Sendable {
         }
         let worker = try await context.start(["worker"], environment: try workerEnvironment(database, id: "upload-1", extra: [
             "RESEMBLE_BASE_URL": simulator.baseURL, "DETECTQ_MEDIA_ROOT": media.path,
-        ]), name: "upload-\(name)")
+        ].merging(environment) { $1 }), name: "upload-\(name)")
         try await database.waitForWorkers("upload-", count: 1)
         try await database.pool.query("INSERT INTO detectq.requests (media_path, wait_mode) VALUES ('warm-up.wav', 'sync')")
         try await database.waitFor("state = 'completed'", count: 1, timeout: .seconds(60), interval: .milliseconds(50))
@@ -225,6 +228,25 @@ package struct Scenarios: Sendable {
         await context.drop(database)
         try? FileManager.default.removeItem(at: media)
         return UploadResult(megabytesPerSecond: Double(bytes) / 1e6 / elapsed.seconds, peakGrowthBytes: max(0, peak - baseline))
+    }
+
+    /// The SHA-256 of a `bytes` file as a worker computes it before it submits a `media_path` (`MediaDigest`, in
+    /// this process): its time, and how much this process's peak resident set grew meanwhile.
+    package func mediaHash(bytes: Int64) async throws -> (seconds: Double, peakGrowthBytes: Int64) {
+        let path = context.logDirectory.appendingPathComponent("hash-\(bytes).wav")
+        try Data("RIFF".utf8).write(to: path)
+        let handle = try FileHandle(forWritingTo: path)
+        try handle.truncate(atOffset: UInt64(bytes))
+        try handle.close()
+        defer { try? FileManager.default.removeItem(at: path) }
+        let file = try MediaFile(path: path.path)
+        let pid = getpid()
+        ProcessMemory.resetPeak(pid: pid)
+        let baseline = ProcessMemory.read(pid: pid).resident
+        let started = ContinuousClock.now
+        _ = try await MediaDigest.sha256(of: file)
+        let elapsed = ContinuousClock.now - started
+        return (elapsed.seconds, max(0, ProcessMemory.read(pid: pid).peak - baseline))
     }
 
     // MARK: - 7. Latency

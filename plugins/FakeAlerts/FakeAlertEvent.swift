@@ -52,10 +52,14 @@ package struct FakeAlertEvent: Sendable, Encodable {
     package let metadata: JSONValue?
     package let metadataTruncated: Bool?
     package let detectedAt: String
+    /// The request whose detection gave this one its verdict (identical media, never sent); absent otherwise.
+    package let reusedFrom: Int?
 
     package init(_ outcome: DetectionOutcome, kind: AlertKind = .detectionFake) {
         event = kind.rawValue
-        eventID = "\(kind.rawValue):\(outcome.remoteUUID)"
+        // A reused verdict's detection is its source's: the request, a different one, makes the event its own.
+        eventID = "\(kind.rawValue):\(outcome.remoteUUID)" + (outcome.reusedFrom == nil ? "" : ":\(outcome.requestID)")
+        reusedFrom = outcome.reusedFrom
         requestID = outcome.requestID
         remoteUUID = outcome.remoteUUID
         mediaType = outcome.item.mediaType?.description
@@ -79,6 +83,7 @@ package struct FakeAlertEvent: Sendable, Encodable {
         metadata = nil
         metadataTruncated = true
         detectedAt = event.detectedAt
+        reusedFrom = event.reusedFrom
     }
 
     /// The same event without its metadata, for channels with a size limit.
@@ -99,6 +104,7 @@ package struct FakeAlertEvent: Sendable, Encodable {
         case fakeTracks = "fake_tracks"
         case metadataTruncated = "metadata_truncated"
         case detectedAt = "detected_at"
+        case reusedFrom = "reused_from"
     }
 
     /// The event as JSON (keys sorted, so that a retry sends the same bytes).

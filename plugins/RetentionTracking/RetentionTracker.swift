@@ -21,11 +21,21 @@ package struct RetentionTracker: PostProcessor {
         self.sla = sla
     }
 
+    /// What the task's history says of a reused verdict's request.
+    static func noMediaSent(_ outcome: DetectionOutcome) -> String {
+        "no media was sent: the verdict was reused from request \(outcome.reusedFrom ?? 0), so the API holds nothing of this request to purge"
+    }
+
     package func applies(to outcome: DetectionOutcome) -> Bool {
         outcome.zeroRetentionMode
     }
 
     package func process(_ outcome: DetectionOutcome, context: PostProcessingContext) async throws -> PostProcessingResult {
+        // A reused verdict sent no media of this request: there is nothing to purge, and file_deleted_at stays empty.
+        guard outcome.reusedFrom == nil else {
+            context.logger.info("\(Self.noMediaSent(outcome))")
+            return .done
+        }
         var deletedAt = outcome.item.retention.fileDeletedAt
         if deletedAt == nil {
             deletedAt = try await context.api.detection(uuid: outcome.remoteUUID).retention.fileDeletedAt

@@ -40,7 +40,8 @@ package enum DatabaseRoles {
         "locked_by", "locked_until", "remote_uuid", "submit_path", "submit_started_at", "media_type", "label", "is_fake",
         "aggregated_score", "result", "file_deleted_at", "error_message", "created_at", "updated_at", "completed_at",
         "callback_secret_hash", "secure_upload_token", "secure_upload_token_issued_at", "accepted_at", "poll_count", "audio_label",
-        "visual_label", "unanswered_since", "traceparent", "earlier_callback_secret_hashes", "queue", "group_key",
+        "visual_label", "unanswered_since", "traceparent", "earlier_callback_secret_hashes", "queue", "group_key", "media_sha256",
+        "reuse_verdict", "reused_from", "waiting_for",
     ]
 
     /// The columns a producer's INSERT may set (REFERENCE.md section 1): the media, the options, how to wait,
@@ -50,7 +51,7 @@ package enum DatabaseRoles {
         "media_url", "media_path", "media_token", "visualize", "intelligence", "audio_source_tracing", "use_reverse_search",
         "use_ood_detector", "zero_retention_mode", "frame_length", "start_region", "end_region", "max_video_secs", "max_video_fps",
         "model_types", "pipeline", "wait_mode", "priority", "run_at", "max_attempts", "idempotency_key", "metadata", "traceparent",
-        "queue", "group_key",
+        "queue", "group_key", "media_sha256", "reuse_verdict",
     ]
 
     /// The settings of `detectq.queues` an operator sets (`detectq queue set|pause|resume`).
@@ -110,7 +111,8 @@ package enum DatabaseRoles {
             "-- (next_claimable_requests is the claim of the releases before the queues, for their workers during an upgrade.)",
             "GRANT EXECUTE ON FUNCTION detectq.fold_state_counts(),",
             "    detectq.next_fair_claims(bigint, double precision, double precision, double precision),",
-            "    detectq.next_claimable_requests(bigint), detectq.next_claimable_post_tasks(bigint) TO \(worker);",
+            "    detectq.next_claimable_requests(bigint), detectq.next_claimable_post_tasks(bigint),",
+            "    detectq.find_identical_media(text, interval, bigint[], text[], boolean[]) TO \(worker);",
             "COMMIT;",
         ]
         return lines.joined(separator: "\n") + "\n"

@@ -37,6 +37,10 @@ package struct DetectionRequest: Sendable, Hashable {
     package var metadata: PostgresJSON
     /// The producer's W3C `traceparent`, whose trace the request's spans continue.
     package var traceparent: String?
+    /// The media's SHA-256, lower-case hex: the producer's, or the one the worker computed for a `media_path`.
+    package var mediaSHA256: String?
+    /// Whether the request may take the verdict of identical media and options (`reuse_verdict`).
+    package var reuseVerdict: Bool
     /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
     /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
     package var unansweredSince: Date?
@@ -53,7 +57,7 @@ package struct DetectionRequest: Sendable, Hashable {
         end_region::float8 AS end_region, max_video_secs::float8 AS max_video_secs,
         max_video_fps::float8 AS max_video_fps, model_types, pipeline, wait_mode, state, attempt, max_attempts,
         remote_uuid, secure_upload_token, secure_upload_token_issued_at, locked_by, poll_count, accepted_at, metadata,
-        traceparent, queue, group_key
+        traceparent, queue, group_key, media_sha256, reuse_verdict
         """
 
     /// The columns `init(row:)` reads, with the tokens withheld (a media token read as a placeholder, no secure
@@ -79,6 +83,7 @@ package struct DetectionRequest: Sendable, Hashable {
         self.maxAttempts = maxAttempts
         pollCount = 0
         metadata = PostgresJSON(text: "{}")
+        reuseVerdict = true
     }
 
     init(row: PostgresRow) throws {
@@ -118,6 +123,8 @@ package struct DetectionRequest: Sendable, Hashable {
         acceptedAt = try row.decode("accepted_at")
         metadata = try row.decode("metadata")
         traceparent = try row.decode("traceparent")
+        mediaSHA256 = try row.decode("media_sha256")
+        reuseVerdict = try row.decode("reuse_verdict")
     }
 }
 

@@ -32,6 +32,13 @@ package enum RequestEvent: Sendable, Hashable {
     /// A worker gave the claim back before sending anything (shutting down, paused, out of credit); an answer
     /// is owed since `answerOwedSince` by an earlier attempt, if any.
     case released(answerOwedSince: Date?)
+    /// The request's media and options are identical to those of request `source`, whose detection's verdict it
+    /// takes without calling the API (claimed and looked up, or waiting for it while it was in flight).
+    case reused(from: Int)
+    /// The request's media and options are identical to those of request `inFlight`, still in flight: the claim
+    /// is handed back unsent, its attempt unspent, and the request waits for that one's verdict (an answer is
+    /// owed since `answerOwedSince` by an earlier attempt, if any).
+    case waitingForIdenticalMedia(inFlight: Int, answerOwedSince: Date?)
     /// A user cancelled the request.
     case cancelled
     /// A user asked for a failed request to be tried again.
@@ -52,6 +59,8 @@ extension RequestEvent {
         case .answerLost: "answer lost"
         case .leaseExpired: "lease expired"
         case .released: "released"
+        case .reused: "verdict reused"
+        case .waitingForIdenticalMedia: "waiting for identical media"
         case .cancelled: "cancelled"
         case .retriedByUser: "retried by user"
         }
@@ -73,6 +82,7 @@ extension RequestEvent {
         .claimed, .sending(path: .url, callbackSecretHash: nil), .accepted(remoteUUID: "u"), .adopted(remoteUUID: "u", via: "list"),
         .completed, .failedRetryably(reason: "503", retryAt: Date(timeIntervalSince1970: 0)), .failedPermanently(reason: "400"),
         .answerLost(reason: "network error", retryAt: Date(timeIntervalSince1970: 0)),
-        .leaseExpired, .released(answerOwedSince: nil), .cancelled, .retriedByUser,
+        .leaseExpired, .released(answerOwedSince: nil), .reused(from: 1), .waitingForIdenticalMedia(inFlight: 1, answerOwedSince: nil),
+        .cancelled, .retriedByUser,
     ]
 }

@@ -23,7 +23,8 @@ package enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Po
     /// The states this one may change to.
     package var successors: Set<RequestState> {
         switch self {
-        case .queued: [.submitting, .cancelled, .awaitingResult]
+        // queued -> completed: a request waiting for identical media completes from that one's verdict.
+        case .queued: [.submitting, .cancelled, .awaitingResult, .completed]
         case .submitting: [.awaitingResult, .completed, .retrying, .failed, .cancelled, .queued]
         case .awaitingResult: [.completed, .failed, .cancelled]
         case .retrying: [.submitting, .cancelled, .awaitingResult]
@@ -40,6 +41,9 @@ package enum RequestState: String, CaseIterable, Sendable, PostgresEncodable, Po
     /// True for the states in which a genuine callback's detection is adopted (a request with no `remote_uuid`
     /// that has not ended: any of its attempts may have created the detection the callback names).
     package var adoptsACallback: Bool { self == .queued || self == .submitting || self == .retrying }
+
+    /// True for the states of a request in flight: identical media enqueued meanwhile waits for its verdict.
+    package var isInFlight: Bool { self == .submitting || self == .awaitingResult || self == .retrying }
 
     /// True for states a worker may claim.
     package var isClaimable: Bool { self == .queued || self == .retrying }

@@ -62,6 +62,9 @@ package struct RequestTransition: Sendable {
     /// The callback secret hash the request must still hold as its current one (an adoption by callback from
     /// `submitting`: a newer attempt that marked its send with another secret would be billed a second time).
     package let requiresCallbackSecretHash: String?
+    /// Whether the change may only be made while the request it names in `waiting_for` is still in flight (a
+    /// request handed back to wait for it): one that ended meanwhile has already woken or completed its waiters.
+    package let requiresTwinInFlight: Bool
 
     /// Whether the state changes (a submission mark keeps it).
     package var changesState: Bool { from != to }
@@ -92,6 +95,7 @@ package enum RequestStateMachine {
         var createsPostTasks = false
         var requiresNoRemoteUUID = false
         var requiresCallbackSecretHash: String?
+        var requiresTwinInFlight = false
         let next: RequestState
         switch (state, event) {
         case (.queued, .claimed), (.retrying, .claimed):
@@ -143,6 +147,24 @@ package enum RequestStateMachine {
             changes.clearsSubmitStarted = true
             // Nothing was sent in this attempt: an answer is owed since an earlier one, if any.
             changes.answerOwed = .since(answerOwedSince)
+        case (.submitting, .reused(let source)), (.queued, .reused(let source)):
+            // Claimed and matched, or waiting and completed by its source's completion: never sent.
+            next = .completed
+            changes.stampsCompletedAt = true
+            changes.answerOwed = .answered
+            changes.submitPath = .reused
+            changes.reusedFrom = source
+            createsPostTasks = true
+        case (.submitting, .waitingForIdenticalMedia(let inFlight, let answerOwedSince)):
+            next = .queued
+            attempts = .giveBackOne
+            changes.clearsSubmitStarted = true
+            changes.answerOwed = .since(answerOwedSince)
+            changes.waitingFor = inFlight
+            // Claimable again when that one ends; the release of its end (or its completion) is what wakes it, and
+            // this is only the latest time it looks again should that never come (the request deleted by hand).
+            changes.runAt = Date().addingTimeInterval(RequestStateMachine.identicalMediaRecheck.seconds)
+            requiresTwinInFlight = true
         case (.queued, .cancelled), (.submitting, .cancelled), (.awaitingResult, .cancelled), (.retrying, .cancelled):
             next = .cancelled
         case (.failed, .retriedByUser):
@@ -158,9 +180,12 @@ package enum RequestStateMachine {
         return RequestTransition(
             from: state, to: next, lease: lease, attempts: attempts, changes: changes,
             createsPostTasks: createsPostTasks, requiresNoRemoteUUID: requiresNoRemoteUUID,
-            requiresCallbackSecretHash: requiresCallbackSecretHash
+            requiresCallbackSecretHash: requiresCallbackSecretHash, requiresTwinInFlight: requiresTwinInFlight
         )
     }
+
+    /// How long a request waiting for identical media in flight stays unclaimed if nothing wakes it first.
+    package static let identicalMediaRecheck: Duration = .seconds(600)
 
     /// What `event` does to `request` as the worker saw it.
     package static func transition(

@@ -10,4 +10,6 @@ package enum SubmitPath: String, Sendable, Hashable, CaseIterable, PostgresEncod
     case secureUpload = "secure_upload"
     /// The producer's own `media_token`.
     case mediaToken = "media_token"
+    /// Not sent: the verdict of a request with identical media and options was reused (`reused_from`).
+    case reused
 }

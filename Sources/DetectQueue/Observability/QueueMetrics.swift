@@ -27,6 +27,8 @@ package enum QueueMetrics {
     package static let postTasks = "detectq_post_tasks_total"
     /// Completed requests the API called fake.
     package static let fakesFound = "detectq_fakes_found_total"
+    /// Requests completed with the verdict of identical media and options, without calling the API.
+    package static let detectionsReused = "detectq_detections_reused_total"
     /// Completed detections whose verdict nobody can read (`is_fake` NULL), raised for review.
     package static let unreadableVerdicts = "detectq_unreadable_verdicts_total"
     /// Detections found for requests whose answer was lost, and adopted instead of submitting again, by `via`
@@ -101,6 +103,10 @@ package enum QueueMetrics {
 
     static func fakeFound() {
         Counter(label: fakesFound).increment()
+    }
+
+    static func reused(count: Int) {
+        Counter(label: detectionsReused).increment(by: count)
     }
 
     static func unreadableVerdict() {

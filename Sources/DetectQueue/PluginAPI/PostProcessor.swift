@@ -166,11 +166,15 @@ package struct DetectionOutcome: Sendable {
     package internal(set) var completedAt: Date
     /// The verdict over every track, with the worker's `DETECTQ_FAKE_THRESHOLD`: the one that decided `is_fake`.
     package let verdict: Verdict
+    /// The request whose detection gave this one its verdict (identical media and options): nothing of this
+    /// request was sent to the API, and `remoteUUID` is that detection's. Nil for a request detected itself.
+    package var reusedFrom: Int?
 
     package init(
         requestID: Int, remoteUUID: String, item: DetectionItem, metadata: JSONValue?, zeroRetentionMode: Bool,
-        intelligenceRequested: Bool, completedAt: Date, fakeThreshold: Double? = nil
+        intelligenceRequested: Bool, completedAt: Date, fakeThreshold: Double? = nil, reusedFrom: Int? = nil
     ) {
+        self.reusedFrom = reusedFrom
         verdict = item.verdict(threshold: fakeThreshold)
         self.requestID = requestID
         self.remoteUUID = remoteUUID
@@ -182,11 +186,11 @@ package struct DetectionOutcome: Sendable {
     }
 
     /// The outcome of a request that has just completed with `item`.
-    init(request: DetectionRequest, item: DetectionItem, fakeThreshold: Double?, completedAt: Date = Date()) {
+    init(request: DetectionRequest, item: DetectionItem, fakeThreshold: Double?, completedAt: Date = Date(), reusedFrom: Int? = nil) {
         self.init(
             requestID: request.id, remoteUUID: item.uuid, item: item, metadata: Self.read(request.metadata),
             zeroRetentionMode: request.options.zeroRetentionMode == true, intelligenceRequested: request.options.intelligence == true,
-            completedAt: completedAt, fakeThreshold: fakeThreshold
+            completedAt: completedAt, fakeThreshold: fakeThreshold, reusedFrom: reusedFrom
         )
     }
 }

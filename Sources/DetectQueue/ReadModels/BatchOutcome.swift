@@ -27,8 +27,12 @@ package struct BatchOutcome: Sendable {
     package var intelligenceRequested: Int
     /// Rows in `detectq.intelligence_archive` for the batch.
     package var archiveRows: Int
-    /// Requests by `submit_path`, for those sent.
+    /// Requests by `submit_path`, for those sent (and `reused` for those that took identical media's verdict).
     package var submitPaths: [String: Int]
+    /// Requests that completed with the verdict of identical media and options, never sent (CONTRACT section 9).
+    package var reused: Int { submitPaths[SubmitPath.reused.rawValue, default: 0] }
+    /// Requests sent to the API, each a detection of its own.
+    package var detections: Int { submitPaths.filter { $0.key != SubmitPath.reused.rawValue }.values.reduce(0, +) }
     /// From the first request's creation to the last completion.
     package var drainSeconds: Double
     /// The batch's requests by queue, and how long they waited from their INSERT to their first claim.

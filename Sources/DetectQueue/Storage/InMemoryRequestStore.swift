@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import ResembleDetect
 import Synchronization
 
@@ -21,6 +22,9 @@ package final class InMemoryRequestStore: RequestStorage {
         var earlierCallbackSecretHashes: [String] = []
         var values: [RequestColumn: ColumnValue] = [:]
         var postTasks: [PostTask] = []
+        /// `reused_from` and `waiting_for`.
+        var reusedFrom: Int?
+        var waitingFor: Int?
     }
 
     /// A change the schema would refuse (its transition table, or a uuid another request holds).
@@ -50,6 +54,8 @@ package final class InMemoryRequestStore: RequestStorage {
                 request.options.intelligence = new.intelligence ? true : nil
                 request.queue = new.queue ?? "default"
                 request.groupKey = new.groupKey
+                request.mediaSHA256 = new.mediaSHA256?.lowercased()
+                request.reuseVerdict = new.reuseVerdict
                 table.rows[id] = Row(request: request, priority: new.priority ?? 0, runAt: new.runAt ?? Date())
                 return id
             }
@@ -129,35 +135,102 @@ package final class InMemoryRequestStore: RequestStorage {
     ) async throws -> Bool {
         let transition = try RequestStateMachine.transition(of: request, on: event, changes: changes)
         if transition.createsPostTasks {
-            return try await complete(request, workerID: workerID, lease: .seconds(60), result: changes, postProcessors: []).completed
+            return try await complete(request, on: event, workerID: workerID, lease: .seconds(60), result: changes, postProcessors: []).completed
         }
         return try table.withLock { table in
             guard var row = table.rows[request.id], Self.guards(transition, row: row, workerID: workerID) else { return false }
+            if transition.requiresTwinInFlight {
+                guard let twin = transition.changes.waitingFor.flatMap({ table.rows[$0] }), twin.request.state.isInFlight, twin.waitingFor == nil
+                else { return false }
+            }
             try Self.write(transition, to: &row, workerID: workerID, lease: nil, in: table)
             table.rows[request.id] = row
+            // As the schema's trigger does: a request with a hash that leaves flight wakes the ones waiting for it.
+            if transition.from.isInFlight, !transition.to.isInFlight, row.request.mediaSHA256 != nil {
+                for waiter in table.rows.values where waiter.waitingFor == request.id && waiter.request.state == .queued {
+                    table.rows[waiter.request.id]?.runAt = Date()
+                    table.rows[waiter.request.id]?.waitingFor = nil
+                }
+            }
             return true
         }
     }
 
     package func complete(
-        _ request: DetectionRequest, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges, postProcessors: [String]
+        _ request: DetectionRequest, on event: RequestEvent, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges,
+        postProcessors: [String]
     ) async throws -> CompletionWrite {
-        let transition = try RequestStateMachine.transition(of: request, on: .completed, changes: result)
+        let transition = try RequestStateMachine.transition(of: request, on: event, changes: result)
         return try table.withLock { table in
             guard var row = table.rows[request.id], Self.guards(transition, row: row, workerID: workerID) else { return .movedOn }
             try Self.write(transition, to: &row, workerID: workerID, lease: nil, in: table)
-            var created: [PostTask] = []
-            for processor in postProcessors where !row.postTasks.contains(where: { $0.processor == processor }) {
-                let task = PostTask(
-                    id: table.nextPostTaskID, requestID: request.id, processor: processor,
-                    state: workerID == nil ? .queued : .running, attempt: workerID == nil ? 0 : 1, maxAttempts: 10, lastError: nil
-                )
-                table.nextPostTaskID += 1
-                created.append(task)
-            }
-            row.postTasks += created
+            let created = Self.addPostTasks(postProcessors, to: &row, running: workerID != nil, in: &table)
             table.rows[request.id] = row
-            return .completed(at: row.completedAt ?? Date(), postTasks: workerID == nil ? [] : created)
+            // The requests waiting for this verdict complete with it, as the completion's statement completes them.
+            var reusedBy = 0
+            if row.request.mediaSHA256 != nil {
+                let source = row.reusedFrom ?? request.id
+                for var waiter in table.rows.values where waiter.waitingFor == request.id && waiter.request.state == .queued {
+                    for column: RequestColumn in [.mediaType, .label, .audioLabel, .visualLabel, .isFake, .aggregatedScore, .result] {
+                        if let value = row.values[column] { waiter.values[column] = value }
+                    }
+                    let reuse = try RequestStateMachine.transition(of: waiter.request, on: .reused(from: source))
+                    try Self.write(reuse, to: &waiter, workerID: nil, lease: nil, in: table)
+                    waiter.waitingFor = nil
+                    _ = Self.addPostTasks(postProcessors, to: &waiter, running: false, in: &table)
+                    table.rows[waiter.request.id] = waiter
+                    reusedBy += 1
+                }
+            }
+            return .completed(at: row.completedAt ?? Date(), postTasks: workerID == nil ? [] : created, reusedBy: reusedBy)
+        }
+    }
+
+    /// Creates the post-tasks of `processors` the row does not have yet, running under the completing worker or
+    /// queued; returns those created.
+    private static func addPostTasks(_ processors: [String], to row: inout Row, running: Bool, in table: inout Table) -> [PostTask] {
+        var created: [PostTask] = []
+        for processor in processors where !row.postTasks.contains(where: { $0.processor == processor }) {
+            created.append(PostTask(
+                id: table.nextPostTaskID, requestID: row.request.id, processor: processor,
+                state: running ? .running : .queued, attempt: running ? 1 : 0, maxAttempts: 10, lastError: nil
+            ))
+            table.nextPostTaskID += 1
+        }
+        row.postTasks += created
+        return created
+    }
+
+    package func findIdenticalMedia(
+        _ request: DetectionRequest, sha256: String, within: Duration, mayReuse: Bool, workerID: String
+    ) async throws -> IdenticalMediaFinding {
+        table.withLock { table in
+            guard var row = table.rows[request.id], row.request.state == .submitting, row.request.lockedBy == workerID else { return .movedOn }
+            row.request.mediaSHA256 = sha256.lowercased()
+            row.waitingFor = nil
+            table.rows[request.id] = row
+            guard mayReuse else { return .send }
+            let identical = table.rows.values.filter { other in
+                other.request.id != request.id && other.reusedFrom == nil && other.request.mediaSHA256 == row.request.mediaSHA256
+                    && other.request.options == row.request.options
+            }
+            let since = Date().addingTimeInterval(-within.seconds)
+            if let source = identical.filter({ $0.request.state == .completed && ($0.completedAt ?? .distantPast) >= since })
+                .max(by: { ($0.completedAt ?? .distantPast) < ($1.completedAt ?? .distantPast) }) {
+                return .reuse(source: source.request.id)
+            }
+            guard let inFlight = identical.filter({ $0.request.state.isInFlight && $0.waitingFor == nil }).min(by: { $0.request.id < $1.request.id })
+            else { return .send }
+            table.rows[request.id]?.waitingFor = inFlight.request.id
+            return .wait(inFlight: inFlight.request.id)
+        }
+    }
+
+    package func detectedVerdict(of id: Int) async throws -> PostgresJSON? {
+        table.withLock { table in
+            guard let row = table.rows[id], row.request.state == .completed, row.reusedFrom == nil,
+                  case .json(let result)? = row.values[.result] else { return nil }
+            return result
         }
     }
 
@@ -249,7 +322,8 @@ package final class InMemoryRequestStore: RequestStorage {
                     state: row.request.state, attempt: row.request.attempt, runAt: row.runAt, lockedBy: row.request.lockedBy,
                     remoteUUID: row.request.remoteUUID, errorMessage: row.errorMessage, submitPath: row.submitPath, label: label,
                     isFake: isFake, submitStarted: row.submitStartedAt != nil, unansweredSince: row.request.unansweredSince,
-                    completed: row.completedAt != nil, postTasks: row.postTasks.map(\.processor).sorted()
+                    completed: row.completedAt != nil, postTasks: row.postTasks.map(\.processor).sorted(),
+                    reusedFrom: row.reusedFrom, waitingFor: row.waitingFor
                 )
             }
         }
@@ -305,6 +379,8 @@ package final class InMemoryRequestStore: RequestStorage {
             case (.errorMessage, .text(let text)): row.errorMessage = text
             case (.runAt, .timestamp(let date)): row.runAt = date
             case (.submitPath, .text(let text)): row.submitPath = SubmitPath(rawValue: text)
+            case (.reusedFrom, .integer(let id)): row.reusedFrom = id
+            case (.waitingFor, .integer(let id)): row.waitingFor = id
             case (.callbackSecretHash, .text(let hash)):
                 // The schema's trigger keeps the hash an attempt replaces.
                 if let earlier = row.callbackSecretHash, earlier != hash { row.earlierCallbackSecretHashes.append(earlier) }

@@ -42,6 +42,10 @@ package struct NewRequest: Sendable {
     /// The lane (`queue`; nil: `default`) and the group within it (`group_key`).
     package var queue: String?
     package var groupKey: String?
+    /// The media's SHA-256 as 64 hex characters (`media_sha256`), when the producer knows it.
+    package var mediaSHA256: String?
+    /// False: the request is detected by itself even when identical media was detected before (`reuse_verdict`).
+    package var reuseVerdict = true
 
     package init(media: Media) {
         self.media = media
@@ -74,6 +78,8 @@ package struct NewRequest: Sendable {
         add("traceparent", traceparent)
         add("queue", queue)
         add("group_key", groupKey)
+        add("media_sha256", mediaSHA256)
+        if !reuseVerdict { add("reuse_verdict", false) }
         let flags = [
             ("visualize", visualize), ("intelligence", intelligence), ("audio_source_tracing", audioSourceTracing),
             ("use_reverse_search", useReverseSearch), ("use_ood_detector", useOodDetector), ("zero_retention_mode", zeroRetentionMode),

@@ -136,7 +136,8 @@ extension PostTaskStore {
     /// trace its spans continue; nil when the request has no stored result.
     func outcome(of requestID: Int, fakeThreshold: Double?) async throws -> (DetectionOutcome, traceparent: String?)? {
         let rows = try await pool.query("""
-            SELECT remote_uuid, result, metadata, zero_retention_mode, intelligence, completed_at, traceparent
+            SELECT coalesce(remote_uuid, result->>'uuid') AS remote_uuid, result, metadata, zero_retention_mode, intelligence,
+                   completed_at, traceparent, reused_from
             FROM detectq.requests WHERE id = \(requestID) AND state = 'completed'
             """)
         guard let row = rows.first, let result = try row.decode("result", as: PostgresJSON?.self),
@@ -146,7 +147,7 @@ extension PostTaskStore {
             requestID: requestID, remoteUUID: remoteUUID, item: try DetectionItem(json: result.text),
             metadata: DetectionOutcome.read(try row.decode("metadata")), zeroRetentionMode: try row.decode("zero_retention_mode"),
             intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at"),
-            fakeThreshold: fakeThreshold
+            fakeThreshold: fakeThreshold, reusedFrom: try row.decode("reused_from")
         )
         return (outcome, try row.decode("traceparent"))
     }

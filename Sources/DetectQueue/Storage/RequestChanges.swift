@@ -19,9 +19,12 @@ enum RequestColumn: String, CaseIterable, Sendable {
     case result
     case fileDeletedAt = "file_deleted_at"
     case callbackSecretHash = "callback_secret_hash"
+    case reusedFrom = "reused_from"
+    case waitingFor = "waiting_for"
 
     var sqlType: String {
         switch self {
+        case .reusedFrom, .waitingFor: "bigint"
         case .runAt, .fileDeletedAt: "timestamptz"
         case .isFake: "boolean"
         case .aggregatedScore: "double precision"
@@ -36,6 +39,7 @@ enum ColumnValue: Sendable {
     case text(String)
     case bool(Bool)
     case number(Double)
+    case integer(Int)
     case timestamp(Date)
     case json(PostgresJSON)
 
@@ -45,6 +49,7 @@ enum ColumnValue: Sendable {
         case .text(let text): text
         case .bool(let bool): bool
         case .number(let number): number
+        case .integer(let integer): integer
         case .timestamp(let date): date
         case .json(let json): json
         }
@@ -57,6 +62,7 @@ enum ColumnValue: Sendable {
         case .text(let text): String(decoding: try JSONEncoder().encode(text), as: UTF8.self)
         case .bool(let bool): bool ? "true" : "false"
         case .number(let number): String(decoding: try JSONEncoder().encode(number), as: UTF8.self)
+        case .integer(let integer): String(integer)
         case .timestamp(let date): "\"\(ISO8601Timestamp.format(date))\""
         case .json(let json): json.text
         }
@@ -98,6 +104,10 @@ package struct RequestChanges: Sendable {
     package var result: PostgresJSON?
     package var fileDeletedAt: Date?
     package var callbackSecretHash: String?
+    /// The request whose verdict this one takes (`reused_from`).
+    package var reusedFrom: Int?
+    /// The request in flight with identical media whose verdict this one waits for (`waiting_for`).
+    package var waitingFor: Int?
 
     package init() {}
 
@@ -110,7 +120,8 @@ package struct RequestChanges: Sendable {
             (.audioLabel, audioLabel.map(ColumnValue.text)), (.visualLabel, visualLabel.map(ColumnValue.text)),
             (.isFake, isFake.map(ColumnValue.bool)), (.aggregatedScore, aggregatedScore.flatMap { $0.isFinite ? .number($0) : nil }),
             (.result, result.map(ColumnValue.json)), (.fileDeletedAt, fileDeletedAt.map(ColumnValue.timestamp)),
-            (.callbackSecretHash, callbackSecretHash.map(ColumnValue.text)),
+            (.callbackSecretHash, callbackSecretHash.map(ColumnValue.text)), (.reusedFrom, reusedFrom.map(ColumnValue.integer)),
+            (.waitingFor, waitingFor.map(ColumnValue.integer)),
         ]
         return all.compactMap { column, value in value.map { (column, $0) } }
     }
@@ -200,6 +211,14 @@ extension RequestTransition {
             parameters.append(requiresCallbackSecretHash)
             condition += " AND r.callback_secret_hash = $\(parameters.count)"
         }
+        if requiresTwinInFlight, let twin = changes.waitingFor {
+            // Locked for share: a completion of that one in progress is waited for, and then seen.
+            parameters.append(twin)
+            condition += """
+                 AND EXISTS (SELECT 1 FROM detectq.requests t WHERE t.id = $\(parameters.count) \
+                AND t.state IN ('submitting', 'awaiting_result', 'retrying') AND t.waiting_for IS NULL FOR SHARE)
+                """
+        }
         // Setting updated_at here spares the row its trigger call (requests_touch).
         return PostgresQuery(
             sql: "UPDATE detectq.requests AS r SET \((assignments + ["updated_at = now()"]).joined(separator: ", ")) WHERE \(condition)",
@@ -263,6 +282,7 @@ struct RequestBatch {
                 && row.transition.changes.answerOwed == shape.changes.answerOwed
                 && row.transition.changes.clearsErrorMessage == shape.changes.clearsErrorMessage
                 && row.transition.requiresNoRemoteUUID == shape.requiresNoRemoteUUID && row.transition.from == row.expected
+                && !row.transition.requiresTwinInFlight
             guard same else {
                 throw MixedShapes(description: "request \(row.id)'s change \(row.transition.from.rawValue) → \(row.transition.to.rawValue) is not shaped like the batch's")
             }

@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import ResembleDetect
 
 /// The worker's view of `detectq.requests`: every read and write a worker makes of a request, and a
@@ -21,11 +22,22 @@ package protocol RequestStorage: Sendable {
     /// nothing, when the request moved on.
     @discardableResult
     func apply(_ event: RequestEvent, to request: DetectionRequest, workerID: String?, changes: RequestChanges, detail: String?) async throws -> Bool
-    /// Completes `request` with `result`, and creates one post-task per processor.
+    /// Completes `request` with `result` on `event` (`completed`, or `reused` for a verdict of identical media),
+    /// creates one post-task per processor, and completes the requests waiting for its verdict (identical media
+    /// and options) with it.
     @discardableResult
     func complete(
-        _ request: DetectionRequest, workerID: String?, lease: Duration, result: RequestChanges, postProcessors: [String]
+        _ request: DetectionRequest, on event: RequestEvent, workerID: String?, lease: Duration, result: RequestChanges,
+        postProcessors: [String]
     ) async throws -> CompletionWrite
+    /// Stores `sha256` with `request`, which `workerID` holds, and, when `mayReuse`, looks for a request with the
+    /// same hash and options that completed with a detection of its own within `within`, else one in flight
+    /// (marking `request` as waiting for it).
+    func findIdenticalMedia(
+        _ request: DetectionRequest, sha256: String, within: Duration, mayReuse: Bool, workerID: String
+    ) async throws -> IdenticalMediaFinding
+    /// The verdict (the API's item) request `id` completed with by a detection of its own; nil when it did not.
+    func detectedVerdict(of id: Int) async throws -> PostgresJSON?
     /// Adopts `uuid`, found for a request whose answer was lost; false when the request moved on or another
     /// request holds the uuid. A callback's adoption passes the hash of its secret: a request in submission adopts
     /// it only while that secret is still its current attempt's.
@@ -53,6 +65,14 @@ package protocol RequestStorage: Sendable {
 }
 
 extension RequestStorage {
+    /// `complete` on the API's verdict.
+    @discardableResult
+    package func complete(
+        _ request: DetectionRequest, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges, postProcessors: [String]
+    ) async throws -> CompletionWrite {
+        try await complete(request, on: .completed, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors)
+    }
+
     /// `claim` with the default priority aging and no budget, for callers that only want the requests (tests,
     /// benchmarks).
     package func claim(workerID: String, limit: Int, lease: Duration) async throws -> [DetectionRequest] {
@@ -110,4 +130,7 @@ package struct StoredRequest: Sendable, Hashable {
     package var unansweredSince: Date?
     package var completed: Bool
     package var postTasks: [String]
+    /// The request whose verdict this one took, and the one in flight whose verdict it waits for (section 9).
+    package var reusedFrom: Int?
+    package var waitingFor: Int?
 }

@@ -17,16 +17,26 @@ package struct RequestStore: RequestStorage {
     package let pool: PostgresConnectionPool
     private let completions: Coalescer<Completion, CompletionWrite>
     private let submitStarts: Coalescer<SubmitStart, Bool>
+    private let identicalMedia: Coalescer<IdenticalMediaLookup, IdenticalMediaFinding>
 
     package init(pool: PostgresConnectionPool) {
         self.pool = pool
         completions = Coalescer(maximumConcurrentBatches: 1) { try await Self.writeCompletions($0, on: pool) }
         submitStarts = Coalescer { try await Self.writeSubmitStarts($0, on: pool) }
+        identicalMedia = Coalescer { try await Self.findIdenticalMedia($0, on: pool) }
     }
 
     /// The coalesced writers, run as services beside the worker's loops; where they do not run, each write
     /// goes alone.
-    package var writers: [any Service] { [completions, submitStarts] }
+    package var writers: [any Service] { [completions, submitStarts, identicalMedia] }
+
+    /// Stores `sha256` with `request` (which `workerID` holds) and looks for identical media and options that
+    /// completed within `within` or is in flight, when `mayReuse`; batched with the other lookups of the moment.
+    package func findIdenticalMedia(
+        _ request: DetectionRequest, sha256: String, within: Duration, mayReuse: Bool, workerID: String
+    ) async throws -> IdenticalMediaFinding {
+        try await identicalMedia.submit(IdenticalMediaLookup(id: request.id, workerID: workerID, sha256: sha256, within: within, mayReuse: mayReuse))
+    }
 
     /// Claims up to `limit` due requests (queued or retrying) under a lease of `lease`, in one statement, shared
     /// fairly among the queues and their groups (migration 0016: weights, priority aged by `priorityAging`,
@@ -97,7 +107,7 @@ package struct RequestStore: RequestStorage {
     ) async throws -> Bool {
         let transition = try RequestStateMachine.transition(of: request, on: event, changes: changes)
         if transition.createsPostTasks {
-            return try await complete(request, workerID: workerID, result: changes, postProcessors: []).completed
+            return try await complete(request, on: event, workerID: workerID, result: changes, postProcessors: []).completed
         }
         let update = transition.update(id: request.id, workerID: workerID)
         let applied: Bool
@@ -122,13 +132,16 @@ package struct RequestStore: RequestStorage {
     /// has in hand; without a worker they are queued for any worker to claim.
     @discardableResult
     package func complete(
-        _ request: DetectionRequest, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges, postProcessors: [String]
+        _ request: DetectionRequest, on event: RequestEvent, workerID: String?, lease: Duration = .seconds(60), result: RequestChanges,
+        postProcessors: [String]
     ) async throws -> CompletionWrite {
-        _ = try RequestStateMachine.transition(of: request, on: .completed)
+        _ = try RequestStateMachine.transition(of: request, on: event)
         let written = try await completions.submit(Completion(
-            request: request, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors
+            request: request, event: event, workerID: workerID, lease: lease, result: result, postProcessors: postProcessors
         ))
+        if case .completed(_, _, let reusedBy) = written, reusedBy > 0 { QueueMetrics.reused(count: reusedBy) }
         if written.completed {
+            if case .reused = event { QueueMetrics.reused(count: 1) }
             QueueMetrics.transition(from: request.state, to: .completed)
             if request.acceptedAt == nil && result.remoteUUID != nil { QueueMetrics.billed(inQueue: request.queue) }
             if result.isFake == true { QueueMetrics.fakeFound() }
@@ -248,6 +261,7 @@ package struct RequestStore: RequestStorage {
         let rows = try await pool.query("""
             SELECT state, attempt, run_at, locked_by, remote_uuid, error_message, submit_path, label, is_fake,
                    submit_started_at IS NOT NULL AS submit_started, unanswered_since, completed_at IS NOT NULL AS completed,
+                   reused_from, waiting_for,
                    coalesce((SELECT array_agg(processor ORDER BY processor) FROM detectq.post_tasks WHERE request_id = r.id), '{}') AS post_tasks
             FROM detectq.requests r WHERE id = \(id)
             """)
@@ -257,7 +271,8 @@ package struct RequestStore: RequestStorage {
                 lockedBy: try row.decode("locked_by"), remoteUUID: try row.decode("remote_uuid"), errorMessage: try row.decode("error_message"),
                 submitPath: try row.decode("submit_path"), label: try row.decode("label"), isFake: try row.decode("is_fake"),
                 submitStarted: try row.decode("submit_started"), unansweredSince: try row.decode("unanswered_since"),
-                completed: try row.decode("completed"), postTasks: try row.decode("post_tasks")
+                completed: try row.decode("completed"), postTasks: try row.decode("post_tasks"),
+                reusedFrom: try row.decode("reused_from"), waitingFor: try row.decode("waiting_for")
             )
         }
     }

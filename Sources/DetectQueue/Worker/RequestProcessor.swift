@@ -178,6 +178,8 @@ struct RequestProcessor: Sendable {
         if let callbackDue = callbackMayCome(request, zeroRetentionOnly: true), callbackDue > Date() {
             return await release(request, until: callbackDue, logger: logger)
         }
+        // Identical media and options detected before, or in flight, spends no detection of its own.
+        if let ending = try await spendOnce(&request, logger: logger) { return ending }
         let mode = waitMode(for: request)
         var options = request.options
         var secretHash: String?
@@ -257,6 +259,71 @@ struct RequestProcessor: Sendable {
         return .recorded
     }
 
+    /// CONTRACT section 9: with its media's hash (the producer's, or computed here for a `media_path`), a request
+    /// whose media and options were detected within `DETECTQ_REUSE_VERDICT_WITHIN` completes with that verdict,
+    /// and one whose twin is in flight is handed back to wait for it; nil when it is to be sent. A hand-back that
+    /// finds its twin already out of flight looks again (that one's completion or failure has just been written);
+    /// after three such races the claim goes back unsent for a second rather than risk a second detection.
+    private func spendOnce(_ request: inout DetectionRequest, logger: Logger) async throws -> Ending? {
+        guard let within = configuration.reuseVerdictWithin else { return nil }
+        if request.mediaSHA256 == nil, case .path(let relative) = request.media {
+            guard let root = configuration.mediaRoot else {
+                throw MediaPathError("media_path \(relative) needs DETECTQ_MEDIA_ROOT, which this worker does not have")
+            }
+            request.mediaSHA256 = try await MediaDigest.sha256(of: try root.open(relative))
+        }
+        guard let sha256 = request.mediaSHA256 else { return nil }
+        for _ in 0..<3 {
+            let finding = try await store.findIdenticalMedia(
+                request, sha256: sha256, within: within, mayReuse: request.reuseVerdict, workerID: configuration.workerID
+            )
+            switch finding {
+            case .send:
+                return nil
+            case .movedOn:
+                logger.notice("the request moved on before it was sent (cancelled or taken over); not sending it")
+                return .recorded
+            case .reuse(let source):
+                guard let stored = try await store.detectedVerdict(of: source) else { continue }
+                try await complete(request, reusing: try DetectionItem(json: stored.text), of: source, logger: logger)
+                return .recorded
+            case .wait(let inFlight):
+                var changes = RequestChanges()
+                changes.waitingFor = inFlight
+                let detail = "waiting for request \(inFlight)'s verdict: identical media and options are in flight"
+                if try await store.apply(
+                    .waitingForIdenticalMedia(inFlight: inFlight, answerOwedSince: request.unansweredSince), to: request,
+                    workerID: configuration.workerID, changes: changes, detail: detail
+                ) {
+                    logger.info("identical media and options are in flight: waiting for its verdict", metadata: ["in_flight": "\(inFlight)"])
+                    return .released
+                }
+            }
+        }
+        return await release(request, until: Date().addingTimeInterval(1), logger: logger)
+    }
+
+    /// Completes `request` with the verdict `item` of request `source` (identical media and options), never sent.
+    private func complete(_ request: DetectionRequest, reusing item: DetectionItem, of source: Int, logger: Logger) async throws {
+        var outcome = DetectionOutcome(request: request, item: item, fakeThreshold: configuration.fakeThreshold, reusedFrom: source)
+        var result = RequestChanges()
+        result.apply(item, verdict: outcome.verdict)
+        // The detection is the source's: its uuid stays the source's alone, and no media of this request was sent.
+        result.remoteUUID = nil
+        result.fileDeletedAt = nil
+        let written = try await store.complete(
+            request, on: .reused(from: source), workerID: configuration.workerID, lease: configuration.lease, result: result,
+            postProcessors: postProcessing.names(for: outcome)
+        )
+        if case .completed(let at, let postTasks, _) = written {
+            logger.info("completed with the verdict of identical media detected before", metadata: ["reused_from": "\(source)", "label": "\(item.label ?? "none")"])
+            if !postTasks.isEmpty {
+                outcome.completedAt = at
+                postProcessing.handOff(postTasks, outcome, request.traceparent)
+            }
+        }
+    }
+
     /// Stores what the API answered a submission: the verdict of a finished detection, or the acceptance of
     /// one the worker now waits for.
     private func recordAnswer(
@@ -318,7 +385,7 @@ struct RequestProcessor: Sendable {
                 request, workerID: configuration.workerID, lease: configuration.lease, result: result, postProcessors: processors
             )
         }
-        if case .completed(let at, let postTasks) = written {
+        if case .completed(let at, let postTasks, _) = written {
             logger.info("completed", metadata: ["remote_uuid": "\(item.uuid)", "label": "\(item.label ?? "none")"])
             if outcome.verdict.isUnreadable {
                 QueueMetrics.unreadableVerdict()

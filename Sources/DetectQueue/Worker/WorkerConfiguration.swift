@@ -46,6 +46,9 @@ package struct WorkerConfiguration: Sendable {
     /// `DETECTQ_PRIORITY_AGING_SECONDS`: a request due this long counts as one priority higher, and one more for
     /// each such period again, so that low-priority work is delayed, never starved.
     package var priorityAging: Duration = WorkerConfiguration.defaultPriorityAging
+    /// `DETECTQ_REUSE_VERDICT_WITHIN`: how old a verdict of identical media and options may be and still be reused
+    /// (CONTRACT section 9); nil (`0`) turns reuse, and waiting for identical media in flight, off.
+    package var reuseVerdictWithin: Duration? = .seconds(86_400)
 
     /// The default of `DETECTQ_PRIORITY_AGING_SECONDS`.
     package static let defaultPriorityAging = Duration.seconds(600)
@@ -106,6 +109,7 @@ package struct WorkerConfiguration: Sendable {
         if let listenURL = reader.text("DETECTQ_LISTEN_DATABASE_URL") {
             listenDatabase = PostgresConfiguration(connectionString: listenURL, applicationName: database.applicationName)
         }
+        let reuseWithin = try reader.duration("DETECTQ_REUSE_VERDICT_WITHIN", default: .seconds(86_400), in: .zero...(.seconds(31_536_000)))
         return WorkerConfiguration(
             database: database,
             listenDatabase: listenDatabase,
@@ -132,7 +136,8 @@ package struct WorkerConfiguration: Sendable {
             longestRetryAfter: try reader.seconds("DETECTQ_RETRY_AFTER_MAX_SECONDS", default: .seconds(3_600), in: .seconds(1)...day),
             lostAnswerSearchPages: try reader.integer("DETECTQ_LOST_ANSWER_SEARCH_PAGES", default: 20, in: 1...10_000),
             authRecheck: try reader.seconds("DETECTQ_AUTH_RECHECK_SECONDS", default: .seconds(60), in: .milliseconds(100)...day),
-            priorityAging: try reader.seconds("DETECTQ_PRIORITY_AGING_SECONDS", default: defaultPriorityAging, in: .seconds(1)...week)
+            priorityAging: try reader.seconds("DETECTQ_PRIORITY_AGING_SECONDS", default: defaultPriorityAging, in: .seconds(1)...week),
+            reuseVerdictWithin: reuseWithin == .zero ? nil : reuseWithin
         )
     }
 }
@@ -171,28 +176,30 @@ package struct EnvironmentReader: Sendable {
     }
 
     func integer(_ name: String, default value: Int, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
-        guard let raw = text(name) else { return value }
-        do {
-            return try InputNumbers.count(raw, from: name, in: range)
-        } catch {
-            throw ConfigurationError(error)
-        }
+        try read(name, default: value) { raw throws(InputNumberError) in try InputNumbers.count(raw, from: name, in: range) }
     }
 
     func number(_ name: String, default value: Double, in range: ClosedRange<Double>) throws(ConfigurationError) -> Double {
-        guard let raw = text(name) else { return value }
-        do {
-            return try InputNumbers.amount(raw, from: name, in: range)
-        } catch {
-            throw ConfigurationError(error)
-        }
+        try read(name, default: value) { raw throws(InputNumberError) in try InputNumbers.amount(raw, from: name, in: range) }
     }
 
     /// A setting in seconds, as a duration in `range`.
     package func seconds(_ name: String, default value: Duration, in range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
+        try read(name, default: value) { raw throws(InputNumberError) in try InputNumbers.seconds(raw, from: name, in: range) }
+    }
+
+    /// A duration as people write it (`3600`, `90m`, `24h`, `7d`) in `range`.
+    package func duration(_ name: String, default value: Duration, in range: ClosedRange<Duration>) throws(ConfigurationError) -> Duration {
+        try read(name, default: value) { raw throws(InputNumberError) in try InputNumbers.duration(raw, from: name, in: range) }
+    }
+
+    /// The setting `name` read by `parse`, or `value` when it is unset; a value `parse` refuses names the variable.
+    private func read<Value>(
+        _ name: String, default value: Value, _ parse: (String) throws(InputNumberError) -> Value
+    ) throws(ConfigurationError) -> Value {
         guard let raw = text(name) else { return value }
         do {
-            return try InputNumbers.seconds(raw, from: name, in: range)
+            return try parse(raw)
         } catch {
             throw ConfigurationError(error)
         }

@@ -26,6 +26,10 @@ struct StatusCommand: AsyncParsableCommand {
         var postTaskBacklog: [String: [String: Int]] = [:]
         var pauses: [Pause] = []
         var queues: [Queue] = []
+        /// Requests completed today (UTC) with the verdict of identical media, never sent (CONTRACT section 9).
+        var reusedToday = 0
+        /// Requests waiting for the verdict of identical media in flight.
+        var waitingForIdenticalMedia = 0
 
         /// One queue: what it has due, in flight and billed today, and why its due requests wait, if they do.
         struct Queue: Encodable {
@@ -71,6 +75,8 @@ struct StatusCommand: AsyncParsableCommand {
             case failuresByReason = "failures_by_reason"
             case postTaskBacklog = "post_task_backlog"
             case pauses, queues
+            case reusedToday = "reused_today"
+            case waitingForIdenticalMedia = "waiting_for_identical_media"
         }
     }
 
@@ -133,6 +139,8 @@ struct StatusCommand: AsyncParsableCommand {
                 paused: $0.settings.pause != nil, waits: $0.holds.map(\.description)
             )
         }
+        let reuse = try await ReuseSummary.read(pool)
+        (report.reusedToday, report.waitingForIdenticalMedia) = (reuse.reusedToday, reuse.waiting)
         for backlog in try await QueueBreakdown.postTaskBacklogs(pool) {
             report.postTaskBacklog[backlog.processor] = Dictionary(uniqueKeysWithValues: backlog.counts.map { ($0.key.rawValue, $0.value) })
         }
@@ -149,6 +157,8 @@ struct StatusCommand: AsyncParsableCommand {
         for state in RequestState.allCases.map(\.rawValue) {
             lines.append("  \(state.padding(toLength: 16, withPad: " ", startingAt: 0)) \(report.states[state] ?? 0)")
         }
+        lines.append("identical media: \(report.reusedToday) reused today (not sent to the API), "
+            + "\(report.waitingForIdenticalMedia) waiting for one in flight")
         lines.append("queues:")
         for queue in report.queues {
             let waits = queue.waits.isEmpty ? (queue.paused ? "; paused" : "") : "; waits: " + queue.waits.joined(separator: "; ")

@@ -20,6 +20,8 @@ struct DemoBatch {
         var zeroRetention = false
         var audioSourceTracing = false
         var reverseSearch = false
+        /// The sample whose bytes a file carries: its own name, or the sample it is a copy of.
+        var bytesOf: String?
     }
 
     /// Size of the large file: over the 150 MB cap, so it takes the secure-upload path.
@@ -34,12 +36,15 @@ struct DemoBatch {
     let queue: String
     let samples: [Sample]
 
-    /// `count` samples in a repeating pattern, plus the large file when `largeFile`. With `simulated`, URLs
+    /// `count` samples in a repeating pattern, then `duplicates` copies of the first files (the same bytes under
+    /// another name, the same options: a re-upload, detected once), plus the large file when `largeFile`. With `simulated`, URLs
     /// point at the simulator's invented media (a URL containing "fake" is judged fake); against the real API
     /// only `urls` given by the user are used, since invented URLs cannot be fetched.
     /// `prefix` starts every sample's name (and so its file and simulated URL), so two batches of one run never
     /// share media.
-    init(runID: String, queue: String, prefix: String = "", count: Int, largeFile: Bool, simulated: Bool, urls: [String]) {
+    init(
+        runID: String, queue: String, prefix: String = "", count: Int, duplicates: Int = 0, largeFile: Bool, simulated: Bool, urls: [String]
+    ) {
         self.runID = runID
         self.queue = queue
         var samples: [Sample] = []
@@ -59,6 +64,15 @@ struct DemoBatch {
             sample.reverseSearch = url?.hasSuffix(".jpg") == true && index % 3 != 2
             samples.append(sample)
         }
+        let files = samples.filter { if case .file = $0.media { true } else { false } }
+        for original in files.prefix(duplicates) {
+            var copy = original
+            copy.name = original.name + "-again"
+            copy.media = .file(copy.name + ".wav")
+            copy.bytesOf = original.name
+            copy.waitMode = "poll"
+            samples.append(copy)
+        }
         if largeFile {
             samples.append(Sample(name: "large-fake", media: .file("large-fake.wav"), waitMode: "poll", intelligence: true))
         }
@@ -67,7 +81,8 @@ struct DemoBatch {
 
     /// Writes the batch's files into `directory`: one second of a tone for each small file, and a sparse file
     /// of `largeFileBytes` (silence, so it costs no disk) for the large one. A fake file carries the marker the
-    /// simulator looks for.
+    /// simulator looks for; each file's note names its sample, so two files hold the same bytes only when one is a
+    /// copy of the other.
     func writeMedia(into directory: URL) throws {
         for sample in samples {
             guard case .file(let name) = sample.media else { continue }
@@ -85,7 +100,8 @@ struct DemoBatch {
                     let value = Int16(8_000 * sin(Double(index) * 2 * .pi * 440 / 16_000))
                     withUnsafeBytes(of: value.littleEndian) { samples.append(contentsOf: $0) }
                 }
-                try (Self.waveHeader(dataBytes: UInt32(samples.count), comment: fake ? "FAKE" : "REAL") + samples).write(to: path)
+                let note = (fake ? "FAKE " : "REAL ") + (sample.bytesOf ?? sample.name)
+                try (Self.waveHeader(dataBytes: UInt32(samples.count), comment: note) + samples).write(to: path)
             }
         }
     }
@@ -109,16 +125,17 @@ struct DemoBatch {
         }
     }
 
-    /// A 16 kHz, 16-bit mono WAV header with a four-byte `LIST` chunk as a note: 56 bytes before the samples.
+    /// A 16 kHz, 16-bit mono WAV header with a `LIST` chunk as a note (padded to an even length).
     static func waveHeader(dataBytes: UInt32, comment: String) -> Data {
         var data = Data()
         func append(_ text: String) { data.append(contentsOf: Array(text.utf8)) }
         func append32(_ value: UInt32) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
         func append16(_ value: UInt16) { withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) } }
-        let note = Array(comment.utf8.prefix(4))
-        append("RIFF"); append32(36 + 12 + dataBytes); append("WAVE")
+        var note = Array(comment.utf8)
+        if note.count % 2 == 1 { note.append(0x20) }
+        append("RIFF"); append32(36 + 8 + UInt32(note.count) + dataBytes); append("WAVE")
         append("fmt "); append32(16); append16(1); append16(1); append32(16_000); append32(32_000); append16(2); append16(16)
-        append("LIST"); append32(4); data.append(contentsOf: note)
+        append("LIST"); append32(UInt32(note.count)); data.append(contentsOf: note)
         append("data"); append32(dataBytes)
         return data
     }

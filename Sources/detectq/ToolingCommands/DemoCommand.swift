@@ -27,6 +27,9 @@ struct DemoCommand: AsyncParsableCommand {
 
     @Option(help: "Requests in the backfill lane's batch, besides the large file.") var requests = 24
 
+    @Option(help: "Copies of the backfill's first files added to it (the same bytes under another name): detected once.")
+    var duplicates = 3
+
     @Option(help: "Requests trickled into the live lane while the backfill drains.") var live = 8
 
     @Option(
@@ -47,6 +50,7 @@ struct DemoCommand: AsyncParsableCommand {
     func validate() throws {
         guard (1...10_000).contains(requests) else { throw ValidationError("--requests must be from 1 to 10000") }
         guard (0...10_000).contains(live) else { throw ValidationError("--live must be from 0 to 10000") }
+        guard (0...10_000).contains(duplicates) else { throw ValidationError("--duplicates must be from 0 to 10000") }
         guard timeout > 0, timeout.isFinite else { throw ValidationError("--timeout must be more than 0 seconds") }
     }
 
@@ -118,7 +122,8 @@ struct DemoCommand: AsyncParsableCommand {
 
         let runID = String(UUID().uuidString.prefix(8).lowercased())
         let batch = DemoBatch(
-            runID: runID, queue: DemoBatch.backfillQueue, count: requests, largeFile: largeFile, simulated: simulator != nil, urls: url
+            runID: runID, queue: DemoBatch.backfillQueue, count: requests, duplicates: duplicates, largeFile: largeFile,
+            simulated: simulator != nil, urls: url
         )
         let liveBatch = DemoBatch(
             runID: runID, queue: DemoBatch.liveQueue, prefix: "live-", count: live, largeFile: false, simulated: simulator != nil, urls: url

@@ -65,11 +65,16 @@ struct DemoSummary {
             name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(format: "%6d", value) + (note.isEmpty ? "" : "   " + note)
         }
         let progress = outcome.progress
-        var lines = ["Summary of demo run \(runID)", "  " + line("requests", progress.total)]
+        var lines = [
+            "Summary of demo run \(runID)",
+            "  \(progress.total) requests, \(outcome.detections) detections, \(outcome.reused) reused (identical media is detected once)",
+            "  " + line("requests", progress.total),
+        ]
         for state in [RequestState.completed, .failed, .cancelled] {
             lines.append("  " + line("  " + state.rawValue, progress[state]))
         }
         lines.append("  " + line("  unfinished", progress.unfinished))
+        lines.append("  " + line("reused", outcome.reused, "verdicts of identical media and options, not sent to the API"))
         lines.append("  " + line("fakes found", outcome.fakes))
         lines.append("  " + line("alerts sent", outcome.alertsSent, "pg_notify on detectq_alerts; \(alertsReceived) received by this demo"))
         lines.append("  " + line(
