@@ -329,39 +329,61 @@ CREATE FUNCTION detectq.find_identical_media(p_worker text, p_within interval, p
     AS $$
 DECLARE
     held bigint[];
+    to_store boolean;
+    alone bigint[];
     item record;
     found_other record;
 BEGIN
     PERFORM pg_advisory_xact_lock(20261207, keys.k)
     FROM (SELECT DISTINCT hashtext(lower(h)) AS k FROM unnest(p_hashes) AS h ORDER BY 1) AS keys;
-    WITH stored AS (
+    -- Found by the primary key alone: with the lease in the WHERE clause the planner read every leased row's
+    -- index entry (2 ms a call under load).
+    SELECT coalesce(array_agg(r.id) FILTER (WHERE r.state = 'submitting' AND r.locked_by = p_worker), '{}'),
+           coalesce(bool_or((r.media_sha256 IS DISTINCT FROM lower(p_hashes[array_position(p_ids, r.id)]) OR r.waiting_for IS NOT NULL)
+                            AND r.state = 'submitting' AND r.locked_by = p_worker), false)
+    INTO held, to_store
+    FROM detectq.requests r
+    WHERE r.id = ANY(p_ids);
+    -- Only a hash the worker computed is written (a producer's is there already), and only when a row changes: an
+    -- UPDATE of no row still runs the table's statement triggers.
+    IF to_store THEN
         UPDATE detectq.requests r SET media_sha256 = lower(given.hash), waiting_for = NULL
         FROM unnest(p_ids, p_hashes) AS given(id, hash)
-        WHERE r.id = given.id AND r.state = 'submitting' AND r.locked_by = p_worker
-        RETURNING r.id
-    )
-    SELECT coalesce(array_agg(stored.id), '{}') INTO held FROM stored;
-    FOR item IN SELECT given.id, given.may_reuse FROM unnest(p_ids, p_may_reuse) AS given(id, may_reuse) LOOP
+        WHERE r.id = given.id AND r.id = ANY(held)
+          AND (r.media_sha256 IS DISTINCT FROM lower(given.hash) OR r.waiting_for IS NOT NULL);
+        INSERT INTO detectq.request_media_hashes (request_id, media_sha256)
+        SELECT given.id, lower(given.hash) FROM unnest(p_ids, p_hashes) AS given(id, hash) WHERE given.id = ANY(held)
+        ON CONFLICT (request_id) DO UPDATE SET media_sha256 = excluded.media_sha256
+        WHERE request_media_hashes.media_sha256 <> excluded.media_sha256;
+    END IF;
+    -- Sent at once, nothing looked up: those that may not reuse, and those whose hash no other request has.
+    SELECT coalesce(array_agg(given.id), '{}') INTO alone
+    FROM unnest(p_ids, p_hashes, p_may_reuse) AS given(id, hash, may_reuse)
+    WHERE given.id = ANY(held)
+      AND (NOT given.may_reuse OR NOT EXISTS (
+          SELECT 1 FROM detectq.request_media_hashes h WHERE h.media_sha256 = lower(given.hash) AND h.request_id <> given.id
+      ));
+    FOR item IN SELECT g.id, lower(g.hash) AS hash FROM unnest(p_ids, p_hashes) AS g(id, hash) LOOP
         id := item.id;
         other_id := NULL;
         IF NOT item.id = ANY(held) THEN
             outcome := 'moved_on';
-        ELSIF NOT item.may_reuse THEN
+        ELSIF item.id = ANY(alone) THEN
             outcome := 'send';
         ELSE
             SELECT o.id, o.state INTO found_other
-            FROM detectq.requests me
-            JOIN detectq.requests o ON o.media_sha256 = me.media_sha256 AND o.id <> me.id AND o.reused_from IS NULL
-                AND o.visualize = me.visualize AND o.intelligence = me.intelligence
-                AND o.audio_source_tracing = me.audio_source_tracing AND o.use_reverse_search = me.use_reverse_search
-                AND o.use_ood_detector = me.use_ood_detector AND o.zero_retention_mode = me.zero_retention_mode
-                AND o.frame_length IS NOT DISTINCT FROM me.frame_length AND o.start_region IS NOT DISTINCT FROM me.start_region
-                AND o.end_region IS NOT DISTINCT FROM me.end_region AND o.max_video_secs IS NOT DISTINCT FROM me.max_video_secs
-                AND o.max_video_fps IS NOT DISTINCT FROM me.max_video_fps AND o.model_types IS NOT DISTINCT FROM me.model_types
-                AND o.pipeline IS NOT DISTINCT FROM me.pipeline
-            WHERE me.id = item.id
+            FROM detectq.requests me, detectq.request_media_hashes h JOIN detectq.requests o ON o.id = h.request_id
+            WHERE me.id = item.id AND h.media_sha256 = item.hash AND o.id <> me.id AND o.reused_from IS NULL
               AND ((o.state = 'completed' AND o.completed_at >= now() - p_within)
-                   OR (o.state IN ('submitting', 'awaiting_result', 'retrying') AND o.waiting_for IS NULL))
+                   OR ((o.state IN ('submitting', 'awaiting_result', 'retrying') OR (o.state = 'queued' AND o.unanswered_since IS NOT NULL))
+                       AND o.waiting_for IS NULL))
+              AND o.visualize = me.visualize AND o.intelligence = me.intelligence
+              AND o.audio_source_tracing = me.audio_source_tracing AND o.use_reverse_search = me.use_reverse_search
+              AND o.use_ood_detector = me.use_ood_detector AND o.zero_retention_mode = me.zero_retention_mode
+              AND o.frame_length IS NOT DISTINCT FROM me.frame_length AND o.start_region IS NOT DISTINCT FROM me.start_region
+              AND o.end_region IS NOT DISTINCT FROM me.end_region AND o.max_video_secs IS NOT DISTINCT FROM me.max_video_secs
+              AND o.max_video_fps IS NOT DISTINCT FROM me.max_video_fps AND o.model_types IS NOT DISTINCT FROM me.model_types
+              AND o.pipeline IS NOT DISTINCT FROM me.pipeline
             ORDER BY o.state = 'completed' DESC, o.completed_at DESC, o.id
             LIMIT 1;
             IF NOT FOUND THEN
@@ -782,6 +804,8 @@ BEGIN
     INSERT INTO detectq.request_events (request_id, from_state, to_state, worker_id, detail)
     SELECT id, NULL, state, actor, given_detail FROM inserted ORDER BY id;
     INSERT INTO detectq.queues (name) SELECT DISTINCT queue FROM inserted ORDER BY 1 ON CONFLICT (name) DO NOTHING;
+    INSERT INTO detectq.request_media_hashes (request_id, media_sha256)
+    SELECT id, media_sha256 FROM inserted WHERE media_sha256 IS NOT NULL;
     IF EXISTS (SELECT 1 FROM inserted WHERE run_at <= now()) THEN
         PERFORM pg_notify('detectq_requests', '');
     END IF;
@@ -796,7 +820,11 @@ CREATE FUNCTION detectq.requests_record_transitions() RETURNS trigger
 DECLARE
     actor text := detectq.current_actor();
     given_detail text := nullif(current_setting('detectq.event_detail', true), '');
-    illegal record;
+    illegal_id bigint;
+    illegal_from detectq.request_state;
+    illegal_to detectq.request_state;
+    left_flight bigint[];
+    waiting bigint[];
 BEGIN
     WITH moved AS MATERIALIZED (
         -- Each id is in each table once, so a side's max() is that side's value.
@@ -807,10 +835,15 @@ BEGIN
                    max(updated_at) FILTER (WHERE NOT is_before) AS updated_at,
                    max(accepted_at) FILTER (WHERE is_before) AS old_accepted_at, max(accepted_at) FILTER (WHERE NOT is_before) AS accepted_at,
                    max(queue) FILTER (WHERE is_before) AS old_queue, max(queue) FILTER (WHERE NOT is_before) AS queue,
-                   max(reused_from) FILTER (WHERE NOT is_before) AS reused_from
+                   max(reused_from) FILTER (WHERE NOT is_before) AS reused_from,
+                   max(media_sha256) FILTER (WHERE NOT is_before) AS media_sha256,
+                   max(unanswered_since) FILTER (WHERE is_before) AS old_unanswered_since,
+                   max(unanswered_since) FILTER (WHERE NOT is_before) AS unanswered_since
             FROM (
-                SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, true AS is_before FROM before_rows
-                UNION ALL SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, false FROM after_rows
+                SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, media_sha256, unanswered_since, true AS is_before
+                FROM before_rows
+                UNION ALL SELECT id, state, error_message, updated_at, accepted_at, queue, reused_from, media_sha256, unanswered_since, false
+                FROM after_rows
             ) AS versions
             GROUP BY id
         ) AS paired
@@ -847,29 +880,37 @@ BEGIN
         FROM moved WHERE to_state = 'submitting' AND from_state IN ('queued', 'retrying')
         GROUP BY 1, 2
     )
-    SELECT moved.id, moved.from_state, moved.to_state INTO illegal
-    FROM moved
-    WHERE moved.from_state <> moved.to_state AND NOT EXISTS (
-        SELECT 1 FROM detectq.request_state_transitions t WHERE t.from_state = moved.from_state AND t.to_state = moved.to_state
-    )
-    ORDER BY moved.id LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'request % cannot move from % to %', illegal.id, illegal.from_state, illegal.to_state
+    SELECT bad.id, bad.from_state, bad.to_state,
+           (SELECT array_agg(m.id) FROM moved m
+            WHERE m.media_sha256 IS NOT NULL
+              AND (m.from_state IN ('submitting', 'awaiting_result', 'retrying') OR (m.from_state = 'queued' AND m.old_unanswered_since IS NOT NULL))
+              AND NOT (m.to_state IN ('submitting', 'awaiting_result', 'retrying') OR (m.to_state = 'queued' AND m.unanswered_since IS NOT NULL)))
+    INTO illegal_id, illegal_from, illegal_to, left_flight
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.from_state, m.to_state FROM moved m
+        WHERE m.from_state <> m.to_state AND NOT EXISTS (
+            SELECT 1 FROM detectq.request_state_transitions t WHERE t.from_state = m.from_state AND t.to_state = m.to_state
+        )
+        ORDER BY m.id LIMIT 1
+    ) AS bad ON true;
+    IF illegal_id IS NOT NULL THEN
+        RAISE EXCEPTION 'request % cannot move from % to %', illegal_id, illegal_from, illegal_to
             USING ERRCODE = 'check_violation', CONSTRAINT = 'requests_legal_state_transition',
                   SCHEMA = 'detectq', TABLE = 'requests',
                   HINT = 'detectq.request_state_transitions lists the legal transitions';
     END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION detectq.requests_release_waiters() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-BEGIN
-    UPDATE detectq.requests SET run_at = now(), waiting_for = NULL
-    WHERE waiting_for = NEW.id AND state = 'queued';
+    -- Read in a statement of its own, after the one that changed them, so a hand-back that statement waited for
+    -- (it locks the request in flight's row for share) is seen: those waiting still (the completion's statement
+    -- completes the ones it saw) become claimable now.
+    IF left_flight IS NOT NULL THEN
+        -- (`waiting_for IS NOT NULL` lets the planner read the small index of waiting requests: without it, 1 ms.)
+        SELECT array_agg(w.id) INTO waiting FROM detectq.requests w
+        WHERE w.waiting_for IS NOT NULL AND w.waiting_for = ANY(left_flight) AND w.state = 'queued';
+        IF waiting IS NOT NULL THEN
+            UPDATE detectq.requests SET run_at = now(), waiting_for = NULL WHERE id = ANY(waiting) AND state = 'queued';
+        END IF;
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -1065,6 +1106,11 @@ ALTER TABLE detectq.request_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENT
     CACHE 1
 );
 
+CREATE TABLE detectq.request_media_hashes (
+    request_id bigint NOT NULL,
+    media_sha256 text NOT NULL
+);
+
 CREATE TABLE detectq.request_state_transitions (
     from_state detectq.request_state NOT NULL,
     to_state detectq.request_state NOT NULL
@@ -1253,6 +1299,9 @@ ALTER TABLE ONLY detectq.queues
 ALTER TABLE ONLY detectq.request_events
     ADD CONSTRAINT request_events_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY detectq.request_media_hashes
+    ADD CONSTRAINT request_media_hashes_pkey PRIMARY KEY (request_id);
+
 ALTER TABLE ONLY detectq.request_state_transitions
     ADD CONSTRAINT request_state_transitions_pkey PRIMARY KEY (from_state, to_state);
 
@@ -1291,6 +1340,8 @@ CREATE INDEX queue_claims_minute_idx ON detectq.queue_claims USING btree (minute
 
 CREATE INDEX request_events_request_idx ON detectq.request_events USING btree (request_id, id);
 
+CREATE INDEX request_media_hashes_sha256_idx ON detectq.request_media_hashes USING hash (media_sha256);
+
 CREATE INDEX requests_awaiting_idx ON detectq.requests USING btree (run_at, id) WHERE (state = 'awaiting_result'::detectq.request_state);
 
 CREATE INDEX requests_claimable_idx ON detectq.requests USING btree (priority DESC, run_at, id) WHERE (state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state]));
@@ -1300,8 +1351,6 @@ CREATE INDEX requests_completed_at_idx ON detectq.requests USING btree (complete
 CREATE INDEX requests_created_at_idx ON detectq.requests USING btree (created_at, id);
 
 CREATE INDEX requests_leased_idx ON detectq.requests USING btree (locked_until) WHERE (locked_by IS NOT NULL);
-
-CREATE INDEX requests_media_sha256_idx ON detectq.requests USING btree (media_sha256, completed_at DESC) WHERE ((media_sha256 IS NOT NULL) AND (reused_from IS NULL));
 
 CREATE INDEX requests_metadata_search_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb));
 
@@ -1351,8 +1400,6 @@ CREATE TRIGGER requests_record_inserts AFTER INSERT ON detectq.requests REFERENC
 
 CREATE TRIGGER requests_record_transitions AFTER UPDATE ON detectq.requests REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_transitions();
 
-CREATE TRIGGER requests_release_waiters AFTER UPDATE OF state ON detectq.requests FOR EACH ROW WHEN (((old.state = ANY (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.state <> ALL (ARRAY['submitting'::detectq.request_state, 'awaiting_result'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.media_sha256 IS NOT NULL))) EXECUTE FUNCTION detectq.requests_release_waiters();
-
 CREATE TRIGGER requests_touch BEFORE UPDATE ON detectq.requests FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION detectq.requests_touch();
 
 ALTER TABLE ONLY detectq.post_task_events
@@ -1360,6 +1407,9 @@ ALTER TABLE ONLY detectq.post_task_events
 
 ALTER TABLE ONLY detectq.post_tasks
     ADD CONSTRAINT post_tasks_request_id_fkey FOREIGN KEY (request_id) REFERENCES detectq.requests(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY detectq.request_media_hashes
+    ADD CONSTRAINT request_media_hashes_request_id_fkey FOREIGN KEY (request_id) REFERENCES detectq.requests(id) ON DELETE CASCADE;
 
 INSERT INTO detectq.post_task_state_transitions VALUES ('queued', 'running');
 INSERT INTO detectq.post_task_state_transitions VALUES ('running', 'completed');

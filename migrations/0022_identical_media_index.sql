@@ -1,9 +1,7 @@
 -- detectq: no transaction
--- detectq 0022: builds the index the lookup of identical media reads (CONCURRENTLY, blocking no writer), the
--- one that finds the requests waiting for one in flight and the one that counts the reused verdicts (`detectq
--- status`: reused today), and validates the constraints 0021 added. Re-runnable after an interruption.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS requests_media_sha256_idx ON detectq.requests (media_sha256, completed_at DESC)
-    WHERE media_sha256 IS NOT NULL AND reused_from IS NULL;
+-- detectq 0022: builds, CONCURRENTLY (blocking no writer), the index that finds the requests waiting for identical
+-- media in flight and the one that counts the reused verdicts (`detectq status`: reused today), and validates the
+-- constraints 0021 added. Re-runnable after an interruption.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS requests_waiting_for_idx ON detectq.requests (waiting_for)
     WHERE waiting_for IS NOT NULL;
 CREATE INDEX CONCURRENTLY IF NOT EXISTS requests_reused_idx ON detectq.requests (completed_at)

@@ -267,4 +267,21 @@ extension RequestStorageConformanceTests {
         #expect(try await store.stored(id: second)?.state == .submitting)
         #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
     }
+
+    @Test(arguments: Kind.available)
+    func aRequestGivenBackWhileItsAnswerIsOwedIsStillInFlight(kind: Kind) async throws {
+        let store = try await kind.makeStore()
+        let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
+        let a = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        #expect(try await store.findIdenticalMedia(a, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .send)
+        // Sent, its answer lost, and given back to wait for the callback that may name its detection (zero retention).
+        var until = RequestChanges()
+        until.runAt = Date().addingTimeInterval(60)
+        #expect(try await store.apply(.released(answerOwedSince: Date()), to: a, workerID: "w1", changes: until, detail: nil))
+        let second = try await enqueueIdentical(store, "https://cdn.example.com/b.mp4")
+        let b = try #require(try await store.claim(workerID: "w1", limit: 1, lease: .seconds(30)).first)
+        #expect(b.id == second)
+        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: first),
+                "its detection may still be on its way: a second would be billed")
+    }
 }

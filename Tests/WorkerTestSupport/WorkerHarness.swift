@@ -92,10 +92,28 @@ package struct WorkerHarness: Sendable {
 
     /// Waits until none of `ids` is in a state other than the terminal ones.
     package func waitUntilFinished(_ ids: [Int], timeout: Duration = generousDeadline) async throws {
-        try await waitUntil("requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
-            try await pool.query("""
-                SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
-                """)[0].decode("n", as: Int.self) == 0
+        do {
+            try await waitUntil("requests \(ids.prefix(5))… are finished", timeout: timeout, interval: .milliseconds(100)) {
+                try await pool.query("""
+                    SELECT count(*) AS n FROM detectq.requests WHERE id = ANY(\(ids)) AND state NOT IN ('completed', 'failed', 'cancelled')
+                    """)[0].decode("n", as: Int.self) == 0
+            }
+        } catch {
+            // A wait that times out says where each unfinished request stands, for the run's log.
+            let unfinished = try? await pool.query("""
+                SELECT r.id, r.state::text AS state, r.attempt, r.run_at, r.locked_by, r.locked_until, r.error_message,
+                       (SELECT string_agg(coalesce(e.from_state::text, '-') || '>' || e.to_state::text || ' ' || to_char(e.at, 'HH24:MI:SS.MS')
+                                          || coalesce(' (' || e.detail || ')', ''), '; ' ORDER BY e.id)
+                        FROM detectq.request_events e WHERE e.request_id = r.id) AS history, now() AS now
+                FROM detectq.requests r WHERE r.id = ANY(\(ids)) AND r.state NOT IN ('completed', 'failed', 'cancelled')
+                """)
+            for row in unfinished.map(Array.init) ?? [] {
+                print("unfinished request \(String(describing: try? row.decode("id", as: Int.self))): "
+                    + "\(String(describing: try? row.decode("state", as: String.self))), attempt \(String(describing: try? row.decode("attempt", as: Int.self))), "
+                    + "run_at \(String(describing: try? row.decode("run_at", as: Date.self))) (now \(String(describing: try? row.decode("now", as: Date.self)))), "
+                    + "held by \(String(describing: try? row.decode("locked_by", as: String?.self))); history: \(String(describing: try? row.decode("history", as: String?.self)))")
+            }
+            throw error
         }
     }
 

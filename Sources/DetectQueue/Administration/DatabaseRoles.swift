@@ -22,7 +22,8 @@ package enum DatabaseRoles {
     /// a migration adds cannot be left out by mistake.
     package static let tables = [
         "api_budget", "failure_counts", "installation", "intelligence_archive", "pauses", "post_task_events",
-        "post_task_state_transitions", "post_tasks", "queue_billing", "queue_claims", "queues", "request_events", "request_state_transitions",
+        "post_task_state_transitions", "post_tasks", "queue_billing", "queue_claims", "queues", "request_events", "request_media_hashes",
+        "request_state_transitions",
         "requests", "schema_migrations", "state_counts", "workers",
     ]
 

@@ -41,6 +41,9 @@ package struct DetectionRequest: Sendable, Hashable {
     package var mediaSHA256: String?
     /// Whether the request may take the verdict of identical media and options (`reuse_verdict`).
     package var reuseVerdict: Bool
+    /// Set by a claim: its hash (a producer's) is one no other request has, so it is sent without the lookup of
+    /// identical media (`IdenticalMediaLookup.aloneAtClaim`).
+    package var hashAlone = false
     /// Set by a claim: since when an earlier attempt has owed an answer (it may have reached the API, whose
     /// answer never arrived); nil when none does. Before such a request is sent again, its lost answer is sought.
     package var unansweredSince: Date?

@@ -22,6 +22,18 @@ struct IdenticalMediaLookup: Sendable {
     var sha256: String
     var within: Duration
     var mayReuse: Bool
+
+    /// What the claim returns of each request (`hash_alone`): whether its hash, a producer's, is one no other
+    /// request has, so that it is sent without the lookup. Taken with a shared advisory lock on the hash, held
+    /// until the claim commits: a lookup storing the same hash (a worker's, computed meanwhile for a
+    /// `media_path`) holds that lock exclusively, so either the claim cannot take it (and the request is looked
+    /// up) or the lookup waits for the claim to commit and then finds this request in flight. A request marked
+    /// as waiting is never alone.
+    static let aloneAtClaim = """
+        (r.media_sha256 IS NOT NULL AND r.waiting_for IS NULL \
+        AND NOT EXISTS (SELECT 1 FROM detectq.request_media_hashes h WHERE h.media_sha256 = r.media_sha256 AND h.request_id <> r.id) \
+        AND pg_try_advisory_xact_lock_shared(20261207, hashtext(r.media_sha256))) AS hash_alone
+        """
 }
 
 extension RequestStore {

@@ -25,6 +25,10 @@ package final class InMemoryRequestStore: RequestStorage {
         /// `reused_from` and `waiting_for`.
         var reusedFrom: Int?
         var waitingFor: Int?
+
+        /// Whether identical media waits for it: on its way to the API, or queued while an earlier attempt's answer
+        /// is owed (a zero-retention request waiting for the callback that may name its detection).
+        var isInFlight: Bool { request.state.isInFlight || (request.state == .queued && request.unansweredSince != nil) }
     }
 
     /// A change the schema would refuse (its transition table, or a uuid another request holds).
@@ -140,13 +144,14 @@ package final class InMemoryRequestStore: RequestStorage {
         return try table.withLock { table in
             guard var row = table.rows[request.id], Self.guards(transition, row: row, workerID: workerID) else { return false }
             if transition.requiresTwinInFlight {
-                guard let twin = transition.changes.waitingFor.flatMap({ table.rows[$0] }), twin.request.state.isInFlight, twin.waitingFor == nil
+                guard let twin = transition.changes.waitingFor.flatMap({ table.rows[$0] }), twin.isInFlight, twin.waitingFor == nil
                 else { return false }
             }
+            let wasInFlight = row.isInFlight
             try Self.write(transition, to: &row, workerID: workerID, lease: nil, in: table)
             table.rows[request.id] = row
             // As the schema's trigger does: a request with a hash that leaves flight wakes the ones waiting for it.
-            if transition.from.isInFlight, !transition.to.isInFlight, row.request.mediaSHA256 != nil {
+            if wasInFlight, !row.isInFlight, row.request.mediaSHA256 != nil {
                 for waiter in table.rows.values where waiter.waitingFor == request.id && waiter.request.state == .queued {
                     table.rows[waiter.request.id]?.runAt = Date()
                     table.rows[waiter.request.id]?.waitingFor = nil
@@ -219,7 +224,7 @@ package final class InMemoryRequestStore: RequestStorage {
                 .max(by: { ($0.completedAt ?? .distantPast) < ($1.completedAt ?? .distantPast) }) {
                 return .reuse(source: source.request.id)
             }
-            guard let inFlight = identical.filter({ $0.request.state.isInFlight && $0.waitingFor == nil }).min(by: { $0.request.id < $1.request.id })
+            guard let inFlight = identical.filter({ $0.isInFlight && $0.waitingFor == nil }).min(by: { $0.request.id < $1.request.id })
             else { return .send }
             table.rows[request.id]?.waitingFor = inFlight.request.id
             return .wait(inFlight: inFlight.request.id)

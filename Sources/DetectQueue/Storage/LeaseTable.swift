@@ -16,6 +16,8 @@ struct LeaseTable: Sendable {
     let claimable: String
     /// What else the claimable rows carry, returned with each claimed row.
     let claimExtras: [String]
+    /// Expressions over the claimed row (`r`, as updated) returned with it, each with its name (`… AS name`).
+    var claimReturns: [String] = []
     /// Whether `claimable` also says when to claim again (`claim_again_at`, on every row, and on a row with no
     /// id when it took nothing).
     let claimSaysWhenAgain: Bool
@@ -64,7 +66,8 @@ struct LeaseTable: Sendable {
         }
         return LeaseTable(
             table: "detectq.requests", stateType: "detectq.request_state", claimable: "detectq.next_fair_claims($3, $4, $5, $6)",
-            claimExtras: ["prior_unanswered_since", "slot_at", "slot_in"], claimSaysWhenAgain: true,
+            claimExtras: ["prior_unanswered_since", "slot_at", "slot_in"], claimReturns: [IdenticalMediaLookup.aloneAtClaim],
+            claimSaysWhenAgain: true,
             runningState: claim.to.rawValue, claimAssignments: assignments,
             retryingState: lost.withAttemptsLeft.to.rawValue, failedState: lost.onLastAttempt.to.rawValue,
             // Within max_attempts only: the claim after the last attempt searches, and one that dies ends.
@@ -107,7 +110,7 @@ struct LeaseTable: Sendable {
     func claim(
         on pool: PostgresConnectionPool, workerID: String, limit: Int, lease: Duration, parameters: [any PostgresEncodable] = []
     ) async throws -> PostgresRows {
-        let extras = claimExtras.map { ", claimable.\($0)" }.joined()
+        let extras = claimExtras.map { ", claimable.\($0)" }.joined() + claimReturns.map { ", " + $0 }.joined()
         let update = """
             UPDATE \(table) AS r
             SET state = '\(runningState)', locked_by = $1, locked_until = now() + make_interval(secs => $2),

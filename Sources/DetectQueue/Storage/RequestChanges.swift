@@ -212,11 +212,13 @@ extension RequestTransition {
             condition += " AND r.callback_secret_hash = $\(parameters.count)"
         }
         if requiresTwinInFlight, let twin = changes.waitingFor {
-            // Locked for share: a completion of that one in progress is waited for, and then seen.
+            // Locked for share: the end of that one's flight, in progress, is waited for and then seen; one that
+            // comes after waits for this hand-back, and then finds this request waiting.
             parameters.append(twin)
             condition += """
                  AND EXISTS (SELECT 1 FROM detectq.requests t WHERE t.id = $\(parameters.count) \
-                AND t.state IN ('submitting', 'awaiting_result', 'retrying') AND t.waiting_for IS NULL FOR SHARE)
+                AND (t.state IN ('submitting', 'awaiting_result', 'retrying') OR (t.state = 'queued' AND t.unanswered_since IS NOT NULL)) \
+                AND t.waiting_for IS NULL FOR SHARE)
                 """
         }
         // Setting updated_at here spares the row its trigger call (requests_touch).

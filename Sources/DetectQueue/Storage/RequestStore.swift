@@ -61,6 +61,7 @@ package struct RequestStore: RequestStorage {
             QueueMetrics.transition(from: try row.decode("claimed_from", as: RequestState.self), to: .submitting)
             var request = try DetectionRequest(row: row)
             request.unansweredSince = try row.decode("prior_unanswered_since")
+            request.hashAlone = try row.decode("hash_alone", as: Bool?.self) ?? false
             if let at = try row.decode("slot_at", as: Date?.self), let slotIn = try row.decode("slot_in", as: Double?.self) {
                 request.apiSlot = APISlot(at: at, due: claimed + .seconds(slotIn))
             }

@@ -266,6 +266,9 @@ struct RequestProcessor: Sendable {
     /// after three such races the claim goes back unsent for a second rather than risk a second detection.
     private func spendOnce(_ request: inout DetectionRequest, logger: Logger) async throws -> Ending? {
         guard let within = configuration.reuseVerdictWithin else { return nil }
+        // A producer's hash is in detectq.request_media_hashes already: a request that may not reuse, or whose hash
+        // no other request had when it was claimed, is sent without the lookup.
+        if request.mediaSHA256 != nil, request.hashAlone || !request.reuseVerdict { return nil }
         if request.mediaSHA256 == nil, case .path(let relative) = request.media {
             guard let root = configuration.mediaRoot else {
                 throw MediaPathError("media_path \(relative) needs DETECTQ_MEDIA_ROOT, which this worker does not have")
