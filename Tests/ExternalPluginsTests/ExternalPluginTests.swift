@@ -32,7 +32,8 @@ struct ExternalPluginTests {
         chmod(plugins.appendingPathComponent("log-fakes.sh").path, 0o755)
         try Data("not executable".utf8).write(to: plugins.appendingPathComponent("README"))
 
-        let discovered = ExecutablePlugin.discover(in: plugins, timeLimit: .seconds(1))
+        // 5 s: in a loaded full run a shell script once took over 1 s, was killed, and spent a fourth attempt.
+        let discovered = ExecutablePlugin.discover(in: plugins, timeLimit: .seconds(5))
         #expect(discovered.map(\.name) == ["exec.broken.sh", "exec.flaky.sh", "exec.hangs.sh", "exec.log-fakes.sh"])
         setenv("LOG_FAKES_FILE", log.path, 1)
         let id = try await harness.insert("media_url", ["https://cdn.example.com/fake-plugin.wav"])

@@ -36,10 +36,8 @@ package struct Scenarios: Sendable {
         package var cpu: CPUPerJob
     }
 
-    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API; with
-    /// `hashed`, every request carries a `media_sha256` that matches no other (the lookup of identical media runs
-    /// for each and finds nothing).
-    package func queueCore(jobs: Int, workers: Int, hashed: Bool = false) async throws -> Drain {
+    /// Drains `jobs` requests through `workers` processes answering with the instant in-process API.
+    package func queueCore(jobs: Int, workers: Int) async throws -> Drain {
         let database = try await context.freshDatabase("core_\(workers)")
         var children: [ChildProcess] = []
         for number in 1...workers {
@@ -50,13 +48,33 @@ package struct Scenarios: Sendable {
         try await database.waitForWorkers("core\(workers)-", count: workers)
         let backend = try await database.backendPID()
         let before = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
-        let start = try await database.insertURLRequests(jobs, hashed: hashed)
+        let start = try await database.insertURLRequests(jobs)
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
         let after = CPUPerJob.Reading(serverBackend: backend, workers: children.map(\.pid))
         let rate = try await database.throughput(since: start, completed: jobs)
         for child in children { await child.stop() }
         await context.drop(database)
         return Drain(rate: rate, cpu: CPUPerJob(from: before, to: after, jobs: jobs, simulatorInProcess: false))
+    }
+
+    /// The claim path alone, for row 13a: `jobs` requests inserted (with `hashed`, each carrying a `media_sha256`
+    /// no other has) and the tables vacuumed and analysed before one worker starts, so that neither arm's drain
+    /// shares the machine with the maintenance its insert left (the hashes' own table, in the hashed arm); the rate
+    /// runs from the first claim to the last completion.
+    package func claimPath(jobs: Int, hashed: Bool) async throws -> Double {
+        let database = try await context.freshDatabase("claim_path")
+        _ = try await database.insertURLRequests(jobs, hashed: hashed)
+        try await database.pool.query("VACUUM (ANALYZE) detectq.requests")
+        try await database.pool.query("VACUUM (ANALYZE) detectq.request_media_hashes")
+        let worker = try await context.start(["bench-worker"], environment: try workerEnvironment(database, id: "claim-1"), name: "claim-1")
+        try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
+        let span = try await database.pool.query("""
+            SELECT EXTRACT(EPOCH FROM (SELECT max(completed_at) FROM detectq.requests)
+                   - (SELECT min(at) FROM detectq.request_events WHERE to_state = 'submitting'))::float8 AS seconds
+            """)[0].decode("seconds", as: Double.self)
+        await worker.stop()
+        await context.drop(database)
+        return Double(jobs) / max(span, 0.001)
     }
 
     /// The ceiling: batched claim-and-complete SQL alone, with no worker around it. Each of `connections`
