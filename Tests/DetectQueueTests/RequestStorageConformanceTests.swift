@@ -230,14 +230,21 @@ extension RequestStorageConformanceTests {
         #expect(try await store.detectedVerdict(of: first) == nil, "a reused verdict is not passed on")
     }
 
-    @Test(arguments: Kind.available)
-    func whenTheOneInFlightFailsTheWaitingOneIsClaimableAtOnce(kind: Kind) async throws {
+    /// Two identical requests claimed together by `w1`, the second looked up first: it is marked waiting for the first.
+    func twoIdenticalClaimedTheSecondWaiting(_ kind: Kind) async throws -> (any RequestStorage, DetectionRequest, DetectionRequest) {
         let store = try await kind.makeStore()
         let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
         let second = try await enqueueIdentical(store, "https://cdn.example.com/b.mp4")
         let claimed = Dictionary(uniqueKeysWithValues: try await store.claim(workerID: "w1", limit: 2, lease: .seconds(30)).map { ($0.id, $0) })
         let (a, b) = (try #require(claimed[first]), try #require(claimed[second]))
         #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: first))
+        return (store, a, b)
+    }
+
+    @Test(arguments: Kind.available)
+    func whenTheOneInFlightFailsTheWaitingOneIsClaimableAtOnce(kind: Kind) async throws {
+        let (store, a, b) = try await twoIdenticalClaimedTheSecondWaiting(kind)
+        let (first, second) = (a.id, b.id)
         var waiting = RequestChanges()
         waiting.waitingFor = first
         #expect(try await store.apply(.waitingForIdenticalMedia(inFlight: first, answerOwedSince: nil), to: b, workerID: "w1", changes: waiting, detail: nil))
@@ -253,12 +260,8 @@ extension RequestStorageConformanceTests {
 
     @Test(arguments: Kind.available)
     func aHandBackFindingItsTwinOutOfFlightChangesNothing(kind: Kind) async throws {
-        let store = try await kind.makeStore()
-        let first = try await enqueueIdentical(store, "https://cdn.example.com/a.mp4")
-        let second = try await enqueueIdentical(store, "https://cdn.example.com/b.mp4")
-        let claimed = Dictionary(uniqueKeysWithValues: try await store.claim(workerID: "w1", limit: 2, lease: .seconds(30)).map { ($0.id, $0) })
-        let (a, b) = (try #require(claimed[first]), try #require(claimed[second]))
-        #expect(try await store.findIdenticalMedia(b, sha256: Self.hash, within: .seconds(3_600), mayReuse: true, workerID: "w1") == .wait(inFlight: first))
+        let (store, a, b) = try await twoIdenticalClaimedTheSecondWaiting(kind)
+        let (first, second) = (a.id, b.id)
         // The twin ends before the hand-back is written: the hand-back must not leave the request waiting for nothing.
         #expect(try await store.apply(.cancelled, to: a, workerID: "w1", changes: .init(), detail: nil))
         var waiting = RequestChanges()

@@ -176,7 +176,7 @@ package final class InMemoryRequestStore: RequestStorage {
             if row.request.mediaSHA256 != nil {
                 let source = row.reusedFrom ?? request.id
                 for var waiter in table.rows.values where waiter.waitingFor == request.id && waiter.request.state == .queued {
-                    for column: RequestColumn in [.mediaType, .label, .audioLabel, .visualLabel, .isFake, .aggregatedScore, .result] {
+                    for column in RequestColumn.verdict {
                         if let value = row.values[column] { waiter.values[column] = value }
                     }
                     let reuse = try RequestStateMachine.transition(of: waiter.request, on: .reused(from: source))

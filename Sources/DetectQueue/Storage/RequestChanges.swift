@@ -22,6 +22,9 @@ enum RequestColumn: String, CaseIterable, Sendable {
     case reusedFrom = "reused_from"
     case waitingFor = "waiting_for"
 
+    /// The columns of a verdict, which a request that reuses another's copies from it.
+    static let verdict: [RequestColumn] = [.mediaType, .label, .audioLabel, .visualLabel, .isFake, .aggregatedScore, .result]
+
     var sqlType: String {
         switch self {
         case .reusedFrom, .waitingFor: "bigint"

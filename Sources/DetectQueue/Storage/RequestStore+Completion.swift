@@ -37,7 +37,7 @@ extension RequestStore {
         )
         var parameters: [any PostgresEncodable] = []
         let values = try statement.values(parameters: &parameters)
-        let verdictColumns: [RequestColumn] = [.mediaType, .label, .audioLabel, .visualLabel, .isFake, .aggregatedScore, .result]
+        let verdictColumns = RequestColumn.verdict
         let doneColumns = (["r.id", "r.completed_at", "r.media_sha256", "r.reused_from"] + verdictColumns.map { "r.\($0.rawValue)" })
             .joined(separator: ", ")
         // The waiters' change is the state machine's (the source's id is a column of `done`, not a parameter).
