@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0022): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0024): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -1188,14 +1188,14 @@ CREATE TABLE detectq.requests (
     CONSTRAINT requests_max_video_fps_non_negative CHECK (((max_video_fps >= (0)::numeric) AND (max_video_fps < 'Infinity'::numeric))),
     CONSTRAINT requests_max_video_secs_non_negative CHECK (((max_video_secs >= (0)::numeric) AND (max_video_secs < 'Infinity'::numeric))),
     CONSTRAINT requests_media_path_not_blank CHECK ((btrim(media_path) <> ''::text)),
-    CONSTRAINT requests_media_sha256_hex CHECK ((media_sha256 ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT requests_media_sha256_hex CHECK (((octet_length(media_sha256) = 64) AND (media_sha256 !~ '[^0-9a-f]'::text))),
     CONSTRAINT requests_media_token_not_blank CHECK ((btrim(media_token) <> ''::text)),
     CONSTRAINT requests_media_url_not_blank CHECK ((btrim(media_url) <> ''::text)),
     CONSTRAINT requests_metadata_is_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT requests_model_types_valid CHECK ((model_types = ANY (ARRAY['image'::text, 'talking_head'::text]))),
     CONSTRAINT requests_pipeline_not_blank CHECK ((btrim(pipeline) <> ''::text)),
     CONSTRAINT requests_poll_count_non_negative CHECK ((poll_count >= 0)),
-    CONSTRAINT requests_queue_name CHECK ((queue ~ '^[a-z0-9_.-]{1,63}$'::text)),
+    CONSTRAINT requests_queue_name CHECK (((queue <> ''::text) AND (octet_length(queue) <= 63) AND (queue !~ '[^a-z0-9_.-]'::text))),
     CONSTRAINT requests_reused_from_with_reused_path CHECK (((reused_from IS NOT NULL) = (NOT (submit_path IS DISTINCT FROM 'reused'::text)))),
     CONSTRAINT requests_secure_upload_token_dated CHECK (((secure_upload_token IS NULL) = (secure_upload_token_issued_at IS NULL))),
     CONSTRAINT requests_start_region_non_negative CHECK (((start_region >= (0)::numeric) AND (start_region < 'Infinity'::numeric))),

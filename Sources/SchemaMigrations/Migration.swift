@@ -80,5 +80,7 @@ package enum DetectqMigrations {
         Migration(fileName: "0020_early_slot_now.sql", bytes: PackageResources._020_early_slot_now_sql),
         Migration(fileName: "0021_spend_each_detection_once.sql", bytes: PackageResources._021_spend_each_detection_once_sql),
         Migration(fileName: "0022_identical_media_index.sql", bytes: PackageResources._022_identical_media_index_sql),
+        Migration(fileName: "0023_cheaper_checks.sql", bytes: PackageResources._023_cheaper_checks_sql),
+        Migration(fileName: "0024_validate_cheaper_checks.sql", bytes: PackageResources._024_validate_cheaper_checks_sql),
     ]
 }

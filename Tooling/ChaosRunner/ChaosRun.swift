@@ -60,6 +60,8 @@ package struct ChaosRun: Sendable {
     static let baseLatency = Duration.milliseconds(300)
     /// Detections a second the team's other services create while the busy-team phase is on: the API's rate.
     static let busyTeamRate = 40.0
+    /// The most intervals a phase that has injected nothing is kept on past its own two.
+    static let maximumExtensions = 4
 
     package func run() async throws -> ChaosReport {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("detectq-chaos-\(UUID().uuidString.prefix(8).lowercased())")
@@ -188,7 +190,8 @@ package struct ChaosRun: Sendable {
         return report
     }
 
-    /// Injects one fault every `faultInterval` until the duration is over; returns the count of each kind, when
+    /// Injects one fault every `faultInterval` until the duration is over, keeping a phase on while it has
+    /// injected nothing (up to `maximumExtensions` intervals more); returns the count of each kind, when
     /// each failover's promotion ended, and how long the API throttled in all.
     private func injectFaults(
         cluster: ReplicatedPostgres, simulator: DetectSimulator, ledger: AlertLedger, fleet: WorkerFleet,
@@ -205,6 +208,9 @@ package struct ChaosRun: Sendable {
         var throttleBusyUntil = started
         // Nor does the alert sink's failing share a phase in which few requests complete (and alert).
         var completionsThinUntil = started
+        // What each phase's effect counted when it began, and how many intervals it was kept on for lack of any.
+        var injectedBefore: [Fault: Int] = [:]
+        var extensions: [Fault: Int] = [:]
         let end = started + options.duration
         var tick = started
         while true {
@@ -212,6 +218,20 @@ package struct ChaosRun: Sendable {
             guard tick < end else { break }
             try await Task.sleep(until: tick)
             try await fleet.replaceExited()
+            let api = await simulator.state.snapshot()
+            let sinkFailures = await ledger.deliveries().injectedFailures
+            for (fault, phaseEnd) in phases where phaseEnd <= tick {
+                guard let now = fault.injected(api: api, sinkFailures: sinkFailures), now == injectedBefore[fault],
+                      extensions[fault, default: 0] < Self.maximumExtensions else { continue }
+                phases[fault] = tick + options.faultInterval
+                extensions[fault, default: 0] += 1
+                if fault == .apiThrottled {
+                    throttled += (min(end, tick + options.faultInterval) - tick).seconds
+                    throttleBusyUntil = tick + options.faultInterval + .seconds(8)
+                }
+                if fault.thinsCompletions { completionsThinUntil = max(completionsThinUntil, tick + options.faultInterval * 2) }
+                say("[\(Int((tick - started).seconds)) s] \(fault.rawValue): nothing injected yet, on for another \(options.faultInterval)")
+            }
             phases = phases.filter { $0.value > tick }
             if deck.isEmpty { deck = Fault.deck(using: &random) }
             let fault = Fault.deal(
@@ -248,6 +268,10 @@ package struct ChaosRun: Sendable {
             case .apiSlow, .apiDroppingConnections, .apiErrors, .apiLosingAnswers, .apiOutOfCredit, .callbacksLostAndDuplicated, .sinkFailing,
                  .apiThrottled, .busyTeam:
                 if fault == .apiThrottled { throttled += (min(end, tick + options.faultInterval * 2) - max(tick, phases[fault] ?? tick)).seconds }
+                if phases[fault] == nil {
+                    injectedBefore[fault] = fault.injected(api: api, sinkFailures: sinkFailures)
+                    extensions[fault] = 0
+                }
                 phases[fault] = tick + options.faultInterval * 2
                 say("[\(elapsed) s] \(fault.rawValue) for \(options.faultInterval * 2)")
             }
@@ -259,6 +283,8 @@ package struct ChaosRun: Sendable {
             await simulator.state.setTeamTraffic(active.contains(.busyTeam) ? max(Self.busyTeamRate, options.teamTraffic) : options.teamTraffic)
             await ledger.setFailureRate(active.contains(.sinkFailing) ? 0.6 : 0)
         }
+        // The last fault's phase has the run's remaining time.
+        try await Task.sleep(until: end)
         return (counts, failovers, throttled)
     }
 

@@ -63,6 +63,23 @@ package enum Fault: String, CaseIterable, Sendable, Codable {
         return deck.remove(at: index)
     }
 
+    /// What the phase has injected so far, read from the API's and the alert sink's counts; nil for a phase whose
+    /// effect is not counted or grows on its own (slow answers, the team's traffic, the callbacks' background
+    /// rates). `ChaosRun` keeps a phase on past its two intervals, one interval at a time, until this has grown:
+    /// dealt while another phase kept requests from going out, a phase once injected nothing (no 429 in a 503-and-429
+    /// phase under an out-of-credit pause, no 402 in a credit phase under a throttle's backoff), whatever the order.
+    func injected(api: SimulatorStats, sinkFailures: Int) -> Int? {
+        switch self {
+        case .apiDroppingConnections: api.injectedDrops
+        case .apiErrors: api.injectedRateLimits
+        case .apiLosingAnswers: api.injectedLostResponses
+        case .apiOutOfCredit: api.creditRefusals
+        case .apiThrottled: api.throttledRequests
+        case .sinkFailing: sinkFailures
+        case .workerKilled, .postgresFastRestart, .postgresImmediateRestart, .postgresFailover, .apiSlow, .callbacksLostAndDuplicated, .busyTeam: nil
+        }
+    }
+
     /// The simulator's faults while `active` phases are on, over a light background that never lifts.
     static func simulatorFaults(active: Set<Fault>) -> FaultInjection {
         var faults = FaultInjection(serverErrorRate: 0.01, lostCallbackRate: 0.05, duplicateCallbackRate: 0.05)

@@ -68,19 +68,30 @@ package struct BenchmarkRun: Sendable {
             coreRates[coreJobs] = (drains.map(\.rate).max() ?? 0, drains[0].cpu)
         }
         if only.contains("reuse") {
-            // Alternated, so that a drift of the machine falls on both: hashes none matches, then none, twice.
+            // Alternated, so that a drift of the machine falls on both (hashes none matches, then none, five
+            // times), and each arm at its best, as the queue core's rows are: a run shares the machine with whatever
+            // else wakes on it, which only ever slows it (one arm's runs spread over ±10 % here).
             let jobs = scenarios.scaled(50_000)
-            var plain: [Double] = []
-            var hashed: [Double] = []
-            for _ in 0..<2 {
+            var plain: [Scenarios.Drain] = []
+            var hashed: [Scenarios.Drain] = []
+            for _ in 0..<5 {
                 hashed.append(try await scenarios.claimPath(jobs: jobs, hashed: true))
                 plain.append(try await scenarios.claimPath(jobs: jobs, hashed: false))
             }
-            let (withHash, without) = (hashed.reduce(0, +) / 2, plain.reduce(0, +) / 2)
+            let (withHash, without) = (hashed.map(\.rate).max() ?? 0, plain.map(\.rate).max() ?? 0)
             add(BenchmarkRow(
                 scenario: "13a claim path, 1 worker, every request hashed, none matching", figure: Self.rate(withHash),
-                reference: "no hashes \(Self.rate(without))", ratio: withHash / without, target: "≥ 95% (the lookup costs ≤ 5%)",
-                met: withHash / without >= 0.95
+                reference: "no hashes \(Self.rate(without)) (runs \(Self.figures(hashed.map(\.rate))) against \(Self.figures(plain.map(\.rate))))",
+                ratio: withHash / without, target: "≥ 95% (the lookup costs ≤ 5%)", met: withHash / without >= 0.95
+            ))
+            // The CPU each arm spent per job, server and worker, at its least: the same cost, read apart from
+            // the waits that the rates include.
+            let cpu = { (drain: Scenarios.Drain) in (drain.cpu.postgres ?? 0) + drain.cpu.workers }
+            let (cpuWithHash, cpuWithout) = (hashed.map(cpu).min() ?? 0, plain.map(cpu).min() ?? 0)
+            add(BenchmarkRow(
+                scenario: "13a claim path: CPU per job (PostgreSQL and worker)", figure: String(format: "%.0f µs", cpuWithHash),
+                reference: String(format: "no hashes %.0f µs", cpuWithout) + " (runs \(Self.figures(hashed.map(cpu))) against \(Self.figures(plain.map(cpu))))",
+                ratio: cpuWithout / max(cpuWithHash, 1), target: "≥ 95% (the lookup costs ≤ 5%)", met: cpuWithout / max(cpuWithHash, 1) >= 0.95
             ))
         }
         if only.contains("pgqueuer") {
@@ -296,6 +307,7 @@ package struct BenchmarkRun: Sendable {
     static func count(_ value: Int) -> String { value.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US"))) }
 
     static func rate(_ value: Double) -> String { String(format: "%.0f jobs/s", value) }
+    static func figures(_ values: [Double]) -> String { values.map { String(format: "%.0f", $0) }.joined(separator: ", ") }
 
     static func rowRate(_ value: Double) -> String { String(format: "%.0f rows/s", value) }
 

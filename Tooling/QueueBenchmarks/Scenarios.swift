@@ -60,21 +60,24 @@ package struct Scenarios: Sendable {
     /// The claim path alone, for row 13a: `jobs` requests inserted (with `hashed`, each carrying a `media_sha256`
     /// no other has) and the tables vacuumed and analysed before one worker starts, so that neither arm's drain
     /// shares the machine with the maintenance its insert left (the hashes' own table, in the hashed arm); the rate
-    /// runs from the first claim to the last completion.
-    package func claimPath(jobs: Int, hashed: Bool) async throws -> Double {
+    /// runs from the first claim to the last completion, and its CPU per job from the worker's start to then.
+    package func claimPath(jobs: Int, hashed: Bool) async throws -> Drain {
         let database = try await context.freshDatabase("claim_path")
         _ = try await database.insertURLRequests(jobs, hashed: hashed)
         try await database.pool.query("VACUUM (ANALYZE) detectq.requests")
         try await database.pool.query("VACUUM (ANALYZE) detectq.request_media_hashes")
+        let backend = try await database.backendPID()
         let worker = try await context.start(["bench-worker"], environment: try workerEnvironment(database, id: "claim-1"), name: "claim-1")
+        let before = CPUPerJob.Reading(serverBackend: backend, workers: [worker.pid])
         try await database.waitFor("state = 'completed'", count: jobs, timeout: .seconds(600), interval: .milliseconds(250))
+        let after = CPUPerJob.Reading(serverBackend: backend, workers: [worker.pid])
         let span = try await database.pool.query("""
             SELECT EXTRACT(EPOCH FROM (SELECT max(completed_at) FROM detectq.requests)
                    - (SELECT min(at) FROM detectq.request_events WHERE to_state = 'submitting'))::float8 AS seconds
             """)[0].decode("seconds", as: Double.self)
         await worker.stop()
         await context.drop(database)
-        return Double(jobs) / max(span, 0.001)
+        return Drain(rate: Double(jobs) / max(span, 0.001), cpu: CPUPerJob(from: before, to: after, jobs: jobs, simulatorInProcess: false))
     }
 
     /// The ceiling: batched claim-and-complete SQL alone, with no worker around it. Each of `connections`
