@@ -38,6 +38,30 @@ package enum JSONText {
         return encoder
     }
 
+    /// `text` as a JSON string, quoted and escaped as `encoder()` writes it (`"`, `\\` and control characters
+    /// escaped, slashes and everything else as they are), without an encoder: a `JSONEncoder` made for each
+    /// value of a batch's payload cost the worker more CPU than the value itself.
+    package static func string(_ text: String) -> String {
+        var bytes: [UInt8] = [UInt8(ascii: "\"")]
+        bytes.reserveCapacity(text.utf8.count + 2)
+        let digits = Array("0123456789abcdef".utf8)
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0x08: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
+            case 0x0C: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
+            case 0..<0x20: bytes += Array("\\u00".utf8) + [digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]]
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// The deepest nesting of arrays and objects detectq reads. Nothing it reads comes near it (the API's items
     /// nest a few levels), and Foundation's decoder traps on one malformed input just past its own limit of
     /// 512 (a body of exactly 513 `[`), so every JSON from outside is measured against this first.

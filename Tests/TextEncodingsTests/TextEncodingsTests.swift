@@ -35,4 +35,19 @@ struct TextEncodingsTests {
         #expect(!JSONText.nesting(of: Array(bracketsInAString.utf8), exceeds: 2), "brackets inside strings, escaped quotes too, do not count")
         #expect(try JSONText.decode([String: String].self, from: Array(bracketsInAString.utf8))["a"]?.count == 2_003)
     }
+
+    /// RFC 8259: a string is quoted, with `"`, `\\` and every control character below U+0020 escaped; anything
+    /// else may stand as itself. Read back by Foundation's decoder, each comes out as it went in.
+    @Test func aStringIsWrittenAsAJSONStringThatReadsBackTheSame() throws {
+        let samples = ["", "plain", "say \"hi\"", #"back\slash"#, "a/b", "tab\tnew\nline\rret", "\u{08}\u{0C}\u{00}\u{1F}\u{7F}",
+                       "é ü 日本 🎭", "\u{2028}\u{2029}", String((0..<32).map { Character(Unicode.Scalar(UInt8($0))) })]
+        for sample in samples {
+            let written = JSONText.string(sample)
+            #expect(written.first == "\"" && written.last == "\"", "\(written)")
+            #expect(!written.unicodeScalars.contains { $0.value < 0x20 }, "no raw control character in \(written.debugDescription)")
+            #expect(try JSONDecoder().decode(String.self, from: Data(written.utf8)) == sample, "\(written)")
+        }
+        #expect(JSONText.string("a/b") == #""a/b""#)
+        #expect(JSONText.string("q\"\\") == #""q\"\\""#)
+    }
 }

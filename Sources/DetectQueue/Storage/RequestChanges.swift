@@ -62,12 +62,16 @@ enum ColumnValue: Sendable {
     /// timestamp from its ISO 8601 text, a JSON document as itself).
     func jsonText() throws -> String {
         switch self {
-        case .text(let text): String(decoding: try JSONEncoder().encode(text), as: UTF8.self)
-        case .bool(let bool): bool ? "true" : "false"
-        case .number(let number): String(decoding: try JSONEncoder().encode(number), as: UTF8.self)
-        case .integer(let integer): String(integer)
-        case .timestamp(let date): "\"\(ISO8601Timestamp.format(date))\""
-        case .json(let json): json.text
+        case .text(let text): return JSONText.string(text)
+        case .bool(let bool): return bool ? "true" : "false"
+        case .number(let number):
+            guard number.isFinite else {
+                throw EncodingError.invalidValue(number, .init(codingPath: [], debugDescription: "\(number) is not a JSON number"))
+            }
+            return "\(number)"
+        case .integer(let integer): return String(integer)
+        case .timestamp(let date): return "\"\(ISO8601Timestamp.format(date))\""
+        case .json(let json): return json.text
         }
     }
 }

@@ -30,7 +30,7 @@ extension RequestStore {
                     id: completion.request.id, expected: completion.request.state, workerID: completion.workerID,
                     transition: try RequestStateMachine.transition(of: completion.request, on: completion.event, changes: completion.result)
                 )
-                row.extras = ["lease": .number(completion.lease.seconds), "processors": .json(try PostgresJSON(encoding: completion.postProcessors))]
+                row.extras = ["lease": .number(completion.lease.seconds), "processors": .json(PostgresJSON(text: "[" + completion.postProcessors.map(JSONText.string).joined(separator: ",") + "]"))]
                 return row
             },
             extras: [("lease", "double precision"), ("processors", "jsonb")]
