@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0024): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0025): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -1352,7 +1352,7 @@ CREATE INDEX requests_created_at_idx ON detectq.requests USING btree (created_at
 
 CREATE INDEX requests_leased_idx ON detectq.requests USING btree (locked_until) WHERE (locked_by IS NOT NULL);
 
-CREATE INDEX requests_metadata_search_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb));
+CREATE INDEX requests_metadata_words_idx ON detectq.requests USING gin (jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]'::jsonb)) WHERE (metadata <> '{}'::jsonb);
 
 CREATE INDEX requests_queue_answer_owed_idx ON detectq.requests USING btree (queue, group_key, unanswered_since) WHERE ((unanswered_since IS NOT NULL) AND (accepted_at IS NULL));
 

@@ -41,8 +41,10 @@ enum RequestListQuery {
     /// `created_at` to the microsecond, in UTC, whatever the session's DateStyle and TimeZone.
     static let cursorTime = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
 
-    /// The metadata search; the expression is the index's, word for word, so the index serves it.
+    /// The metadata search; the expression and the predicate are the index's (migration 0025), word for word,
+    /// so the index serves it. The index holds only requests with metadata: an empty document matches no words.
     static let metadataDocument = #"jsonb_to_tsvector('simple'::regconfig, metadata, '["key", "string", "numeric"]')"#
+    static let metadataGiven = "metadata <> '{}'::jsonb"
 
     static func page(_ filter: RequestListFilter, pageSize: Int = RequestListFilter.pageSize, on pool: PostgresConnectionPool) async throws -> RequestListPage {
         var builder = Builder()
@@ -118,7 +120,7 @@ enum RequestListQuery {
             if let from = filter.createdFrom { conditions.append("created_at >= \(bind(from))") }
             if let to = filter.createdBefore { conditions.append("created_at < \(bind(to))") }
             if let text = filter.text {
-                conditions.append("\(RequestListQuery.metadataDocument) @@ websearch_to_tsquery('simple', \(bind(text)))")
+                conditions.append("\(RequestListQuery.metadataGiven) AND \(RequestListQuery.metadataDocument) @@ websearch_to_tsquery('simple', \(bind(text)))")
             }
             if let reason = filter.reason {
                 conditions.append("state IN ('failed', 'retrying') AND coalesce(error_message, '(no reason)') = \(bind(reason))")

@@ -85,4 +85,34 @@ struct KeysetPaginationTests {
             }
         }
     }
+
+    /// The metadata search reads its index (migration 0025), which holds only requests that carry metadata: with
+    /// 20,000 requests without any, the dashboard's search finds the five that match by the index, as the
+    /// server's own count of that index's scans shows, rather than by reading the table.
+    @Test func theMetadataSearchReadsAnIndexOfTheRequestsWithMetadata() async throws {
+        try await DashboardFixture.serve { dashboard in
+            try await dashboard.admin.query("""
+                INSERT INTO detectq.requests (media_url) SELECT 'https://cdn.example.com/plain-' || n || '.wav' FROM generate_series(1, 20000) AS n
+                """)
+            var matching: [Int] = []
+            for n in 0..<5 { matching.append(try await dashboard.request(metadata: #"{"team": "gamma", "n": \#(n)}"#)) }
+            _ = try await dashboard.request(metadata: #"{"team": "delta"}"#)
+            try await dashboard.admin.query("ANALYZE detectq.requests")
+            let definition = try await dashboard.admin.query("""
+                SELECT indexdef FROM pg_indexes WHERE schemaname = 'detectq' AND indexname = 'requests_metadata_words_idx'
+                """)[0].decode("indexdef", as: String.self)
+            #expect(definition.hasSuffix("WHERE (metadata <> '{}'::jsonb)"), "\(definition)")
+            func scans() async throws -> Int {
+                try await dashboard.admin.query("""
+                    SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = 'detectq' AND indexrelname = 'requests_metadata_words_idx'
+                    """)[0].decode("idx_scan", as: Int.self)
+            }
+            let before = try await scans()
+            let answer = try await dashboard.get("/dashboard/requests?q=gamma")
+            #expect(answer.status == 200)
+            #expect(Self.ids(answer.body) == matching.reversed())
+            // A backend reports its scans when it next goes idle, within seconds.
+            try await waitUntil("the search's scan of requests_metadata_words_idx is counted") { try await scans() > before }
+        }
+    }
 }
