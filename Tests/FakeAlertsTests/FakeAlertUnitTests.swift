@@ -14,7 +14,7 @@ struct FakeAlertUnitTests {
 
     func outcome(_ item: String, metadata: String = "{}", threshold: Double? = nil) throws -> DetectionOutcome {
         DetectionOutcome(
-            requestID: 7, remoteUUID: "u-1", item: try DetectionItem(json: item), metadata: try JSONDecoder().decode(JSONValue.self, from: Data(metadata.utf8)), zeroRetentionMode: false,
+            requestID: 7, remoteUUID: "u-1", item: try DetectionItem(json: item), metadata: PostgresJSON(text: metadata), zeroRetentionMode: false,
             intelligenceRequested: false, completedAt: Date(timeIntervalSince1970: 1_700_000_000), fakeThreshold: threshold
         )
     }

@@ -46,6 +46,7 @@ struct TextEncodingsTests {
             #expect(written.first == "\"" && written.last == "\"", "\(written)")
             #expect(!written.unicodeScalars.contains { $0.value < 0x20 }, "no raw control character in \(written.debugDescription)")
             #expect(try JSONDecoder().decode(String.self, from: Data(written.utf8)) == sample, "\(written)")
+            #expect(written == String(decoding: try JSONText.encoder().encode(sample), as: UTF8.self), "the same bytes as the encoder's")
         }
         #expect(JSONText.string("a/b") == #""a/b""#)
         #expect(JSONText.string("q\"\\") == #""q\"\\""#)

@@ -159,15 +159,11 @@ package struct DetectionOutcome: Sendable {
     package let remoteUUID: String
     package let item: DetectionItem
     /// The producer's own data (`metadata`, a JSON object); nil only when it cannot be read (nested past
-    /// 256 levels). Read from its text when asked: most outcomes reach no processor that looks at it, and
+    /// 256 levels). Read from its stored text when asked: most outcomes reach no processor that looks at it, and
     /// decoding it for every completion was 3 % of the worker's CPU in the queue core.
-    package var metadata: JSONValue? {
-        switch producerMetadata {
-        case .read(let value): value
-        case .text(let json): Self.read(json)
-        }
-    }
-    private var producerMetadata: ProducerMetadata
+    package var metadata: JSONValue? { try? JSONText.decode(JSONValue.self, from: Data(metadataText.text.utf8)) }
+    /// `metadata` as the row stores it.
+    private let metadataText: PostgresJSON
     package let zeroRetentionMode: Bool
     package let intelligenceRequested: Bool
     package internal(set) var completedAt: Date
@@ -178,7 +174,7 @@ package struct DetectionOutcome: Sendable {
     package var reusedFrom: Int?
 
     package init(
-        requestID: Int, remoteUUID: String, item: DetectionItem, metadata: JSONValue?, zeroRetentionMode: Bool,
+        requestID: Int, remoteUUID: String, item: DetectionItem, metadata: PostgresJSON, zeroRetentionMode: Bool,
         intelligenceRequested: Bool, completedAt: Date, fakeThreshold: Double? = nil, reusedFrom: Int? = nil
     ) {
         self.reusedFrom = reusedFrom
@@ -186,7 +182,7 @@ package struct DetectionOutcome: Sendable {
         self.requestID = requestID
         self.remoteUUID = remoteUUID
         self.item = item
-        producerMetadata = .read(metadata)
+        metadataText = metadata
         self.zeroRetentionMode = zeroRetentionMode
         self.intelligenceRequested = intelligenceRequested
         self.completedAt = completedAt
@@ -195,24 +191,10 @@ package struct DetectionOutcome: Sendable {
     /// The outcome of a request that has just completed with `item`.
     init(request: DetectionRequest, item: DetectionItem, fakeThreshold: Double?, completedAt: Date = Date(), reusedFrom: Int? = nil) {
         self.init(
-            requestID: request.id, remoteUUID: item.uuid, item: item, metadata: nil,
+            requestID: request.id, remoteUUID: item.uuid, item: item, metadata: request.metadata,
             zeroRetentionMode: request.options.zeroRetentionMode == true, intelligenceRequested: request.options.intelligence == true,
             completedAt: completedAt, fakeThreshold: fakeThreshold, reusedFrom: reusedFrom
         )
-        producerMetadata = .text(request.metadata)
-    }
-
-    /// The producer's metadata: already read, or its text from the row.
-    private enum ProducerMetadata: Sendable {
-        case read(JSONValue?)
-        case text(PostgresJSON)
-    }
-}
-
-extension DetectionOutcome {
-    /// The producer's metadata as a plugin reads it.
-    static func read(_ metadata: PostgresJSON) -> JSONValue? {
-        try? JSONText.decode(JSONValue.self, from: Data(metadata.text.utf8))
     }
 }
 

@@ -145,7 +145,7 @@ extension PostTaskStore {
         else { return nil }
         let outcome = DetectionOutcome(
             requestID: requestID, remoteUUID: remoteUUID, item: try DetectionItem(json: result.text),
-            metadata: DetectionOutcome.read(try row.decode("metadata")), zeroRetentionMode: try row.decode("zero_retention_mode"),
+            metadata: try row.decode("metadata"), zeroRetentionMode: try row.decode("zero_retention_mode"),
             intelligenceRequested: try row.decode("intelligence"), completedAt: try row.decode("completed_at"),
             fakeThreshold: fakeThreshold, reusedFrom: try row.decode("reused_from")
         )
