@@ -114,6 +114,14 @@ struct MetricsTests {
         try await waitFor(pool, "SELECT count(*) FROM detectq.post_tasks WHERE state = 'completed'", atLeast: 10)
         let text = try await scrape(port)
         let after = try PrometheusText.parse(text)
+        // A snapshot held open, and three transactions since: the horizon's gauges name its age.
+        let snapshot = try await PostgresConnection.connect(configuration)
+        try await snapshot.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try await snapshot.query("SELECT count(*) FROM detectq.requests")
+        for _ in 0..<3 { try await pool.query("SELECT txid_current()") }
+        let held = try PrometheusText.parse(try await scrape(port))
+        try await snapshot.query("COMMIT")
+        await snapshot.close()
         #expect(await worker.stop() == 0)
         let stats = await simulator.state.snapshot()
         await simulator.stop()
@@ -147,6 +155,9 @@ struct MetricsTests {
         #expect(after.sum("detectq_detections_billed_total") == 20, "each detection billed once, whichever way its answer came")
         #expect(after.sum("detectq_requests_in_flight") == 0)
         #expect(after.has("detectq_oldest_claimable_age_seconds"))
+        #expect(held.sum("detectq_xmin_horizon_age_transactions") >= 3, "three transactions began after the snapshot")
+        #expect(held.has("detectq_xmin_horizon_held_seconds") && held.has("detectq_requests_dead_row_versions"))
+        #expect(held.sum("detectq_claim_index_bytes") >= 8_192, "the claim index has at least its metapage")
         #expect(after.sum("detectq_post_task_depth", ["state": "completed"]) >= 10)
         #expect(text.contains("# TYPE detectq_api_request_duration_seconds histogram"))
     }

@@ -153,6 +153,42 @@ struct RolesTests {
         await setup.owner.close()
     }
 
+    @Test func aViewersStatusNamesTheSnapshotThatHoldsBackVacuumThoughNotWhenItBegan() async throws {
+        let setup = try await Setup.make()
+        let producer = try await setup.login(as: DatabaseRoles.producer)
+        let snapshot = try await PostgresConnection.connect(producer.configuration)
+        try await snapshot.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        let pid = try await snapshot.query("SELECT pg_backend_pid()::int8 AS pid, (SELECT count(*) FROM detectq.request_events) AS events")[0]
+            .decode("pid", as: Int.self)
+        for _ in 0..<3 { try await setup.owner.query("SELECT txid_current()") }
+        let viewer = try await setup.login(as: DatabaseRoles.viewer)
+        let status = try await DetectqExecutable.run(["status", "--json"], environment: ["DATABASE_URL": viewer.uri])
+        #expect(status.status == 0, "\(status.standardError)")
+        let horizon = try #require(
+            (try JSONSerialization.jsonObject(with: Data(status.standardOutput.utf8)) as? [String: Any])?["vacuum_horizon"] as? [String: Any]
+        )
+        let holder = producer.uri.split(separator: "@")[0].split(separator: "/").last.map(String.init) ?? "?"
+        #expect((horizon["held_by"] as? String)?.hasPrefix("session pid \(pid), role \(holder)") == true, "\(horizon)")
+        #expect((horizon["age_transactions"] as? Int ?? 0) >= 3, "three transactions since the snapshot: \(horizon)")
+        #expect(horizon["held_seconds"] == nil, "a viewer may not see when another role's transaction began: \(horizon)")
+        #expect(horizon["warning"] as? Bool == false, "young, and fewer than a million transactions old")
+        let text = try await DetectqExecutable.run(["status"], environment: ["DATABASE_URL": viewer.uri])
+        #expect(text.standardOutput.contains("vacuum horizon: ") && text.standardOutput.contains("pg_read_all_stats shows it"), "\(text.standardOutput)")
+
+        // The schema's owner (a superuser here) sees when it began.
+        let seen = try await VacuumHorizon.read(setup.owner)
+        guard case .session(pid, holder, _, "idle in transaction")? = seen.holder else {
+            Issue.record("the owner sees the session, its role and its state: \(seen)")
+            return
+        }
+        #expect((seen.heldSeconds ?? -1) >= 0 && (seen.heldSeconds ?? .infinity) < 600)
+        try await snapshot.query("COMMIT")
+        await snapshot.close()
+        let released = try await VacuumHorizon.read(setup.owner)
+        #expect(released.holder.map { "\($0)".contains("pid: \(pid)") } != true, "the snapshot let go: \(released)")
+        await setup.owner.close()
+    }
+
     @Test func anOperatorRetriesCancelsPausesAndPrunesFromCommandsAndTheDashboardButHasNoDDL() async throws {
         let setup = try await Setup.make()
         let ids = try await setup.insert(3)

@@ -15,7 +15,7 @@ package struct BenchmarkRow: Sendable {
 /// Runs the chosen scenarios in order and collects the table, printing each row as it is measured.
 package struct BenchmarkRun: Sendable {
     /// The scenarios, by the names `--only` takes.
-    package static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard", "growth", "enqueue", "trips", "queues", "neighbour", "reuse"]
+    package static let scenarioNames = ["core", "pgqueuer", "e2e", "inflight", "callback", "rate", "upload", "latency", "dashboard", "growth", "enqueue", "trips", "queues", "neighbour", "reuse", "longtx"]
 
     let scenarios: Scenarios
     let only: Set<String>
@@ -182,6 +182,32 @@ package struct BenchmarkRun: Sendable {
             add(BenchmarkRow(
                 scenario: "12b busiest one-second window, both lanes", figure: "\(result.busiestSecond)",
                 reference: "budget 40", ratio: Double(result.busiestSecond) / 40, target: "≤ 110% (44)", met: result.busiestSecond <= 44
+            ))
+        }
+        if only.contains("longtx") {
+            // Ten minutes of steady traffic each, without and then beside a held snapshot (at least 30 s each, scaled).
+            let duration = Duration.seconds(max(30, Int(600 * scenarios.scale)))
+            let minutes = String(format: "%.1f min", duration.seconds / 60)
+            let clean = try await scenarios.steadyTraffic(rate: 1_000, duration: duration, holdingSnapshot: false)
+            let held = try await scenarios.steadyTraffic(rate: 1_000, duration: duration, holdingSnapshot: true)
+            add(BenchmarkRow(
+                scenario: "14 1,000/s for \(minutes), 2 workers, beside a REPEATABLE READ held open: throughput",
+                figure: Self.rate(held.throughput) + String(format: " (offered %.0f/s)", held.offered),
+                reference: "none held " + Self.rate(clean.throughput) + String(format: " (offered %.0f/s)", clean.offered),
+                ratio: held.throughput / clean.throughput, target: "≥ 80% of none held", met: held.throughput / clean.throughput >= 0.8
+            ))
+            add(BenchmarkRow(
+                scenario: "14 insert to claim p95 (its last tenth)", figure: String(format: "%.1f ms (%.1f ms)", held.claimP95, held.lateClaimP95),
+                reference: String(format: "none held %.1f ms (%.1f ms)", clean.claimP95, clean.lateClaimP95), ratio: held.claimP95 / clean.claimP95,
+                target: "≤ 1.25× none held", met: held.claimP95 <= clean.claimP95 * 1.25
+            ))
+            add(BenchmarkRow(
+                scenario: "14 claim index at the end; detectq status",
+                figure: Self.megabytes(Int64(held.horizon.claimIndexBytes)) + ", \(Self.count(held.horizon.deadRequestVersions)) dead versions; "
+                    + (held.horizon.warrantsWarning ? "warns (\(Self.count(held.horizon.ageTransactions)) transactions old)" : "no warning"),
+                reference: "none held " + Self.megabytes(Int64(clean.horizon.claimIndexBytes)) + ", \(Self.count(clean.horizon.deadRequestVersions)) dead; "
+                    + (clean.horizon.warrantsWarning ? "warns" : "no warning"),
+                ratio: Double(held.horizon.claimIndexBytes) / Double(max(clean.horizon.claimIndexBytes, 1)), target: "", met: nil
             ))
         }
         if only.contains("upload") {

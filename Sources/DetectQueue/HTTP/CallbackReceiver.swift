@@ -19,6 +19,8 @@ struct CallbackReceiver: Sendable {
     let metricsExposition: (@Sendable () -> String)?
     /// Where `/metrics` samples the queue's depth from.
     let pool: PostgresConnectionPool
+    /// How long vacuum's horizon has been held, as this worker has watched it.
+    let horizonWatch: HorizonWatch
     /// Callback bodies larger than this are refused.
     static let maximumBody = 1 << 20
 
@@ -33,6 +35,7 @@ struct CallbackReceiver: Sendable {
             guard let metricsExposition else { return text("metrics are not enabled in this process\n", status: .notFound) }
             do {
                 try await QueueMetrics.sampleDepth(pool)
+                try await QueueMetrics.sampleHorizon(pool, watch: horizonWatch)
             } catch {
                 processor.logger.warning("could not sample the queue depth for /metrics: \(error)")
             }

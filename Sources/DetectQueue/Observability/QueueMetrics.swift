@@ -48,6 +48,14 @@ package enum QueueMetrics {
     package static let postTaskDepth = "detectq_post_task_depth"
     /// Age in seconds of the oldest request that is claimable now (0 when none is).
     package static let oldestClaimableAge = "detectq_oldest_claimable_age_seconds"
+    /// The oldest snapshot any other session, prepared transaction or replication slot holds in the database: its
+    /// age in transactions, and seconds it has held it (from its start when this role may see it, else since this
+    /// worker first saw it); vacuum keeps every row version changed since. Sampled when `/metrics` is read.
+    package static let horizonAge = "detectq_xmin_horizon_age_transactions"
+    package static let horizonHeld = "detectq_xmin_horizon_held_seconds"
+    /// Dead row versions of `detectq.requests` (the statistics' count) and the claim index's size in bytes.
+    package static let deadRequestVersions = "detectq_requests_dead_row_versions"
+    package static let claimIndexBytes = "detectq_claim_index_bytes"
 
     /// The buckets of the claim batch histogram.
     package static let claimBatchBuckets: [Double] = [1, 2, 5, 10, 20, 50, 100]
@@ -137,6 +145,15 @@ package enum QueueMetrics {
             Gauge(label: postTaskDepth, dimensions: [("state", state.rawValue)]).record(count)
         }
         Gauge(label: oldestClaimableAge).record(depth.oldestClaimableAge ?? 0)
+    }
+
+    /// Reads what holds back vacuum into the horizon's gauges.
+    static func sampleHorizon(_ pool: PostgresConnectionPool, watch: HorizonWatch) async throws {
+        let horizon = try await VacuumHorizon.read(pool)
+        Gauge(label: horizonAge).record(horizon.ageTransactions)
+        Gauge(label: horizonHeld).record(await watch.heldSeconds(horizon))
+        Gauge(label: deadRequestVersions).record(horizon.deadRequestVersions)
+        Gauge(label: claimIndexBytes).record(horizon.claimIndexBytes)
     }
 }
 

@@ -57,8 +57,10 @@ package final class Worker: Service {
             configuration: configuration, postProcessors: postProcessors, api: api, slots: slots, pause: pause, logger: logger
         )
         let router = Router()
-        CallbackReceiver(processor: dependencies.processor, poller: dependencies.poller, metricsExposition: metricsExposition, pool: dependencies.pool)
-            .routes(into: router)
+        CallbackReceiver(
+            processor: dependencies.processor, poller: dependencies.poller, metricsExposition: metricsExposition, pool: dependencies.pool,
+            horizonWatch: dependencies.horizonWatch
+        ).routes(into: router)
         additionalRoutes?(router)
         let http = Application(
             router: router,

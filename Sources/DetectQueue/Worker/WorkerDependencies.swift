@@ -31,6 +31,8 @@ struct WorkerDependencies: Sendable {
     let postTaskRunner: PostTaskRunner
     /// Ends a pause on a refused token once the API accepts it again.
     let authRecheck: AuthRecheck
+    /// How long vacuum's horizon has been held, as this worker has watched it (its log and `/metrics`).
+    let horizonWatch = HorizonWatch()
 
     /// Builds the dependencies of a worker with `configuration`; fails when the database has no installation
     /// name (`detectq migrate` has not run).

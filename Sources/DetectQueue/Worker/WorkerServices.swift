@@ -88,8 +88,8 @@ enum WorkerServices {
         }
     }
 
-    /// Takes over the expired leases of requests and post-tasks (says so when there were any), and folds the
-    /// state counts, every half lease.
+    /// Takes over the expired leases of requests and post-tasks (says so when there were any), folds the state
+    /// counts, and warns of a held-back vacuum horizon, every half lease.
     static func leaseRescue(_ dependencies: WorkerDependencies) -> PeriodicLoop {
         let logger = dependencies.logger
         return PeriodicLoop(
@@ -106,7 +106,25 @@ enum WorkerServices {
                 ])
             }
             try await QueueDepth.foldCounts(dependencies.pool)
+            try await warnOfHeldHorizon(dependencies)
             return false
+        }
+    }
+
+    /// Logs once when a snapshot has held back vacuum for `VacuumHorizon.warningAfter` (claims slow as the claim
+    /// index fills with row versions nobody can remove), and once when none does any longer.
+    private static func warnOfHeldHorizon(_ dependencies: WorkerDependencies) async throws {
+        let horizon = try await VacuumHorizon.read(dependencies.pool)
+        switch await dependencies.horizonWatch.transition(horizon) {
+        case true?:
+            dependencies.logger.warning("a snapshot has held back vacuum for over \(Int(VacuumHorizon.warningAfter)) s: end it (or the transaction holding it)", metadata: [
+                "holder": "\(horizon.holder?.description ?? "unknown")", "age_transactions": "\(horizon.ageTransactions)",
+                "dead_request_versions": "\(horizon.deadRequestVersions)", "claim_index_bytes": "\(horizon.claimIndexBytes)",
+            ])
+        case false?:
+            dependencies.logger.notice("vacuum's horizon is no longer held back", metadata: ["dead_request_versions": "\(horizon.deadRequestVersions)"])
+        case nil:
+            break
         }
     }
 

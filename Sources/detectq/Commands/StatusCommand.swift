@@ -30,6 +30,27 @@ struct StatusCommand: AsyncParsableCommand {
         var reusedToday = 0
         /// Requests waiting for the verdict of identical media in flight.
         var waitingForIdenticalMedia = 0
+        var vacuumHorizon = Horizon()
+
+        /// What holds back vacuum: the oldest snapshot's holder and age, and what it has cost the requests' table.
+        struct Horizon: Encodable {
+            var heldBy: String?
+            var ageTransactions = 0
+            /// Seconds since its transaction began; nil when this role may not see it.
+            var heldSeconds: Double?
+            var deadRequestVersions = 0
+            var claimIndexBytes = 0
+            var warning = false
+
+            enum CodingKeys: String, CodingKey {
+                case warning
+                case heldBy = "held_by"
+                case ageTransactions = "age_transactions"
+                case heldSeconds = "held_seconds"
+                case deadRequestVersions = "dead_request_versions"
+                case claimIndexBytes = "claim_index_bytes"
+            }
+        }
 
         /// One queue: what it has due, in flight and billed today, and why its due requests wait, if they do.
         struct Queue: Encodable {
@@ -77,6 +98,7 @@ struct StatusCommand: AsyncParsableCommand {
             case pauses, queues
             case reusedToday = "reused_today"
             case waitingForIdenticalMedia = "waiting_for_identical_media"
+            case vacuumHorizon = "vacuum_horizon"
         }
     }
 
@@ -141,6 +163,11 @@ struct StatusCommand: AsyncParsableCommand {
         }
         let reuse = try await ReuseSummary.read(pool)
         (report.reusedToday, report.waitingForIdenticalMedia) = (reuse.reusedToday, reuse.waiting)
+        let horizon = try await VacuumHorizon.read(pool)
+        report.vacuumHorizon = Report.Horizon(
+            heldBy: horizon.holder?.description, ageTransactions: horizon.ageTransactions, heldSeconds: horizon.heldSeconds,
+            deadRequestVersions: horizon.deadRequestVersions, claimIndexBytes: horizon.claimIndexBytes, warning: horizon.warrantsWarning
+        )
         for backlog in try await QueueBreakdown.postTaskBacklogs(pool) {
             report.postTaskBacklog[backlog.processor] = Dictionary(uniqueKeysWithValues: backlog.counts.map { ($0.key.rawValue, $0.value) })
         }
@@ -164,6 +191,7 @@ struct StatusCommand: AsyncParsableCommand {
             let waits = queue.waits.isEmpty ? (queue.paused ? "; paused" : "") : "; waits: " + queue.waits.joined(separator: "; ")
             lines.append("  \(queue.name) (weight \(queue.weight)): \(queue.due) due, \(queue.inFlight) in flight, \(queue.billedToday) billed today\(waits)")
         }
+        lines.append(horizonLine(report.vacuumHorizon))
         lines.append("oldest claimable: " + (report.oldestClaimableSeconds.map { String(format: "%.1f s", $0) } ?? "none"))
         lines.append("in flight by worker:" + (report.inFlightByWorker.isEmpty ? " none" : ""))
         for (worker, count) in report.inFlightByWorker.sorted(by: { $0.key < $1.key }) { lines.append("  \(worker): \(count)") }
@@ -174,5 +202,16 @@ struct StatusCommand: AsyncParsableCommand {
             lines.append("  \(processor): " + states.sorted(by: { $0.key < $1.key }).map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// What holds back vacuum, in one line; a warning and what to do when it has held too long.
+    static func horizonLine(_ horizon: Report.Horizon) -> String {
+        let cost = "\(horizon.deadRequestVersions) dead request versions, claim index \(String(format: "%.1f MB", Double(horizon.claimIndexBytes) / 1e6))"
+        guard let holder = horizon.heldBy else { return "vacuum horizon: nothing holds it back (\(cost))" }
+        let held = horizon.heldSeconds.map { "for \(Int($0)) s" } ?? "(its start is hidden from this role: pg_read_all_stats shows it)"
+        let line = "vacuum horizon: \(horizon.ageTransactions) transactions old, held by \(holder) \(held) (\(cost))"
+        guard horizon.warning else { return line }
+        return "WARNING " + line + "\n  vacuum keeps every request version changed since, and each claim steps over them:"
+            + " end that transaction (pg_terminate_backend for a session left idle in one)"
     }
 }
