@@ -8,9 +8,10 @@ import Testing
 struct HorizonWatchTests {
     static let start = Date(timeIntervalSince1970: 1_800_000_000)
 
-    static func horizon(_ holder: VacuumHorizon.Holder?, at seconds: Double, since: Date? = nil) -> VacuumHorizon {
+    static func horizon(_ holder: VacuumHorizon.Holder?, at seconds: Double, since: Date? = nil, heldAt: String = "725") -> VacuumHorizon {
         VacuumHorizon(
-            holder: holder, ageTransactions: holder == nil ? 0 : 10, since: since, readAt: start.addingTimeInterval(seconds),
+            holder: holder, heldAt: holder == nil ? nil : heldAt, ageTransactions: holder == nil ? 0 : 10, since: since,
+            readAt: start.addingTimeInterval(seconds),
             deadRequestVersions: 0, claimIndexBytes: 8_192
         )
     }
@@ -24,6 +25,14 @@ struct HorizonWatchTests {
         #expect(await watch.heldSeconds(Self.horizon(.replicationSlot(name: "standby"), at: 50)) == 0, "another holder")
         #expect(await watch.heldSeconds(Self.horizon(.replicationSlot(name: "standby"), at: 61)) == 11)
         #expect(await watch.heldSeconds(Self.horizon(nil, at: 70)) == 0)
+    }
+
+    @Test func theSameSessionWithANewerSnapshotHoldsANewHorizon() async {
+        let watch = HorizonWatch()
+        #expect(await watch.heldSeconds(Self.horizon(Self.report, at: 0)) == 0)
+        #expect(await watch.heldSeconds(Self.horizon(Self.report, at: 200)) == 200)
+        #expect(await watch.heldSeconds(Self.horizon(Self.report, at: 250, heldAt: "90210")) == 0, "its next transaction")
+        #expect(await watch.heldSeconds(Self.horizon(Self.report, at: 260, heldAt: "90210")) == 10)
     }
 
     @Test func aKnownStartCountsFromThereEvenAtTheFirstSighting() async {

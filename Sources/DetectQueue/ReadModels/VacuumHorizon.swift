@@ -31,7 +31,7 @@ package struct VacuumHorizon: Sendable, Hashable {
             }
         }
 
-        /// Stable across observations of the same holder: a session is the same while its pid and snapshot are.
+        /// Who holds it, across reads: a session by its pid, a prepared transaction by its id, a slot by its name.
         fileprivate var identity: String {
             switch self {
             case .session(let pid, _, _, _): "session \(pid)"
@@ -43,6 +43,9 @@ package struct VacuumHorizon: Sendable, Hashable {
 
     /// The holder of the oldest snapshot, if any other than this session holds one.
     package var holder: Holder?
+    /// The transaction id the horizon is held at (the holder's snapshot xmin, or its own transaction id): the same
+    /// holder holding a newer one holds a new horizon.
+    package var heldAt: String?
     /// Transactions begun since that snapshot (`age()` of its xmin, or of its transaction id when it has no snapshot
     /// between statements): every row version changed since is kept.
     package var ageTransactions: Int
@@ -56,8 +59,10 @@ package struct VacuumHorizon: Sendable, Hashable {
     /// The size on disk of the index the claims read (`requests_queue_claimable_idx`), in bytes.
     package var claimIndexBytes: Int
 
-    package init(holder: Holder?, ageTransactions: Int, since: Date?, readAt: Date, deadRequestVersions: Int, claimIndexBytes: Int) {
-        (self.holder, self.ageTransactions, self.since, self.readAt) = (holder, ageTransactions, since, readAt)
+    package init(
+        holder: Holder?, heldAt: String?, ageTransactions: Int, since: Date?, readAt: Date, deadRequestVersions: Int, claimIndexBytes: Int
+    ) {
+        (self.holder, self.heldAt, self.ageTransactions, self.since, self.readAt) = (holder, heldAt, ageTransactions, since, readAt)
         (self.deadRequestVersions, self.claimIndexBytes) = (deadRequestVersions, claimIndexBytes)
     }
 
@@ -86,19 +91,20 @@ package struct VacuumHorizon: Sendable, Hashable {
         let rows = try await pool.query("""
             WITH holders AS (
                 SELECT 'session' AS kind, a.pid::int8 AS pid, a.usename::text AS name, a.application_name AS detail, a.state AS state,
-                       a.xact_start AS since, greatest(age(a.backend_xmin), age(a.backend_xid))::int8 AS age
+                       a.xact_start AS since, greatest(age(a.backend_xmin), age(a.backend_xid))::int8 AS age,
+                       coalesce(a.backend_xmin, a.backend_xid)::text AS held_at
                 FROM pg_stat_activity AS a
                 WHERE (a.backend_xmin IS NOT NULL OR a.backend_xid IS NOT NULL) AND a.pid <> pg_backend_pid()
                   AND (a.datname = current_database() OR a.backend_type = 'walsender')
                   AND a.usename IS NOT NULL AND a.backend_type IS DISTINCT FROM 'autovacuum worker'
                 UNION ALL
-                SELECT 'prepared', NULL, p.gid, p.owner::text, NULL, p.prepared, age(p.transaction)::int8
+                SELECT 'prepared', NULL, p.gid, p.owner::text, NULL, p.prepared, age(p.transaction)::int8, p.transaction::text
                 FROM pg_prepared_xacts AS p WHERE p.database = current_database()
                 UNION ALL
-                SELECT 'slot', NULL, s.slot_name::text, NULL, NULL, NULL, age(s.xmin)::int8
+                SELECT 'slot', NULL, s.slot_name::text, NULL, NULL, NULL, age(s.xmin)::int8, s.xmin::text
                 FROM pg_replication_slots AS s WHERE s.xmin IS NOT NULL
             )
-            SELECT h.kind, h.pid, h.name, h.detail, h.state, h.since, h.age, clock_timestamp() AS read_at,
+            SELECT h.kind, h.pid, h.name, h.detail, h.state, h.since, h.age, h.held_at, clock_timestamp() AS read_at,
                    pg_stat_get_dead_tuples('detectq.requests'::regclass)::int8 AS dead,
                    pg_relation_size('detectq.requests_queue_claimable_idx'::regclass)::int8 AS claim_index_bytes
             FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM holders ORDER BY age DESC LIMIT 1) AS h ON true
@@ -115,14 +121,16 @@ package struct VacuumHorizon: Sendable, Hashable {
         default: holder = nil
         }
         return VacuumHorizon(
-            holder: holder, ageTransactions: try row.decode("age", as: Int?.self) ?? 0, since: try row.decode("since"),
+            holder: holder, heldAt: try row.decode("held_at"), ageTransactions: try row.decode("age", as: Int?.self) ?? 0,
+            since: try row.decode("since"),
             readAt: try row.decode("read_at"), deadRequestVersions: try row.decode("dead"), claimIndexBytes: try row.decode("claim_index_bytes")
         )
     }
 }
 
-/// How long the same holder has held back the horizon, as one process has watched it: for a holder whose start
-/// this role may not see, the time since this process first saw it hold the oldest snapshot (a lower bound).
+/// How long the same holder has held back the horizon at the same transaction, as one process has watched it:
+/// for a holder whose start this role may not see, the time since this process first saw it hold that snapshot
+/// (a lower bound).
 package actor HorizonWatch {
     private var first: (identity: String, at: Date)?
     private var warned = false
@@ -135,7 +143,8 @@ package actor HorizonWatch {
             first = nil
             return 0
         }
-        if first?.identity != holder.identity { first = (holder.identity, horizon.readAt) }
+        let identity = "\(holder.identity) at \(horizon.heldAt ?? "?")"
+        if first?.identity != identity { first = (identity, horizon.readAt) }
         let observed = horizon.readAt.timeIntervalSince(first?.at ?? horizon.readAt)
         return max(horizon.heldSeconds ?? 0, observed)
     }
