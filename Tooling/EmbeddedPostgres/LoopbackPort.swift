@@ -2,24 +2,21 @@ import Foundation
 
 /// Free TCP ports on the loopback interface, for servers a test, the demo or a benchmark starts.
 package enum LoopbackPort {
-    /// A port on 127.0.0.1 that nothing listens on right now (the kernel's choice for port 0).
+    /// A port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range
+    /// (`net.ipv4.ip_local_port_range`), so that no port the kernel hands out (for port 0, or as the local end of
+    /// an outgoing connection) can take it, neither before the server that asked for it binds it nor while that
+    /// server is down between a stop and a start (a PostgreSQL cluster restarted, a standby made on its old
+    /// primary's port). A port from the ephemeral range could be, and under a full test run beside a busy machine
+    /// once was: a worker's HTTP port taken by some connection's local end before the worker bound it.
     package static func free() throws -> Int {
-        guard let port = try bindable(0) else { throw ClusterError("could not find a free loopback port") }
-        return port
-    }
-
-    /// A free port below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), for a server that must
-    /// come back on the same port after a restart (a PostgreSQL cluster stopped and started again, a standby
-    /// made on its old primary's port): while it is down, no port the kernel hands out (for port 0, or as the
-    /// local end of an outgoing connection) can take its place.
-    package static func freeForRestarts() throws -> Int {
         let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
             .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32_768
         let range = 10_000..<max(10_001, min(ephemeralStart, 65_536))
         for _ in 0..<200 {
             if let port = try bindable(Int.random(in: range)) { return port }
         }
-        return try free()
+        guard let port = try bindable(0) else { throw ClusterError("could not find a free loopback port") }
+        return port
     }
 
     /// Binds a socket to `port` on 127.0.0.1 (0: the kernel's choice) and returns the port bound, or nil when

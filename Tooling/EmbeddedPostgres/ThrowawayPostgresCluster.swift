@@ -44,7 +44,7 @@ package final class ThrowawayPostgresCluster: Sendable {
     /// a multi-host URL keeps naming both servers), else on a free one.
     package func makeStandby(port: Int? = nil) async throws -> ThrowawayPostgresCluster {
         let standby = try Self.makeDirectory(
-            port: port ?? LoopbackPort.freeForRestarts(), binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits,
+            port: port ?? LoopbackPort.free(), binaries: binaries, runsAsPostgresUser: runsAsPostgresUser, durableCommits: durableCommits,
             countsStatements: countsStatements
         )
         try await standby.run("pg_basebackup", [
@@ -69,7 +69,7 @@ package final class ThrowawayPostgresCluster: Sendable {
     /// `countsStatements` the server loads `pg_stat_statements`, for counting round trips.
     package static func start(durableCommits: Bool = false, countsStatements: Bool = false) async throws -> ThrowawayPostgresCluster {
         let cluster = try makeDirectory(
-            port: try LoopbackPort.freeForRestarts(), binaries: try serverBinaries(), runsAsPostgresUser: geteuid() == 0, durableCommits: durableCommits,
+            port: try LoopbackPort.free(), binaries: try serverBinaries(), runsAsPostgresUser: geteuid() == 0, durableCommits: durableCommits,
             countsStatements: countsStatements
         )
         try await cluster.run("initdb", [
