@@ -29,10 +29,13 @@ detectq_as_postgres() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# A TCP port on 127.0.0.1 that nothing answers on.
+# A TCP port on 127.0.0.1 that nothing answers on, below the kernel's ephemeral range (as LoopbackPort.free()
+# picks them), so that no outgoing connection's local end can take it before its server binds it.
 detectq_free_port() {
-    local port
-    for port in $(shuf -i 20000-60000 -n 100); do
+    local port ephemeral
+    ephemeral=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$ephemeral" -gt 10100 ] 2>/dev/null || ephemeral=32768
+    for port in $(shuf -i "10000-$((ephemeral - 1))" -n 100); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
