@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0025): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0026): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -169,6 +169,7 @@ DECLARE
     lowest smallint;
     more bigint[];
     level record;
+    floor record;
 BEGIN
     IF quota <= 0 THEN RETURN ids; END IF;
     IF lane IS NOT NULL THEN
@@ -176,6 +177,20 @@ BEGIN
             SELECT r.id FROM detectq.requests AS r
             WHERE r.queue = queue_name AND r.group_key = lane AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
               AND r.id <> ALL (taken)
+            ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id
+            LIMIT quota
+            FOR UPDATE SKIP LOCKED
+        ) AS claimed;
+        RETURN ids;
+    END IF;
+    -- From the queue's floor on, where its requests without a group have one priority or none (0026).
+    SELECT f.run_at, f.levels INTO floor FROM detectq.claim_floors AS f WHERE f.queue = queue_name AND cardinality(f.levels) <= 1;
+    IF FOUND THEN
+        IF cardinality(floor.levels) = 0 THEN RETURN ids; END IF;
+        SELECT coalesce(array_agg(id), '{}') INTO ids FROM (
+            SELECT r.id FROM detectq.requests AS r
+            WHERE r.queue = queue_name AND r.group_key IS NULL AND r.state IN ('queued', 'retrying')
+              AND r.priority = floor.levels[1] AND r.run_at >= floor.run_at AND r.run_at <= now() AND r.id <> ALL (taken)
             ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id
             LIMIT quota
             FOR UPDATE SKIP LOCKED
@@ -478,23 +493,42 @@ DECLARE
     stamp timestamptz;
     shared boolean;
     earliest timestamptz;
+    walked text[] := '{}';
+    floor_expires timestamptz;
 BEGIN
     IF how_many <= 0 THEN RETURN; END IF;
-    -- The queues with due work: a loose scan of the claim index, one probe per queue with claimable requests.
-    WITH RECURSIVE names (name) AS (
-        (SELECT r.queue FROM detectq.requests AS r WHERE r.state IN ('queued', 'retrying') ORDER BY r.queue LIMIT 1)
-        UNION ALL
-        SELECT (SELECT r.queue FROM detectq.requests AS r WHERE r.state IN ('queued', 'retrying') AND r.queue > names.name
-                ORDER BY r.queue LIMIT 1)
-        FROM names WHERE names.name IS NOT NULL
-    )
-    SELECT coalesce(array_agg(names.name ORDER BY names.name), '{}') INTO candidates FROM names
-    WHERE names.name IS NOT NULL
-      -- (A probe per queue, not a join the planner could make over every due request.)
-      AND (SELECT true FROM detectq.requests AS r
-           WHERE r.queue = names.name AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
-           ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1);
-    IF cardinality(candidates) = 0 THEN RETURN; END IF;
+    -- The floors a second old are walked and set anew (detectq.walk_claim_floors). A claim that uses a floor another
+    -- claim set and finds less than it asked for comes back when that floor is a second old (or in 0.1 s, when the
+    -- floor is being walked now), for a request that became claimable below it unseen.
+    IF EXISTS (SELECT 1 FROM detectq.claim_floors AS f WHERE f.walked_at < clock_timestamp() - interval '1 second') THEN
+        walked := detectq.walk_claim_floors();
+    END IF;
+    SELECT min(f.walked_at) + interval '1 second' INTO floor_expires
+    FROM detectq.claim_floors AS f WHERE f.run_at IS NOT NULL AND f.queue <> ALL (walked);
+    IF floor_expires IS NOT NULL THEN
+        floor_expires := greatest(floor_expires, clock_timestamp() + interval '0.1 second');
+    END IF;
+    -- The queues with due work: one probe each (not a join the planner could make over every due request), from
+    -- the queue's floor where it has one: its requests in groups, and those without a group from the floor on.
+    SELECT coalesce(array_agg(f.queue ORDER BY f.queue), '{}') INTO candidates
+    FROM detectq.claim_floors AS f
+    WHERE CASE WHEN cardinality(f.levels) <= 1 THEN
+                   coalesce((SELECT true FROM detectq.requests AS r
+                             WHERE r.queue = f.queue AND r.group_key IS NOT NULL AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
+                             ORDER BY r.queue, r.group_key LIMIT 1), false)
+                   OR coalesce((SELECT true FROM detectq.requests AS r
+                                WHERE r.queue = f.queue AND r.group_key IS NULL AND r.state IN ('queued', 'retrying')
+                                  AND r.priority = f.levels[1] AND r.run_at >= f.run_at AND r.run_at <= now()
+                                ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1), false)
+               ELSE coalesce((SELECT true FROM detectq.requests AS r
+                              WHERE r.queue = f.queue AND r.state IN ('queued', 'retrying') AND r.run_at <= now()
+                              ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1), false) END;
+    IF cardinality(candidates) = 0 THEN
+        IF floor_expires IS NOT NULL THEN
+            RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::timestamptz, floor_expires, NULL::timestamptz, NULL::double precision;
+        END IF;
+        RETURN;
+    END IF;
     -- With one queue there is no one to be fair to: its claims take what they can, and each call reserves its
     -- slot as it goes. Once a second queue exists, the claims spend the budget.
     shared := (SELECT count(*) FROM detectq.queues) >= 2;
@@ -543,10 +577,6 @@ BEGIN
         END IF;
         how_many := least(how_many, budget_room);
     END IF;
-    -- A queue a request was moved to by hand has a row of its own from now on.
-    INSERT INTO detectq.queues (name)
-    SELECT c.name FROM unnest(candidates) AS c(name) WHERE NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = c.name)
-    ON CONFLICT (name) DO NOTHING;
     -- One queue with work and no limit or pause (a deployment with one lane): nothing to share or count.
     IF cardinality(candidates) = 1 AND EXISTS (
         SELECT 1 FROM detectq.queues AS q
@@ -554,7 +584,7 @@ BEGIN
           AND q.rate_limit IS NULL AND q.daily_limit IS NULL
     ) THEN
         claimed_ids := detectq.claim_from_queue(candidates[1], how_many, aging_seconds, claimed_ids);
-        claim_again := CASE WHEN cardinality(claimed_ids) >= how_many THEN now() END;
+        claim_again := CASE WHEN cardinality(claimed_ids) >= how_many THEN now() ELSE floor_expires END;
         -- Once there are other queues, the claims that find this one alone stamp it too (see the end of this
         -- function): a queue that drains alone between another's requests is here, not away.
         IF shared THEN
@@ -688,6 +718,7 @@ BEGIN
                       ELSE f.again END)
         END
     INTO claim_again FROM unnest(queue_states) AS f;
+    claim_again := coalesce(claim_again, floor_expires);
 
     RETURN QUERY SELECT * FROM detectq.claimed_rows(
         claimed_ids, claim_again, how_many < wanted_at_most AND cardinality(claimed_ids) >= how_many, budget_start, schedule_start, api_rate,
@@ -740,6 +771,16 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION detectq.queues_add_claim_floors() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO detectq.claim_floors (queue) SELECT name FROM added ORDER BY 1 ON CONFLICT (queue) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
 CREATE FUNCTION detectq.recount_states() RETURNS void
     LANGUAGE sql
     AS $$
@@ -770,6 +811,28 @@ CREATE FUNCTION detectq.requests_delete_history() RETURNS trigger
     AS $$
 BEGIN
     DELETE FROM detectq.request_events e USING deleted WHERE e.request_id = deleted.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION detectq.requests_lower_claim_floors() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        INSERT INTO detectq.queues (name)
+        SELECT DISTINCT c.queue FROM changed AS c
+        WHERE c.state IN ('queued', 'retrying') AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = c.queue)
+        ORDER BY 1 ON CONFLICT (name) DO NOTHING;
+    END IF;
+    UPDATE detectq.claim_floors AS f
+    SET run_at = least(f.run_at, n.run_at),
+        levels = ARRAY(SELECT DISTINCT l FROM unnest(f.levels || n.levels) AS l ORDER BY l DESC)
+    FROM (SELECT c.queue, min(c.run_at) AS run_at, array_agg(DISTINCT c.priority) AS levels
+          FROM changed AS c WHERE c.state IN ('queued', 'retrying') AND c.group_key IS NULL
+          GROUP BY c.queue) AS n
+    WHERE f.queue = n.queue AND f.run_at IS NOT NULL AND (n.run_at < f.run_at OR NOT n.levels <@ f.levels);
     RETURN NULL;
 END
 $$;
@@ -924,6 +987,43 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION detectq.walk_claim_floors() RETURNS text[]
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET enable_sort TO 'off'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    walked text[] := '{}';
+    floor record;
+    head record;
+BEGIN
+    FOR floor IN
+        SELECT f.queue FROM detectq.claim_floors AS f WHERE f.walked_at < clock_timestamp() - interval '1 second'
+        ORDER BY f.queue FOR NO KEY UPDATE SKIP LOCKED
+    LOOP
+        -- (One walk: the lane's first claimable request is its highest priority's first.)
+        SELECT r.priority, r.run_at INTO head FROM detectq.requests AS r
+        WHERE r.queue = floor.queue AND r.group_key IS NULL AND r.state IN ('queued', 'retrying')
+        ORDER BY r.queue, r.group_key, r.priority DESC, r.run_at, r.id LIMIT 1;
+        IF NOT FOUND THEN
+            UPDATE detectq.claim_floors SET run_at = clock_timestamp() - interval '1 second', levels = '{}', walked_at = clock_timestamp()
+            WHERE queue = floor.queue;
+        ELSIF (SELECT true FROM detectq.requests AS r
+               WHERE r.queue = floor.queue AND r.group_key IS NULL AND r.state IN ('queued', 'retrying') AND r.priority < head.priority
+               ORDER BY r.queue, r.group_key, r.priority DESC LIMIT 1) THEN
+            UPDATE detectq.claim_floors SET run_at = NULL, levels = NULL, walked_at = clock_timestamp() WHERE queue = floor.queue;
+        ELSE
+            UPDATE detectq.claim_floors
+            SET run_at = least(head.run_at, clock_timestamp() - interval '1 second'), levels = ARRAY[head.priority], walked_at = clock_timestamp()
+            WHERE queue = floor.queue;
+        END IF;
+        walked := walked || floor.queue;
+    END LOOP;
+    RETURN walked;
+END
+$$;
+
 CREATE TABLE detectq.api_budget (
     singleton boolean DEFAULT true NOT NULL,
     next_slot_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
@@ -932,6 +1032,16 @@ CREATE TABLE detectq.api_budget (
 );
 
 COMMENT ON COLUMN detectq.api_budget.paused_until IS 'Read and written only by workers of releases before migration 0006, during a rolling upgrade; detectq.pauses holds the rate-limit pause since.';
+
+CREATE TABLE detectq.claim_floors (
+    queue text NOT NULL,
+    run_at timestamp with time zone,
+    levels smallint[],
+    walked_at timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    CONSTRAINT claim_floors_complete CHECK (((run_at IS NULL) = (levels IS NULL)))
+);
+
+COMMENT ON TABLE detectq.claim_floors IS 'Where each queue''s claims begin (the fair claim writes it, and a trigger lowers it): no claimable request without a group has an earlier run_at or another priority (NULL: not known).';
 
 CREATE TABLE detectq.failure_counts (
     state text NOT NULL,
@@ -1272,6 +1382,9 @@ COMMENT ON TABLE detectq.workers IS 'detectq worker processes: started_at, heart
 ALTER TABLE ONLY detectq.api_budget
     ADD CONSTRAINT api_budget_pkey PRIMARY KEY (singleton);
 
+ALTER TABLE ONLY detectq.claim_floors
+    ADD CONSTRAINT claim_floors_pkey PRIMARY KEY (queue);
+
 ALTER TABLE ONLY detectq.installation
     ADD CONSTRAINT installation_pkey PRIMARY KEY (singleton);
 
@@ -1380,6 +1493,8 @@ CREATE TRIGGER post_tasks_record_insert AFTER INSERT ON detectq.post_tasks FOR E
 
 CREATE TRIGGER post_tasks_record_transition AFTER UPDATE OF state ON detectq.post_tasks FOR EACH ROW WHEN ((new.state IS DISTINCT FROM old.state)) EXECUTE FUNCTION detectq.post_tasks_record_event();
 
+CREATE TRIGGER queues_add_claim_floors AFTER INSERT ON detectq.queues REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION detectq.queues_add_claim_floors();
+
 CREATE TRIGGER requests_check_insert BEFORE INSERT ON detectq.requests FOR EACH ROW WHEN (((new.state <> 'queued'::detectq.request_state) OR (new.attempt <> 0) OR (new.locked_by IS NOT NULL) OR (new.remote_uuid IS NOT NULL) OR (new.result IS NOT NULL) OR (new.completed_at IS NOT NULL))) EXECUTE FUNCTION detectq.requests_check_insert();
 
 CREATE TRIGGER requests_count_deletes AFTER DELETE ON detectq.requests REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.count_statement('request');
@@ -1392,6 +1507,10 @@ CREATE TRIGGER requests_delete_history AFTER DELETE ON detectq.requests REFERENC
 
 CREATE TRIGGER requests_keep_earlier_callback_secret BEFORE UPDATE OF callback_secret_hash ON detectq.requests FOR EACH ROW WHEN (((old.callback_secret_hash IS NOT NULL) AND (new.callback_secret_hash IS DISTINCT FROM old.callback_secret_hash))) EXECUTE FUNCTION detectq.keep_earlier_callback_secret();
 
+CREATE TRIGGER requests_lower_claim_floors_on_insert AFTER INSERT ON detectq.requests REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_lower_claim_floors();
+
+CREATE TRIGGER requests_lower_claim_floors_on_update AFTER UPDATE ON detectq.requests REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_lower_claim_floors();
+
 CREATE TRIGGER requests_lower_media_sha256 BEFORE INSERT OR UPDATE OF media_sha256 ON detectq.requests FOR EACH ROW WHEN ((new.media_sha256 <> lower(new.media_sha256))) EXECUTE FUNCTION detectq.requests_lower_media_sha256();
 
 CREATE TRIGGER requests_notify_claimable AFTER UPDATE OF state, run_at ON detectq.requests FOR EACH ROW WHEN (((new.state = ANY (ARRAY['queued'::detectq.request_state, 'retrying'::detectq.request_state])) AND (new.run_at <= now()))) EXECUTE FUNCTION detectq.requests_notify_claimable();
@@ -1401,6 +1520,9 @@ CREATE TRIGGER requests_record_inserts AFTER INSERT ON detectq.requests REFERENC
 CREATE TRIGGER requests_record_transitions AFTER UPDATE ON detectq.requests REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION detectq.requests_record_transitions();
 
 CREATE TRIGGER requests_touch BEFORE UPDATE ON detectq.requests FOR EACH ROW WHEN ((NOT (new.updated_at IS DISTINCT FROM old.updated_at))) EXECUTE FUNCTION detectq.requests_touch();
+
+ALTER TABLE ONLY detectq.claim_floors
+    ADD CONSTRAINT claim_floors_queue_fkey FOREIGN KEY (queue) REFERENCES detectq.queues(name) ON DELETE CASCADE;
 
 ALTER TABLE ONLY detectq.post_task_events
     ADD CONSTRAINT post_task_events_task_id_fkey FOREIGN KEY (task_id) REFERENCES detectq.post_tasks(id) ON DELETE CASCADE;

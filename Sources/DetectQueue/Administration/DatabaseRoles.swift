@@ -21,7 +21,7 @@ package enum DatabaseRoles {
     /// Every table of the schema this release grants on; a test checks it against the migrated schema, so a table
     /// a migration adds cannot be left out by mistake.
     package static let tables = [
-        "api_budget", "failure_counts", "installation", "intelligence_archive", "pauses", "post_task_events",
+        "api_budget", "claim_floors", "failure_counts", "installation", "intelligence_archive", "pauses", "post_task_events",
         "post_task_state_transitions", "post_tasks", "queue_billing", "queue_claims", "queues", "request_events", "request_media_hashes",
         "request_state_transitions",
         "requests", "schema_migrations", "state_counts", "workers",

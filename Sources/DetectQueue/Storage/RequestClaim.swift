@@ -18,7 +18,9 @@ package enum ClaimAgain: Sendable, Equatable {
     case whenAnnounced
     /// The claim stopped at its limit with more in sight.
     case now
-    /// A queue's rate or daily limit held work back for this long.
+    /// A queue's rate or daily limit held work back for this long; or the claim started at a queue's floor (migration
+    /// 0026), which a request may have come below unseen, and found less than it asked for: when that floor is a
+    /// second old.
     case after(Duration)
     /// A cap on requests in flight held work back: when a request this worker holds ends (or work is announced).
     case whenARequestEnds
