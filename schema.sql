@@ -771,12 +771,12 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION detectq.queues_add_claim_floors() RETURNS trigger
+CREATE FUNCTION detectq.queues_add_claim_floor() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
-    INSERT INTO detectq.claim_floors (queue) SELECT name FROM added ORDER BY 1 ON CONFLICT (queue) DO NOTHING;
+    INSERT INTO detectq.claim_floors (queue) VALUES (NEW.name) ON CONFLICT (queue) DO NOTHING;
     RETURN NULL;
 END
 $$;
@@ -819,20 +819,25 @@ CREATE FUNCTION detectq.requests_lower_claim_floors() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
+DECLARE
+    claimable record;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO detectq.queues (name)
-        SELECT DISTINCT c.queue FROM changed AS c
-        WHERE c.state IN ('queued', 'retrying') AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = c.queue)
-        ORDER BY 1 ON CONFLICT (name) DO NOTHING;
-    END IF;
-    UPDATE detectq.claim_floors AS f
-    SET run_at = least(f.run_at, n.run_at),
-        levels = ARRAY(SELECT DISTINCT l FROM unnest(f.levels || n.levels) AS l ORDER BY l DESC)
-    FROM (SELECT c.queue, min(c.run_at) AS run_at, array_agg(DISTINCT c.priority) AS levels
-          FROM changed AS c WHERE c.state IN ('queued', 'retrying') AND c.group_key IS NULL
-          GROUP BY c.queue) AS n
-    WHERE f.queue = n.queue AND f.run_at IS NOT NULL AND (n.run_at < f.run_at OR NOT n.levels <@ f.levels);
+    FOR claimable IN
+        SELECT c.queue, min(c.run_at) FILTER (WHERE c.group_key IS NULL) AS run_at,
+               array_agg(DISTINCT c.priority) FILTER (WHERE c.group_key IS NULL) AS levels
+        FROM changed AS c WHERE c.state IN ('queued', 'retrying') GROUP BY c.queue ORDER BY c.queue
+    LOOP
+        IF TG_OP = 'UPDATE' AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = claimable.queue) THEN
+            INSERT INTO detectq.queues (name) VALUES (claimable.queue) ON CONFLICT (name) DO NOTHING;
+        END IF;
+        IF claimable.run_at IS NOT NULL THEN
+            UPDATE detectq.claim_floors AS f
+            SET run_at = least(f.run_at, claimable.run_at),
+                levels = ARRAY(SELECT DISTINCT l FROM unnest(f.levels || claimable.levels) AS l ORDER BY l DESC)
+            WHERE f.queue = claimable.queue AND f.run_at IS NOT NULL
+              AND (claimable.run_at < f.run_at OR NOT claimable.levels <@ f.levels);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
@@ -1493,7 +1498,7 @@ CREATE TRIGGER post_tasks_record_insert AFTER INSERT ON detectq.post_tasks FOR E
 
 CREATE TRIGGER post_tasks_record_transition AFTER UPDATE OF state ON detectq.post_tasks FOR EACH ROW WHEN ((new.state IS DISTINCT FROM old.state)) EXECUTE FUNCTION detectq.post_tasks_record_event();
 
-CREATE TRIGGER queues_add_claim_floors AFTER INSERT ON detectq.queues REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION detectq.queues_add_claim_floors();
+CREATE TRIGGER queues_add_claim_floor AFTER INSERT ON detectq.queues FOR EACH ROW EXECUTE FUNCTION detectq.queues_add_claim_floor();
 
 CREATE TRIGGER requests_check_insert BEFORE INSERT ON detectq.requests FOR EACH ROW WHEN (((new.state <> 'queued'::detectq.request_state) OR (new.attempt <> 0) OR (new.locked_by IS NOT NULL) OR (new.remote_uuid IS NOT NULL) OR (new.result IS NOT NULL) OR (new.completed_at IS NOT NULL))) EXECUTE FUNCTION detectq.requests_check_insert();
 

@@ -44,37 +44,45 @@ SELECT DISTINCT r.queue FROM detectq.requests AS r WHERE r.state IN ('queued', '
 INSERT INTO detectq.claim_floors (queue) SELECT name FROM detectq.queues;
 
 -- A queue's floor row comes with the queue's row (a request naming it, `detectq queue set`, a claim that found it).
-CREATE FUNCTION detectq.queues_add_claim_floors() RETURNS trigger
+-- (A row trigger: it runs for a row inserted, not for each producer's INSERT ... ON CONFLICT DO NOTHING that
+-- inserts none, as a statement trigger would.)
+CREATE FUNCTION detectq.queues_add_claim_floor() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    INSERT INTO detectq.claim_floors (queue) SELECT name FROM added ORDER BY 1 ON CONFLICT (queue) DO NOTHING;
+    INSERT INTO detectq.claim_floors (queue) VALUES (NEW.name) ON CONFLICT (queue) DO NOTHING;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER queues_add_claim_floors AFTER INSERT ON detectq.queues
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION detectq.queues_add_claim_floors();
+CREATE TRIGGER queues_add_claim_floor AFTER INSERT ON detectq.queues
+    FOR EACH ROW EXECUTE FUNCTION detectq.queues_add_claim_floor();
 
 -- A statement that makes requests claimable below their queue's floor, or at a priority it does not list, lowers
 -- it (once per statement; a statement that makes none claimable, as most of the workers' do, writes nothing).
 -- And a request moved by hand to a queue that has no row yet gives the queue its row (and a floor) at once: the
 -- claims find the queues with work from their floors, no longer by a loose scan of the claim index.
+-- (One pass over the statement's rows; the workers' statements, which make none claimable, end there.)
 CREATE FUNCTION detectq.requests_lower_claim_floors() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    claimable record;
 BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO detectq.queues (name)
-        SELECT DISTINCT c.queue FROM changed AS c
-        WHERE c.state IN ('queued', 'retrying') AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = c.queue)
-        ORDER BY 1 ON CONFLICT (name) DO NOTHING;
-    END IF;
-    UPDATE detectq.claim_floors AS f
-    SET run_at = least(f.run_at, n.run_at),
-        levels = ARRAY(SELECT DISTINCT l FROM unnest(f.levels || n.levels) AS l ORDER BY l DESC)
-    FROM (SELECT c.queue, min(c.run_at) AS run_at, array_agg(DISTINCT c.priority) AS levels
-          FROM changed AS c WHERE c.state IN ('queued', 'retrying') AND c.group_key IS NULL
-          GROUP BY c.queue) AS n
-    WHERE f.queue = n.queue AND f.run_at IS NOT NULL AND (n.run_at < f.run_at OR NOT n.levels <@ f.levels);
+    FOR claimable IN
+        SELECT c.queue, min(c.run_at) FILTER (WHERE c.group_key IS NULL) AS run_at,
+               array_agg(DISTINCT c.priority) FILTER (WHERE c.group_key IS NULL) AS levels
+        FROM changed AS c WHERE c.state IN ('queued', 'retrying') GROUP BY c.queue ORDER BY c.queue
+    LOOP
+        IF TG_OP = 'UPDATE' AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = claimable.queue) THEN
+            INSERT INTO detectq.queues (name) VALUES (claimable.queue) ON CONFLICT (name) DO NOTHING;
+        END IF;
+        IF claimable.run_at IS NOT NULL THEN
+            UPDATE detectq.claim_floors AS f
+            SET run_at = least(f.run_at, claimable.run_at),
+                levels = ARRAY(SELECT DISTINCT l FROM unnest(f.levels || claimable.levels) AS l ORDER BY l DESC)
+            WHERE f.queue = claimable.queue AND f.run_at IS NOT NULL
+              AND (claimable.run_at < f.run_at OR NOT claimable.levels <@ f.levels);
+        END IF;
+    END LOOP;
     RETURN NULL;
 END
 $$;
