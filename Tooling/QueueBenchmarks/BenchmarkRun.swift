@@ -202,6 +202,10 @@ package struct BenchmarkRun: Sendable {
                 target: "≤ 1.25× none held", met: held.claimP95 <= clean.claimP95 * 1.25
             ))
             add(BenchmarkRow(
+                scenario: "14 insert to claim p95 by tenth of the run, ms", figure: held.tenthClaimP95.map { String(format: "%.0f", $0) }.joined(separator: " "),
+                reference: "none held " + clean.tenthClaimP95.map { String(format: "%.0f", $0) }.joined(separator: " "), ratio: nil, target: "", met: nil
+            ))
+            add(BenchmarkRow(
                 scenario: "14 claim index at the end; detectq status",
                 figure: Self.megabytes(Int64(held.horizon.claimIndexBytes)) + ", \(Self.count(held.horizon.deadRequestVersions)) dead versions; "
                     + (held.horizon.warrantsWarning ? "warns (\(Self.count(held.horizon.ageTransactions)) transactions old)" : "no warning"),

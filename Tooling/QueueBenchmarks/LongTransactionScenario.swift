@@ -16,6 +16,8 @@ extension Scenarios {
         /// inserted in its last tenth, in ms.
         package var claimP95: Double
         package var lateClaimP95: Double
+        /// The same p95 for the requests inserted in each tenth of the run, in order: where in the run the waits were.
+        package var tenthClaimP95: [Double]
         /// The vacuum horizon at the end of the producers' time, before the snapshot (if any) was let go: what
         /// `detectq status` saw, the claim index's size and the dead request versions.
         package var horizon: VacuumHorizon
@@ -86,13 +88,19 @@ extension Scenarios {
                 GROUP BY r.id, r.created_at
             )
             SELECT (SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) FROM claims) AS p95,
-                   (SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) FROM claims WHERE created_at >= $1) AS late_p95
-            """, parameters: [start.addingTimeInterval(window * 0.9)]))[0]
+                   (SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) FROM claims WHERE created_at >= $1) AS late_p95,
+                   (SELECT array_agg(tenth.p95 ORDER BY tenth.n) FROM (
+                        SELECT least(width_bucket(extract(epoch FROM created_at), extract(epoch FROM $2::timestamptz),
+                                                  extract(epoch FROM $3::timestamptz), 10), 10) AS n,
+                               percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) AS p95
+                        FROM claims GROUP BY 1) AS tenth) AS tenths
+            """, parameters: [start.addingTimeInterval(window * 0.9), start, end]))[0]
         for child in children { await child.stop() }
         await context.drop(database)
         return SteadyTraffic(
             offered: Double(inserted) / window, throughput: Double(completedInTime) / window,
-            claimP95: try percentiles.decode("p95"), lateClaimP95: try percentiles.decode("late_p95"), horizon: horizon
+            claimP95: try percentiles.decode("p95"), lateClaimP95: try percentiles.decode("late_p95"),
+            tenthClaimP95: try percentiles.decode("tenths"), horizon: horizon
         )
     }
 }
