@@ -823,8 +823,10 @@ DECLARE
     claimable record;
 BEGIN
     FOR claimable IN
+        -- (A lane's highest and lowest priority, not all of them: a floor of two priorities or more is not used, so
+        -- which they are does not matter. A DISTINCT aggregate cost an INSERT ... SELECT of 100,000 rows 8.6 us a row.)
         SELECT c.queue, min(c.run_at) FILTER (WHERE c.group_key IS NULL) AS run_at,
-               array_agg(DISTINCT c.priority) FILTER (WHERE c.group_key IS NULL) AS levels
+               ARRAY[max(c.priority) FILTER (WHERE c.group_key IS NULL), min(c.priority) FILTER (WHERE c.group_key IS NULL)] AS levels
         FROM changed AS c WHERE c.state IN ('queued', 'retrying') GROUP BY c.queue ORDER BY c.queue
     LOOP
         IF TG_OP = 'UPDATE' AND NOT EXISTS (SELECT 1 FROM detectq.queues AS q WHERE q.name = claimable.queue) THEN
@@ -1046,7 +1048,7 @@ CREATE TABLE detectq.claim_floors (
     CONSTRAINT claim_floors_complete CHECK (((run_at IS NULL) = (levels IS NULL)))
 );
 
-COMMENT ON TABLE detectq.claim_floors IS 'Where each queue''s claims begin (the fair claim writes it, and a trigger lowers it): no claimable request without a group has an earlier run_at or another priority (NULL: not known).';
+COMMENT ON TABLE detectq.claim_floors IS 'Where each queue''s claims begin (the fair claim writes it, and a trigger lowers it): no claimable request without a group has an earlier run_at or another priority (NULL: not known; of two or more priorities, some).';
 
 CREATE TABLE detectq.failure_counts (
     state text NOT NULL,
