@@ -1,4 +1,4 @@
--- detectq's schema as the migrations in migrations/ leave it (0001 to 0026): the
+-- detectq's schema as the migrations in migrations/ leave it (0001 to 0027): the
 -- definitions of the schema detectq, then the rows of its two transition tables, which its triggers enforce.
 -- Written by pg_dump --schema-only and normalised; do not edit it. Databases are made and upgraded with
 -- `detectq migrate`, never from this file. After adding a migration:
@@ -974,11 +974,12 @@ BEGIN
     -- (it locks the request in flight's row for share) is seen: those waiting still (the completion's statement
     -- completes the ones it saw) become claimable now.
     IF left_flight IS NOT NULL THEN
-        -- (`waiting_for IS NOT NULL` lets the planner read the small index of waiting requests: without it, 1 ms.)
+        -- (`waiting_for IS NOT NULL` lets the planner read the small index of waiting requests: without it, 1 ms.
+        -- The state compared as text keeps it off the claim index: see above.)
         SELECT array_agg(w.id) INTO waiting FROM detectq.requests w
-        WHERE w.waiting_for IS NOT NULL AND w.waiting_for = ANY(left_flight) AND w.state = 'queued';
+        WHERE w.waiting_for IS NOT NULL AND w.waiting_for = ANY(left_flight) AND w.state::text = 'queued';
         IF waiting IS NOT NULL THEN
-            UPDATE detectq.requests SET run_at = now(), waiting_for = NULL WHERE id = ANY(waiting) AND state = 'queued';
+            UPDATE detectq.requests SET run_at = now(), waiting_for = NULL WHERE id = ANY(waiting) AND state::text = 'queued';
         END IF;
     END IF;
     RETURN NULL;

@@ -84,5 +84,6 @@ package enum DetectqMigrations {
         Migration(fileName: "0024_validate_cheaper_checks.sql", bytes: PackageResources._024_validate_cheaper_checks_sql),
         Migration(fileName: "0025_metadata_search_skips_empty.sql", bytes: PackageResources._025_metadata_search_skips_empty_sql),
         Migration(fileName: "0026_claims_start_at_the_floor.sql", bytes: PackageResources._026_claims_start_at_the_floor_sql),
+        Migration(fileName: "0027_lookups_keep_off_the_claim_index.sql", bytes: PackageResources._027_lookups_keep_off_the_claim_index_sql),
     ]
 }

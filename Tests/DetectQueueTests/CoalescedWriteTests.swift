@@ -1,4 +1,4 @@
-import DetectQueue
+@testable import DetectQueue
 import DetectSimulator
 import DetectqTestSupport
 import Foundation
@@ -65,6 +65,41 @@ struct CoalescedWriteTests {
         #expect(try rows.decode("done", as: Int.self) == 200)
         #expect(try rows.decode("tasks", as: Int.self) == 400, "two post-tasks each, written with the completion")
         #expect(try rows.decode("events", as: Int.self) == 200, "the history records every completion")
+    }
+
+    /// A worker's lease renewal and its completion batch over the same requests, each stalled behind a lock on
+    /// the middle one, wait for each other and both succeed: neither locks in the order it was handed the ids (a
+    /// batch of completions comes in the order the detections finished), so they never deadlock.
+    @Test func aCompletionBatchAndALeaseRenewalOverTheSameRequestsNeverDeadlock() async throws {
+        let fixture = try await StoreFixture.make()
+        try await fixture.insert(3)
+        let store = fixture.store(worker: "w1")
+        let claimed = try await store.claim(workerID: "w1", limit: 3, lease: .seconds(60)).sorted { $0.id < $1.id }
+        #expect(claimed.count == 3)
+        let blocker = try await PostgresConnection.connect(fixture.configuration)
+        try await blocker.query("BEGIN")
+        try await blocker.query("SELECT id FROM detectq.requests WHERE id = \(claimed[1].id) FOR UPDATE")
+        let lockWaits = {
+            try await fixture.admin.query("""
+                SELECT count(*)::int8 AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                """)[0].decode("n", as: Int.self)
+        }
+        let batch = try claimed.reversed().map { request in
+            RequestStore.Completion(
+                request: request, event: .completed, workerID: "w1", lease: .seconds(60), result: try result("uuid-\(request.id)"), postProcessors: ["p"]
+            )
+        }
+        let completing = Task { try await RequestStore.writeCompletions(batch, on: store.pool) }
+        try await waitUntil("the completion batch waits on the middle request") { try await lockWaits() == 1 }
+        let renewing = Task { try await store.heartbeat(workerID: "w1", ids: claimed.map(\.id), lease: .seconds(60)) }
+        try await waitUntil("the lease renewal waits too") { try await lockWaits() == 2 }
+        try await blocker.query("COMMIT")
+        await blocker.close()
+        let written = try await completing.value
+        let stillHeld = try await renewing.value
+        #expect(written.allSatisfy(\.completed) && written.count == 3)
+        #expect(stillHeld.isEmpty, "the renewal came after the completions, which gave the leases up")
+        #expect(try await fixture.admin.query("SELECT count(*)::int8 AS n FROM detectq.post_tasks")[0].decode("n", as: Int.self) == 3)
     }
 
     @Test func oneBadCompletionDoesNotFailTheOthersInItsBatch() async throws {

@@ -261,9 +261,11 @@ struct RequestBatch {
     let extras: [(name: String, type: String)]
 
     /// The `v` the UPDATE reads from: one row per change (its id, expected state, worker, extras and column
-    /// values) from one JSON parameter, appended to `parameters`.
+    /// values) from one JSON parameter, appended to `parameters`. The rows go in `id` order: the UPDATE joins
+    /// them one by one to the primary key, so it locks the requests in the order a lease renewal does
+    /// (`NonStateWrite.leaseRenewal`), and the two never deadlock.
     func values(parameters: inout [any PostgresEncodable]) throws -> String {
-        let objects = try rows.map { row in
+        let objects = try rows.sorted { $0.id < $1.id }.map { row in
             var fields = [
                 "\"id\":\(row.id)", "\"expected\":\"\(row.expected.rawValue)\"",
                 "\"worker\":" + (try row.workerID.map { try ColumnValue.text($0).jsonText() } ?? "null"),

@@ -24,6 +24,24 @@ extension RequestStore {
     /// `reused`, the source being the request that was detected) and get the same processors' post-tasks, queued.
     /// Returns, per completion, how it was written.
     static func writeCompletions(_ batch: [Completion], on pool: PostgresConnectionPool) async throws -> [CompletionWrite] {
+        let rows = try await pool.query(try completionStatement(batch))
+        var completed: [Int: (at: Date, postTasks: [PostTask], reusedBy: Int)] = [:]
+        for row in rows {
+            let id = try row.decode("completed_id", as: Int.self)
+            var postTasks = completed[id]?.postTasks ?? []
+            if try row.decode("id", as: Int?.self) != nil { postTasks.append(try PostTask(row: row)) }
+            completed[id] = (try row.decode("request_completed_at", as: Date.self), postTasks, try row.decode("reused_by", as: Int.self))
+        }
+        // A request completed twice in one batch (a callback racing a poll) counts once.
+        return batch.map { completion in
+            guard let entry = completed.removeValue(forKey: completion.request.id) else { return .movedOn }
+            return .completed(at: entry.at, postTasks: entry.postTasks, reusedBy: entry.reusedBy)
+        }
+    }
+
+    /// The one statement that writes `batch`: a row per completed request (`completed_id`,
+    /// `request_completed_at`, `reused_by`) joined to each of its post-tasks created running.
+    static func completionStatement(_ batch: [Completion]) throws -> PostgresQuery {
         let statement = RequestBatch(
             rows: try batch.map { completion in
                 var row = RequestBatch.Row(
@@ -47,13 +65,18 @@ extension RequestStore {
             + ["submit_path = '\(SubmitPath.reused.rawValue)'", "reused_from = coalesce(done.reused_from, done.id)", "waiting_for = NULL",
                "updated_at = now()"]
             + verdictColumns.map { "\($0.rawValue) = done.\($0.rawValue)" }
+        // The waiters are found by `waiting_for` alone: their state is compared as text, from which the planner
+        // cannot prove the claim index's predicate (`state IN ('queued', 'retrying')`). Where the statistics say
+        // few requests are queued, it would otherwise read that index whole for every batch, and beside a
+        // transaction that holds back vacuum the index keeps an entry for every request ever queued (a batch took
+        // up to 4 s so, and the workers' completions fell to a fifth).
         // The post-tasks are the completion's (`createsPostTasks`): created running under the completing
         // worker's lease, for it to run at once, or queued when no worker completed the request. A waiter's,
         // the same processors as its source's (its verdict and options are the same), are queued.
-        let rows = try await pool.query(PostgresQuery(sql: """
+        return PostgresQuery(sql: """
             WITH v AS (\(values)), done AS (\(try statement.update(returning: doneColumns))), waiters AS (
                 UPDATE detectq.requests AS w SET \(waiterAssignments.joined(separator: ", "))
-                FROM done WHERE done.media_sha256 IS NOT NULL AND w.waiting_for = done.id AND w.state = 'queued'
+                FROM done WHERE done.media_sha256 IS NOT NULL AND w.waiting_for = done.id AND w.state::text = 'queued'
                 RETURNING w.id, done.id AS source_id
             ), tasks AS (
                 INSERT INTO detectq.post_tasks (request_id, processor, state, attempt, locked_by, locked_until)
@@ -73,19 +96,7 @@ extension RequestStore {
             SELECT done.id AS completed_id, done.completed_at AS request_completed_at,
                    (SELECT count(*) FROM waiters WHERE waiters.source_id = done.id) AS reused_by, tasks.*
             FROM done LEFT JOIN tasks ON tasks.request_id = done.id
-            """, parameters: parameters))
-        var completed: [Int: (at: Date, postTasks: [PostTask], reusedBy: Int)] = [:]
-        for row in rows {
-            let id = try row.decode("completed_id", as: Int.self)
-            var postTasks = completed[id]?.postTasks ?? []
-            if try row.decode("id", as: Int?.self) != nil { postTasks.append(try PostTask(row: row)) }
-            completed[id] = (try row.decode("request_completed_at", as: Date.self), postTasks, try row.decode("reused_by", as: Int.self))
-        }
-        // A request completed twice in one batch (a callback racing a poll) counts once.
-        return batch.map { completion in
-            guard let entry = completed.removeValue(forKey: completion.request.id) else { return .movedOn }
-            return .completed(at: entry.at, postTasks: entry.postTasks, reusedBy: entry.reusedBy)
-        }
+            """, parameters: parameters)
     }
 }
 
