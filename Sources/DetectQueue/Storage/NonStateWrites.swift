@@ -12,14 +12,14 @@ enum NonStateWrite {
     /// The rows are locked in `id` order, the order every batch write of them takes (`RequestBatch`), so a
     /// renewal and its worker's own completion batch over the same rows wait for each other at most, never
     /// deadlock (an index or bitmap scan of `id = ANY(...)` alone locks them in whatever order the plan reads
-    /// them). And they are found by the primary key only: the holder is compared through `coalesce`, from which
-    /// the planner cannot prove the leased rows' partial index applies. It would otherwise read that index whole
-    /// whenever the statistics say few rows are leased, and beside a transaction that holds back vacuum that
-    /// index keeps an entry for every lease ever taken (a renewal took up to 2.8 s so).
+    /// them). And they are found by the primary key only: the holder's comparison is wrapped in `coalesce`,
+    /// from which the planner cannot prove the leased rows' partial index applies. It would otherwise read that
+    /// index whole whenever the statistics say few rows are leased, and beside a transaction that holds back
+    /// vacuum that index keeps an entry for every lease ever taken (a renewal took up to 2.8 s so).
     static func leaseRenewal(table: String, workerID: String, ids: [Int], lease: Duration) -> PostgresQuery {
         PostgresQuery(sql: """
             UPDATE \(table) AS t SET locked_until = now() + make_interval(secs => $1)
-            FROM (SELECT id FROM \(table) WHERE id = ANY($2) AND coalesce(locked_by, '') = $3 ORDER BY id FOR NO KEY UPDATE) AS held
+            FROM (SELECT id FROM \(table) WHERE id = ANY($2) AND coalesce(locked_by = $3, false) ORDER BY id FOR NO KEY UPDATE) AS held
             WHERE t.id = held.id
             RETURNING t.id
             """, parameters: [lease.seconds, ids, workerID])
